@@ -1,0 +1,1 @@
+"""icegate: quality-gated ingestion of scraped files into Apache Iceberg."""

@@ -1,0 +1,48 @@
+"""Names shared by the library, the Lambda handlers and the CDK app.
+
+Standard library only: ``cdk/`` imports this module, and CDK synthesis must never pull in the
+data libraries.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: The stages in execution order, as the state machine and the local runner name them.
+PARSE: Final = "parse"
+VALIDATE: Final = "validate"
+SCORE: Final = "score"
+GATE: Final = "gate"
+LOAD: Final = "load"
+DEAD_LETTER: Final = "dead_letter"
+
+#: Lambda handler of each stage, named by string so that CDK never imports the stages.
+HANDLERS: Final[dict[str, str]] = {
+    PARSE: "stages.parser.handler",
+    VALIDATE: "stages.validator.handler",
+    SCORE: "stages.quality_scorer.handler",
+    LOAD: "stages.loader.handler",
+    DEAD_LETTER: "stages.dead_letter.handler",
+}
+
+#: File suffixes the pipeline accepts (the EventBridge rule filters on these too).
+SUPPORTED_SUFFIXES: Final = (".csv", ".tsv", ".xlsx", ".json", ".ndjson", ".jsonl", ".parquet", ".gz")
+
+#: Prefixes inside the lake root (a local folder or ``s3://<lake bucket>``).
+PROCESSING_PREFIX: Final = "processing"
+WAREHOUSE_PREFIX: Final = "warehouse"
+DLQ_PREFIX: Final = "dlq"
+ARCHIVE_PREFIX: Final = "archive"
+LANDING_PREFIX: Final = "landing"
+
+#: Error names the state machine retries before it gives up (class names in ``icegate.errors``).
+TRANSIENT_ERRORS: Final = ("CommitConflict", "StorageUnavailable")
+
+#: Environment variables read by ``icegate.settings`` (set by CDK on every function).
+ENV_PREFIX: Final = "ICEGATE_"
+ENV_LAKE_ROOT: Final = "ICEGATE_LAKE_ROOT"
+ENV_CATALOG_TYPE: Final = "ICEGATE_CATALOG_TYPE"
+ENV_CATALOG_URI: Final = "ICEGATE_CATALOG_URI"
+ENV_CATALOG_NAME: Final = "ICEGATE_CATALOG_NAME"
+ENV_WAREHOUSE: Final = "ICEGATE_WAREHOUSE"
+ENV_NAMESPACE: Final = "ICEGATE_NAMESPACE"

@@ -1,0 +1,112 @@
+"""The shape of a dataset contract. One file per dataset in this package fills it in."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    import pandera.polars as pa
+    import polars as pl
+
+#: Value types a contract column can have (Iceberg: string, long, date).
+ColumnType = Literal["string", "long", "date"]
+#: Canonicalisations applied to a string column's values before validation.
+Normalizer = Literal["phone", "handle"]
+MergeStrategy = Literal["insert_new", "upsert", "append"]
+Dimension = Literal["accuracy", "consistency", "timeliness"]
+#: Partition transforms a contract may use (pyiceberg writes all of these without extras).
+Transform = Literal["identity", "year", "month", "day"]
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a dataset as the table stores it."""
+
+    name: str
+    type: ColumnType = "string"
+    #: Other header spellings that mean this column (compared after header canonicalisation).
+    aliases: tuple[str, ...] = ()
+    #: The header must contain this column; optional columns are filled with nulls when absent.
+    required: bool = True
+    #: A row may leave the value empty.
+    nullable: bool = True
+    normalizer: Normalizer | None = None
+    #: Validity checks (pandera); a row failing any of them is rejected.
+    checks: tuple[pa.Check, ...] = ()
+
+
+@dataclass(frozen=True)
+class QualityContext:
+    """What a quality rule may compare rows with."""
+
+    #: The date the file claims to be from (name stamp), else its upload date.
+    reference_date: date
+    #: When the file arrived (S3 LastModified, local mtime).
+    upload_date: date
+
+
+@dataclass(frozen=True)
+class QualityRule:
+    """A soft check that costs quality points but rejects no row.
+
+    ``expression`` evaluates per row to True (pass), False (fail) or null (not applicable).
+    """
+
+    name: str
+    dimension: Dimension
+    expression: Callable[[QualityContext], pl.Expr]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset contract: how to recognise, read, check, score and merge one kind of file."""
+
+    name: str
+    #: Glob patterns matched against the file's base name (case-insensitive).
+    file_patterns: tuple[str, ...]
+    columns: tuple[Column, ...]
+    key: tuple[str, ...]
+    strategy: MergeStrategy = "insert_new"
+    #: Column compared by ``upsert``: an incoming row replaces a stored one only when newer.
+    ordering_column: str | None = None
+    partition: tuple[tuple[str, Transform], ...] = ()
+    quality_threshold: float = 70.0
+    #: Per-dimension weights replacing the defaults (0–100 scale, any subset).
+    quality_weights: Mapping[str, float] = field(default_factory=dict)
+    #: Per-dimension minimum scores (0–1); any dimension under its floor fails the gate.
+    quality_floors: Mapping[str, float] = field(default_factory=dict)
+    quality_rules: tuple[QualityRule, ...] = ()
+    #: Iceberg table name; defaults to the dataset name.
+    table_name: str | None = None
+
+    def __post_init__(self) -> None:
+        names = [c.name for c in self.columns]
+        if len(set(names)) != len(names):
+            raise ValueError(f"dataset {self.name!r} declares a column twice: {names}")
+        unknown = [k for k in (*self.key, *(p for p, _ in self.partition)) if k not in names]
+        if self.ordering_column:
+            unknown += [self.ordering_column] if self.ordering_column not in names else []
+        if unknown:
+            raise ValueError(f"dataset {self.name!r} names columns it does not declare: {unknown}")
+
+    @property
+    def table(self) -> str:
+        return self.table_name or self.name
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    def column(self, name: str) -> Column:
+        for column in self.columns:
+            if column.name == name:
+                return column
+        raise KeyError(name)
+
+    def matches(self, file_name: str) -> bool:
+        lowered = file_name.lower()
+        return any(fnmatch.fnmatchcase(lowered, pattern.lower()) for pattern in self.file_patterns)

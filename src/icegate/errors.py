@@ -1,0 +1,75 @@
+"""The error taxonomy.
+
+Class names are part of the interface: the state machine matches them in ``ErrorEquals``.
+``TerminalError`` subclasses go straight to the dead-letter path; ``TransientError`` subclasses are
+retried with backoff first. Every message says what was wrong, where, and what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class IcegateError(Exception):
+    """Base of every error the pipeline raises on purpose."""
+
+    #: True when retrying the same input may succeed.
+    transient = False
+
+    def __init__(self, message: str, *, file: str | None = None, location: str | None = None) -> None:
+        self.file = file
+        self.location = location
+        where = ", ".join(part for part in (file, location) if part)
+        super().__init__(f"{where}: {message}" if where else message)
+
+    @property
+    def error_type(self) -> str:
+        return type(self).__name__
+
+
+class TerminalError(IcegateError):
+    """The input itself is wrong: retrying cannot help, the file goes to the dead-letter prefix."""
+
+
+class TransientError(IcegateError):
+    """A passing condition (conflict, throttling): the same input may succeed when retried."""
+
+    transient = True
+
+
+class UnknownDataset(TerminalError):
+    """The file name matches no dataset contract."""
+
+
+class UnsupportedFormat(TerminalError):
+    """The file's format is not one the parser reads."""
+
+
+class EmptyFile(TerminalError):
+    """The file holds no data rows."""
+
+
+class FileTooLarge(TerminalError):
+    """The file exceeds a size limit (bytes, uncompressed bytes, rows)."""
+
+
+class MalformedFile(TerminalError):
+    """The file cannot be decoded: bad syntax, encoding, NUL bytes, too many columns, overlong fields."""
+
+
+class SchemaMismatch(TerminalError):
+    """The header does not fit the dataset contract (missing required or colliding columns)."""
+
+
+class QualityGateFailed(TerminalError):
+    """The quality score is under the dataset's threshold (or a dimension under its floor)."""
+
+
+class CommitConflict(TransientError):
+    """Another writer kept committing to the table; the loader gave up after bounded retries."""
+
+
+class StorageUnavailable(TransientError):
+    """Object storage throttled or failed in a way that is worth retrying."""
+
+
+class SourceNotFound(TerminalError):
+    """The object named by the event no longer exists (deleted, or a version that is gone)."""

@@ -1,0 +1,156 @@
+"""The typed payloads that travel between stages.
+
+They are small JSON documents (references, counts, ids — never rows): Step Functions caps a state at
+256 KB. Each stage returns its input extended with its own result, so any state carries everything
+the dead-letter handler needs to report on. Standard library only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any, Self, Union
+
+
+class Payload:
+    """JSON round-trip for the dataclasses below (unknown keys are ignored, so that states may grow)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload, no-any-return]
+
+    @classmethod
+    def from_dict(cls, data: typing.Mapping[str, Any]) -> Self:
+        hints = typing.get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            if f.name in data:
+                values[f.name] = _decode(hints[f.name], data[f.name])
+        return cls(**values)
+
+
+def _decode(hint: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    if isinstance(hint, type) and issubclass(hint, Payload):
+        return hint.from_dict(value)
+    return value
+
+
+@dataclass(frozen=True)
+class SourceObject(Payload):
+    """The file that started a run: the execution input of the state machine.
+
+    ``bucket`` is empty for a local file, whose ``key`` is then its path.
+    """
+
+    bucket: str
+    key: str
+    version_id: str | None = None
+    etag: str | None = None
+    size: int | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}" if self.bucket else self.key
+
+    @property
+    def name(self) -> str:
+        return PurePosixPath(self.key).name
+
+    @property
+    def version(self) -> str | None:
+        """What identifies this upload among others of the same key."""
+        return self.version_id or (self.etag.strip('"') if self.etag else None)
+
+
+@dataclass(frozen=True)
+class Job(Payload):
+    """The state after the state machine's first step: the source plus the run id."""
+
+    source: SourceObject
+    run_id: str
+
+
+@dataclass(frozen=True)
+class Parsed(Job):
+    dataset: str = ""
+    format: str = ""
+    #: Content hash of the raw object: the idempotency key of the load.
+    sha256: str = ""
+    #: ISO-8601 time the object was uploaded (S3 LastModified, local mtime).
+    uploaded_at: str = ""
+    rows: int = 0
+    columns: list[str] = field(default_factory=list)
+    #: Source headers that match no contract column, so are not loaded (reported, never silent).
+    ignored_columns: list[str] = field(default_factory=list)
+    parsed_uri: str = ""
+
+
+@dataclass(frozen=True)
+class Validated(Parsed):
+    valid_uri: str = ""
+    rejected_uri: str = ""
+    rows_valid: int = 0
+    rows_rejected: int = 0
+    #: Failed check name -> number of rows that failed it.
+    failed_checks: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class QualitySummary(Payload):
+    score: float
+    threshold: float
+    passed: bool
+    dimensions: dict[str, float]
+    report_uri: str
+    #: Why the gate failed, when it did (score under threshold, dimensions under their floors).
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Scored(Validated):
+    quality: QualitySummary | None = None
+
+
+@dataclass(frozen=True)
+class LoadSummary(Payload):
+    table: str
+    strategy: str
+    inserted: int
+    updated: int
+    #: Rows whose key the table already held (``insert_new``) or held newer (``upsert``).
+    skipped: int
+    #: Rows dropped because a later row of the same file has the same key.
+    duplicates_in_file: int
+    snapshot_id: int | None
+    already_loaded: bool = False
+
+
+@dataclass(frozen=True)
+class Loaded(Scored):
+    load: LoadSummary | None = None
+
+
+@dataclass(frozen=True)
+class ErrorInfo(Payload):
+    """What a Step Functions Catch puts at ``$.error``: the error name and its cause."""
+
+    Error: str
+    Cause: str = ""
+
+
+@dataclass(frozen=True)
+class DeadLettered(Payload):
+    run_id: str
+    dataset: str
+    stage: str
+    error_type: str
+    message: str
+    dlq_uri: str
+    error_uri: str

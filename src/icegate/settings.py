@@ -1,0 +1,153 @@
+"""One typed settings object, read once from ``ICEGATE_*`` environment variables.
+
+Logic never reads ``os.environ``: it receives a :class:`Settings`. Explicit arguments (CLI options,
+tests) beat the environment by way of :meth:`Settings.with_overrides`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from icegate.constants import ENV_PREFIX, WAREHOUSE_PREFIX
+
+MiB = 1024 * 1024
+
+QUALITY_DIMENSIONS = ("completeness", "accuracy", "consistency", "timeliness", "uniqueness", "validity")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Guards applied by the parser before and while it decodes a file."""
+
+    max_bytes: int = 512 * MiB
+    max_uncompressed_bytes: int = 1024 * MiB
+    max_rows: int = 5_000_000
+    max_columns: int = 256
+    max_field_bytes: int = 1 * MiB
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, with defaults that run the embedded local mode."""
+
+    #: Local folder or ``s3://bucket[/prefix]`` holding ``processing/``, ``warehouse/``, ``dlq/``.
+    lake_root: str = "lake"
+    #: pyiceberg catalog type: ``sql`` (SQLite or PostgreSQL), ``glue``, ``rest``, ...
+    catalog_type: str = "sql"
+    catalog_name: str = "icegate"
+    #: SQLAlchemy URI for the ``sql`` catalog, or the REST endpoint. Default: ``<lake>/catalog.db``.
+    catalog_uri: str | None = None
+    #: Iceberg warehouse location. Default: ``<lake>/warehouse``.
+    warehouse: str | None = None
+    #: Extra pyiceberg catalog properties (``ICEGATE_CATALOG_PROPERTIES`` as a JSON object).
+    catalog_properties: Mapping[str, str] = field(default_factory=dict)
+    namespace: str = "instagram_db"
+    #: S3 endpoint override (S3-compatible stores, moto in tests).
+    s3_endpoint: str | None = None
+    #: Encoding of text sources that are not UTF-8; unset means "UTF-8 (or a UTF-16 BOM) or refuse".
+    source_encoding: str | None = None
+    limits: Limits = field(default_factory=Limits)
+    #: Weight overrides by dimension name (``ICEGATE_QUALITY_WEIGHT_<DIMENSION>``).
+    quality_weights: Mapping[str, float] = field(default_factory=dict)
+    #: Threshold overrides by dataset name (``ICEGATE_QUALITY_THRESHOLD_<DATASET>``).
+    quality_thresholds: Mapping[str, float] = field(default_factory=dict)
+    #: Attempts of the loader's own commit loop before it raises ``CommitConflict``.
+    commit_attempts: int = 8
+    commit_backoff_seconds: float = 0.05
+
+    @property
+    def is_local(self) -> bool:
+        return "://" not in self.lake_root or self.lake_root.startswith("file://")
+
+    def lake_path(self, *parts: str) -> str:
+        """A location under the lake root, as a local path or an ``s3://`` URI."""
+        root = self.lake_root.removeprefix("file://").rstrip("/")
+        return "/".join((root, *parts))
+
+    def resolved_catalog_uri(self) -> str:
+        if self.catalog_uri:
+            return self.catalog_uri
+        if self.catalog_type == "sql" and self.is_local:
+            return f"sqlite:///{Path(self.lake_path('catalog.db')).resolve()}"
+        raise ValueError(
+            f"{ENV_PREFIX}CATALOG_URI must be set for a {self.catalog_type!r} catalog on lake root {self.lake_root!r}"
+        )
+
+    def resolved_warehouse(self) -> str:
+        if self.warehouse:
+            return self.warehouse
+        location = self.lake_path(WAREHOUSE_PREFIX)
+        return Path(location).resolve().as_uri() if self.is_local else location
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with the given fields replaced; ``None`` values leave a field as it is."""
+        return replace(self, **{name: value for name, value in changes.items() if value is not None})
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            value = env.get(ENV_PREFIX + name)
+            return value if value not in (None, "") else None
+
+        simple: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = get(f.name.upper())
+            if raw is None or f.name in ("limits", "quality_weights", "quality_thresholds", "catalog_properties"):
+                continue
+            simple[f.name] = _convert(raw, f.type, ENV_PREFIX + f.name.upper())
+
+        limit_values = {
+            f.name: _convert(raw, "int", ENV_PREFIX + f.name.upper())
+            for f in fields(Limits)
+            if (raw := get(f.name.upper())) is not None
+        }
+        weights = {
+            dim: _convert(raw, "float", f"{ENV_PREFIX}QUALITY_WEIGHT_{dim.upper()}")
+            for dim in QUALITY_DIMENSIONS
+            if (raw := get(f"QUALITY_WEIGHT_{dim.upper()}")) is not None
+        }
+        threshold_prefix = ENV_PREFIX + "QUALITY_THRESHOLD_"
+        thresholds = {
+            name.removeprefix(threshold_prefix).lower(): _convert(value, "float", name)
+            for name, value in env.items()
+            if name.startswith(threshold_prefix) and value
+        }
+        properties: dict[str, str] = {}
+        if raw_props := get("CATALOG_PROPERTIES"):
+            try:
+                properties = {str(k): str(v) for k, v in json.loads(raw_props).items()}
+            except (ValueError, AttributeError) as exc:
+                raise ValueError(f"{ENV_PREFIX}CATALOG_PROPERTIES must be a JSON object: {exc}") from exc
+        return cls(
+            **simple,
+            limits=Limits(**limit_values),
+            quality_weights=weights,
+            quality_thresholds=thresholds,
+            catalog_properties=properties,
+        )
+
+
+def _convert(raw: str, type_name: object, name: str) -> Any:
+    kind = str(type_name)
+    try:
+        if kind.startswith("int"):
+            return int(raw.replace("_", ""))
+        if kind.startswith("float"):
+            return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name}={raw!r} is not a valid {kind.split(' ')[0]}") from exc
+    return raw
+
+
+@cache
+def load_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings.from_env()

@@ -1,0 +1,169 @@
+"""The only module that reads and writes objects, for local paths and ``s3://`` URIs alike.
+
+S3 goes through boto3 (imported on first use) so that reads can pin a version id; local paths go
+through the file system. Throttling becomes :class:`StorageUnavailable` (retried by the state
+machine); a missing object becomes :class:`SourceNotFound`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from icegate.errors import SourceNotFound, StorageUnavailable
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+_THROTTLING = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "ServiceUnavailable", "InternalError"}
+_MISSING = {"NoSuchKey", "NoSuchVersion", "404", "NoSuchBucket"}
+#: Intermediate files are read once by the next stage: favour speed over size.
+_PROCESSING_COMPRESSION = "lz4"
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    size: int
+    last_modified: datetime
+    etag: str | None = None
+    version_id: str | None = None
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
+def join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+class Storage:
+    """Object access for one process. Cheap to create; the S3 client is made on first use."""
+
+    def __init__(self, s3_endpoint: str | None = None) -> None:
+        self._endpoint = s3_endpoint
+
+    @cached_property
+    def _s3(self) -> S3Client:
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self._endpoint)
+
+    def _s3_call(self, what: str, uri: str, call: Any, **kwargs: Any) -> Any:
+        from botocore.exceptions import ClientError
+
+        try:
+            return call(**kwargs)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in _THROTTLING:
+                raise StorageUnavailable(f"S3 {what} was throttled or failed ({code}); retry later", file=uri) from exc
+            if code in _MISSING:
+                raise SourceNotFound(f"S3 {what}: the object does not exist ({code})", file=uri) from exc
+            raise
+
+    def stat(self, uri: str, version_id: str | None = None) -> ObjectInfo:
+        if is_s3(uri):
+            bucket, key = split_s3(uri)
+            extra = {"VersionId": version_id} if version_id else {}
+            head = self._s3_call("HEAD", uri, self._s3.head_object, Bucket=bucket, Key=key, **extra)
+            return ObjectInfo(
+                size=int(head["ContentLength"]),
+                last_modified=head["LastModified"].astimezone(UTC),
+                etag=head.get("ETag"),
+                version_id=head.get("VersionId"),
+            )
+        try:
+            st = Path(uri).stat()
+        except FileNotFoundError:
+            raise SourceNotFound("the file does not exist", file=uri) from None
+        return ObjectInfo(size=st.st_size, last_modified=datetime.fromtimestamp(st.st_mtime, UTC))
+
+    def read_bytes(self, uri: str, version_id: str | None = None) -> bytes:
+        if is_s3(uri):
+            bucket, key = split_s3(uri)
+            extra = {"VersionId": version_id} if version_id else {}
+            body = self._s3_call("GET", uri, self._s3.get_object, Bucket=bucket, Key=key, **extra)["Body"]
+            return bytes(body.read())
+        try:
+            return Path(uri).read_bytes()
+        except FileNotFoundError:
+            raise SourceNotFound("the file does not exist", file=uri) from None
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        if is_s3(uri):
+            bucket, key = split_s3(uri)
+            self._s3_call("PUT", uri, self._s3.put_object, Bucket=bucket, Key=key, Body=data)
+            return
+        path = Path(uri)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    def read_json(self, uri: str) -> Any:
+        return json.loads(self.read_bytes(uri))
+
+    def write_json(self, uri: str, document: Any) -> None:
+        self.write_bytes(uri, json.dumps(document, indent=2, ensure_ascii=False, default=str).encode())
+
+    def read_parquet(self, uri: str) -> pa.Table:
+        if is_s3(uri):
+            return pq.read_table(pa.BufferReader(self.read_bytes(uri)))
+        return pq.read_table(uri)
+
+    def write_parquet(self, uri: str, table: pa.Table) -> None:
+        if is_s3(uri):
+            sink = io.BytesIO()
+            pq.write_table(table, sink, compression=_PROCESSING_COMPRESSION)
+            self.write_bytes(uri, sink.getvalue())
+            return
+        Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, uri, compression=_PROCESSING_COMPRESSION)
+
+    def copy(self, source_uri: str, target_uri: str, version_id: str | None = None) -> None:
+        """Copy an object (server-side within S3), pinning the source version when given."""
+        if is_s3(source_uri) and is_s3(target_uri):
+            src_bucket, src_key = split_s3(source_uri)
+            bucket, key = split_s3(target_uri)
+            copy_source: dict[str, str] = {"Bucket": src_bucket, "Key": src_key}
+            if version_id:
+                copy_source["VersionId"] = version_id
+            self._s3_call("COPY", source_uri, self._s3.copy, CopySource=copy_source, Bucket=bucket, Key=key)
+            return
+        if not is_s3(source_uri) and not is_s3(target_uri):
+            Path(target_uri).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                shutil.copyfile(source_uri, target_uri)
+            except FileNotFoundError:
+                raise SourceNotFound("the file does not exist", file=source_uri) from None
+            return
+        self.write_bytes(target_uri, self.read_bytes(source_uri, version_id))
+
+    def list(self, prefix: str) -> Iterator[str]:
+        """Every object under a prefix (recursively), as URIs/paths, in name order."""
+        if is_s3(prefix):
+            bucket, key = split_s3(prefix)
+            paginator = self._s3.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=bucket, Prefix=key.rstrip("/") + "/" if key else ""):
+                for item in page.get("Contents", []):
+                    yield f"s3://{bucket}/{item['Key']}"
+            return
+        root = Path(prefix)
+        if root.is_file():
+            yield str(root)
+        elif root.is_dir():
+            yield from sorted(str(p) for p in root.rglob("*") if p.is_file())
