@@ -46,3 +46,8 @@ ENV_CATALOG_URI: Final = "ICEGATE_CATALOG_URI"
 ENV_CATALOG_NAME: Final = "ICEGATE_CATALOG_NAME"
 ENV_WAREHOUSE: Final = "ICEGATE_WAREHOUSE"
 ENV_NAMESPACE: Final = "ICEGATE_NAMESPACE"
+
+#: Retry of transient errors, shared by the state machine and the local runner.
+RETRY_MAX_ATTEMPTS: Final = 3
+RETRY_INTERVAL_SECONDS: Final = 2
+RETRY_BACKOFF_RATE: Final = 2.0

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 ColumnType = Literal["string", "long", "date"]
 #: Canonicalisations applied to a string column's values before validation.
 Normalizer = Literal["phone", "handle"]
-MergeStrategy = Literal["insert_new", "upsert", "append"]
+MergeStrategy = Literal["insert_new", "append"]
 Dimension = Literal["accuracy", "consistency", "timeliness"]
 #: Partition transforms a contract may use (pyiceberg writes all of these without extras).
 Transform = Literal["identity", "year", "month", "day"]
@@ -61,7 +61,7 @@ class QualityRule:
     expression: Callable[[QualityContext], pl.Expr]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity hash: contracts are singletons and cache keys
 class Dataset:
     """A dataset contract: how to recognise, read, check, score and merge one kind of file."""
 
@@ -71,8 +71,6 @@ class Dataset:
     columns: tuple[Column, ...]
     key: tuple[str, ...]
     strategy: MergeStrategy = "insert_new"
-    #: Column compared by ``upsert``: an incoming row replaces a stored one only when newer.
-    ordering_column: str | None = None
     partition: tuple[tuple[str, Transform], ...] = ()
     quality_threshold: float = 70.0
     #: Per-dimension weights replacing the defaults (0–100 scale, any subset).
@@ -88,8 +86,6 @@ class Dataset:
         if len(set(names)) != len(names):
             raise ValueError(f"dataset {self.name!r} declares a column twice: {names}")
         unknown = [k for k in (*self.key, *(p for p, _ in self.partition)) if k not in names]
-        if self.ordering_column:
-            unknown += [self.ordering_column] if self.ordering_column not in names else []
         if unknown:
             raise ValueError(f"dataset {self.name!r} names columns it does not declare: {unknown}")
 

@@ -1,0 +1,143 @@
+"""Validation: typed coercion, then the dataset's pandera schema (polars backend, lazy).
+
+Rows are split, never dropped: valid rows go on typed; rejected rows keep their original string
+values, their 1-based row number in the file and the names of every check they failed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import pandera.polars as pa
+import polars as pl
+import pyarrow
+
+from icegate.datasets import Column, Dataset
+from icegate.errors import EmptyFile, SchemaMismatch
+
+ROW_NUMBER = "row_number"
+FAILED_CHECKS = "failed_checks"
+
+_POLARS_TYPES: dict[str, type[pl.DataType]] = {"string": pl.String, "long": pl.Int64, "date": pl.Date}
+_SUFFIX_FACTORS = {"": 1.0, "K": 1e3, "M": 1e6, "B": 1e9}
+_ISO_DATETIME = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$"
+_DATE_FORMATS = ("%Y/%m/%d", "%b %d, %Y", "%B %d, %Y", "%d %b %Y", "%d %B %Y")
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    #: Typed rows that passed every check, in contract column order.
+    valid: pyarrow.Table
+    #: Original (string) values of the rejected rows + ``row_number`` + ``failed_checks``.
+    rejected: pyarrow.Table
+    #: Check name -> number of rows that failed it.
+    failed_checks: dict[str, int]
+
+
+def count_expr(raw: pl.Expr) -> pl.Expr:
+    """Counts as scrapers write them: ``1234``, ``1,234``, ``12.5K``, ``1.2M`` -> integers."""
+    text = raw.str.replace_all(r"[,\s_]", "").str.to_uppercase()
+    plain = text.str.to_integer(strict=False)
+    parts = text.str.extract_groups(r"^(\d+(?:\.\d+)?)([KMB]?)$")
+    number = parts.struct.field("1").cast(pl.Float64, strict=False)
+    factor = parts.struct.field("2").replace_strict(_SUFFIX_FACTORS, default=None, return_dtype=pl.Float64)
+    scaled = number * factor
+    # Without a suffix a count must be whole: "1.5" likes is an error, not 2.
+    whole = pl.when((factor > 1) | (scaled == scaled.floor())).then(scaled.round(0)).otherwise(None)
+    return pl.coalesce(plain, whole.cast(pl.Int64, strict=False))
+
+
+def date_expr(raw: pl.Expr) -> pl.Expr:
+    """ISO dates and datetimes (the date part) plus unambiguous spelled-out formats."""
+    iso = pl.when(raw.str.contains(_ISO_DATETIME)).then(raw.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False))
+    return pl.coalesce(iso, *(raw.str.to_date(fmt, strict=False) for fmt in _DATE_FORMATS))
+
+
+def _coerce(column: Column) -> pl.Expr:
+    raw = pl.col(column.name)
+    if column.type == "long":
+        return count_expr(raw)
+    if column.type == "date":
+        return date_expr(raw)
+    return raw
+
+
+@cache
+def pandera_schema(dataset: Dataset) -> pa.DataFrameSchema:
+    return pa.DataFrameSchema(
+        {
+            c.name: pa.Column(_POLARS_TYPES[c.type], nullable=c.nullable, checks=list(c.checks), coerce=False)
+            for c in dataset.columns
+        },
+        strict=False,
+        name=dataset.name,
+    )
+
+
+def validate_table(table: pyarrow.Table, dataset: Dataset, *, file: str) -> ValidationResult:
+    """Split a parsed (all-string) table into typed valid rows and annotated rejected rows."""
+    raw = pl.from_arrow(table)
+    assert isinstance(raw, pl.DataFrame)
+    if raw.height == 0:
+        raise EmptyFile("the file holds no data rows", file=file)
+    missing = [name for name in dataset.column_names if name not in raw.columns]
+    if missing:
+        raise SchemaMismatch(f"the parsed file lacks the columns {missing} of dataset {dataset.name!r}", file=file)
+    raw = raw.select(pl.col(name).cast(pl.String) for name in dataset.column_names)
+
+    typed = raw.select(_coerce(c).alias(c.name) for c in dataset.columns)
+    failures = [_coercion_failures(raw, typed, c) for c in dataset.columns if c.type != "string"]
+    failures.append(_schema_failures(typed, dataset, file))
+    by_row = (
+        pl.concat([f for f in failures if f.height], how="vertical")
+        if any(f.height for f in failures)
+        else _empty_failures()
+    ).unique()
+
+    counts = dict(by_row.group_by("check").len().sort("check").iter_rows())
+    per_row = by_row.group_by("index").agg(pl.col("check").sort().alias(FAILED_CHECKS))
+    rejected_index = per_row.get_column("index")
+    numbered = raw.with_row_index("index")
+    is_rejected = numbered.get_column("index").is_in(rejected_index.implode())
+
+    valid = typed.filter(~is_rejected)
+    rejected = (
+        numbered.filter(is_rejected)
+        .join(per_row, on="index", how="left")
+        .with_columns((pl.col("index").cast(pl.Int64) + 1).alias(ROW_NUMBER))
+        .select(ROW_NUMBER, *dataset.column_names, FAILED_CHECKS)
+        .sort(ROW_NUMBER)
+    )
+    return ValidationResult(valid=valid.to_arrow(), rejected=rejected.to_arrow(), failed_checks=counts)
+
+
+def _empty_failures() -> pl.DataFrame:
+    return pl.DataFrame(schema={"index": pl.UInt32, "check": pl.String})
+
+
+def _coercion_failures(raw: pl.DataFrame, typed: pl.DataFrame, column: Column) -> pl.DataFrame:
+    failed = raw.get_column(column.name).is_not_null() & typed.get_column(column.name).is_null()
+    return (
+        pl.DataFrame({"failed": failed})
+        .with_row_index("index")
+        .filter(pl.col("failed"))
+        .select("index", pl.lit(f"{column.name}:type({column.type})").alias("check"))
+    )
+
+
+def _schema_failures(typed: pl.DataFrame, dataset: Dataset, file: str) -> pl.DataFrame:
+    try:
+        pandera_schema(dataset).validate(typed, lazy=True)
+    except pa.errors.SchemaErrors as errors:
+        cases = errors.failure_cases
+        whole_frame = cases.filter(pl.col("index").is_null())
+        if whole_frame.height:
+            problems = "; ".join(f"{r['column']}: {r['check']}" for r in whole_frame.iter_rows(named=True))
+            raise SchemaMismatch(f"the file does not fit dataset {dataset.name!r}: {problems}", file=file) from None
+        located: pl.DataFrame = cases.select(
+            pl.col("index").cast(pl.UInt32),
+            pl.concat_str(pl.col("column"), pl.lit(":"), pl.col("check")).alias("check"),
+        )
+        return located
+    return _empty_failures()
