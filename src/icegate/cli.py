@@ -1,0 +1,215 @@
+"""The ``icegate`` command line: run files through the pipeline locally, inspect tables and the DLQ."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from icegate import constants as c
+from icegate.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from icegate.pipeline import FileOutcome
+
+console = Console()
+_DIMENSION_ABBREVIATIONS = {
+    "completeness": "C",
+    "accuracy": "A",
+    "consistency": "Co",
+    "timeliness": "T",
+    "uniqueness": "U",
+    "validity": "V",
+}
+lake_option = click.option(
+    "--lake",
+    "lake_root",
+    metavar="PATH",
+    help="Lake root: a local folder or s3://bucket (default: $ICEGATE_LAKE_ROOT or ./lake).",
+)
+
+
+def _settings(lake_root: str | None) -> Settings:
+    try:
+        return load_settings().with_overrides(lake_root=lake_root)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="icegate")
+def main() -> None:
+    """icegate: quality-gated ingestion of scraped files into Apache Iceberg.
+
+    Locally everything lives under a lake root (./lake): processing/, warehouse/, dlq/ and the
+    SQLite Iceberg catalog catalog.db. Settings come from ICEGATE_* environment variables.
+    """
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@lake_option
+@click.option(
+    "--expect",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSON object {file name: loaded|dlq}; exit 0 only when every file ended as expected.",
+)
+@click.option("--keep-processing", is_flag=True, help="Keep the intermediate files under processing/<run_id>/.")
+def run(paths: tuple[Path, ...], lake_root: str | None, expect: Path | None, keep_processing: bool) -> None:
+    """Ingest files (or every supported file under folders) through parse → validate → score → load.
+
+    With no PATHS, ingests <lake>/landing/. Each file ends loaded into its dataset's Iceberg table,
+    or in <lake>/dlq/<dataset>/<run_id>/ with an error.json that says why. Exits 1 when any file
+    went to the DLQ (or, with --expect, when any file ended otherwise than expected).
+    """
+    from icegate.pipeline import LocalRunner, local_sources
+
+    settings = _settings(lake_root)
+    sources, skipped = local_sources(paths or [settings.lake_path(c.LANDING_PREFIX)])
+    for path in skipped:
+        console.print(f"[yellow]skipped[/] {path}: not a supported format ({', '.join(c.SUPPORTED_SUFFIXES)})")
+    if not sources:
+        raise click.ClickException("no files to ingest")
+
+    runner = LocalRunner(settings)
+    outcomes: list[FileOutcome] = []
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} files"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("starting", total=len(sources))
+
+        def on_stage(source: Any, stage: str) -> None:
+            progress.update(task, description=f"{source.name}: {stage}")
+
+        for source in sources:
+            outcomes.append(runner.run(source, on_stage=on_stage, keep_processing=keep_processing))
+            progress.advance(task)
+
+    console.print(_summary_table(outcomes))
+    for outcome in outcomes:
+        if outcome.dead_letter:
+            entry = outcome.dead_letter
+            console.print(f"[red]DLQ[/] {escape(outcome.source.name)}: [bold]{entry.error_type}[/] at {entry.stage}:")
+            console.print(f"    {escape(entry.message)}\n    → {escape(entry.error_uri)}")
+    sys.exit(_exit_code(outcomes, expect))
+
+
+def _exit_code(outcomes: list[FileOutcome], expect: Path | None) -> int:
+    if expect is None:
+        return 1 if any(o.outcome == "dead_lettered" for o in outcomes) else 0
+    expected: dict[str, str] = json.loads(expect.read_text())
+    mismatches = []
+    for outcome in outcomes:
+        want = expected.get(outcome.source.name)
+        got = "dlq" if outcome.outcome == "dead_lettered" else "loaded"
+        if want is None:
+            mismatches.append(f"{outcome.source.name}: no expectation in {expect}")
+        elif want != got:
+            mismatches.append(f"{outcome.source.name}: expected {want}, ended {got}")
+    for mismatch in mismatches:
+        console.print(f"[red]unexpected[/] {mismatch}")
+    if not mismatches:
+        console.print(f"[green]every file ended as {expect.name} expects[/]")
+    return 1 if mismatches else 0
+
+
+def _summary_table(outcomes: list[FileOutcome]) -> Table:
+    table = Table(title="icegate run", show_lines=False)
+    for header in ("file", "dataset", "read", "valid", "rejected", "score", "dimensions", "ins/upd/skip/dup", "result"):
+        table.add_column(header, overflow="fold")
+    for outcome in outcomes:
+        state: Any = outcome.state
+        quality = getattr(state, "quality", None)
+        load = getattr(state, "load", None)
+        dims = (
+            " ".join(f"{_DIMENSION_ABBREVIATIONS[k]}{v:.2f}" for k, v in quality.dimensions.items()) if quality else ""
+        )
+        if outcome.dead_letter:
+            result = f"[red]DLQ[/] {outcome.dead_letter.error_type}"
+        elif load and load.already_loaded:
+            result = f"[cyan]already loaded[/] (snapshot {load.snapshot_id})"
+        else:
+            result = f"[green]loaded[/] snapshot {load.snapshot_id}" if load else ""
+        table.add_row(
+            outcome.source.name,
+            getattr(state, "dataset", "") or (outcome.dead_letter.dataset if outcome.dead_letter else ""),
+            str(getattr(state, "rows", "")),
+            str(getattr(state, "rows_valid", "")),
+            str(getattr(state, "rows_rejected", "")),
+            f"{quality.score:.1f}/{quality.threshold:.0f}" if quality else "",
+            dims,
+            f"{load.inserted}/{load.updated}/{load.skipped}/{load.duplicates_in_file}" if load else "",
+            result,
+        )
+    return table
+
+
+@main.command()
+@lake_option
+def tables(lake_root: str | None) -> None:
+    """List the Iceberg tables with their row counts and snapshots."""
+    from icegate.lake import build_catalog, loaded_snapshots
+
+    settings = _settings(lake_root)
+    catalog = build_catalog(settings)
+    if settings.namespace not in {ns[0] for ns in catalog.list_namespaces()}:
+        console.print(f"no tables yet in namespace {settings.namespace!r}")
+        return
+    table = Table(title=f"tables in {settings.namespace}")
+    for header in ("table", "rows", "data files", "snapshots", "current snapshot", "last source"):
+        table.add_column(header)
+    for identifier in sorted(catalog.list_tables(settings.namespace)):
+        iceberg = catalog.load_table(identifier)
+        snapshot = iceberg.current_snapshot()
+        summary = snapshot.summary.additional_properties if snapshot and snapshot.summary else {}
+        sources = list(loaded_snapshots(iceberg))
+        table.add_row(
+            ".".join(identifier),
+            summary.get("total-records", "0"),
+            summary.get("total-data-files", "0"),
+            str(len(iceberg.metadata.snapshots)),
+            str(snapshot.snapshot_id) if snapshot else "-",
+            sources[-1][1].get("icegate.source-file", "") if sources else "",
+        )
+    console.print(table)
+
+
+@main.command()
+@lake_option
+def dlq(lake_root: str | None) -> None:
+    """List dead-lettered files with their reasons, and runs that rejected rows."""
+    from icegate.storage import Storage
+
+    settings = _settings(lake_root)
+    storage = Storage(settings.s3_endpoint)
+    entries = list(storage.list(settings.lake_path(c.DLQ_PREFIX)))
+    table = Table(title="dead-letter entries")
+    for header in ("dataset", "run id", "file", "stage", "error", "message"):
+        table.add_column(header, overflow="fold")
+    for uri in entries:
+        parts = uri.split("/")
+        if parts[-1] == "error.json":
+            error = storage.read_json(uri)
+            source_name = Path(error["source"]["key"]).name
+            table.add_row(
+                error["dataset"], error["run_id"], source_name, error["stage"], error["error_type"], error["message"]
+            )
+        elif parts[-1] == "rejected.parquet" and f"{'/'.join(parts[:-1])}/error.json" not in entries:
+            table.add_row(parts[-3], parts[-2], "-", "validate", "rows rejected", f"loaded; rejected rows in {uri}")
+    if table.row_count:
+        console.print(table)
+    else:
+        console.print("the dead-letter prefix is empty")

@@ -1,0 +1,377 @@
+"""The stages as functions of typed payloads, and the local runner that chains them.
+
+Each ``run_*`` function is what one Lambda does: read its input objects, call the pure module
+(``parse``, ``validate``, ``quality``, ``lake``), write its outputs, return its payload. The local
+runner executes them in-process with the state machine's semantics: transient errors are retried
+with backoff, anything else — and a failed quality gate — goes to the dead-letter stage, which
+copies the source to ``dlq/<dataset>/<run_id>/`` beside an ``error.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+import polars as pl
+
+from icegate import constants as c
+from icegate.datasets import detect_dataset, get_dataset
+from icegate.errors import FileTooLarge, IcegateError, TransientError, UnknownDataset
+from icegate.lake import SourceIdentity, build_catalog, load_batch
+from icegate.parse import parse_bytes
+from icegate.payloads import (
+    DeadLettered,
+    ErrorInfo,
+    Job,
+    Loaded,
+    Parsed,
+    Payload,
+    QualitySummary,
+    Scored,
+    SourceObject,
+    Validated,
+)
+from icegate.quality import resolve_weights, score_batch
+from icegate.settings import Settings
+from icegate.storage import Storage, join
+from icegate.validate import FAILED_CHECKS, ROW_NUMBER, validate_table
+
+if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
+
+P = TypeVar("P", bound=Payload)
+UNKNOWN_DATASET = "unknown"
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """A local run id, sortable by time (the cloud uses the execution name)."""
+    return f"local-{(now or datetime.now(UTC)):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+
+
+def _extend(cls: type[P], base: Payload, **values: Any) -> P:
+    inherited = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}  # type: ignore[arg-type]
+    return cls(**{**inherited, **values})
+
+
+def processing_uri(settings: Settings, run_id: str, name: str) -> str:
+    return join(settings.lake_path(c.PROCESSING_PREFIX), run_id, name)
+
+
+def dlq_folder(settings: Settings, dataset: str, run_id: str) -> str:
+    return join(settings.lake_path(c.DLQ_PREFIX), dataset, run_id)
+
+
+# --- the stages -------------------------------------------------------------------------------
+
+
+def run_parse(job: Job, settings: Settings, storage: Storage) -> Parsed:
+    source = job.source
+    dataset = detect_dataset(source.key)
+    info = storage.stat(source.uri, source.version_id)
+    if info.size > settings.limits.max_bytes:
+        raise FileTooLarge(
+            f"{info.size} bytes is over the limit of {settings.limits.max_bytes} (ICEGATE_MAX_BYTES)", file=source.uri
+        )
+    data = storage.read_bytes(source.uri, source.version_id)
+    parsed = parse_bytes(data, source.key, dataset, limits=settings.limits, encoding=settings.source_encoding)
+    parsed_uri = processing_uri(settings, job.run_id, "parsed.parquet")
+    storage.write_parquet(parsed_uri, parsed.table)
+    return _extend(
+        Parsed,
+        job,
+        dataset=dataset.name,
+        format=parsed.format,
+        sha256=hashlib.sha256(data).hexdigest(),
+        uploaded_at=info.last_modified.isoformat(),
+        rows=parsed.table.num_rows,
+        columns=list(parsed.table.column_names),
+        ignored_columns=parsed.ignored_columns,
+        parsed_uri=parsed_uri,
+    )
+
+
+def run_validate(parsed: Parsed, settings: Settings, storage: Storage) -> Validated:
+    dataset = get_dataset(parsed.dataset)
+    result = validate_table(storage.read_parquet(parsed.parsed_uri), dataset, file=parsed.source.uri)
+    valid_uri = processing_uri(settings, parsed.run_id, "valid.parquet")
+    storage.write_parquet(valid_uri, result.valid)
+    rejected_uri = ""
+    if result.rejected.num_rows:
+        # Rejected rows outlive processing/ (which expires): they sit with the run's DLQ entry.
+        rejected_uri = join(dlq_folder(settings, dataset.name, parsed.run_id), "rejected.parquet")
+        storage.write_parquet(rejected_uri, result.rejected)
+    return _extend(
+        Validated,
+        parsed,
+        valid_uri=valid_uri,
+        rejected_uri=rejected_uri,
+        rows_valid=result.valid.num_rows,
+        rows_rejected=result.rejected.num_rows,
+        failed_checks=result.failed_checks,
+    )
+
+
+def run_score(validated: Validated, settings: Settings, storage: Storage) -> Scored:
+    dataset = get_dataset(validated.dataset)
+    valid = _frame(storage.read_parquet(validated.valid_uri))
+    if validated.rejected_uri:
+        rejected = _frame(storage.read_parquet(validated.rejected_uri))
+    else:
+        rejected = pl.DataFrame(
+            schema={
+                ROW_NUMBER: pl.Int64,
+                **dict.fromkeys(dataset.column_names, pl.String),
+                FAILED_CHECKS: pl.List(pl.String),
+            }
+        )
+    report = score_batch(
+        valid,
+        rejected,
+        dataset,
+        file=validated.source.name,
+        upload_date=datetime.fromisoformat(validated.uploaded_at).date(),
+        weights=resolve_weights(dataset, settings.quality_weights),
+        threshold=settings.quality_thresholds.get(dataset.name, dataset.quality_threshold),
+    )
+    report_uri = processing_uri(settings, validated.run_id, "quality.json")
+    storage.write_json(report_uri, report.to_dict())
+    summary = QualitySummary(
+        score=report.score,
+        threshold=report.threshold,
+        passed=report.passed,
+        dimensions=report.dimension_scores(),
+        report_uri=report_uri,
+        reason=report.reason,
+    )
+    return _extend(Scored, validated, quality=summary)
+
+
+def passes_gate(scored: Scored) -> bool:
+    """The Choice state: load only a file whose quality passed."""
+    return scored.quality is not None and scored.quality.passed
+
+
+def run_load(scored: Scored, settings: Settings, storage: Storage, catalog: Catalog | None = None) -> Loaded:
+    dataset = get_dataset(scored.dataset)
+    identity = SourceIdentity(
+        sha256=scored.sha256, file=scored.source.uri, version=scored.source.version, run_id=scored.run_id
+    )
+    summary = load_batch(
+        catalog or build_catalog(settings),
+        dataset,
+        _frame(storage.read_parquet(scored.valid_uri)),
+        identity,
+        namespace=settings.namespace,
+        attempts=settings.commit_attempts,
+        backoff_seconds=settings.commit_backoff_seconds,
+    )
+    return _extend(Loaded, scored, load=summary)
+
+
+def run_dead_letter(
+    state: Mapping[str, Any], stage: str, error: ErrorInfo, settings: Settings, storage: Storage
+) -> DeadLettered:
+    """Copy the source beside an ``error.json`` that says what failed, where and why."""
+    source = SourceObject.from_dict(state["source"]) if "source" in state else SourceObject.from_dict(state)
+    run_id = str(state.get("run_id") or new_run_id())
+    dataset = str(state.get("dataset") or _dataset_or_unknown(source.key))
+    error_type, message = _describe(error)
+    folder = dlq_folder(settings, dataset, run_id)
+    dlq_uri = join(folder, source.name)
+    storage.copy(source.uri, dlq_uri, source.version_id)
+    quality = state.get("quality") or {}
+    report: Any = None
+    if quality.get("report_uri"):
+        report = storage.read_json(quality["report_uri"])
+    document = {
+        "stage": stage,
+        "error_type": error_type,
+        "message": message,
+        "dataset": dataset,
+        "run_id": run_id,
+        "time": datetime.now(UTC).isoformat(),
+        "source": {**source.to_dict(), "uri": source.uri, "sha256": state.get("sha256") or None},
+        "dead_letter_uri": dlq_uri,
+        "rows": {k: state[k] for k in ("rows", "rows_valid", "rows_rejected") if k in state},
+        "rejected_rows_uri": state.get("rejected_uri") or None,
+        "quality": report,
+    }
+    error_uri = join(folder, "error.json")
+    storage.write_json(error_uri, document)
+    return DeadLettered(run_id, dataset, stage, error_type, message, dlq_uri, error_uri)
+
+
+def error_info(exc: BaseException) -> ErrorInfo:
+    """An exception as a Step Functions Catch records it (the Lambda error document as the cause)."""
+    name = type(exc).__name__
+    return ErrorInfo(Error=name, Cause=json.dumps({"errorType": name, "errorMessage": str(exc)}))
+
+
+def gate_error(scored: Scored) -> ErrorInfo:
+    quality = scored.quality
+    assert quality is not None
+    cause = f"quality score {quality.score} is under the threshold {quality.threshold}: {quality.reason}"
+    return ErrorInfo(Error="QualityGateFailed", Cause=cause)
+
+
+def _describe(error: ErrorInfo) -> tuple[str, str]:
+    """Error type and message from a Catch record (a Lambda cause is a JSON error document)."""
+    try:
+        cause = json.loads(error.Cause)
+    except ValueError:
+        return error.Error, error.Cause
+    if isinstance(cause, dict):
+        return str(cause.get("errorType") or error.Error), str(cause.get("errorMessage") or error.Cause)
+    return error.Error, error.Cause
+
+
+def _dataset_or_unknown(key: str) -> str:
+    try:
+        return detect_dataset(key).name
+    except UnknownDataset:
+        return UNKNOWN_DATASET
+
+
+def _frame(table: Any) -> pl.DataFrame:
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+# --- the local runner -------------------------------------------------------------------------
+
+Outcome = Literal["loaded", "already_loaded", "dead_lettered"]
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    source: SourceObject
+    run_id: str
+    outcome: Outcome
+    #: The last payload reached (``Loaded`` on success).
+    state: Payload
+    dead_letter: DeadLettered | None = None
+    seconds: float = 0.0
+
+
+ProgressHook = Callable[[SourceObject, str], None]
+
+
+class LocalRunner:
+    """Runs files through the stages in-process, with the state machine's retry and catch semantics."""
+
+    def __init__(self, settings: Settings, storage: Storage | None = None, catalog: Catalog | None = None) -> None:
+        self.settings = settings
+        self.storage = storage or Storage(settings.s3_endpoint)
+        self._catalog = catalog
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            if self.settings.is_local:
+                Path(self.settings.lake_path()).mkdir(parents=True, exist_ok=True)
+            self._catalog = build_catalog(self.settings)
+        return self._catalog
+
+    def run(
+        self, source: SourceObject, *, on_stage: ProgressHook | None = None, keep_processing: bool = False
+    ) -> FileOutcome:
+        started = time.perf_counter()
+        job = Job(source=source, run_id=new_run_id())
+        state: Payload = job
+        stage = c.PARSE
+
+        def enter(name: str) -> None:
+            nonlocal stage
+            stage = name
+            if on_stage:
+                on_stage(source, name)
+
+        settings, storage = self.settings, self.storage
+        try:
+            enter(c.PARSE)
+            parsed = state = _with_retries(lambda: run_parse(job, settings, storage))
+            enter(c.VALIDATE)
+            validated = state = _with_retries(lambda: run_validate(parsed, settings, storage))
+            enter(c.SCORE)
+            scored = state = _with_retries(lambda: run_score(validated, settings, storage))
+            if not passes_gate(scored):
+                return self._dead_letter(job, scored, c.GATE, gate_error(scored), started, keep_processing)
+            enter(c.LOAD)
+            loaded = _with_retries(lambda: run_load(scored, settings, storage, self.catalog))
+        except Exception as exc:  # the state machine's Catch States.ALL
+            return self._dead_letter(job, state, stage, error_info(exc), started, keep_processing)
+        assert loaded.load is not None
+        self._clean(job.run_id, keep_processing)
+        outcome: Outcome = "already_loaded" if loaded.load.already_loaded else "loaded"
+        return FileOutcome(source, job.run_id, outcome, loaded, seconds=time.perf_counter() - started)
+
+    def _dead_letter(
+        self, job: Job, state: Payload, stage: str, error: ErrorInfo, started: float, keep_processing: bool
+    ) -> FileOutcome:
+        entry = run_dead_letter(state.to_dict(), stage, error, self.settings, self.storage)
+        self._clean(job.run_id, keep_processing)
+        return FileOutcome(job.source, job.run_id, "dead_lettered", state, entry, time.perf_counter() - started)
+
+    def _clean(self, run_id: str, keep: bool) -> None:
+        """Processing files are scratch: locally they go once the file is done (S3 expires them)."""
+        if keep or not self.settings.is_local:
+            return
+        import shutil
+
+        shutil.rmtree(Path(self.settings.lake_path(c.PROCESSING_PREFIX, run_id)), ignore_errors=True)
+
+
+def _with_retries(call: Callable[[], P]) -> P:
+    """The state machine's Retry on transient errors: bounded attempts with exponential backoff."""
+    delay = float(c.RETRY_INTERVAL_SECONDS)
+    for attempt in range(1, c.RETRY_MAX_ATTEMPTS + 1):
+        try:
+            return call()
+        except TransientError:
+            if attempt == c.RETRY_MAX_ATTEMPTS:
+                raise
+            time.sleep(delay)
+            delay *= c.RETRY_BACKOFF_RATE
+    raise AssertionError("unreachable")
+
+
+def local_sources(paths: Iterable[str | Path]) -> tuple[list[SourceObject], list[str]]:
+    """Files named directly, plus the supported files found under folders (and what was passed over)."""
+    sources: list[SourceObject] = []
+    skipped: list[str] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            for child in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+                if child.name.lower().endswith(c.SUPPORTED_SUFFIXES):
+                    sources.append(SourceObject(bucket="", key=str(child)))
+                else:
+                    skipped.append(str(child))
+        else:
+            sources.append(SourceObject(bucket="", key=str(path)))
+    return sources, skipped
+
+
+__all__ = [
+    "FileOutcome",
+    "IcegateError",
+    "LocalRunner",
+    "error_info",
+    "local_sources",
+    "new_run_id",
+    "passes_gate",
+    "run_dead_letter",
+    "run_load",
+    "run_parse",
+    "run_score",
+    "run_validate",
+]

@@ -1,0 +1,1 @@
+"""Thin Lambda handlers, one per stage: Powertools wiring around one ``icegate.pipeline`` call."""

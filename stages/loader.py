@@ -1,0 +1,28 @@
+"""Load stage: merge the valid rows into the dataset's Iceberg table, once per source."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from icegate.payloads import Scored
+from icegate.pipeline import run_load
+from icegate.settings import load_settings
+from stages._powertools import logger, metrics, storage, tracer
+
+
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+@logger.inject_lambda_context(log_event=True)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    scored = Scored.from_dict(event)
+    logger.append_keys(run_id=scored.run_id, source=scored.source.uri, dataset=scored.dataset)
+    loaded = run_load(scored, load_settings(), storage())
+    assert loaded.load is not None
+    metrics.add_dimension(name="dataset", value=loaded.dataset)
+    metrics.add_metric(name="RowsInserted", unit=MetricUnit.Count, value=loaded.load.inserted)
+    metrics.add_metric(name="RowsSkipped", unit=MetricUnit.Count, value=loaded.load.skipped)
+    logger.info("loaded", extra={"load": loaded.load.to_dict()})
+    return loaded.to_dict()

@@ -1,0 +1,1 @@
+"""Integration tests: stages chained, real Iceberg, moto S3."""

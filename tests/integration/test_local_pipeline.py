@@ -1,0 +1,181 @@
+"""End to end through ``icegate run``: the four stages, the DLQ and the Iceberg tables, locally."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+from click.testing import CliRunner, Result
+
+from icegate.cli import main
+from icegate.lake import build_catalog
+from icegate.settings import Settings
+from tests.conftest import SAMPLES
+
+POSTS_CSV = "post_results_20260113_175319.csv"
+RESTAURANTS_CSV = "instagram_results_20260114_093000.csv"
+POSTS_XLSX = "post_results_20260115_081500.xlsx"
+MISSING_COLUMNS = "post_results_20260116_120000.csv"
+
+
+def icegate(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def table_rows(settings: Settings, table: str) -> pl.DataFrame:
+    frame = pl.from_arrow(build_catalog(settings).load_table(("instagram_db", table)).scan().to_arrow())
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def snapshot_count(settings: Settings, table: str) -> int:
+    return len(build_catalog(settings).load_table(("instagram_db", table)).metadata.snapshots)
+
+
+def dlq_entries(lake: Path) -> list[dict[str, object]]:
+    return [json.loads(p.read_text()) for p in sorted((lake / "dlq").rglob("error.json"))]
+
+
+def copy_sample(name: str, folder: Path, as_name: str | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copy(SAMPLES / name, folder / (as_name or name)))
+
+
+def test_the_bundled_samples_land_where_expected(lake: Path, settings: Settings) -> None:
+    # GIVEN the bundled samples and their expected outcomes
+    # WHEN they are ingested
+    result = icegate("run", str(SAMPLES), "--lake", str(lake), "--expect", str(SAMPLES.parent / "expected.json"))
+
+    # THEN every file ended as expected (the bad sample in the DLQ) and the command says so
+    assert result.exit_code == 0, result.output
+    assert "every file ended as expected.json expects" in result.output
+
+    # AND the posts table holds the distinct valid posts of both posts files
+    posts = table_rows(settings, "posts")
+    csv_valid_keys = 23  # 28 rows - 4 rejected - 1 duplicate key
+    xlsx_new_keys = 5  # 7 rows, 2 already loaded from the CSV
+    assert posts.height == csv_valid_keys + xlsx_new_keys
+    assert posts.select("post_id", "creator").is_duplicated().sum() == 0
+    # the in-file duplicate kept its last row
+    assert posts.filter(pl.col("post_id") == "C1a2B3c4D5e")["likes"].to_list() == [12600]
+    assert set(posts["source_file"]) == {str(SAMPLES / POSTS_CSV), str(SAMPLES / POSTS_XLSX)}
+    assert posts["run_id"].str.starts_with("local-").all()
+
+    # AND restaurants were normalised: posts -> posts_count, 12.5K followers, phone and handle formats
+    restaurants = table_rows(settings, "restaurants")
+    joes = restaurants.filter(pl.col("restaurant_name") == "Joe's Pizza")
+    assert joes.height == 1, "the reformatted phone makes the second Joe's row the same key"
+    assert joes.select("followers", "posts_count", "phone").row(0) == (12600, 1210, "2123661182")
+    prince = restaurants.filter(pl.col("restaurant_name") == "Prince Street Pizza").row(0, named=True)
+    assert (prince["followers"], prince["instagram_handle"]) == (1_200_000, "@prince_st_pizza")
+
+    # AND the file missing columns is in the DLQ with its reason, nothing of it loaded
+    (entry,) = dlq_entries(lake)
+    assert entry["error_type"] == "SchemaMismatch"
+    assert entry["stage"] == "parse"
+    assert "post_url" in str(entry["message"])
+    assert MISSING_COLUMNS in str(entry["message"])
+    assert (lake / "dlq" / "posts" / str(entry["run_id"]) / MISSING_COLUMNS).read_bytes() == (
+        SAMPLES / MISSING_COLUMNS
+    ).read_bytes()
+    assert "C6a1BcD2eF3" not in posts["post_id"].to_list()
+
+
+def test_rejected_rows_are_kept_with_their_reasons(lake: Path) -> None:
+    icegate("run", str(SAMPLES / POSTS_CSV), "--lake", str(lake))
+    (rejected_file,) = (lake / "dlq" / "posts").rglob("rejected.parquet")
+    rejected = pl.read_parquet(rejected_file)
+    by_row = {r["row_number"]: r for r in rejected.iter_rows(named=True)}
+    assert by_row[21]["likes"] == "lots"
+    assert "likes:type(long)" in by_row[21]["failed_checks"]
+    assert "comments:greater_than_or_equal_to(0)" in by_row[22]["failed_checks"]
+    assert "post_id:not_nullable" in by_row[23]["failed_checks"]
+
+    listing = icegate("dlq", "--lake", str(lake))
+    assert "rows rejected" in listing.output
+
+
+def test_the_same_file_twice_adds_no_rows_and_says_already_loaded(lake: Path, settings: Settings) -> None:
+    # GIVEN a loaded posts file
+    first = icegate("run", str(SAMPLES / POSTS_CSV), "--lake", str(lake))
+    assert first.exit_code == 0, first.output
+    rows, snapshots = table_rows(settings, "posts").height, snapshot_count(settings, "posts")
+
+    # WHEN the same file runs again
+    second = icegate("run", str(SAMPLES / POSTS_CSV), "--lake", str(lake))
+
+    # THEN it is reported as already loaded, and neither rows nor snapshots were added
+    assert second.exit_code == 0
+    assert "already loaded" in second.output
+    assert table_rows(settings, "posts").height == rows
+    assert snapshot_count(settings, "posts") == snapshots
+
+
+def test_a_file_under_the_quality_threshold_goes_to_the_dlq_with_its_report(
+    lake: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a posts table already holding one file, and a threshold the next file cannot meet
+    icegate("run", str(SAMPLES / POSTS_CSV), "--lake", str(lake))
+    snapshots = snapshot_count(settings, "posts")
+    monkeypatch.setenv("ICEGATE_QUALITY_THRESHOLD_POSTS", "99.5")
+
+    # WHEN a file with flawed rows arrives
+    result = icegate("run", str(SAMPLES / POSTS_XLSX), "--lake", str(lake))
+
+    # THEN it is dead-lettered at the gate with the quality report, and nothing was committed
+    assert result.exit_code == 1
+    (entry,) = dlq_entries(lake)
+    assert entry["error_type"] == "QualityGateFailed"
+    assert entry["stage"] == "gate"
+    assert "99.5" in str(entry["message"])
+    report = entry["quality"]
+    assert isinstance(report, dict)
+    assert report["passed"] is False
+    assert {d["name"] for d in report["dimensions"]} == {
+        "completeness",
+        "accuracy",
+        "consistency",
+        "timeliness",
+        "uniqueness",
+        "validity",
+    }
+    assert snapshot_count(settings, "posts") == snapshots
+
+
+def test_an_unknown_file_name_ends_in_dlq_unknown(lake: Path, tmp_path: Path) -> None:
+    source = copy_sample(POSTS_CSV, tmp_path / "in", as_name="menu_export.csv")
+    result = icegate("run", str(source), "--lake", str(lake))
+    assert result.exit_code == 1
+    (entry,) = dlq_entries(lake)
+    assert entry["error_type"] == "UnknownDataset"
+    assert entry["dataset"] == "unknown"
+    assert (lake / "dlq" / "unknown" / str(entry["run_id"]) / "menu_export.csv").exists()
+    assert "post_results_*" in str(entry["message"])
+
+
+def test_a_missing_required_column_fails_the_file_without_a_snapshot(lake: Path, settings: Settings) -> None:
+    icegate("run", str(SAMPLES / POSTS_CSV), "--lake", str(lake))
+    snapshots = snapshot_count(settings, "posts")
+    result = icegate("run", str(SAMPLES / MISSING_COLUMNS), "--lake", str(lake))
+    assert result.exit_code == 1
+    assert "SchemaMismatch" in result.output
+    assert snapshot_count(settings, "posts") == snapshots
+    assert not list((lake / "processing").glob("*/*")), "processing files are cleaned up locally"
+
+
+def test_tables_lists_row_counts_and_snapshots(lake: Path) -> None:
+    icegate("run", str(SAMPLES), "--lake", str(lake))
+    listing = icegate("tables", "--lake", str(lake))
+    assert listing.exit_code == 0
+    assert "instagram_db.posts" in listing.output
+    assert "instagram_db.restaurants" in listing.output
+
+
+def test_every_command_has_help() -> None:
+    for command in ([], ["run"], ["tables"], ["dlq"]):
+        result = icegate(*command, "--help")
+        assert result.exit_code == 0
+        assert "Usage:" in result.output
