@@ -19,7 +19,8 @@ from icegate.settings import Settings, load_settings
 if TYPE_CHECKING:
     from icegate.pipeline import FileOutcome
 
-console = Console()
+# Piped output (CI logs, `| tee`) gets a wide table rather than rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 160)
 _DIMENSION_ABBREVIATIONS = {
     "completeness": "C",
     "accuracy": "A",
@@ -128,7 +129,7 @@ def _exit_code(outcomes: list[FileOutcome], expect: Path | None) -> int:
 
 def _summary_table(outcomes: list[FileOutcome]) -> Table:
     table = Table(title="icegate run", show_lines=False)
-    for header in ("file", "dataset", "read", "valid", "rejected", "score", "dimensions", "ins/upd/skip/dup", "result"):
+    for header in ("file", "dataset", "rows read/valid/rejected", "score", "dimensions", "ins/upd/skip/dup", "result"):
         table.add_column(header, overflow="fold")
     for outcome in outcomes:
         state: Any = outcome.state
@@ -146,9 +147,7 @@ def _summary_table(outcomes: list[FileOutcome]) -> Table:
         table.add_row(
             outcome.source.name,
             getattr(state, "dataset", "") or (outcome.dead_letter.dataset if outcome.dead_letter else ""),
-            str(getattr(state, "rows", "")),
-            str(getattr(state, "rows_valid", "")),
-            str(getattr(state, "rows_rejected", "")),
+            f"{state.rows}/{state.rows_valid}/{state.rows_rejected}" if hasattr(state, "rows_valid") else "",
             f"{quality.score:.1f}/{quality.threshold:.0f}" if quality else "",
             dims,
             f"{load.inserted}/{load.updated}/{load.skipped}/{load.duplicates_in_file}" if load else "",

@@ -12,7 +12,7 @@ from click.testing import CliRunner, Result
 
 from icegate.cli import main
 from icegate.lake import build_catalog
-from icegate.settings import Settings
+from icegate.settings import Settings, load_settings
 from tests.conftest import SAMPLES
 
 POSTS_CSV = "post_results_20260113_175319.csv"
@@ -117,13 +117,14 @@ def test_the_same_file_twice_adds_no_rows_and_says_already_loaded(lake: Path, se
 def test_a_file_under_the_quality_threshold_goes_to_the_dlq_with_its_report(
     lake: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # GIVEN a posts table already holding one file, and a threshold the next file cannot meet
-    icegate("run", str(SAMPLES / POSTS_CSV), "--lake", str(lake))
+    # GIVEN a posts table already holding a clean file, and a threshold flawed files cannot meet
+    icegate("run", str(SAMPLES / POSTS_XLSX), "--lake", str(lake))
     snapshots = snapshot_count(settings, "posts")
     monkeypatch.setenv("ICEGATE_QUALITY_THRESHOLD_POSTS", "99.5")
+    load_settings.cache_clear()
 
     # WHEN a file with flawed rows arrives
-    result = icegate("run", str(SAMPLES / POSTS_XLSX), "--lake", str(lake))
+    result = icegate("run", str(SAMPLES / POSTS_CSV), "--lake", str(lake))
 
     # THEN it is dead-lettered at the gate with the quality report, and nothing was committed
     assert result.exit_code == 1
