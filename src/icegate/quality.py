@@ -6,6 +6,7 @@ points and how many rows they hit, so a failed gate tells the user what to fix.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -80,7 +81,7 @@ def resolve_weights(dataset: Dataset, overrides: Mapping[str, float]) -> dict[st
     """Defaults, then the dataset's own weights, then operator overrides (environment)."""
     weights = {**DEFAULT_WEIGHTS, **dataset.quality_weights, **overrides}
     unknown = set(weights) - set(QUALITY_DIMENSIONS)
-    if unknown or any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
+    if unknown or any(not math.isfinite(w) or w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
         raise ValueError(f"quality weights must be non-negative, name {QUALITY_DIMENSIONS} and sum > 0: {weights}")
     return weights
 
@@ -110,7 +111,7 @@ def score_batch(
 
     measured: dict[str, tuple[float, list[CheckResult]]] = {
         "completeness": _share_passing(_completeness(valid, rejected, dataset)),
-        "validity": (1.0 - rejected.height / rows if rows else 1.0, _validity_checks(rejected)),
+        "validity": (1.0 - rejected.height / rows if rows else 1.0, _validity_checks(rejected, rows)),
         "uniqueness": _share_passing([_uniqueness(valid, rejected, dataset, rows)]),
         **{name: _share_passing(checks) for name, checks in rule_checks.items()},
     }
@@ -159,11 +160,10 @@ def _share_passing(checks: list[CheckResult]) -> tuple[float, list[CheckResult]]
     return (1.0 - failed / checked if checked else 1.0), checks
 
 
-def _validity_checks(rejected: pl.DataFrame) -> list[CheckResult]:
-    """The schema checks that rejected rows, with how many rows each hit."""
+def _validity_checks(rejected: pl.DataFrame, rows: int) -> list[CheckResult]:
+    """The schema checks that rejected rows, with how many of the file's rows each hit."""
     if not rejected.height:
         return []
-    rows = rejected.height
     counts = rejected.get_column("failed_checks").explode().value_counts(sort=True)
     return [CheckResult(str(name), int(n), rows) for name, n in counts.iter_rows()]
 

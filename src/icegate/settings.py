@@ -7,6 +7,7 @@ tests) beat the environment by way of :meth:`Settings.with_overrides`.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -109,6 +110,15 @@ class Settings:
             for f in fields(Limits)
             if (raw := get(f.name.upper())) is not None
         }
+        weight_prefix = ENV_PREFIX + "QUALITY_WEIGHT_"
+        # A misspelt dimension would otherwise be ignored without a word, leaving the default weight.
+        misspelt = sorted(
+            n for n in env if n.startswith(weight_prefix) and n[len(weight_prefix) :].lower() not in QUALITY_DIMENSIONS
+        )
+        if misspelt:
+            raise ValueError(
+                f"{', '.join(misspelt)}: no such quality dimension; known: {', '.join(QUALITY_DIMENSIONS)}"
+            )
         weights = {
             dim: _convert(raw, "float", f"{ENV_PREFIX}QUALITY_WEIGHT_{dim.upper()}")
             for dim in QUALITY_DIMENSIONS
@@ -141,7 +151,11 @@ def _convert(raw: str, type_name: object, name: str) -> Any:
         if kind.startswith("int"):
             return int(raw.replace("_", ""))
         if kind.startswith("float"):
-            return float(raw)
+            value = float(raw)
+            if not math.isfinite(value):
+                # NaN compares False with everything: a NaN threshold would pass every file.
+                raise ValueError(f"{raw!r} is not finite")
+            return value
     except ValueError as exc:
         raise ValueError(f"{name}={raw!r} is not a valid {kind.split(' ')[0]}") from exc
     return raw

@@ -123,7 +123,10 @@ class Storage:
     def read_parquet(self, uri: str) -> pa.Table:
         if is_s3(uri):
             return pq.read_table(pa.BufferReader(self.read_bytes(uri)))
-        return pq.read_table(uri)
+        try:
+            return pq.read_table(uri)
+        except FileNotFoundError:
+            raise SourceNotFound("the file does not exist", file=uri) from None
 
     def write_parquet(self, uri: str, table: pa.Table) -> None:
         if is_s3(uri):
@@ -158,7 +161,9 @@ class Storage:
         if is_s3(prefix):
             bucket, key = split_s3(prefix)
             paginator = self._s3.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=bucket, Prefix=key.rstrip("/") + "/" if key else ""):
+            pages = iter(paginator.paginate(Bucket=bucket, Prefix=key.rstrip("/") + "/" if key else ""))
+            # Each page is a request: throttling on any of them must surface as StorageUnavailable too.
+            while (page := self._s3_call("LIST", prefix, lambda: next(pages, None))) is not None:
                 for item in page.get("Contents", []):
                     yield f"s3://{bucket}/{item['Key']}"
             return

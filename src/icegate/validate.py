@@ -50,6 +50,8 @@ def count_expr(raw: pl.Expr) -> pl.Expr:
 
 def date_expr(raw: pl.Expr) -> pl.Expr:
     """ISO dates and datetimes (the date part) plus unambiguous spelled-out formats."""
+    # Surrounding blanks are as common in dates as in counts (which strip them too).
+    raw = raw.str.strip_chars()
     iso = pl.when(raw.str.contains(_ISO_DATETIME)).then(raw.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False))
     return pl.coalesce(iso, *(raw.str.to_date(fmt, strict=False) for fmt in _DATE_FORMATS))
 

@@ -1,0 +1,218 @@
+"""Settings: defaults that run the local lake, and ``ICEGATE_*`` environment variables read once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from icegate.settings import Limits, Settings, load_settings
+
+# --- defaults -------------------------------------------------------------------------------------
+
+
+def test_defaults_run_the_embedded_local_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN no environment and a working directory WHEN the defaults are used
+    monkeypatch.chdir(tmp_path)
+    settings = Settings()
+
+    # THEN the lake is ./lake with a SQLite catalog in it, found by absolute path
+    assert settings.is_local
+    assert settings.lake_root == "lake"
+    assert settings.catalog_type == "sql"
+    assert settings.namespace == "instagram_db"
+    assert settings.resolved_catalog_uri() == f"sqlite:///{tmp_path.resolve() / 'lake' / 'catalog.db'}"
+    assert settings.resolved_warehouse() == (tmp_path.resolve() / "lake" / "warehouse").as_uri()
+    assert settings.resolved_warehouse().startswith("file:///")
+    assert settings.limits == Limits()
+
+
+def test_catalog_uri_stays_absolute_when_the_working_directory_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative lake root is pinned when resolved, so every stage finds the same catalog."""
+    monkeypatch.chdir(tmp_path)
+    uri = Settings(lake_root="lake").resolved_catalog_uri()
+
+    assert Path(uri.removeprefix("sqlite:///")).is_absolute()
+
+
+def test_the_settings_fixture_points_at_a_temporary_lake(settings: Settings, lake: Path) -> None:
+    assert settings.resolved_catalog_uri() == f"sqlite:///{lake.resolve() / 'catalog.db'}"
+    assert settings.lake_path("processing", "run-1") == f"{lake}/processing/run-1"
+
+
+@pytest.mark.parametrize(
+    ("root", "is_local", "path"),
+    [
+        ("lake", True, "lake/dlq/x"),
+        ("/data/lake/", True, "/data/lake/dlq/x"),
+        ("file:///data/lake", True, "/data/lake/dlq/x"),
+        ("s3://bucket", False, "s3://bucket/dlq/x"),
+        ("s3://bucket/prefix/", False, "s3://bucket/prefix/dlq/x"),
+    ],
+    ids=["relative", "absolute-trailing-slash", "file-uri", "s3-bucket", "s3-prefix"],
+)
+def test_lake_path_joins_under_the_root(root: str, is_local: bool, path: str) -> None:
+    settings = Settings(lake_root=root)
+
+    assert settings.is_local is is_local
+    assert settings.lake_path("dlq", "x") == path
+
+
+def test_s3_lake_keeps_an_s3_warehouse() -> None:
+    assert Settings(lake_root="s3://lake-bucket").resolved_warehouse() == "s3://lake-bucket/warehouse"
+
+
+def test_explicit_catalog_uri_and_warehouse_win() -> None:
+    settings = Settings(lake_root="s3://lake", catalog_uri="postgresql+psycopg://db/iceberg", warehouse="s3://wh")
+
+    assert settings.resolved_catalog_uri() == "postgresql+psycopg://db/iceberg"
+    assert settings.resolved_warehouse() == "s3://wh"
+
+
+@pytest.mark.parametrize(
+    ("catalog_type", "root"),
+    [("rest", "s3://lake"), ("glue", "s3://lake"), ("sql", "s3://lake"), ("rest", "lake")],
+    ids=["rest-on-s3", "glue-on-s3", "sql-on-s3", "rest-on-local"],
+)
+def test_catalog_uri_is_required_when_it_cannot_be_derived(catalog_type: str, root: str) -> None:
+    with pytest.raises(ValueError, match="ICEGATE_CATALOG_URI") as caught:
+        Settings(lake_root=root, catalog_type=catalog_type).resolved_catalog_uri()
+
+    assert repr(catalog_type) in str(caught.value)
+    assert root in str(caught.value)
+
+
+# --- from_env -------------------------------------------------------------------------------------
+
+
+def test_from_env_with_nothing_set_equals_the_defaults() -> None:
+    assert Settings.from_env({}) == Settings()
+
+
+def test_from_env_reads_every_kind_of_variable() -> None:
+    # GIVEN an environment as CDK would set it on a Lambda
+    env = {
+        "ICEGATE_LAKE_ROOT": "s3://lake-bucket",
+        "ICEGATE_CATALOG_TYPE": "glue",
+        "ICEGATE_NAMESPACE": "analytics",
+        "ICEGATE_COMMIT_ATTEMPTS": "3",
+        "ICEGATE_COMMIT_BACKOFF_SECONDS": "0.5",
+        "ICEGATE_MAX_ROWS": "1_000",
+        "ICEGATE_MAX_BYTES": "2048",
+        "ICEGATE_QUALITY_WEIGHT_ACCURACY": "40",
+        "ICEGATE_QUALITY_WEIGHT_VALIDITY": "0",
+        "ICEGATE_QUALITY_THRESHOLD_POSTS": "85.5",
+        "ICEGATE_QUALITY_THRESHOLD_RESTAURANTS": "60",
+        "ICEGATE_CATALOG_PROPERTIES": '{"glue.region": "eu-west-1", "glue.max-retries": 5}',
+        "UNRELATED": "x",
+    }
+
+    # WHEN read
+    settings = Settings.from_env(env)
+
+    # THEN each lands typed in its field
+    assert settings.lake_root == "s3://lake-bucket"
+    assert not settings.is_local
+    assert settings.catalog_type == "glue"
+    assert settings.namespace == "analytics"
+    assert settings.commit_attempts == 3
+    assert settings.commit_backoff_seconds == 0.5
+    assert settings.limits == Limits(max_rows=1000, max_bytes=2048)
+    assert settings.quality_weights == {"accuracy": 40.0, "validity": 0.0}
+    assert settings.quality_thresholds == {"posts": 85.5, "restaurants": 60.0}
+    assert settings.catalog_properties == {"glue.region": "eu-west-1", "glue.max-retries": "5"}
+
+
+def test_from_env_treats_empty_values_as_unset() -> None:
+    env = {"ICEGATE_LAKE_ROOT": "", "ICEGATE_MAX_ROWS": "", "ICEGATE_QUALITY_THRESHOLD_POSTS": ""}
+
+    assert Settings.from_env(env) == Settings()
+
+
+def test_from_env_reads_the_process_environment_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ICEGATE_NAMESPACE", "from_process")
+
+    assert Settings.from_env().namespace == "from_process"
+    assert load_settings().namespace == "from_process"
+
+
+def test_load_settings_reads_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ICEGATE_NAMESPACE", "first")
+    first = load_settings()
+    monkeypatch.setenv("ICEGATE_NAMESPACE", "second")
+
+    assert load_settings() is first
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("ICEGATE_MAX_ROWS", "many"),
+        ("ICEGATE_MAX_ROWS", "1.5"),
+        ("ICEGATE_COMMIT_ATTEMPTS", "three"),
+        ("ICEGATE_COMMIT_BACKOFF_SECONDS", "fast"),
+        ("ICEGATE_QUALITY_WEIGHT_ACCURACY", "heavy"),
+        ("ICEGATE_QUALITY_THRESHOLD_POSTS", "70%"),
+        ("ICEGATE_QUALITY_THRESHOLD_POSTS", "nan"),
+        ("ICEGATE_QUALITY_WEIGHT_TIMELINESS", "inf"),
+    ],
+    ids=[
+        "limit-word",
+        "limit-fraction",
+        "int-field",
+        "float-field",
+        "weight",
+        "threshold-percent",
+        "threshold-nan",
+        "weight-infinite",
+    ],
+)
+def test_invalid_number_raises_naming_the_variable(variable: str, value: str) -> None:
+    """A NaN threshold would compare False with every score and let every file through."""
+    with pytest.raises(ValueError, match=variable) as caught:
+        Settings.from_env({variable: value})
+
+    assert repr(value) in str(caught.value)
+
+
+def test_misspelt_quality_weight_variable_is_refused() -> None:
+    """A typo would otherwise leave the default weight in place without a word."""
+    env = {"ICEGATE_QUALITY_WEIGHT_ACURACY": "40", "ICEGATE_QUALITY_WEIGHT_VALIDITY": "5"}
+
+    with pytest.raises(ValueError, match="ICEGATE_QUALITY_WEIGHT_ACURACY") as caught:
+        Settings.from_env(env)
+
+    assert "VALIDITY" not in str(caught.value)
+    assert "accuracy" in str(caught.value), "the message lists the dimensions to choose from"
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["{not json", "[1, 2]", '"a string"', "null"],
+    ids=["syntax-error", "array", "string", "null"],
+)
+def test_catalog_properties_must_be_a_json_object(value: str) -> None:
+    with pytest.raises(ValueError, match="ICEGATE_CATALOG_PROPERTIES"):
+        Settings.from_env({"ICEGATE_CATALOG_PROPERTIES": value})
+
+
+# --- explicit overrides ---------------------------------------------------------------------------
+
+
+def test_with_overrides_replaces_given_fields_and_ignores_none() -> None:
+    base = Settings(lake_root="s3://lake", namespace="ns", catalog_uri="sqlite:///x.db")
+
+    changed = base.with_overrides(lake_root="/tmp/lake", namespace=None, catalog_uri=None, commit_attempts=2)
+
+    assert changed.lake_root == "/tmp/lake"
+    assert changed.namespace == "ns"
+    assert changed.catalog_uri == "sqlite:///x.db"
+    assert changed.commit_attempts == 2
+    assert base.lake_root == "s3://lake", "the original is left as it was"
+
+
+def test_with_overrides_rejects_unknown_fields() -> None:
+    with pytest.raises(TypeError):
+        Settings().with_overrides(lake="x")
