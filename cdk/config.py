@@ -1,0 +1,205 @@
+"""The stack's settings, read once from CDK context (``cdk.json`` defaults, ``cdk synth -c key=value``).
+
+Values given with ``-c`` arrive as strings, so every reader accepts the string form too: a list as
+JSON or comma-separated, a number as digits, a nested object as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from types import MappingProxyType
+from typing import Any
+
+from constructs import Node
+
+from icegate.constants import DEAD_LETTER, HANDLERS, LOAD, PARSE, SCORE, VALIDATE
+
+#: Lambda limits (memory in MB, timeout in seconds).
+_MEMORY_RANGE = (128, 10_240)
+_TIMEOUT_RANGE = (1, 900)
+
+
+def _check_range(name: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        raise ValueError(f"context {name!r} must be between {low} and {high}, got {value}")
+
+
+@dataclass(frozen=True)
+class FunctionSettings:
+    memory_mb: int
+    timeout_seconds: int
+
+    def __post_init__(self) -> None:
+        _check_range("memory_mb", self.memory_mb, *_MEMORY_RANGE)
+        _check_range("timeout_seconds", self.timeout_seconds, *_TIMEOUT_RANGE)
+
+
+#: Sized for files up to a few hundred MB: Arrow holds a decoded file in memory, and Lambda CPU
+#: grows with memory. The loader merges against the table, so it gets the most of both.
+DEFAULT_FUNCTIONS: Mapping[str, FunctionSettings] = MappingProxyType(
+    {
+        PARSE: FunctionSettings(memory_mb=2048, timeout_seconds=300),
+        VALIDATE: FunctionSettings(memory_mb=2048, timeout_seconds=300),
+        SCORE: FunctionSettings(memory_mb=1024, timeout_seconds=300),
+        LOAD: FunctionSettings(memory_mb=3008, timeout_seconds=900),
+        DEAD_LETTER: FunctionSettings(memory_mb=512, timeout_seconds=120),
+    }
+)
+
+
+@dataclass(frozen=True)
+class AlarmSettings:
+    period_minutes: int = 5
+    evaluation_periods: int = 1
+    #: Failed executions per period that raise the alarm (every dead-lettered file fails its execution).
+    failed_executions_threshold: int = 1
+    #: Files routed to the dead-letter path per period that raise the alarm.
+    dead_letter_threshold: int = 1
+    #: An existing SNS topic the alarms notify; empty means alarms only change state.
+    topic_arn: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("period_minutes", "evaluation_periods", "failed_executions_threshold", "dead_letter_threshold"):
+            _check_range(name, getattr(self, name), 1, 10_000)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    #: Existing landing buckets to import by name; empty means the stack creates one.
+    landing_buckets: tuple[str, ...] = ()
+    #: For imported landing buckets: let the stack switch their EventBridge notifications on (a CDK
+    #: custom resource that merges into the bucket's existing notification configuration).
+    landing_enable_eventbridge: bool = True
+    #: Physical name of the lake bucket the stack creates; empty lets CloudFormation name it.
+    lake_bucket_name: str = ""
+    #: Glue database = Iceberg namespace.
+    namespace: str = "instagram_db"
+    functions: Mapping[str, FunctionSettings] = field(default_factory=lambda: DEFAULT_FUNCTIONS)
+    processing_expiry_days: int = 7
+    log_retention_days: int = 30
+    lambda_architecture: str = "x86_64"
+    #: Generous on purpose: with retries a run can legitimately take hours (the loader alone may run
+    #: 6 x 15 min); a timed-out run ends in neither the lake nor dlq/ (it is alarmed and redrivable).
+    execution_timeout_minutes: int = 240
+    event_max_age_hours: int = 24
+    event_retry_attempts: int = 185
+    alarms: AlarmSettings = field(default_factory=AlarmSettings)
+
+    def __post_init__(self) -> None:
+        if set(self.functions) != set(HANDLERS):
+            raise ValueError(f"context 'functions' must configure exactly the stages {sorted(HANDLERS)}")
+        if self.lake_bucket_name and self.lake_bucket_name in self.landing_buckets:
+            # The lake receives .parquet files under processing/: the rule would trigger on them forever.
+            raise ValueError(f"the lake bucket {self.lake_bucket_name!r} cannot also be a landing bucket")
+        if not self.namespace.replace("_", "").isalnum() or self.namespace != self.namespace.lower():
+            raise ValueError(f"context 'namespace' must be lower-case letters, digits and '_': {self.namespace!r}")
+        if self.lambda_architecture not in ("x86_64", "arm64"):
+            raise ValueError(f"context 'lambda_architecture' must be x86_64 or arm64: {self.lambda_architecture!r}")
+        _check_range("processing_expiry_days", self.processing_expiry_days, 1, 3650)
+        _check_range("execution_timeout_minutes", self.execution_timeout_minutes, 1, 525_600)
+        # EventBridge's own limits for a target's retry policy.
+        _check_range("event_max_age_hours", self.event_max_age_hours, 1, 24)
+        _check_range("event_retry_attempts", self.event_retry_attempts, 0, 185)
+
+    @classmethod
+    def from_context(cls, node: Node) -> PipelineConfig:
+        """Read every known key from the construct tree's context; absent keys keep their defaults."""
+        config = cls()
+        changes: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = node.try_get_context(f.name)
+            if raw is None:
+                continue
+            if f.name == "landing_buckets":
+                changes[f.name] = _as_names(raw)
+            elif f.name == "functions":
+                changes[f.name] = _as_functions(raw)
+            elif f.name == "alarms":
+                changes[f.name] = _as_alarms(raw)
+            elif f.name == "landing_enable_eventbridge":
+                changes[f.name] = _as_bool(f.name, raw)
+            elif isinstance(getattr(config, f.name), int):
+                changes[f.name] = _as_int(f.name, raw)
+            else:
+                changes[f.name] = str(raw)
+        return replace(config, **changes)
+
+
+def _as_int(name: str, raw: Any) -> int:
+    if isinstance(raw, bool):
+        raise ValueError(f"context {name!r} must be a whole number, got {raw!r}")
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"context {name!r} must be a whole number, got {raw!r}") from None
+
+
+def _as_bool(name: str, raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no", ""):
+        return False
+    raise ValueError(f"context {name!r} must be true or false, got {raw!r}")
+
+
+def _as_object(name: str, raw: Any) -> Mapping[str, Any]:
+    value = json.loads(raw) if isinstance(raw, str) else raw
+    if not isinstance(value, Mapping):
+        raise ValueError(f"context {name!r} must be an object, got {raw!r}")
+    return value
+
+
+def _as_names(raw: Any) -> tuple[str, ...]:
+    if isinstance(raw, str):
+        text = raw.strip()
+        raw = json.loads(text) if text.startswith("[") else text.split(",")
+    if not isinstance(raw, list | tuple):
+        raise ValueError(f"context 'landing_buckets' must be a list of bucket names, got {raw!r}")
+    names = tuple(dict.fromkeys(str(name).strip() for name in raw if str(name).strip()))
+    return names
+
+
+def _as_functions(raw: Any) -> Mapping[str, FunctionSettings]:
+    overrides = _as_object("functions", raw)
+    unknown = set(overrides) - set(HANDLERS)
+    if unknown:
+        raise ValueError(f"context 'functions' names unknown stages {sorted(unknown)}; known: {sorted(HANDLERS)}")
+    merged = dict(DEFAULT_FUNCTIONS)
+    for stage, values in overrides.items():
+        current = merged[stage]
+        settings = _as_object(f"functions.{stage}", values)
+        merged[stage] = FunctionSettings(
+            memory_mb=_as_int(f"functions.{stage}.memory_mb", settings.get("memory_mb", current.memory_mb)),
+            timeout_seconds=_as_int(
+                f"functions.{stage}.timeout_seconds", settings.get("timeout_seconds", current.timeout_seconds)
+            ),
+        )
+    return MappingProxyType(merged)
+
+
+def _as_alarms(raw: Any) -> AlarmSettings:
+    values = _as_object("alarms", raw)
+    known = {f.name for f in fields(AlarmSettings)}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"context 'alarms' has unknown keys {sorted(unknown)}; known: {sorted(known)}")
+    defaults = AlarmSettings()
+    return AlarmSettings(
+        period_minutes=_as_int("alarms.period_minutes", values.get("period_minutes", defaults.period_minutes)),
+        evaluation_periods=_as_int(
+            "alarms.evaluation_periods", values.get("evaluation_periods", defaults.evaluation_periods)
+        ),
+        failed_executions_threshold=_as_int(
+            "alarms.failed_executions_threshold",
+            values.get("failed_executions_threshold", defaults.failed_executions_threshold),
+        ),
+        dead_letter_threshold=_as_int(
+            "alarms.dead_letter_threshold", values.get("dead_letter_threshold", defaults.dead_letter_threshold)
+        ),
+        topic_arn=str(values.get("topic_arn", defaults.topic_arn)),
+    )

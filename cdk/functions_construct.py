@@ -1,0 +1,289 @@
+"""The stage Lambdas: one container image, one function per stage, each with only the grants it needs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from aws_cdk import Duration
+from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from cdk.catalog_construct import CatalogConstruct
+from cdk.config import FunctionSettings
+from cdk.nag import default_policy, nag_resource, suppress
+from cdk.storage_construct import StorageConstruct
+from icegate.constants import (
+    DEAD_LETTER,
+    DLQ_PREFIX,
+    ENV_CATALOG_TYPE,
+    ENV_LAKE_ROOT,
+    ENV_NAMESPACE,
+    ENV_WAREHOUSE,
+    HANDLERS,
+    LOAD,
+    PARSE,
+    PROCESSING_PREFIX,
+    SCORE,
+    VALIDATE,
+    WAREHOUSE_PREFIX,
+)
+
+#: The build context is the repository root (the image needs pyproject.toml, src/ and stages/);
+#: ``.dockerignore`` there keeps everything else out of the context and out of the synthesised asset.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = "stages/Dockerfile"
+
+SERVICE_NAME = "icegate"
+
+_READ = ("s3:GetObject",)
+#: The parser and the dead-letter handler read the exact version the event names.
+_READ_VERSIONS = ("s3:GetObject", "s3:GetObjectVersion")
+#: AbortMultipartUpload lets a writer clean up after itself when a large upload fails.
+_WRITE = ("s3:PutObject", "s3:AbortMultipartUpload")
+#: What pyiceberg's Glue catalog calls to load, create and commit a table.
+_GLUE_TABLE_ACTIONS = ("glue:GetDatabase", "glue:GetTable", "glue:GetTables", "glue:CreateTable", "glue:UpdateTable")
+
+_ARCHITECTURES = {
+    "x86_64": (lambda_.Architecture.X86_64, ecr_assets.Platform.LINUX_AMD64),
+    "arm64": (lambda_.Architecture.ARM_64, ecr_assets.Platform.LINUX_ARM64),
+}
+
+_RETENTION = {
+    1: logs.RetentionDays.ONE_DAY,
+    3: logs.RetentionDays.THREE_DAYS,
+    5: logs.RetentionDays.FIVE_DAYS,
+    7: logs.RetentionDays.ONE_WEEK,
+    14: logs.RetentionDays.TWO_WEEKS,
+    30: logs.RetentionDays.ONE_MONTH,
+    60: logs.RetentionDays.TWO_MONTHS,
+    90: logs.RetentionDays.THREE_MONTHS,
+    120: logs.RetentionDays.FOUR_MONTHS,
+    150: logs.RetentionDays.FIVE_MONTHS,
+    180: logs.RetentionDays.SIX_MONTHS,
+    365: logs.RetentionDays.ONE_YEAR,
+    400: logs.RetentionDays.THIRTEEN_MONTHS,
+    545: logs.RetentionDays.EIGHTEEN_MONTHS,
+    731: logs.RetentionDays.TWO_YEARS,
+    1827: logs.RetentionDays.FIVE_YEARS,
+    3653: logs.RetentionDays.TEN_YEARS,
+}
+
+
+def retention(days: int) -> logs.RetentionDays:
+    """The CloudWatch Logs retention for a number of days (one CloudWatch accepts)."""
+    try:
+        return _RETENTION[days]
+    except KeyError:
+        raise ValueError(f"context 'log_retention_days' must be one of {sorted(_RETENTION)}, got {days}") from None
+
+
+def function_id(stage: str) -> str:
+    """``stages.quality_scorer.handler`` -> ``QualityScorer``: the construct id of a stage's function."""
+    module = HANDLERS[stage].split(".")[-2]
+    return "".join(part.capitalize() for part in module.split("_"))
+
+
+class FunctionsConstruct(Construct):
+    """One ``DockerImageFunction`` per stage from a single image asset (``stages/Dockerfile``).
+
+    pyarrow + polars + pyiceberg + pandera exceed the 250 MB limit of a zip package, hence the image;
+    the five functions differ only in their ``CMD`` (the handler), so the image is built and pushed
+    once. ``cdk synth`` only fingerprints the build context; ``cdk deploy`` builds it.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        storage: StorageConstruct,
+        catalog: CatalogConstruct,
+        settings: Mapping[str, FunctionSettings],
+        architecture: str,
+        log_retention_days: int,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self._storage = storage
+        self._catalog = catalog
+        lambda_architecture, platform = _ARCHITECTURES[architecture]
+        lake = storage.lake_bucket.bucket_name
+        environment = {
+            ENV_LAKE_ROOT: f"s3://{lake}",
+            ENV_CATALOG_TYPE: "glue",
+            ENV_WAREHOUSE: f"s3://{lake}/{WAREHOUSE_PREFIX}",
+            ENV_NAMESPACE: catalog.database_name,
+            "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
+            "POWERTOOLS_METRICS_NAMESPACE": SERVICE_NAME,
+        }
+        self.functions: dict[str, lambda_.DockerImageFunction] = {}
+        self.roles: dict[str, iam.Role] = {}
+        for stage, handler in HANDLERS.items():
+            self.functions[stage] = self._build_function(
+                stage,
+                handler,
+                settings[stage],
+                environment=environment,
+                architecture=lambda_architecture,
+                platform=platform,
+                log_retention=retention(log_retention_days),
+            )
+        self._grant_parser()
+        self._grant_validator()
+        self._grant_quality_scorer()
+        self._grant_loader()
+        self._grant_dead_letter()
+
+    def _build_function(
+        self,
+        stage: str,
+        handler: str,
+        settings: FunctionSettings,
+        *,
+        environment: Mapping[str, str],
+        architecture: lambda_.Architecture,
+        platform: ecr_assets.Platform,
+        log_retention: logs.RetentionDays,
+    ) -> lambda_.DockerImageFunction:
+        name = function_id(stage)
+        # An own role per function (no AWSLambdaBasicExecutionRole): logs go to this function's log
+        # group only, and the S3/Glue grants below are the whole of what it may do.
+        role = iam.Role(
+            self,
+            f"{name}Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"icegate {stage} stage ({handler})",
+        )
+        log_group = logs.LogGroup(self, f"{name}Logs", retention=log_retention)
+        log_group.grant_write(role)
+        function = lambda_.DockerImageFunction(
+            self,
+            f"{name}Function",
+            description=f"icegate {stage} stage: {handler}",
+            code=lambda_.DockerImageCode.from_image_asset(
+                str(REPO_ROOT),
+                file=DOCKERFILE,
+                cmd=[handler],
+                platform=platform,
+            ),
+            architecture=architecture,
+            memory_size=settings.memory_mb,
+            timeout=Duration.seconds(settings.timeout_seconds),
+            environment=dict(environment),
+            role=role,
+            log_group=log_group,
+            tracing=lambda_.Tracing.ACTIVE,
+        )
+        suppress(
+            default_policy(role),
+            "AwsSolutions-IAM5",
+            "X-Ray tracing (active): xray:PutTraceSegments and xray:PutTelemetryRecords do not support "
+            "resource-level permissions, so CDK grants them on '*'.",
+            applies_to=["Resource::*"],
+            apply_to_children=True,
+        )
+        self.roles[stage] = role
+        return function
+
+    def _allow(self, stage: str, actions: Sequence[str], resources: Sequence[str], wildcard_reason: str = "") -> None:
+        """Add one statement to a stage's role; a wildcard resource needs the reason cdk-nag will record."""
+        role = self.roles[stage]
+        role.add_to_policy(iam.PolicyStatement(actions=list(actions), resources=list(resources)))
+        wildcards = [finding for finding in (nag_resource(self, r) for r in resources) if finding.endswith("*")]
+        if wildcards:
+            if not wildcard_reason:
+                raise ValueError(f"{stage}: a wildcard resource needs a reason: {wildcards}")
+            suppress(
+                default_policy(role), "AwsSolutions-IAM5", wildcard_reason, applies_to=wildcards, apply_to_children=True
+            )
+
+    @property
+    def _landing_objects(self) -> list[str]:
+        return [bucket.arn_for_objects("*") for bucket in self._storage.landing_buckets]
+
+    @property
+    def _landing_buckets(self) -> list[str]:
+        return [bucket.bucket_arn for bucket in self._storage.landing_buckets]
+
+    def _allow_read_landing(self, stage: str) -> None:
+        self._allow(
+            stage,
+            _READ_VERSIONS,
+            self._landing_objects,
+            "Scrapers write new keys all the time: the stage reads whichever object (and version) the S3 "
+            "event names, in the landing buckets only, read-only.",
+        )
+        # Without s3:ListBucket, S3 answers 403 instead of 404 for a key that was deleted since the event,
+        # and the pipeline could not tell SourceNotFound from a permissions fault. Names only, no data.
+        self._allow(stage, ("s3:ListBucket",), self._landing_buckets)
+
+    def _grant_parser(self) -> None:
+        self._allow_read_landing(PARSE)
+        self._allow(
+            PARSE,
+            _WRITE,
+            [self._storage.lake_objects_arn(PROCESSING_PREFIX)],
+            "Writes processing/<run id>/parsed.parquet; the run id is the execution name, known only at run time.",
+        )
+
+    def _grant_validator(self) -> None:
+        self._allow(
+            VALIDATE,
+            (*_READ, *_WRITE),
+            [self._storage.lake_objects_arn(PROCESSING_PREFIX)],
+            "Reads processing/<run id>/parsed.parquet and writes valid/rejected.parquet beside it; the run id "
+            "is known only at run time.",
+        )
+
+    def _grant_quality_scorer(self) -> None:
+        self._allow(
+            SCORE,
+            (*_READ, *_WRITE),
+            [self._storage.lake_objects_arn(PROCESSING_PREFIX)],
+            "Reads processing/<run id>/*.parquet and writes quality.json beside them; the run id is known "
+            "only at run time.",
+        )
+
+    def _grant_loader(self) -> None:
+        storage, catalog = self._storage, self._catalog
+        self._allow(
+            LOAD,
+            _READ,
+            [storage.lake_objects_arn(PROCESSING_PREFIX)],
+            "Reads processing/<run id>/valid.parquet and quality.json; the run id is known only at run time.",
+        )
+        self._allow(
+            LOAD,
+            (*_READ, *_WRITE),
+            [storage.lake_objects_arn(WAREHOUSE_PREFIX)],
+            "Iceberg writes new data, manifest and metadata files with generated names under warehouse/ and "
+            "reads the table's existing ones; the loader is the only writer of the warehouse.",
+        )
+        # pyiceberg checks whether a file exists with a HEAD: without ListBucket a missing key is a 403.
+        self._allow(LOAD, ("s3:ListBucket",), [storage.lake_bucket.bucket_arn])
+        self._allow(
+            LOAD,
+            _GLUE_TABLE_ACTIONS,
+            [catalog.catalog_arn, catalog.database_arn, catalog.tables_arn],
+            "Tables are created by the loader on first load (one per dataset), so their names are not known "
+            "to the stack; the grant is limited to the tables of the icegate database.",
+        )
+
+    def _grant_dead_letter(self) -> None:
+        self._allow_read_landing(DEAD_LETTER)
+        self._allow(
+            DEAD_LETTER,
+            _READ,
+            [self._storage.lake_objects_arn(PROCESSING_PREFIX)],
+            "Reads processing/<run id>/quality.json to put the quality report into error.json.",
+        )
+        self._allow(
+            DEAD_LETTER,
+            _WRITE,
+            [self._storage.lake_objects_arn(DLQ_PREFIX)],
+            "Copies the source to dlq/<dataset>/<run id>/<name> and writes error.json beside it; dataset and "
+            "run id are known only at run time.",
+        )

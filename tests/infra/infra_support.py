@@ -1,0 +1,191 @@
+"""Helpers for the CDK tests: synthesise the stack and read what matters from its template.
+
+Nothing here hard-codes a logical id: resources are found through the stack's own constructs
+(``stack.resolve(construct.attr)``) or by their properties (a function's handler ``CMD``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))  # app.py and cdk/ live at the repository root, outside src/
+# jsii's banner about the local Node version is noise in test output.
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "18,20")
+os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
+
+from aws_cdk.assertions import Annotations, Capture, Template  # noqa: E402
+
+from app import build_app  # noqa: E402
+from cdk.pipeline_stack import PipelineStack  # noqa: E402
+
+#: The deployment the scrapers need: two existing landing buckets, imported by name.
+IMPORTED_CONTEXT: Mapping[str, Any] = {
+    "stack_name": "IcegateTest",
+    "landing_buckets": ["scraper-posts", "scraper-restaurants"],
+    "lake_bucket_name": "icegate-lake-test",
+    "namespace": "instagram_db",
+    "processing_expiry_days": 5,
+    "log_retention_days": 14,
+    "functions": {"load": {"memory_mb": 4096, "timeout_seconds": 600}},
+    "alarms": {"topic_arn": "arn:aws:sns:eu-west-1:123456789012:icegate-alarms"},
+}
+#: The default: the stack creates its own landing bucket.
+CREATED_CONTEXT: Mapping[str, Any] = {"stack_name": "IcegateDefault"}
+
+ACCOUNT = "123456789012"
+REGION = "eu-west-1"
+PSEUDO = {"AWS::Partition": "aws", "AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "AWS::URLSuffix": "amazonaws.com"}
+
+
+@dataclass
+class Synth:
+    """One synthesised stack and readers over its template."""
+
+    stack: PipelineStack
+    template: Template
+    annotations: Annotations
+    doc: dict[str, Any] = field(repr=False)
+    #: The cloud assembly directory (staged assets live here).
+    outdir: Path = field(default=Path("."))
+
+    def resources(self, resource_type: str) -> dict[str, dict[str, Any]]:
+        return {k: v for k, v in self.doc["Resources"].items() if v["Type"] == resource_type}
+
+    def logical_id(self, token: str) -> str:
+        """The logical id behind a ``Ref``/``Fn::GetAtt`` token of one of the stack's constructs."""
+        resolved = self.stack.resolve(token)
+        if "Ref" in resolved:
+            return str(resolved["Ref"])
+        return str(resolved["Fn::GetAtt"][0])
+
+    def render(self, value: Any) -> str:
+        """A template value as text: ``{"Fn::GetAtt": ["Lake1", "Arn"]}`` -> ``<Lake1.Arn>``."""
+        return render(value)
+
+    @cached_property
+    def functions_by_stage(self) -> dict[str, str]:
+        """Stage -> logical id of its Lambda, found by the handler in the function's image CMD."""
+        from icegate.constants import HANDLERS
+
+        stage_of_handler = {handler: stage for stage, handler in HANDLERS.items()}
+        found: dict[str, str] = {}
+        for logical_id, resource in self.resources("AWS::Lambda::Function").items():
+            command = resource["Properties"].get("ImageConfig", {}).get("Command", [])
+            if command and command[0] in stage_of_handler:
+                found[stage_of_handler[command[0]]] = logical_id
+        return found
+
+    def role_statements(self, role_logical_id: str) -> list[dict[str, Any]]:
+        """Every statement of every policy attached to a role, with actions and resources as lists of text."""
+        statements = []
+        for policy in self.resources("AWS::IAM::Policy").values():
+            roles = [r.get("Ref") for r in policy["Properties"].get("Roles", [])]
+            if role_logical_id not in roles:
+                continue
+            for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+                actions = statement["Action"]
+                resources = statement["Resource"]
+                statements.append(
+                    {
+                        "Effect": statement["Effect"],
+                        "Action": [actions] if isinstance(actions, str) else list(actions),
+                        "Resource": [render(r) for r in (resources if isinstance(resources, list) else [resources])],
+                        "Condition": statement.get("Condition"),
+                    }
+                )
+        return statements
+
+    def function_statements(self, stage: str) -> list[dict[str, Any]]:
+        function = self.doc["Resources"][self.functions_by_stage[stage]]
+        return self.role_statements(function["Properties"]["Role"]["Fn::GetAtt"][0])
+
+    def grants(self, stage: str) -> set[tuple[str, str]]:
+        """(action, resource) pairs the stage's function is allowed."""
+        return {
+            (action, resource)
+            for statement in self.function_statements(stage)
+            if statement["Effect"] == "Allow"
+            for action in statement["Action"]
+            for resource in statement["Resource"]
+        }
+
+    @cached_property
+    def state_machine(self) -> dict[str, Any]:
+        (resource,) = self.resources("AWS::StepFunctions::StateMachine").values()
+        return dict(resource["Properties"])
+
+    @cached_property
+    def definition(self) -> dict[str, Any]:
+        """The state machine definition as JSON, with placeholder ARNs where the template has references."""
+        definition = Capture()
+        self.template.has_resource_properties("AWS::StepFunctions::StateMachine", {"DefinitionString": definition})
+        return dict(json.loads(substitute(definition.as_object(), self.doc["Resources"])))
+
+
+def render(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        if "Fn::Join" in value:
+            delimiter, parts = value["Fn::Join"]
+            return str(delimiter).join(render(part) for part in parts)
+        if "Fn::GetAtt" in value:
+            return "<{}.{}>".format(*value["Fn::GetAtt"])
+        if "Ref" in value:
+            return f"<{value['Ref']}>"
+    return json.dumps(value)
+
+
+def placeholder_arn(logical_id: str, resources: Mapping[str, Any]) -> str:
+    resource_type = resources.get(logical_id, {}).get("Type", "")
+    service = {
+        "AWS::Lambda::Function": f"lambda:{REGION}:{ACCOUNT}:function:{logical_id}",
+        "AWS::S3::Bucket": f"s3:::{logical_id.lower()}",
+        "AWS::SQS::Queue": f"sqs:{REGION}:{ACCOUNT}:{logical_id}",
+        "AWS::Logs::LogGroup": f"logs:{REGION}:{ACCOUNT}:log-group:{logical_id}:*",
+        "AWS::IAM::Role": f"iam::{ACCOUNT}:role/{logical_id}",
+    }.get(resource_type, f"states:{REGION}:{ACCOUNT}:resource:{logical_id}")
+    return f"arn:aws:{service}"
+
+
+def substitute(value: Any, resources: Mapping[str, Any]) -> Any:
+    """Resolve ``Fn::Join``/``Fn::GetAtt``/``Ref`` with placeholder values, leaving plain JSON."""
+    if isinstance(value, list):
+        return [substitute(item, resources) for item in value]
+    if not isinstance(value, dict):
+        return value
+    if "Fn::Join" in value:
+        delimiter, parts = value["Fn::Join"]
+        return str(delimiter).join(str(substitute(part, resources)) for part in parts)
+    if "Fn::GetAtt" in value:
+        logical_id, attribute = value["Fn::GetAtt"]
+        return placeholder_arn(logical_id, resources) if attribute == "Arn" else f"{logical_id}-{attribute}"
+    if "Ref" in value:
+        ref = value["Ref"]
+        return PSEUDO.get(ref) or (ref.lower() if ref in resources else ref)
+    return {key: substitute(item, resources) for key, item in value.items()}
+
+
+#: Let cdk-nag's errors reach the assertions (test_infra_nag) instead of failing synthesis for every test.
+REPORT_VALIDATION_ERRORS = {"@aws-cdk/core:failSynthOnValidationErrors": False}
+
+
+def synthesise(context: Mapping[str, Any], outdir: Path) -> Synth:
+    _, stack = build_app({**context, **REPORT_VALIDATION_ERRORS}, outdir=str(outdir))
+    template = Template.from_stack(stack)
+    return Synth(
+        stack=stack,
+        template=template,
+        annotations=Annotations.from_stack(stack),
+        doc=template.to_json(),
+        outdir=outdir,
+    )
