@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 ColumnType = Literal["string", "long", "date"]
 #: Canonicalisations applied to a string column's values before validation.
 Normalizer = Literal["phone", "handle"]
-MergeStrategy = Literal["insert_new", "append"]
+#: How a load merges into the table: skip stored keys, replace them (latest wins), or add every row.
+MergeStrategy = Literal["insert_new", "upsert", "append"]
 Dimension = Literal["accuracy", "consistency", "timeliness"]
 #: Partition transforms a contract may use (pyiceberg writes all of these without extras).
 Transform = Literal["identity", "year", "month", "day"]
@@ -71,6 +72,9 @@ class Dataset:
     columns: tuple[Column, ...]
     key: tuple[str, ...]
     strategy: MergeStrategy = "insert_new"
+    #: ``upsert`` only: a row replaces the stored row of its key only when this column is not older
+    #: (e.g. a scrape timestamp), so that a late-arriving older file never overwrites newer rows.
+    ordering_column: str | None = None
     partition: tuple[tuple[str, Transform], ...] = ()
     quality_threshold: float = 70.0
     #: Per-dimension weights replacing the defaults (0–100 scale, any subset).
@@ -88,6 +92,20 @@ class Dataset:
         unknown = [k for k in (*self.key, *(p for p, _ in self.partition)) if k not in names]
         if unknown:
             raise ValueError(f"dataset {self.name!r} names columns it does not declare: {unknown}")
+        if not self.key:
+            raise ValueError(f"dataset {self.name!r} declares no key columns")
+        if self.ordering_column is not None:
+            if self.strategy != "upsert":
+                raise ValueError(
+                    f"dataset {self.name!r}: ordering_column applies to the 'upsert' strategy, not {self.strategy!r}"
+                )
+            if self.ordering_column not in names:
+                raise ValueError(f"dataset {self.name!r}: ordering_column {self.ordering_column!r} is not a column")
+            if self.ordering_column in self.key:
+                raise ValueError(
+                    f"dataset {self.name!r}: ordering_column {self.ordering_column!r} is part of the key, "
+                    "so it is always equal for the rows it would order"
+                )
 
     @property
     def table(self) -> str:
