@@ -1,40 +1,67 @@
-"""The loader's Iceberg side, against a real SqlCatalog on SQLite (no mocks of Iceberg)."""
+"""The loader's Iceberg side, against a real SqlCatalog on SQLite (no mocks of Iceberg).
+
+Every load test checks the invariants of ARCHITECTURE §5 that apply to it: (I1) rows of the loaded
+files, (I2) no duplicate keys, (I3) each source in one snapshot, (I5) nothing partial after a
+failure.
+"""
 
 from __future__ import annotations
 
-from datetime import date
+import dataclasses
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
 
-from icegate.datasets import get_dataset
+from icegate.datasets import Column, Dataset, get_dataset
 from icegate.errors import CommitConflict
 from icegate.lake import (
     MARKER_FILE,
     MARKER_SHA256,
     SourceIdentity,
     build_catalog,
+    dedupe_in_file,
     ensure_table,
     find_loaded,
     load_batch,
+    loaded_snapshots,
     plan_insert_new,
 )
+from icegate.lake import commit as commit_module
+from icegate.lake.catalog import TARGET_FILE_ROWS
+from icegate.lake.commit import candidate_files, with_lineage
+from icegate.lake.maintain import compact, expire_snapshots, remove_orphan_files
 from icegate.settings import Settings
 
 POSTS = get_dataset("posts")
 RESTAURANTS = get_dataset("restaurants")
+NS = "instagram_db"
+#: Prices of items re-scraped over time: the newer scrape wins, an older one never overwrites.
+PRICES = Dataset(
+    name="prices",
+    file_patterns=("prices_*",),
+    columns=(Column("item_id"), Column("shop"), Column("price", "long"), Column("scraped_on", "date")),
+    key=("item_id", "shop"),
+    strategy="upsert",
+    ordering_column="scraped_on",
+    partition=(("scraped_on", "month"),),
+)
+UPSERT_POSTS = dataclasses.replace(POSTS, strategy="upsert")
+APPEND_POSTS = dataclasses.replace(POSTS, strategy="append")
 
 
-def posts(*ids: str, creator: str = "alice", likes: int = 1) -> pl.DataFrame:
+def posts(*ids: str, creator: str = "alice", likes: int = 1, posted: date = date(2026, 1, 10)) -> pl.DataFrame:
     return pl.DataFrame(
         {
             **{name: [None] * len(ids) for name in POSTS.column_names},
             "post_id": list(ids),
             "creator": [creator] * len(ids),
-            "posted_date": [date(2026, 1, 10)] * len(ids),
+            "posted_date": [posted] * len(ids),
             "likes": [likes] * len(ids),
             "comments": [0] * len(ids),
             "post_url": [f"https://www.instagram.com/p/{i}/" for i in ids],
@@ -43,32 +70,70 @@ def posts(*ids: str, creator: str = "alice", likes: int = 1) -> pl.DataFrame:
     ).select(POSTS.column_names)
 
 
+def prices(scraped_on: date | None, **items: int) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "item_id": list(items),
+            "shop": ["north"] * len(items),
+            "price": list(items.values()),
+            "scraped_on": [scraped_on] * len(items),
+        },
+        schema_overrides={"scraped_on": pl.Date},
+    )
+
+
 def identity(sha: str, run: str = "run-1") -> SourceIdentity:
     return SourceIdentity(sha256=sha, file=f"s3://landing/{sha}.csv", version="v1", run_id=run)
 
 
+def load(catalog: Catalog, dataset: Dataset, frame: pl.DataFrame, sha: str, **kwargs: Any) -> Any:
+    return load_batch(catalog, dataset, frame, identity(sha), namespace=NS, backoff_seconds=0, **kwargs)
+
+
 @pytest.fixture
 def catalog(settings: Settings) -> Catalog:
-    from pathlib import Path
-
     Path(settings.lake_root).mkdir(parents=True)
     return build_catalog(settings)
 
 
-def rows_of(catalog: Catalog, table: str = "posts") -> pl.DataFrame:
-    frame = pl.from_arrow(catalog.load_table(("instagram_db", table)).scan().to_arrow())
+def table_of(catalog: Catalog, dataset: Dataset = POSTS) -> Table:
+    return catalog.load_table((NS, dataset.table))
+
+
+def rows_of(catalog: Catalog, dataset: Dataset = POSTS) -> pl.DataFrame:
+    frame = pl.from_arrow(table_of(catalog, dataset).scan().to_arrow())
     assert isinstance(frame, pl.DataFrame)
     return frame
+
+
+def data_files(catalog: Catalog, dataset: Dataset = POSTS) -> set[str]:
+    return {task.file.file_path for task in table_of(catalog, dataset).scan().plan_files()}
+
+
+def parquet_on_disk(settings: Settings) -> set[str]:
+    return {f"file://{p.resolve()}" for p in Path(settings.lake_root, "warehouse").rglob("*.parquet")}
+
+
+def set_target_file_rows(catalog: Catalog, dataset: Dataset, rows: int) -> None:
+    ensure_table(catalog, dataset, NS).transaction().set_properties({TARGET_FILE_ROWS: str(rows)}).commit_transaction()
+
+
+def assert_unique_keys(frame: pl.DataFrame, dataset: Dataset) -> None:
+    assert frame.select(pl.struct(list(dataset.key)).is_duplicated().any()).item() is False
+
+
+# --- first load, insert_new, idempotency ------------------------------------------------------
 
 
 def test_first_load_creates_the_table_with_lineage_and_no_internal_commit_retries(catalog: Catalog) -> None:
     # GIVEN an empty catalog
     # WHEN a batch is loaded
-    summary = load_batch(catalog, POSTS, posts("p1", "p2"), identity("aaa"), namespace="instagram_db")
+    summary = load(catalog, POSTS, posts("p1", "p2"), "aaa")
 
     # THEN the table exists with our commit protocol and partition spec, and carries lineage
-    table = catalog.load_table(("instagram_db", "posts"))
+    table = table_of(catalog)
     assert table.properties["commit.retry.num-retries"] == "0"
+    assert table.properties["icegate.merge-key"] == "post_id,creator"
     assert [f.name for f in table.spec().fields] == ["posted_date_month"]
     stored = rows_of(catalog)
     assert sorted(stored["post_id"]) == ["p1", "p2"]
@@ -82,52 +147,59 @@ def test_first_load_creates_the_table_with_lineage_and_no_internal_commit_retrie
 
 def test_insert_new_skips_keys_the_table_already_holds(catalog: Catalog) -> None:
     # GIVEN a table holding p1, p2
-    load_batch(catalog, POSTS, posts("p1", "p2", likes=5), identity("aaa"), namespace="instagram_db")
+    load(catalog, POSTS, posts("p1", "p2", likes=5), "aaa")
 
     # WHEN a later file brings p2 (changed) and p3
-    summary = load_batch(catalog, POSTS, posts("p2", "p3", likes=9), identity("bbb"), namespace="instagram_db")
+    summary = load(catalog, POSTS, posts("p2", "p3", likes=9), "bbb")
 
     # THEN only p3 is inserted; the stored p2 keeps its first values
-    assert (summary.inserted, summary.skipped) == (1, 1)
+    assert (summary.inserted, summary.updated, summary.skipped) == (1, 0, 1)
     stored = rows_of(catalog).sort("post_id")
     assert stored["post_id"].to_list() == ["p1", "p2", "p3"]
     assert stored["likes"].to_list() == [5, 5, 9]
 
 
 def test_same_post_id_from_another_creator_is_a_different_key(catalog: Catalog) -> None:
-    load_batch(catalog, POSTS, posts("p1", creator="alice"), identity("aaa"), namespace="instagram_db")
-    summary = load_batch(catalog, POSTS, posts("p1", creator="bob"), identity("bbb"), namespace="instagram_db")
+    load(catalog, POSTS, posts("p1", creator="alice"), "aaa")
+    summary = load(catalog, POSTS, posts("p1", creator="bob"), "bbb")
     assert summary.inserted == 1
     assert rows_of(catalog).height == 2
 
 
 def test_duplicate_keys_inside_one_file_keep_the_last_row_and_are_counted(catalog: Catalog) -> None:
     batch = pl.concat([posts("p1", likes=1), posts("p2"), posts("p1", likes=7)])
-    summary = load_batch(catalog, POSTS, batch, identity("aaa"), namespace="instagram_db")
+    summary = load(catalog, POSTS, batch, "aaa")
     assert (summary.inserted, summary.duplicates_in_file) == (2, 1)
     assert rows_of(catalog).filter(pl.col("post_id") == "p1")["likes"].to_list() == [7]
 
 
+def test_dedupe_in_file_leaves_a_batch_without_duplicates_untouched() -> None:
+    batch = posts("p1", "p2", "p3")
+    unique, dropped = dedupe_in_file(batch, POSTS.key)
+    assert unique is batch
+    assert dropped == 0
+
+
 def test_rerun_of_the_same_content_is_a_no_op_reporting_the_original_snapshot(catalog: Catalog) -> None:
     # GIVEN a file already loaded
-    first = load_batch(catalog, POSTS, posts("p1", "p2"), identity("same-hash", "run-1"), namespace="instagram_db")
-    snapshots_before = len(catalog.load_table(("instagram_db", "posts")).metadata.snapshots)
+    first = load(catalog, POSTS, posts("p1", "p2"), "same-hash")
+    snapshots_before = len(table_of(catalog).metadata.snapshots)
 
     # WHEN the same content arrives again (another run, even under another version)
-    again = load_batch(catalog, POSTS, posts("p1", "p2"), identity("same-hash", "run-2"), namespace="instagram_db")
+    again = load_batch(catalog, POSTS, posts("p1", "p2"), identity("same-hash", "run-2"), namespace=NS)
 
     # THEN nothing is committed and the original snapshot is reported
     assert again.already_loaded
     assert again.snapshot_id == first.snapshot_id
     assert again.inserted == 0
-    assert len(catalog.load_table(("instagram_db", "posts")).metadata.snapshots) == snapshots_before
+    assert len(table_of(catalog).metadata.snapshots) == snapshots_before
     assert rows_of(catalog).height == 2
 
 
 def test_a_file_whose_rows_all_exist_still_records_its_marker(catalog: Catalog) -> None:
-    load_batch(catalog, POSTS, posts("p1"), identity("aaa"), namespace="instagram_db")
-    summary = load_batch(catalog, POSTS, posts("p1"), identity("bbb"), namespace="instagram_db")
-    table = catalog.load_table(("instagram_db", "posts"))
+    load(catalog, POSTS, posts("p1"), "aaa")
+    summary = load(catalog, POSTS, posts("p1"), "bbb")
+    table = table_of(catalog)
     assert summary.inserted == 0
     assert find_loaded(table, "bbb") == summary.snapshot_id
     props = table.current_snapshot().summary.additional_properties  # type: ignore[union-attr]
@@ -145,14 +217,14 @@ def test_null_key_parts_match_each_other_so_reloads_do_not_duplicate(catalog: Ca
         pl.lit(None, pl.Int64).alias("followers"),
         pl.lit(None, pl.Int64).alias("posts_count"),
     )
-    load_batch(catalog, RESTAURANTS, frame, identity("aaa"), namespace="instagram_db")
+    load(catalog, RESTAURANTS, frame, "aaa")
 
     # WHEN another file has the same restaurant, still without a phone
-    summary = load_batch(catalog, RESTAURANTS, frame, identity("bbb"), namespace="instagram_db")
+    summary = load(catalog, RESTAURANTS, frame, "bbb")
 
     # THEN it is recognised as the same key
     assert (summary.inserted, summary.skipped) == (0, 1)
-    assert rows_of(catalog, "restaurants").height == 1
+    assert rows_of(catalog, RESTAURANTS).height == 1
 
 
 def test_plan_insert_new_on_an_empty_table_keeps_every_row() -> None:
@@ -164,49 +236,324 @@ def test_plan_insert_new_on_an_empty_table_keeps_every_row() -> None:
 
 
 def test_ensure_table_is_idempotent(catalog: Catalog) -> None:
-    first = ensure_table(catalog, POSTS, "instagram_db")
-    second = ensure_table(catalog, POSTS, "instagram_db")
+    first = ensure_table(catalog, POSTS, NS)
+    second = ensure_table(catalog, POSTS, NS)
     assert first.metadata.table_uuid == second.metadata.table_uuid
 
 
-def test_a_commit_conflict_is_retried_against_the_new_snapshot(
-    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+# --- upsert and append ------------------------------------------------------------------------
+
+
+def test_upsert_replaces_stored_rows_and_inserts_new_ones_in_one_snapshot(catalog: Catalog) -> None:
+    # GIVEN a table holding p1, p2
+    load(catalog, UPSERT_POSTS, posts("p1", "p2", likes=5), "aaa")
+    snapshots_before = len(table_of(catalog, UPSERT_POSTS).metadata.snapshots)
+
+    # WHEN a later file brings p2 (changed) and p3
+    summary = load(catalog, UPSERT_POSTS, posts("p2", "p3", likes=9), "bbb")
+
+    # THEN p2 takes the new values, p3 is added, in one overwrite snapshot carrying the marker
+    assert (summary.inserted, summary.updated, summary.skipped) == (1, 1, 0)
+    stored = rows_of(catalog, UPSERT_POSTS).sort("post_id")
+    assert stored["post_id"].to_list() == ["p1", "p2", "p3"]
+    assert stored["likes"].to_list() == [5, 9, 9]
+    assert stored["source_file"].to_list() == ["s3://landing/aaa.csv", *["s3://landing/bbb.csv"] * 2]
+    table = table_of(catalog, UPSERT_POSTS)
+    assert len(table.metadata.snapshots) == snapshots_before + 1
+    snapshot = table.current_snapshot()
+    assert snapshot is not None
+    assert snapshot.summary is not None
+    assert snapshot.summary.operation.value == "overwrite"
+    assert find_loaded(table, "bbb") == snapshot.snapshot_id
+
+
+def test_upsert_rewrites_only_the_files_that_hold_a_replaced_key(catalog: Catalog) -> None:
+    # GIVEN a table whose rows sit in several small files, each a narrow key range
+    set_target_file_rows(catalog, UPSERT_POSTS, 3)
+    load(catalog, UPSERT_POSTS, posts(*(f"p{i:02d}" for i in range(12)), likes=1), "aaa")
+    files_before = data_files(catalog, UPSERT_POSTS)
+    assert len(files_before) == 4
+
+    # WHEN one key is updated
+    load(catalog, UPSERT_POSTS, posts("p05", likes=50), "bbb")
+
+    # THEN only the file holding p05 was replaced; the others are untouched
+    files_after = data_files(catalog, UPSERT_POSTS)
+    assert len(files_before - files_after) == 1
+    assert len(files_after - files_before) == 1
+    stored = rows_of(catalog, UPSERT_POSTS)
+    assert stored.height == 12
+    assert stored.filter(pl.col("post_id") == "p05")["likes"].to_list() == [50]
+    assert_unique_keys(stored, UPSERT_POSTS)
+
+
+@pytest.mark.parametrize(
+    ("stored_on", "incoming_on", "wins"),
+    [
+        (date(2026, 1, 10), date(2026, 1, 9), False),
+        (date(2026, 1, 10), date(2026, 1, 10), True),
+        (date(2026, 1, 10), date(2026, 2, 1), True),
+        (None, date(2026, 1, 9), True),
+        (date(2026, 1, 10), None, False),
+    ],
+    ids=["older-loses", "same-day-wins", "newer-wins", "stored-null-loses", "incoming-null-loses"],
+)
+def test_upsert_with_an_ordering_column_never_lets_an_older_row_overwrite_a_newer_one(
+    catalog: Catalog, stored_on: date | None, incoming_on: date | None, wins: bool
 ) -> None:
-    # GIVEN a competing writer that commits p2 just before our first commit attempt
-    load_batch(catalog, POSTS, posts("p1"), identity("aaa"), namespace="instagram_db")
-    real_append = Table.append
-    calls = {"n": 0}
+    # GIVEN a stored price scraped on one day
+    load(catalog, PRICES, prices(stored_on, a=100, b=200), "newer")
 
-    def racing_append(self: Table, df: object, *args: object, **kwargs: object) -> None:
-        calls["n"] += 1
-        if calls["n"] == 1:
-            load_batch(catalog, POSTS, posts("p2"), identity("competitor"), namespace="instagram_db")
-            raise CommitFailedException("the table changed underneath")
-        real_append(self, df, *args, **kwargs)  # type: ignore[arg-type]
+    # WHEN a file scraped on another day arrives later
+    summary = load(catalog, PRICES, prices(incoming_on, a=111, c=300), "late")
 
-    monkeypatch.setattr(Table, "append", racing_append)
+    # THEN it replaces the stored row only if it is not older; new keys go in either way
+    stored = dict(rows_of(catalog, PRICES).select("item_id", "price").iter_rows())
+    assert stored == {"a": 111 if wins else 100, "b": 200, "c": 300}
+    assert (summary.inserted, summary.updated, summary.skipped) == (1, int(wins), int(not wins))
 
-    # WHEN our batch (p2, p3) loses the first race
-    summary = load_batch(
-        catalog, POSTS, posts("p2", "p3"), identity("ours"), namespace="instagram_db", backoff_seconds=0
+
+def test_an_older_file_loaded_after_a_newer_one_changes_nothing(catalog: Catalog) -> None:
+    # GIVEN the newer scrape loaded first
+    load(catalog, PRICES, prices(date(2026, 3, 1), a=130, b=230), "march")
+    before = rows_of(catalog, PRICES).sort("item_id")
+
+    # WHEN the older scrape of the same items arrives late
+    summary = load(catalog, PRICES, prices(date(2026, 2, 1), a=120, b=220), "february")
+
+    # THEN every row is skipped and the table's rows are exactly as before
+    assert (summary.inserted, summary.updated, summary.skipped) == (0, 0, 2)
+    assert rows_of(catalog, PRICES).sort("item_id").equals(before)
+    assert find_loaded(table_of(catalog, PRICES), "february") == summary.snapshot_id
+
+
+def test_an_upsert_that_moves_a_key_to_another_partition_leaves_one_row(catalog: Catalog) -> None:
+    # GIVEN prices partitioned by scrape month, a stored in January
+    load(catalog, PRICES, prices(date(2026, 1, 5), a=100, b=200), "january")
+
+    # WHEN a March scrape updates a (so its row belongs to another partition)
+    load(catalog, PRICES, prices(date(2026, 3, 5), a=150), "march")
+
+    # THEN a exists once, with the March values, and b is untouched
+    stored = rows_of(catalog, PRICES).sort("item_id")
+    assert stored.select("item_id", "price", "scraped_on").rows() == [
+        ("a", 150, date(2026, 3, 5)),
+        ("b", 200, date(2026, 1, 5)),
+    ]
+
+
+def test_append_adds_every_row_without_looking_at_keys(catalog: Catalog) -> None:
+    load(catalog, APPEND_POSTS, posts("p1", "p2"), "aaa")
+    summary = load(catalog, APPEND_POSTS, pl.concat([posts("p1"), posts("p1")]), "bbb")
+    assert (summary.inserted, summary.duplicates_in_file) == (2, 0)
+    assert rows_of(catalog, APPEND_POSTS).height == 4
+
+
+# --- layout and pruning -----------------------------------------------------------------------
+
+
+def test_files_are_one_partition_each_sorted_by_key_and_cut_at_the_target_size(catalog: Catalog) -> None:
+    # GIVEN a target of 4 rows per file
+    set_target_file_rows(catalog, POSTS, 4)
+
+    # WHEN 10 January and 3 February posts arrive in no particular order
+    january = posts(*(f"p{i:02d}" for i in (7, 2, 9, 0, 5, 1, 8, 3, 6, 4)), posted=date(2026, 1, 10))
+    february = posts("q2", "q0", "q1", posted=date(2026, 2, 3))
+    load(catalog, POSTS, pl.concat([january, february]), "aaa")
+
+    # THEN January is cut into 3 balanced files of consecutive keys, February is one file
+    files = sorted(
+        (f.partition[0], f.lower_bounds[2], f.upper_bounds[2], f.record_count)
+        for f in (task.file for task in table_of(catalog).scan().plan_files())
     )
+    assert files == [
+        (672, b"p00", b"p03", 4),
+        (672, b"p04", b"p06", 3),
+        (672, b"p07", b"p09", 3),
+        (673, b"q0", b"q2", 3),
+    ]
+
+
+def test_only_files_whose_key_ranges_can_hold_the_batch_keys_are_read(catalog: Catalog) -> None:
+    # GIVEN files covering p00-p03, p04-p07, p08-p11
+    set_target_file_rows(catalog, POSTS, 4)
+    load(catalog, POSTS, posts(*(f"p{i:02d}" for i in range(12))), "aaa")
+    table = table_of(catalog)
+
+    def candidates(frame: pl.DataFrame) -> list[tuple[bytes, bytes]]:
+        incoming = with_lineage(frame, POSTS, identity("x"), datetime.now(UTC))
+        return sorted((t.file.lower_bounds[2], t.file.upper_bounds[2]) for t in candidate_files(table, POSTS, incoming))
+
+    # THEN a batch touching the middle range reads one file, one outside every range reads none
+    assert candidates(posts("p05", "p06")) == [(b"p04", b"p07")]
+    assert candidates(posts("p02", "p10")) == [(b"p00", b"p03"), (b"p08", b"p11")]
+    assert candidates(posts("zz1")) == []
+    # AND the creator (second key part) prunes too
+    assert candidates(posts("p05", creator="zed")) == []
+
+
+def test_a_batch_with_null_key_parts_reads_the_files_that_hold_nulls(catalog: Catalog) -> None:
+    # GIVEN a file of restaurants with a phone and one of restaurants without
+    frame = pl.DataFrame(
+        {name: [None, None] for name in RESTAURANTS.column_names},
+        schema=dict.fromkeys(RESTAURANTS.column_names, pl.String),
+    ).with_columns(
+        pl.Series("restaurant_name", ["Lucali", "Lucali"]),
+        pl.Series("city", ["Brooklyn", "Brooklyn"]),
+        pl.Series("phone", ["+17188580042", None]),
+        pl.lit(None, pl.Int64).alias("followers"),
+        pl.lit(None, pl.Int64).alias("posts_count"),
+    )
+    load(catalog, RESTAURANTS, frame, "aaa")
+
+    # WHEN the same rows come again
+    summary = load(catalog, RESTAURANTS, frame, "bbb")
+
+    # THEN both are recognised, the null-phone one included
+    assert (summary.inserted, summary.skipped) == (0, 2)
+
+
+# --- the commit loop --------------------------------------------------------------------------
+
+
+def race_before_each_commit(
+    monkeypatch: pytest.MonkeyPatch, competitor: Callable[[int], None], times: int | None = None
+) -> list[int]:
+    """Run ``competitor`` (a real concurrent commit) right before our commit, ``times`` times."""
+    real = commit_module.commit_files
+    raced: list[int] = []
+    inside = False
+
+    def racing(*args: Any, **kwargs: Any) -> int:
+        nonlocal inside
+        if not inside and (times is None or len(raced) < times):
+            inside = True
+            try:
+                competitor(len(raced))
+            finally:
+                inside = False
+            raced.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(commit_module, "commit_files", racing)
+    return raced
+
+
+def test_a_lost_commit_is_retried_against_the_new_snapshot(
+    catalog: Catalog, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a competing loader that commits p2 between our merge plan and our commit
+    load(catalog, POSTS, posts("p1"), "aaa")
+    race_before_each_commit(monkeypatch, lambda _: load(catalog, POSTS, posts("p2"), "competitor"), times=1)
+
+    # WHEN our batch (p2, p3) loses that race
+    summary = load(catalog, POSTS, posts("p2", "p3"), "ours")
 
     # THEN the merge was recomputed: p2 (now stored) is skipped, p3 inserted, no duplicate key
     assert (summary.inserted, summary.skipped) == (1, 1)
     stored = rows_of(catalog)
     assert sorted(stored["post_id"]) == ["p1", "p2", "p3"]
+    # AND each source is in one snapshot, and the lost attempt left no file behind
+    markers = [props[MARKER_SHA256] for _, props in loaded_snapshots(table_of(catalog))]
+    assert sorted(markers) == ["aaa", "competitor", "ours"]
+    assert parquet_on_disk(settings) == data_files(catalog)
 
 
 def test_endless_conflicts_end_in_a_transient_commit_conflict(
-    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+    catalog: Catalog, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def always_conflicts(self: Table, *args: object, **kwargs: object) -> None:
-        raise CommitFailedException("conflict")
+    # GIVEN other loaders that commit before each of our attempts
+    race_before_each_commit(monkeypatch, lambda n: load(catalog, POSTS, posts(f"other{n}"), f"other-{n}"))
 
-    ensure_table(catalog, POSTS, "instagram_db")
-    monkeypatch.setattr(Table, "append", always_conflicts)
+    # WHEN our load loses three times in a row
     with pytest.raises(CommitConflict, match=r"3 commits to instagram_db\.posts") as raised:
-        load_batch(
-            catalog, POSTS, posts("p1"), identity("aaa"), namespace="instagram_db", attempts=3, backoff_seconds=0
-        )
+        load(catalog, POSTS, posts("p1"), "aaa", attempts=3)
+
+    # THEN the error is transient (the state machine retries), and nothing of ours is in the table
     assert raised.value.transient
+    assert find_loaded(table_of(catalog), "aaa") is None
+    assert "p1" not in rows_of(catalog)["post_id"].to_list()
+    assert parquet_on_disk(settings) == data_files(catalog)
+
+
+# --- the contract -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"strategy": "insert_new", "ordering_column": "scraped_on"}, "applies to the 'upsert' strategy"),
+        ({"ordering_column": "scraped_at"}, "is not a column"),
+        ({"ordering_column": "shop"}, "is part of the key"),
+        ({"key": ()}, "declares no key columns"),
+    ],
+    ids=["ordering-without-upsert", "unknown-ordering-column", "ordering-column-in-key", "no-key"],
+)
+def test_a_contract_with_an_unusable_merge_setup_is_refused(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(PRICES, **changes)
+
+
+# --- maintenance ------------------------------------------------------------------------------
+
+
+def test_compaction_merges_small_files_into_key_sorted_ones_without_changing_rows(catalog: Catalog) -> None:
+    # GIVEN six small loads into one partition
+    for n in range(6):
+        load(catalog, POSTS, posts(f"p{n}a", f"p{n}b"), f"load-{n}")
+    before = rows_of(catalog).sort("post_id")
+    assert len(data_files(catalog)) == 6
+
+    # WHEN the table is compacted
+    replaced, written = compact(catalog, (NS, "posts"))
+
+    # THEN one file holds the same rows, and loads are still recognised
+    assert (replaced, written) == (6, 1)
+    assert len(data_files(catalog)) == 1
+    assert rows_of(catalog).sort("post_id").equals(before)
+    assert load(catalog, POSTS, posts("p0a", "p0b"), "load-0").already_loaded
+
+
+def test_expiring_snapshots_deletes_what_only_they_used_and_keeps_their_markers(
+    catalog: Catalog, settings: Settings
+) -> None:
+    # GIVEN three loads, the first two of them upserts whose files were rewritten since
+    load(catalog, UPSERT_POSTS, posts("p1", likes=1), "one")
+    load(catalog, UPSERT_POSTS, posts("p1", likes=2), "two")
+    load(catalog, UPSERT_POSTS, posts("p1", likes=3), "three")
+    assert len(parquet_on_disk(settings)) == 3
+
+    # WHEN every snapshot but the newest is expired
+    expired, deleted = expire_snapshots(
+        catalog, (NS, "posts"), older_than=datetime.now(UTC) + timedelta(days=1), retain_last=1
+    )
+
+    # THEN the files only old snapshots referenced are gone, the data is intact
+    assert expired == 2
+    assert deleted > 0
+    assert parquet_on_disk(settings) == data_files(catalog, UPSERT_POSTS)
+    assert rows_of(catalog, UPSERT_POSTS)["likes"].to_list() == [3]
+    # AND a rerun of an expired load is still recognised as already loaded
+    assert len(table_of(catalog, UPSERT_POSTS).metadata.snapshots) == 1
+    rerun = load(catalog, UPSERT_POSTS, posts("p1", likes=1), "one")
+    assert rerun.already_loaded
+    assert rows_of(catalog, UPSERT_POSTS)["likes"].to_list() == [3]
+
+
+def test_orphan_removal_deletes_old_unreferenced_files_only(catalog: Catalog, settings: Settings) -> None:
+    # GIVEN a loaded table and an old stray data file (a crashed loader's) next to its files
+    load(catalog, POSTS, posts("p1"), "aaa")
+    referenced = data_files(catalog)
+    stray = Path(next(iter(referenced)).removeprefix("file://")).with_name("stray.parquet")
+    stray.write_bytes(b"not committed")
+
+    # WHEN orphans younger than a minute are protected
+    assert remove_orphan_files(table_of(catalog), older_than=datetime.now(UTC) - timedelta(minutes=1)) == 0
+    # AND then everything older than now is fair game
+    removed = remove_orphan_files(table_of(catalog), older_than=datetime.now(UTC) + timedelta(seconds=1))
+
+    # THEN only the stray file went
+    assert removed == 1
+    assert not stray.exists()
+    assert parquet_on_disk(settings) == referenced
+    assert rows_of(catalog).height == 1

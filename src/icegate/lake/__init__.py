@@ -1,0 +1,52 @@
+"""The Iceberg side: catalog, tables, the merge engine, the commit loop and table maintenance.
+
+``catalog`` builds the catalog and creates tables; ``markers`` records which source each snapshot
+loaded; ``files`` writes and reads data files (the one home of pyiceberg internals); ``merge``
+decides what a load inserts, replaces and skips; ``commit`` runs a load to one snapshot under
+concurrent writers; ``maintain`` expires snapshots and compacts small files.
+"""
+
+from __future__ import annotations
+
+from icegate.lake.catalog import (
+    LINEAGE_COLUMNS,
+    TABLE_PROPERTIES,
+    arrow_schema,
+    build_catalog,
+    ensure_table,
+    iceberg_schema,
+    partition_spec,
+)
+from icegate.lake.commit import load_batch, with_lineage
+from icegate.lake.markers import (
+    MARKER_FILE,
+    MARKER_RUN,
+    MARKER_SHA256,
+    MARKER_VERSION,
+    SourceIdentity,
+    find_loaded,
+    loaded_snapshots,
+)
+from icegate.lake.merge import dedupe_in_file, plan_insert_new, plan_upsert
+
+__all__ = [
+    "LINEAGE_COLUMNS",
+    "MARKER_FILE",
+    "MARKER_RUN",
+    "MARKER_SHA256",
+    "MARKER_VERSION",
+    "TABLE_PROPERTIES",
+    "SourceIdentity",
+    "arrow_schema",
+    "build_catalog",
+    "dedupe_in_file",
+    "ensure_table",
+    "find_loaded",
+    "iceberg_schema",
+    "load_batch",
+    "loaded_snapshots",
+    "partition_spec",
+    "plan_insert_new",
+    "plan_upsert",
+    "with_lineage",
+]

@@ -1,0 +1,147 @@
+"""The catalog from settings, and the dataset's table: schema, partition spec, properties, creation."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+from pyiceberg.catalog import Catalog, load_catalog
+from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError
+from pyiceberg.partitioning import PartitionField, PartitionSpec
+from pyiceberg.schema import Schema
+from pyiceberg.transforms import DayTransform, IdentityTransform, MonthTransform, Transform, YearTransform
+from pyiceberg.types import DateType, IcebergType, LongType, NestedField, StringType, TimestamptzType
+from sqlalchemy.exc import DBAPIError
+
+if TYPE_CHECKING:
+    from pyiceberg.table import Table
+
+    from icegate.datasets import Dataset
+    from icegate.settings import Settings
+
+#: Lineage columns every loaded row carries, after the dataset's own columns.
+LINEAGE_COLUMNS: tuple[tuple[str, IcebergType, pa.DataType], ...] = (
+    ("ingested_at", TimestamptzType(), pa.timestamp("us", tz="UTC")),
+    ("source_file", StringType(), pa.large_string()),
+    ("source_version", StringType(), pa.large_string()),
+    ("run_id", StringType(), pa.large_string()),
+)
+_ICEBERG_TYPES: dict[str, IcebergType] = {"string": StringType(), "long": LongType(), "date": DateType()}
+_ARROW_TYPES: dict[str, pa.DataType] = {"string": pa.large_string(), "long": pa.int64(), "date": pa.date32()}
+_TRANSFORMS: dict[str, Callable[[], Transform[Any, Any]]] = {
+    "identity": IdentityTransform,
+    "year": YearTransform,
+    "month": MonthTransform,
+    "day": DayTransform,
+}
+
+#: Table property: the most rows one data file holds. Files are cut by key range inside a
+#: partition, so an upsert rewrites (copy-on-write) only the few files whose range holds its keys.
+TARGET_FILE_ROWS = "icegate.target-file-rows"
+DEFAULT_TARGET_FILE_ROWS = 40_000
+TABLE_PROPERTIES = {
+    # Our loop re-validates on conflict; pyiceberg's own retry would not (see commit.py).
+    "commit.retry.num-retries": "0",
+    "write.parquet.compression-codec": "zstd",
+    # Every commit writes a metadata file that holds all snapshots: keep a bounded history only.
+    "write.metadata.delete-after-commit.enabled": "true",
+    "write.metadata.previous-versions-max": "50",
+    # Appends merge small manifests, so that planning reads a few manifests, not one per load.
+    "commit.manifest-merge.enabled": "true",
+    "commit.manifest.min-count-to-merge": "16",
+    TARGET_FILE_ROWS: str(DEFAULT_TARGET_FILE_ROWS),
+}
+#: SQLite waits this long for another writer's lock before "database is locked" (Python's default: 5 s).
+SQLITE_BUSY_TIMEOUT_SECONDS = 30
+
+
+def build_catalog(settings: Settings) -> Catalog:
+    """The catalog the settings name: SQLite under the lake root by default, Glue in AWS, any other by URI.
+
+    ``ICEGATE_CATALOG_URI=postgresql+psycopg://user@host/db`` gives a SQL catalog that many machines
+    can commit to at once; SQLite suits one machine.
+    """
+    properties: dict[str, str] = {"type": settings.catalog_type, "warehouse": settings.resolved_warehouse()}
+    if settings.catalog_type in ("sql", "rest") or settings.catalog_uri:
+        properties["uri"] = _with_sqlite_timeout(settings.resolved_catalog_uri())
+    if settings.s3_endpoint:
+        properties["s3.endpoint"] = settings.s3_endpoint
+    properties.update(settings.catalog_properties)
+    # Several loaders starting on a fresh SQL catalog race to create its tables; the losers see a
+    # database error once and find the tables on the next try.
+    for attempt in range(4):
+        try:
+            return load_catalog(settings.catalog_name, **properties)
+        except DBAPIError:
+            if attempt == 3:
+                raise
+            time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _with_sqlite_timeout(uri: str) -> str:
+    if not uri.startswith("sqlite") or "timeout=" in uri:
+        return uri
+    return f"{uri}{'&' if '?' in uri else '?'}timeout={SQLITE_BUSY_TIMEOUT_SECONDS}"
+
+
+def iceberg_schema(dataset: Dataset) -> Schema:
+    columns = [(c.name, _ICEBERG_TYPES[c.type]) for c in dataset.columns]
+    columns += [(name, iceberg_type) for name, iceberg_type, _ in LINEAGE_COLUMNS]
+    # Every field is optional: required-ness is enforced by validation, and Iceberg rejects a
+    # nullable Arrow column written into a required field.
+    return Schema(
+        *(NestedField(i, name, t, required=False) for i, (name, t) in enumerate(columns, start=1)),
+    )
+
+
+def arrow_schema(dataset: Dataset) -> pa.Schema:
+    fields = [pa.field(c.name, _ARROW_TYPES[c.type]) for c in dataset.columns]
+    fields += [pa.field(name, arrow_type) for name, _, arrow_type in LINEAGE_COLUMNS]
+    return pa.schema(fields)
+
+
+def partition_spec(dataset: Dataset, schema: Schema) -> PartitionSpec:
+    return PartitionSpec(
+        *(
+            PartitionField(
+                source_id=schema.find_field(column).field_id,
+                field_id=1000 + i,
+                transform=_TRANSFORMS[transform](),
+                name=column if transform == "identity" else f"{column}_{transform}",
+            )
+            for i, (column, transform) in enumerate(dataset.partition)
+        )
+    )
+
+
+def ensure_table(catalog: Catalog, dataset: Dataset, namespace: str) -> Table:
+    """Load the dataset's table, creating the namespace and table on first use (race-safe).
+
+    Loading comes first: creating writes a metadata file before it learns that the table exists.
+    """
+    identifier = (namespace, dataset.table)
+    try:
+        return catalog.load_table(identifier)
+    except NoSuchTableError:
+        pass
+    try:
+        catalog.create_namespace_if_not_exists(namespace)
+    except (NamespaceAlreadyExistsError, DBAPIError):
+        # Two first loads raced: the SQL catalog reports the loser as an integrity error.
+        if not catalog.namespace_exists(namespace):
+            raise
+    schema = iceberg_schema(dataset)
+    return catalog.create_table_if_not_exists(
+        identifier,
+        schema=schema,
+        partition_spec=partition_spec(dataset, schema),
+        properties={**TABLE_PROPERTIES, "icegate.merge-key": ",".join(dataset.key)},
+    )
+
+
+def target_file_rows(table: Table) -> int:
+    return max(1, int(table.properties.get(TARGET_FILE_ROWS, DEFAULT_TARGET_FILE_ROWS)))

@@ -1,0 +1,223 @@
+"""The load: plan the merge against the current snapshot, write files, commit them as one snapshot.
+
+pyiceberg 0.12 retries a lost commit by re-applying it to the new snapshot without re-checking the
+merge, so two loaders could both insert the same new key. Tables are created with
+``commit.retry.num-retries=0`` and :func:`load_batch` owns the loop: on a conflict it reloads the
+table, re-checks the source marker, recomputes the merge against the new snapshot and commits
+again — a bounded number of times with jittered backoff, then :class:`CommitConflict`, which the
+state machine retries.
+
+One snapshot per load, carrying the source marker: an ``append`` of new files, or for an
+``upsert`` that replaces stored rows an ``overwrite`` that swaps the rewritten files for new ones
+(copy-on-write) in the same commit as the new rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import polars as pl
+from pyiceberg.exceptions import CommitFailedException
+from sqlalchemy.exc import DBAPIError
+
+from icegate.errors import CommitConflict
+from icegate.lake.catalog import ensure_table, target_file_rows
+from icegate.lake.files import FILE_INDEX, key_probe, may_hold_keys, read_files, transaction, write_data_files
+from icegate.lake.markers import SourceIdentity, find_loaded
+from icegate.lake.merge import ROW_INDEX, dedupe_in_file, drop_replaced, plan_insert_new, plan_upsert
+from icegate.payloads import LoadSummary
+
+if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
+    from pyiceberg.manifest import DataFile
+    from pyiceberg.table import FileScanTask, Table
+
+    from icegate.datasets import Dataset
+
+#: Longest pause between two commit attempts.
+MAX_BACKOFF_SECONDS = 2.0
+
+
+def with_lineage(
+    batch: pl.DataFrame, dataset: Dataset, identity: SourceIdentity, ingested_at: datetime
+) -> pl.DataFrame:
+    """The dataset's columns followed by the lineage columns, typed as the table stores them."""
+    return batch.select(
+        *(pl.col(c.name).cast(_POLARS_TYPES[c.type]) for c in dataset.columns),
+        pl.lit(ingested_at).cast(pl.Datetime("us", "UTC")).alias("ingested_at"),
+        pl.lit(identity.file, pl.String).alias("source_file"),
+        pl.lit(identity.version, pl.String).alias("source_version"),
+        pl.lit(identity.run_id, pl.String).alias("run_id"),
+    )
+
+
+_POLARS_TYPES: dict[str, pl.DataType] = {"string": pl.String(), "long": pl.Int64(), "date": pl.Date()}
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """What one commit attempt writes and replaces, decided against one snapshot."""
+
+    #: Rows to write: incoming rows that go in, plus the surviving rows of rewritten files.
+    rows: pl.DataFrame
+    #: Files whose rows are rewritten (copy-on-write).
+    replaced_files: list[DataFile]
+    inserted: int
+    updated: int
+    skipped: int
+    #: Which incoming rows go in (their ``ROW_INDEX``): with the same replaced files, the same files.
+    incoming: pl.Series = field(repr=False)
+
+    def same_output(self, other: LoadPlan) -> bool:
+        return {f.file_path for f in self.replaced_files} == {f.file_path for f in other.replaced_files} and (
+            self.incoming.equals(other.incoming)
+        )
+
+
+@dataclass
+class _Written:
+    plan: LoadPlan
+    files: list[DataFile]
+    #: A commit attempt with these files ended with an unknown outcome: they may be in the table.
+    maybe_committed: bool = False
+
+
+def load_batch(
+    catalog: Catalog,
+    dataset: Dataset,
+    batch: pl.DataFrame,
+    identity: SourceIdentity,
+    *,
+    namespace: str,
+    attempts: int = 8,
+    backoff_seconds: float = 0.05,
+) -> LoadSummary:
+    """Merge validated rows into the dataset's table, exactly once per source content."""
+    table_name = f"{namespace}.{dataset.table}"
+    rows, duplicates = (batch, 0) if dataset.strategy == "append" else dedupe_in_file(batch, dataset.key)
+    incoming = with_lineage(rows, dataset, identity, datetime.now(UTC)).with_row_index(ROW_INDEX)
+    table = ensure_table(catalog, dataset, namespace)
+    written: _Written | None = None
+    for attempt in range(attempts):
+        if attempt:
+            _sleep_before_retry(attempt, backoff_seconds)
+        try:
+            if attempt:
+                table = catalog.load_table((namespace, dataset.table))
+            if (snapshot_id := find_loaded(table, identity.sha256)) is not None:
+                _discard(table, written)
+                return LoadSummary(table_name, dataset.strategy, 0, 0, 0, duplicates, snapshot_id, already_loaded=True)
+            plan = plan_load(table, dataset, incoming)
+            if written is None or not written.plan.same_output(plan):
+                _discard(table, written)
+                written = _Written(plan, write_files(table, dataset, plan))
+            snapshot_id = commit_files(table, written.files, plan.replaced_files, identity)
+        except CommitFailedException:
+            # pyiceberg raises this only when the commit did not land: another writer won the race.
+            continue
+        except DBAPIError as exc:
+            if not is_contention(exc):
+                raise
+            # The catalog's database was busy; whether a commit landed is unknown, and the source
+            # marker check of the next attempt tells.
+            if written is not None:
+                written.maybe_committed = True
+            continue
+        return LoadSummary(
+            table_name, dataset.strategy, plan.inserted, plan.updated, plan.skipped, duplicates, snapshot_id
+        )
+    _discard(table, written)
+    raise CommitConflict(
+        f"{attempts} commits to {table_name} lost to concurrent writers; the load will be retried",
+        file=identity.file,
+    )
+
+
+def plan_load(table: Table, dataset: Dataset, incoming: pl.DataFrame) -> LoadPlan:
+    """The merge of ``incoming`` (rows with lineage and ``ROW_INDEX``) against the table's current snapshot."""
+    if dataset.strategy == "append" or table.current_snapshot() is None:
+        return LoadPlan(incoming.drop(ROW_INDEX), [], incoming.height, 0, 0, incoming.get_column(ROW_INDEX))
+    key = dataset.key
+    candidates = candidate_files(table, dataset, incoming)
+    if dataset.strategy == "insert_new":
+        stored_keys = read_files(table.metadata, table.io, candidates, key)
+        new_rows, skipped = plan_insert_new(incoming, stored_keys, key)
+        return LoadPlan(new_rows.drop(ROW_INDEX), [], new_rows.height, 0, skipped, new_rows.get_column(ROW_INDEX))
+
+    ordering = dataset.ordering_column
+    stored = read_files(table.metadata, table.io, candidates, [*key, *([ordering] if ordering else [])])
+    upsert = plan_upsert(incoming, stored, key, ordering)
+    rewritten = [candidates[i] for i in upsert.files_to_rewrite]
+    kept = drop_replaced(read_files(table.metadata, table.io, rewritten), upsert.replaced_keys, key)
+    rows = pl.concat([upsert.rows.drop(ROW_INDEX), kept.drop(FILE_INDEX)], how="vertical_relaxed")
+    return LoadPlan(
+        rows,
+        [task.file for task in rewritten],
+        upsert.inserted,
+        upsert.updated,
+        upsert.skipped,
+        upsert.rows.get_column(ROW_INDEX).sort(),
+    )
+
+
+def candidate_files(table: Table, dataset: Dataset, incoming: pl.DataFrame) -> list[FileScanTask]:
+    """The current snapshot's files whose partition and column statistics allow them to hold a batch key."""
+    tasks = list(table.scan().plan_files())
+    schema = table.schema()
+    probes = [
+        key_probe(incoming, column, schema.find_field(column).field_id, schema.find_type(column))  # type: ignore[arg-type]
+        for column in dataset.key
+    ]
+    return [task for task, keep in zip(tasks, may_hold_keys(tasks, probes), strict=True) if keep]
+
+
+def write_files(table: Table, dataset: Dataset, plan: LoadPlan) -> list[DataFile]:
+    return write_data_files(table.metadata, table.io, plan.rows, dataset.key[0], target_file_rows(table))
+
+
+def commit_files(table: Table, added: list[DataFile], replaced: list[DataFile], identity: SourceIdentity) -> int:
+    """Commit one snapshot that adds ``added``, removes ``replaced`` and carries the source marker.
+
+    The snapshot asserts that the table's head is still the snapshot the plan was made against, so
+    a concurrent commit makes this one fail with ``CommitFailedException`` rather than apply.
+    """
+    pending = transaction(table)
+    update = pending.update_snapshot(snapshot_properties=identity.snapshot_properties())
+    # An append merges small manifests as it goes (``commit.manifest-merge.enabled``), so that
+    # planning does not read one manifest per load ever made.
+    producer = update.overwrite() if replaced else update.merge_append()
+    with producer:
+        for data_file in replaced:
+            producer.delete_data_file(data_file)
+        for data_file in added:
+            producer.append_data_file(data_file)
+    pending.commit_transaction()
+    return producer.snapshot_id
+
+
+def is_contention(exc: DBAPIError) -> bool:
+    """A catalog database error that another writer caused and that a retry can get past."""
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if sqlstate in ("40001", "40P01", "55P03"):  # PostgreSQL: serialization failure, deadlock, lock not available
+        return True
+    message = str(exc.orig).lower()
+    return "database is locked" in message or "database table is locked" in message or "busy" in message
+
+
+def _sleep_before_retry(attempt: int, backoff_seconds: float) -> None:
+    """Exponential backoff with full jitter, so that writers that collided do not collide again."""
+    time.sleep(random.uniform(0, min(MAX_BACKOFF_SECONDS, backoff_seconds * 2**attempt)))
+
+
+def _discard(table: Table, written: _Written | None) -> None:
+    """Delete files a lost attempt wrote (never files that may have been committed)."""
+    if written is None or written.maybe_committed:
+        return
+    for data_file in written.files:
+        with contextlib.suppress(OSError):
+            table.io.delete(data_file.file_path)

@@ -1,0 +1,208 @@
+"""Table maintenance: compact small files, expire old snapshots, delete files nothing references.
+
+What pyiceberg 0.12 offers and what we add:
+
+- ``ExpireSnapshots`` removes snapshots from the metadata but deletes no file; we delete the
+  manifests, manifest lists and data files that only expired snapshots referenced, after the
+  expiry committed. The source markers of expired snapshots move to table properties in the same
+  commit (see ``markers``), so a rerun of an old file is still recognised.
+- There is no ``rewrite_data_files``: :func:`compact` reads a partition's small files and writes
+  them back as key-sorted files of the table's target size, in one ``overwrite`` snapshot.
+- There is no ``rewrite_manifests``; manifests are merged as loads append (``merge_append``).
+- There is no ``remove_orphan_files``: :func:`remove_orphan_files` lists the table's folders
+  and deletes data and manifest files that no snapshot references and that are older than a
+  safety margin (a loader may be writing files it has not committed yet).
+- Old ``metadata.json`` files go as commits happen (``write.metadata.delete-after-commit``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from pyarrow import fs as pafs
+from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.table.update.snapshot import ExpireSnapshots
+
+from icegate.lake.catalog import target_file_rows
+from icegate.lake.files import FILE_INDEX, read_files, transaction, write_data_files
+from icegate.lake.markers import ledger_entries
+
+if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
+    from pyiceberg.manifest import DataFile
+    from pyiceberg.table import FileScanTask, Table
+    from pyiceberg.table.snapshots import Snapshot
+
+#: Snapshot-summary key naming the maintenance operation that made a snapshot.
+MAINTENANCE = "icegate.maintenance"
+_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class MaintenanceReport:
+    table: str
+    #: Input files merged by compaction, and the files that replaced them.
+    files_compacted: int = 0
+    files_written: int = 0
+    snapshots_expired: int = 0
+    #: Files deleted because only expired snapshots referenced them.
+    files_deleted: int = 0
+    orphans_deleted: int = 0
+
+
+def maintain(
+    catalog: Catalog,
+    identifier: tuple[str, str],
+    *,
+    expire_older_than: timedelta = timedelta(days=7),
+    retain_last: int = 10,
+    compact_files: bool = True,
+    orphans_older_than: timedelta | None = timedelta(days=3),
+) -> MaintenanceReport:
+    """Compact, then expire, then remove orphans — each step its own commit."""
+    compacted, written = compact(catalog, identifier) if compact_files else (0, 0)
+    expired, deleted = expire_snapshots(
+        catalog, identifier, older_than=datetime.now(UTC) - expire_older_than, retain_last=retain_last
+    )
+    orphans = (
+        remove_orphan_files(catalog.load_table(identifier), older_than=datetime.now(UTC) - orphans_older_than)
+        if orphans_older_than is not None
+        else 0
+    )
+    return MaintenanceReport(".".join(identifier), compacted, written, expired, deleted, orphans)
+
+
+def compact(catalog: Catalog, identifier: tuple[str, str], *, min_files: int = 2) -> tuple[int, int]:
+    """Merge each partition's small files into key-sorted files of the target size.
+
+    A file is small below half the target rows. Files with delete files attached are left alone.
+    Returns (files replaced, files written).
+    """
+    for _ in range(_ATTEMPTS):
+        table = catalog.load_table(identifier)
+        if table.current_snapshot() is None:
+            return 0, 0
+        target = target_file_rows(table)
+        groups: dict[tuple[int, Any], list[FileScanTask]] = defaultdict(list)
+        for task in table.scan().plan_files():
+            if not task.delete_files and task.file.record_count < target // 2:
+                groups[(task.file.spec_id, task.file.partition)].append(task)
+        small = [task for tasks in groups.values() if len(tasks) >= min_files for task in tasks]
+        if not small:
+            return 0, 0
+        rows = read_files(table.metadata, table.io, small).drop(FILE_INDEX)
+        cluster_by = table.properties.get("icegate.merge-key", rows.columns[0]).split(",")[0]
+        added = write_data_files(table.metadata, table.io, rows, cluster_by, target)
+        try:
+            _commit_swap(table, [task.file for task in small], added)
+        except CommitFailedException:
+            _delete_quietly(table, (f.file_path for f in added))
+            continue
+        return len(small), len(added)
+    return 0, 0
+
+
+def _commit_swap(table: Table, removed: list[DataFile], added: list[DataFile]) -> None:
+    pending = transaction(table)
+    with pending.update_snapshot(snapshot_properties={MAINTENANCE: "compact"}).overwrite() as overwrite:
+        for data_file in removed:
+            overwrite.delete_data_file(data_file)
+        for data_file in added:
+            overwrite.append_data_file(data_file)
+    pending.commit_transaction()
+
+
+def expire_snapshots(
+    catalog: Catalog, identifier: tuple[str, str], *, older_than: datetime, retain_last: int = 1
+) -> tuple[int, int]:
+    """Expire snapshots older than ``older_than`` beyond the ``retain_last`` newest; delete what only they used.
+
+    Returns (snapshots expired, files deleted).
+    """
+    for _ in range(_ATTEMPTS):
+        table = catalog.load_table(identifier)
+        protected = {ref.snapshot_id for ref in table.metadata.refs.values()}
+        newest_first = sorted(table.metadata.snapshots, key=lambda s: s.timestamp_ms, reverse=True)
+        cutoff = older_than.timestamp() * 1000
+        expired = {
+            s.snapshot_id
+            for s in newest_first[max(retain_last, 0) :]
+            if s.timestamp_ms < cutoff and s.snapshot_id not in protected
+        }
+        if not expired:
+            return 0, 0
+        gone = [s for s in table.metadata.snapshots if s.snapshot_id in expired]
+        pending = transaction(table)
+        ExpireSnapshots(pending).by_ids(sorted(expired)).commit()
+        if ledger := ledger_entries(table, expired):
+            pending.set_properties(ledger)
+        try:
+            updated = pending.commit_transaction()
+        except CommitFailedException:
+            continue
+        unreferenced = _referenced(updated, gone) - _referenced(updated, updated.metadata.snapshots)
+        _delete_quietly(updated, unreferenced)
+        return len(expired), len(unreferenced)
+    return 0, 0
+
+
+def _referenced(table: Table, snapshots: Iterable[Snapshot]) -> set[str]:
+    """Manifest lists, manifests and live data/delete files of these snapshots."""
+    paths: set[str] = set()
+    seen_manifests: set[str] = set()
+    for snapshot in snapshots:
+        paths.add(snapshot.manifest_list)
+        for manifest in snapshot.manifests(table.io):
+            paths.add(manifest.manifest_path)
+            if manifest.manifest_path in seen_manifests:
+                continue
+            seen_manifests.add(manifest.manifest_path)
+            paths.update(e.data_file.file_path for e in manifest.fetch_manifest_entry(table.io, discard_deleted=True))
+    return paths
+
+
+def remove_orphan_files(table: Table, *, older_than: datetime) -> int:
+    """Delete data and manifest files under the table that no snapshot references, if older than ``older_than``.
+
+    The margin matters: a loader writes its files before it commits them.
+    """
+    referenced = _referenced(table, table.metadata.snapshots)
+    location = table.location()
+    scheme, _, rest = location.rpartition("://")
+    filesystem = _filesystem(table, scheme or "file", rest.split("/", 1)[0] if scheme not in ("", "file") else None)
+    root = rest
+    prefix = f"{scheme}://" if scheme else ""
+    cutoff = older_than.timestamp()
+    orphans: list[str] = []
+    for folder in ("data", "metadata"):
+        selector = pafs.FileSelector(f"{root.rstrip('/')}/{folder}", recursive=True, allow_not_found=True)
+        for info in filesystem.get_file_info(selector):
+            if info.type != pafs.FileType.File or not info.path.endswith((".parquet", ".avro")):
+                continue
+            if info.mtime is None or info.mtime.timestamp() >= cutoff:
+                continue
+            if (uri := prefix + info.path) not in referenced:
+                orphans.append(uri)
+    _delete_quietly(table, orphans)
+    return len(orphans)
+
+
+def _filesystem(table: Table, scheme: str, netloc: str | None) -> pafs.FileSystem:
+    """The table FileIO's own filesystem (endpoint, credentials), else one from the URI."""
+    fs_by_scheme = getattr(table.io, "fs_by_scheme", None)
+    if callable(fs_by_scheme):
+        filesystem = fs_by_scheme(scheme, netloc)
+        if isinstance(filesystem, pafs.FileSystem):
+            return filesystem
+    return pafs.FileSystem.from_uri(table.location())[0]
+
+
+def _delete_quietly(table: Table, paths: Iterable[str]) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError, FileNotFoundError):
+            table.io.delete(path)

@@ -1,0 +1,61 @@
+"""Source markers: which file each commit loaded, so that a rerun is a no-op (invariant I3).
+
+A load's snapshot carries the source identity in its summary. Expiring snapshots would forget
+them, so ``icegate maintain`` first copies the marker of every snapshot it expires into a table
+property (``icegate.loaded.<sha256>`` → snapshot id), in the same commit as the expiry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyiceberg.table import Table
+
+#: Snapshot-summary keys that record which source a commit loaded (the idempotency marker).
+MARKER_SHA256 = "icegate.source-sha256"
+MARKER_FILE = "icegate.source-file"
+MARKER_VERSION = "icegate.source-version"
+MARKER_RUN = "icegate.run-id"
+#: Table-property prefix that keeps the markers of expired snapshots.
+LEDGER_PREFIX = "icegate.loaded."
+
+
+@dataclass(frozen=True)
+class SourceIdentity:
+    """What a commit records about the file it loaded."""
+
+    sha256: str
+    file: str
+    version: str | None
+    run_id: str
+
+    def snapshot_properties(self) -> dict[str, str]:
+        props = {MARKER_SHA256: self.sha256, MARKER_FILE: self.file, MARKER_RUN: self.run_id}
+        if self.version:
+            props[MARKER_VERSION] = self.version
+        return props
+
+
+def loaded_snapshots(table: Table) -> Iterator[tuple[int, dict[str, str]]]:
+    """Snapshots (still in the table's history) committed by icegate, with their source markers."""
+    for snapshot in table.metadata.snapshots:
+        props = snapshot.summary.additional_properties if snapshot.summary else {}
+        if MARKER_SHA256 in props:
+            yield snapshot.snapshot_id, props
+
+
+def find_loaded(table: Table, sha256: str) -> int | None:
+    """The snapshot that already loaded a source with this content hash, if any (expired ones included)."""
+    if (recorded := table.properties.get(LEDGER_PREFIX + sha256)) is not None:
+        return int(recorded)
+    return next((sid for sid, props in loaded_snapshots(table) if props[MARKER_SHA256] == sha256), None)
+
+
+def ledger_entries(table: Table, snapshot_ids: set[int]) -> dict[str, str]:
+    """Table properties that keep the markers of these snapshots once they are expired."""
+    return {
+        LEDGER_PREFIX + props[MARKER_SHA256]: str(sid) for sid, props in loaded_snapshots(table) if sid in snapshot_ids
+    }
