@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -212,3 +213,64 @@ def dlq(lake_root: str | None) -> None:
         console.print(table)
     else:
         console.print("the dead-letter prefix is empty")
+
+
+def _duration(value: str) -> timedelta:
+    units = {"m": "minutes", "h": "hours", "d": "days"}
+    try:
+        return timedelta(**{units[value[-1]]: float(value[:-1])})
+    except (KeyError, ValueError, IndexError):
+        raise click.BadParameter(f"{value!r} is not a duration like 30m, 12h or 7d") from None
+
+
+@main.command()
+@click.argument("table_name", metavar="TABLE")
+@lake_option
+@click.option("--expire-older-than", default="7d", show_default=True, help="Expire snapshots older than this.")
+@click.option("--retain-last", default=10, show_default=True, help="Always keep this many newest snapshots.")
+@click.option("--no-compact", is_flag=True, help="Skip merging each partition's small files.")
+@click.option(
+    "--orphans-older-than",
+    default="3d",
+    show_default=True,
+    help="Delete unreferenced files older than this ('off' to keep them); a loader writes files before it commits.",
+)
+def maintain(
+    table_name: str,
+    lake_root: str | None,
+    expire_older_than: str,
+    retain_last: int,
+    no_compact: bool,
+    orphans_older_than: str,
+) -> None:
+    """Compact small files, expire old snapshots and delete files nothing references, for TABLE.
+
+    TABLE is a table name (posts) or namespace.table. Source markers of expired snapshots are kept,
+    so a rerun of an old file is still reported as already loaded.
+    """
+    from pyiceberg.exceptions import NoSuchTableError
+
+    from icegate.lake import build_catalog
+    from icegate.lake.maintain import maintain as run_maintenance
+
+    expire_age = _duration(expire_older_than)
+    orphan_age = None if orphans_older_than == "off" else _duration(orphans_older_than)
+    settings = _settings(lake_root)
+    namespace, _, name = table_name.rpartition(".")
+    identifier = (namespace or settings.namespace, name)
+    try:
+        report = run_maintenance(
+            build_catalog(settings),
+            identifier,
+            expire_older_than=expire_age,
+            retain_last=retain_last,
+            compact_files=not no_compact,
+            orphans_older_than=orphan_age,
+        )
+    except NoSuchTableError:
+        raise click.ClickException(f"no table {'.'.join(identifier)} in the catalog") from None
+    console.print(
+        f"{report.table}: compacted {report.files_compacted} small files into {report.files_written}, "
+        f"expired {report.snapshots_expired} snapshots, deleted {report.files_deleted} files they alone used "
+        f"and {report.orphans_deleted} orphan files"
+    )

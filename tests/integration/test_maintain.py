@@ -1,0 +1,63 @@
+"""``icegate maintain``: compaction, snapshot expiry and orphan removal on a table loaded by ``icegate run``."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from click.testing import CliRunner, Result
+
+from icegate.cli import main
+from icegate.lake import build_catalog
+from icegate.settings import Settings
+from tests.conftest import SAMPLES
+
+POSTS_CSV = "post_results_20260113_175319.csv"
+POSTS_XLSX = "post_results_20260115_081500.xlsx"
+
+
+def icegate(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_maintain_compacts_and_expires_and_reruns_are_still_recognised(
+    lake: Path, settings: Settings, tmp_path: Path
+) -> None:
+    # GIVEN two posts files loaded one after the other (two small files per partition, two snapshots)
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    for name in (POSTS_CSV, POSTS_XLSX):
+        shutil.copy(SAMPLES / name, landing / name)
+        assert icegate("run", str(landing / name), "--lake", str(lake)).exit_code == 0
+    table = build_catalog(settings).load_table(("instagram_db", "posts"))
+    rows_before = table.scan().to_arrow().sort_by("post_id")
+    files_before = len(list(table.scan().plan_files()))
+
+    # WHEN the table is maintained, expiring everything but the newest snapshot
+    result = icegate("maintain", "posts", "--lake", str(lake), "--expire-older-than", "0m", "--retain-last", "1")
+
+    # THEN it says what it did, the rows are unchanged, with fewer files and one snapshot left
+    assert result.exit_code == 0, result.output
+    assert "instagram_db.posts: compacted" in result.output
+    table = build_catalog(settings).load_table(("instagram_db", "posts"))
+    assert table.scan().to_arrow().sort_by("post_id").equals(rows_before)
+    assert len(list(table.scan().plan_files())) < files_before
+    assert len(table.metadata.snapshots) == 1
+
+    # AND a rerun of a file whose snapshot expired is still reported as already loaded
+    rerun = icegate("run", str(landing / POSTS_CSV), "--lake", str(lake))
+    assert rerun.exit_code == 0
+    assert "already loaded" in rerun.output
+
+
+def test_maintain_names_a_missing_table(lake: Path, settings: Settings) -> None:
+    lake.mkdir()
+    result = CliRunner().invoke(main, ["maintain", "nosuch", "--lake", str(lake)])
+    assert result.exit_code == 1
+    assert "no table instagram_db.nosuch in the catalog" in result.output
+
+
+def test_maintain_refuses_a_duration_it_cannot_read(lake: Path) -> None:
+    result = CliRunner().invoke(main, ["maintain", "posts", "--lake", str(lake), "--expire-older-than", "a week"])
+    assert result.exit_code == 2
+    assert "is not a duration like 30m, 12h or 7d" in result.output
