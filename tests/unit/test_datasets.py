@@ -234,3 +234,13 @@ def test_a_copy_of_a_contract_is_validated_too() -> None:
 )
 def test_matches_is_a_case_insensitive_glob(name: str, matches: bool) -> None:
     assert get_dataset("posts").matches(name) is matches
+
+
+@pytest.mark.parametrize("field", ["quality_weights", "quality_floors"], ids=["weights", "floors"])
+def test_a_misspelt_quality_dimension_is_refused(field: str) -> None:
+    # GIVEN a contract that names a dimension that does not exist
+    # WHEN it is built
+    # THEN it is refused, naming the misspelt dimension
+    posts = get_dataset("posts")
+    with pytest.raises(ValueError, match="acuracy"):
+        replace(posts, **{field: {"acuracy": 0.5}})

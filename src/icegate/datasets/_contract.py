@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Literal
 
+from icegate.settings import QUALITY_DIMENSIONS
+
 if TYPE_CHECKING:
     import pandera.polars as pa
     import polars as pl
@@ -94,6 +96,12 @@ class Dataset:
             raise ValueError(f"dataset {self.name!r} names columns it does not declare: {unknown}")
         if not self.key:
             raise ValueError(f"dataset {self.name!r} declares no key columns")
+        # A misspelt dimension would silently weigh or guard nothing.
+        misspelt = sorted((set(self.quality_weights) | set(self.quality_floors)) - set(QUALITY_DIMENSIONS))
+        if misspelt:
+            raise ValueError(
+                f"dataset {self.name!r}: no such quality dimension {misspelt}; known: {QUALITY_DIMENSIONS}"
+            )
         if self.ordering_column is not None:
             if self.strategy != "upsert":
                 raise ValueError(
