@@ -12,7 +12,7 @@ from click.testing import CliRunner, Result
 
 from icegate.cli import main
 from icegate.lake import build_catalog
-from icegate.settings import Settings, load_settings
+from icegate.settings import QUALITY_DIMENSIONS, Settings, load_settings
 from tests.conftest import SAMPLES
 
 POSTS_CSV = "post_results_20260113_175319.csv"
@@ -135,14 +135,7 @@ def test_a_file_under_the_quality_threshold_goes_to_the_dlq_with_its_report(
     report = entry["quality"]
     assert isinstance(report, dict)
     assert report["passed"] is False
-    assert {d["name"] for d in report["dimensions"]} == {
-        "completeness",
-        "accuracy",
-        "consistency",
-        "timeliness",
-        "uniqueness",
-        "validity",
-    }
+    assert {d["name"] for d in report["dimensions"]} == set(QUALITY_DIMENSIONS)
     assert snapshot_count(settings, "posts") == snapshots
 
 

@@ -12,7 +12,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from icegate.settings import load_settings
+from icegate.settings import QUALITY_DIMENSIONS, load_settings
 from tests.conftest import EVENTS, SAMPLES
 
 LANDING, LAKE = "landing", "lake"
@@ -75,14 +75,7 @@ def test_the_four_stage_handlers_chain_from_source_to_snapshot(aws: Any) -> None
     assert (validated["rows_valid"], validated["rows_rejected"]) == (24, 4)
     assert validated["rejected_uri"] == "s3://lake/dlq/posts/exec-0f1e2d3c/rejected.parquet"
     assert scored["quality"]["passed"] is True
-    assert set(scored["quality"]["dimensions"]) == {
-        "completeness",
-        "accuracy",
-        "consistency",
-        "timeliness",
-        "uniqueness",
-        "validity",
-    }
+    assert set(scored["quality"]["dimensions"]) == set(QUALITY_DIMENSIONS)
     assert loaded["load"]["inserted"] == 23
     assert loaded["load"]["snapshot_id"] > 0
     assert loaded["source"]["version_id"] == version
