@@ -1,0 +1,244 @@
+"""Executing the real state machine: the synthesised definition in moto's Step Functions interpreter.
+
+moto's ASL interpreter (``execute_state_machine``) runs the definition; it invokes a Lambda task through
+``lambda_eval_utils._invoke_lambda_function(parameters, region, state_credentials)``, which would call
+moto's Lambda (Docker). :class:`LambdaDispatcher` replaces exactly that function: it calls the stage's
+real handler in-process and answers as the Lambda ``Invoke`` API does — the result as ``Payload``, or
+``FunctionError: Unhandled`` with the Python runtime's error document (``errorType`` = exception class
+name). The interpreter then turns that into Error = errorType and Cause = the document, as AWS does, so
+``ErrorEquals``, ``Retry`` and ``Catch`` see what they would see in the cloud.
+
+S3 is moto; the Iceberg catalog is a real ``SqlCatalog`` on SQLite with a ``file://`` warehouse, while
+``processing/`` and ``dlq/`` live in the moto lake bucket (``ICEGATE_LAKE_ROOT=s3://lake``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import tempfile
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import boto3
+import polars as pl
+import pytest
+from moto import mock_aws
+from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
+from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
+
+from icegate.constants import HANDLERS
+from icegate.settings import Settings, load_settings
+from tests.conftest import SAMPLES
+
+LANDING, LAKE = "landing", "lake"
+#: How long an execution may run before the test gives up on it.
+EXECUTION_TIMEOUT_SECONDS = 60.0
+#: The tables' namespace (the default setting; the tests do not override it).
+NAMESPACE = Settings().namespace
+
+
+@dataclass(frozen=True)
+class Definition:
+    """The state machine as CloudFormation would create it, with placeholder ARNs for the functions."""
+
+    asl: dict[str, Any]
+    #: Lambda function name (the last part of the task's placeholder ARN) -> stage.
+    stage_of_function: dict[str, str]
+
+
+@cache
+def synthesised_definition() -> Definition:
+    """The definition from the real CDK stack (cdk.json defaults), synthesised once per process."""
+    from tests.infra.infra_support import CREATED_CONTEXT, placeholder_arn, synthesise
+
+    with tempfile.TemporaryDirectory(prefix="icegate-sfn-synth-") as outdir:
+        synth = synthesise(CREATED_CONTEXT, Path(outdir))
+        resources = synth.doc["Resources"]
+        stage_of_function = {
+            placeholder_arn(logical_id, resources).rsplit(":", 1)[-1]: stage
+            for stage, logical_id in synth.functions_by_stage.items()
+        }
+        return Definition(asl=synth.definition, stage_of_function=stage_of_function)
+
+
+@dataclass
+class FakeLambdaContext:
+    """What Powertools reads from the Lambda context."""
+
+    function_name: str
+    invoked_function_arn: str
+    memory_limit_in_mb: int = 1024
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+
+@dataclass
+class LambdaDispatcher:
+    """Stands in for the Lambda service: function ARN -> the stage's real handler, called in-process."""
+
+    stage_of_function: dict[str, str]
+    #: Stage of every invocation, in order.
+    invocations: list[str] = field(default_factory=list)
+    #: Exceptions to raise instead of calling a stage's handler, consumed one per invocation (fault injection).
+    faults: dict[str, list[BaseException]] = field(default_factory=dict)
+
+    def __call__(self, parameters: dict[str, Any], region: str, state_credentials: Any) -> dict[str, Any]:
+        arn = str(parameters["FunctionName"])
+        stage = self.stage_of_function[arn.rsplit(":", 1)[-1]]
+        self.invocations.append(stage)
+        event = json.loads(parameters["Payload"])
+        module_name, _, function_name = HANDLERS[stage].rpartition(".")
+        handler: Callable[[dict[str, Any], Any], Any] = getattr(importlib.import_module(module_name), function_name)
+        context = FakeLambdaContext(function_name=arn.rsplit(":", 1)[-1], invoked_function_arn=arn)
+        try:
+            pending = self.faults.get(stage)
+            if pending:
+                raise pending.pop(0)
+            result = handler(event, context)
+            # The Lambda service serialises the result: a payload that is not JSON fails here as it would there.
+            payload = json.loads(json.dumps(result))
+        except Exception as exc:
+            # The Python runtime's error document for an unhandled exception.
+            return {
+                "StatusCode": 200,
+                "FunctionError": "Unhandled",
+                "ExecutedVersion": "$LATEST",
+                "Payload": {
+                    "errorMessage": str(exc),
+                    "errorType": type(exc).__name__,
+                    "requestId": context.aws_request_id,
+                    "stackTrace": traceback.format_tb(exc.__traceback__),
+                },
+            }
+        return {"StatusCode": 200, "ExecutedVersion": "$LATEST", "Payload": payload}
+
+
+@dataclass
+class CloudPipeline:
+    """The deployed pipeline in miniature: landing and lake buckets, the state machine, the stage handlers."""
+
+    s3: Any
+    sfn: Any
+    state_machine_arn: str
+    dispatcher: LambdaDispatcher
+    #: Seconds each Retry would have slept (the interpreter's sleep is replaced; see ``running_pipeline``).
+    retry_waits: list[float]
+    warehouse: Path
+    catalog_uri: str
+
+    def upload(self, sample: str, key: str | None = None) -> dict[str, Any]:
+        """Put a sample into the landing bucket; return the execution input the EventBridge rule would build."""
+        key = key or f"scrapes/{sample}"
+        put = self.s3.put_object(Bucket=LANDING, Key=key, Body=(SAMPLES / sample).read_bytes())
+        head = self.s3.head_object(Bucket=LANDING, Key=key, VersionId=put["VersionId"])
+        # cdk/trigger_construct.execution_input(): S3's EventBridge event carries the etag unquoted.
+        return {
+            "bucket": LANDING,
+            "key": key,
+            "version_id": put["VersionId"],
+            "etag": put["ETag"].strip('"'),
+            "size": head["ContentLength"],
+        }
+
+    def execute(self, execution_input: dict[str, Any]) -> dict[str, Any]:
+        """Start an execution and wait for it to end; the ``describe_execution`` answer.
+
+        The name is given explicitly (a UUID, as AWS generates for EventBridge's executions): moto's
+        interpreter does not generate one and would name the execution ``None``.
+        """
+        arn = self.sfn.start_execution(
+            stateMachineArn=self.state_machine_arn, name=str(uuid.uuid4()), input=json.dumps(execution_input)
+        )["executionArn"]
+        deadline = time.monotonic() + EXECUTION_TIMEOUT_SECONDS
+        while True:
+            described = self.sfn.describe_execution(executionArn=arn)
+            if described["status"] != "RUNNING":
+                return dict(described)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"execution {arn} still RUNNING after {EXECUTION_TIMEOUT_SECONDS} s")
+            time.sleep(0.02)
+
+    def history(self, execution_arn: str) -> list[dict[str, Any]]:
+        return list(self.sfn.get_execution_history(executionArn=execution_arn, maxResults=1000)["events"])
+
+    def read_json(self, key: str) -> Any:
+        return json.loads(self.s3.get_object(Bucket=LAKE, Key=key)["Body"].read())
+
+    def keys(self, prefix: str) -> list[str]:
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=LAKE, Prefix=prefix)
+        return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+    def dlq_entries(self) -> list[dict[str, Any]]:
+        return [self.read_json(key) for key in self.keys("dlq/") if key.endswith("/error.json")]
+
+    def catalog(self) -> Any:
+        return sql_catalog(self.catalog_uri, self.warehouse.as_uri())
+
+    def table(self, name: str) -> pl.DataFrame:
+        return table_frame(self.catalog(), name)
+
+    def snapshot_count(self, name: str) -> int:
+        catalog = self.catalog()
+        if not catalog.table_exists((NAMESPACE, name)):
+            return 0
+        return len(catalog.load_table((NAMESPACE, name)).metadata.snapshots)
+
+
+def sql_catalog(uri: str, warehouse: str) -> Any:
+    """A reader on the pipeline's catalog, straight from pyiceberg (independent of ``icegate.lake``)."""
+    from pyiceberg.catalog import load_catalog
+
+    return load_catalog(Settings().catalog_name, type="sql", uri=uri, warehouse=warehouse)
+
+
+def table_frame(catalog: Any, name: str) -> pl.DataFrame:
+    frame = pl.from_arrow(catalog.load_table((NAMESPACE, name)).scan().to_arrow())
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+@contextmanager
+def running_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CloudPipeline]:
+    """The synthesised state machine in moto (executing), its Lambdas dispatched to the real handlers.
+
+    The interpreter's Retry sleeps ``random.uniform(0, interval)`` (JitterStrategy FULL) for real — up to
+    5 s for our transient retrier — so its ``time.sleep`` is replaced by a recorder: the waits are
+    asserted instead of endured.
+    """
+    warehouse = tmp_path / "warehouse"
+    catalog_uri = f"sqlite:///{tmp_path / 'catalog.db'}"
+    monkeypatch.setenv("ICEGATE_LAKE_ROOT", f"s3://{LAKE}")
+    monkeypatch.setenv("ICEGATE_WAREHOUSE", warehouse.as_uri())
+    monkeypatch.setenv("ICEGATE_CATALOG_URI", catalog_uri)
+    load_settings.cache_clear()
+    from stages._powertools import storage
+
+    storage.cache_clear()  # its S3 client must be made inside the mock
+    definition = synthesised_definition()
+    dispatcher = LambdaDispatcher(definition.stage_of_function)
+    monkeypatch.setattr(lambda_eval_utils, "_invoke_lambda_function", dispatcher)
+    retry_waits: list[float] = []
+    monkeypatch.setattr(retrier_decl, "time", SimpleNamespace(sleep=retry_waits.append))
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        s3 = boto3.client("s3")
+        for bucket in (LANDING, LAKE):
+            s3.create_bucket(Bucket=bucket)
+        s3.put_bucket_versioning(Bucket=LANDING, VersioningConfiguration={"Status": "Enabled"})
+        sfn = boto3.client("stepfunctions")
+        state_machine_arn = sfn.create_state_machine(
+            name="icegate-pipeline",
+            definition=json.dumps(definition.asl),
+            roleArn="arn:aws:iam::123456789012:role/icegate-state-machine",
+            type="STANDARD",
+        )["stateMachineArn"]
+        yield CloudPipeline(s3, sfn, state_machine_arn, dispatcher, retry_waits, warehouse, catalog_uri)
+    storage.cache_clear()
+    load_settings.cache_clear()

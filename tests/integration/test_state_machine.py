@@ -1,0 +1,293 @@
+"""The state machine, executed: the synthesised definition run by moto's Step Functions interpreter.
+
+Every Lambda task is dispatched in-process to the real stage handler (``sfn_support``), against moto S3
+and a real Iceberg ``SqlCatalog``. What is proven here is the definition's behaviour — the order of the
+stages, the Choice, the Retry and Catch policies, the payload hand-offs, DeadLetter -> Fail with the
+original error — not only its shape (that is ``tests/infra/test_infra_state_machine.py``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from icegate.constants import HANDLERS
+from icegate.errors import CommitConflict
+from icegate.settings import load_settings
+from tests.conftest import SAMPLES
+from tests.integration.sfn_support import (
+    LAKE,
+    CloudPipeline,
+    running_pipeline,
+    synthesised_definition,
+)
+
+POSTS_CSV = "post_results_20260113_175319.csv"
+POSTS_XLSX = "post_results_20260115_081500.xlsx"
+MISSING_COLUMNS = "post_results_20260116_120000.csv"
+#: What tests/integration/test_local_pipeline.py expects of POSTS_CSV: 28 rows - 4 rejected - 1 duplicate key.
+CSV_VALID_KEYS = 23
+HAPPY_PATH = ["parse", "validate", "score", "load"]
+
+
+@pytest.fixture
+def cloud_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CloudPipeline]:
+    with running_pipeline(tmp_path, monkeypatch) as pipeline:
+        yield pipeline
+
+
+def output(execution: dict[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(execution["output"])
+    return result
+
+
+def failed_lambdas(pipeline: CloudPipeline, execution: dict[str, Any]) -> list[str]:
+    return [
+        event["lambdaFunctionFailedEventDetails"]["error"]
+        for event in pipeline.history(execution["executionArn"])
+        if event["type"] == "LambdaFunctionFailed"
+    ]
+
+
+def test_every_lambda_task_of_the_synthesised_definition_has_a_stage_handler() -> None:
+    # GIVEN the definition of the real stack
+    definition = synthesised_definition()
+
+    # WHEN its Lambda tasks are listed
+    resources = {
+        name: state["Resource"].rsplit(":", 1)[-1]
+        for name, state in definition.asl["States"].items()
+        if state["Type"] == "Task"
+    }
+
+    # THEN each one names one of the five stage functions, so every invocation reaches a real handler
+    assert {definition.stage_of_function[function] for function in resources.values()} == set(HANDLERS)
+    assert set(resources) == {"Parse", "Validate", "Score", "Load", "DeadLetter"}
+
+
+def test_a_good_posts_file_loads_and_the_execution_succeeds(cloud_pipeline: CloudPipeline) -> None:
+    # GIVEN a posts file in the landing bucket
+    source = cloud_pipeline.upload(POSTS_CSV)
+
+    # WHEN the execution the EventBridge rule would start runs
+    execution = cloud_pipeline.execute(source)
+
+    # THEN it succeeds after the four stages, nothing dead-lettered
+    assert execution["status"] == "SUCCEEDED", execution.get("cause")
+    assert cloud_pipeline.dispatcher.invocations == HAPPY_PATH
+    assert cloud_pipeline.dlq_entries() == []
+
+    # AND the output is the last stage's payload: the run is named after the execution
+    result = output(execution)
+    assert result["run_id"] == execution["name"]
+    assert result["source"] == source
+    assert (result["rows"], result["rows_valid"], result["rows_rejected"]) == (28, 24, 4)
+    assert result["quality"]["passed"] is True
+    assert result["load"]["inserted"] == CSV_VALID_KEYS
+    assert result["load"]["duplicates_in_file"] == 1
+    assert result["load"]["already_loaded"] is False
+
+    # AND the table holds the file's distinct valid posts, with the cloud lineage
+    posts = cloud_pipeline.table("posts")
+    assert posts.height == CSV_VALID_KEYS
+    assert posts.select("post_id", "creator").is_duplicated().sum() == 0
+    assert posts.filter(pl.col("post_id") == "C1a2B3c4D5e")["likes"].to_list() == [12600]
+    assert set(posts["source_file"]) == {f"s3://{source['bucket']}/{source['key']}"}
+    assert set(posts["source_version"]) == {source["version_id"]}
+    assert set(posts["run_id"]) == {execution["name"]}
+    assert cloud_pipeline.snapshot_count("posts") == 1
+
+    # AND the rejected rows sit with the run in dlq/, the scratch files in processing/<execution name>/
+    assert cloud_pipeline.keys(f"dlq/posts/{execution['name']}/") == [f"dlq/posts/{execution['name']}/rejected.parquet"]
+    assert {key.rsplit("/", 1)[-1] for key in cloud_pipeline.keys(f"processing/{execution['name']}/")} == {
+        "parsed.parquet",
+        "valid.parquet",
+        "quality.json",
+    }
+
+
+def test_a_file_missing_a_column_fails_and_is_dead_lettered_with_the_original_error(
+    cloud_pipeline: CloudPipeline,
+) -> None:
+    # GIVEN a posts file whose header lacks required columns
+    source = cloud_pipeline.upload(MISSING_COLUMNS)
+
+    # WHEN it is executed
+    execution = cloud_pipeline.execute(source)
+
+    # THEN the execution fails with the parser's error, as Lambda reported it (Cause = the error document)
+    assert execution["status"] == "FAILED"
+    assert execution["error"] == "SchemaMismatch"
+    cause = json.loads(execution["cause"])
+    assert cause["errorType"] == "SchemaMismatch"
+    assert source["key"] in cause["errorMessage"]
+    assert "post_url" in cause["errorMessage"]
+    assert cloud_pipeline.dispatcher.invocations == ["parse", "dead_letter"]
+
+    # AND the source sits in dlq/posts/<execution name>/ beside an error.json that says why
+    folder = f"dlq/posts/{execution['name']}/"
+    assert cloud_pipeline.keys(folder) == [folder + "error.json", folder + MISSING_COLUMNS]
+    copied = cloud_pipeline.s3.get_object(Bucket=LAKE, Key=folder + MISSING_COLUMNS)["Body"].read()
+    assert copied == (SAMPLES / MISSING_COLUMNS).read_bytes()
+    error = cloud_pipeline.read_json(folder + "error.json")
+    assert (error["stage"], error["error_type"], error["dataset"]) == ("parse", "SchemaMismatch", "posts")
+    assert MISSING_COLUMNS in error["message"]
+    assert error["message"] == cause["errorMessage"]
+    assert error["run_id"] == execution["name"]
+    assert error["source"]["version_id"] == source["version_id"]
+
+    # AND nothing was loaded
+    assert cloud_pipeline.snapshot_count("posts") == 0
+
+
+def test_a_file_under_the_quality_threshold_fails_at_the_gate_with_its_report(
+    cloud_pipeline: CloudPipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a posts table already holding a clean file, and a threshold flawed files cannot meet
+    loaded = cloud_pipeline.execute(cloud_pipeline.upload(POSTS_XLSX))
+    assert loaded["status"] == "SUCCEEDED", loaded.get("cause")
+    rows, snapshots = cloud_pipeline.table("posts").height, cloud_pipeline.snapshot_count("posts")
+    monkeypatch.setenv("ICEGATE_QUALITY_THRESHOLD_POSTS", "99.5")
+    load_settings.cache_clear()
+    cloud_pipeline.dispatcher.invocations.clear()
+
+    # WHEN a file with flawed rows arrives
+    execution = cloud_pipeline.execute(cloud_pipeline.upload(POSTS_CSV))
+
+    # THEN the Gate sends it to DeadLetter without loading, and the execution fails with QualityGateFailed
+    assert execution["status"] == "FAILED"
+    assert cloud_pipeline.dispatcher.invocations == ["parse", "validate", "score", "dead_letter"]
+    assert execution["error"] == "QualityGateFailed"
+    assert execution["cause"].startswith("quality score ")
+    assert "under the threshold 99.5" in execution["cause"]
+
+    # AND the DLQ entry carries the full quality report
+    (error,) = cloud_pipeline.dlq_entries()
+    assert (error["stage"], error["error_type"], error["run_id"]) == ("gate", "QualityGateFailed", execution["name"])
+    assert error["message"] == execution["cause"]
+    report = error["quality"]
+    assert report["passed"] is False
+    assert report["threshold"] == 99.5
+    assert f"quality score {report['score']} " in execution["cause"]
+    assert {d["name"] for d in report["dimensions"]} == {
+        "completeness",
+        "accuracy",
+        "consistency",
+        "timeliness",
+        "uniqueness",
+        "validity",
+    }
+    assert cloud_pipeline.keys(f"dlq/posts/{execution['name']}/{POSTS_CSV}")
+
+    # AND no snapshot was added
+    assert cloud_pipeline.snapshot_count("posts") == snapshots
+    assert cloud_pipeline.table("posts").height == rows
+
+
+def test_a_transient_loader_failure_is_retried_and_the_execution_succeeds(cloud_pipeline: CloudPipeline) -> None:
+    """The first Load invocation raises CommitConflict (injected at the Lambda dispatch, before the handler).
+
+    The definition's Retry for transient errors (IntervalSeconds 5, JitterStrategy FULL) makes moto's
+    interpreter sleep ``uniform(0, 5)`` s for real; the fixture replaces that sleep with a recorder, so
+    the wait is asserted instead of spent.
+    """
+    # GIVEN a posts file, and a loader whose first attempt loses a commit race
+    source = cloud_pipeline.upload(POSTS_CSV)
+    cloud_pipeline.dispatcher.faults["load"] = [
+        CommitConflict("8 commits to instagram_db.posts lost to concurrent writers", file="s3://landing/x")
+    ]
+
+    # WHEN it is executed
+    execution = cloud_pipeline.execute(source)
+
+    # THEN Load was retried once after one backoff wait, and the execution succeeded
+    assert execution["status"] == "SUCCEEDED", execution.get("cause")
+    assert cloud_pipeline.dispatcher.invocations == [*HAPPY_PATH, "load"]
+    assert failed_lambdas(cloud_pipeline, execution) == ["CommitConflict"]
+    (wait,) = cloud_pipeline.retry_waits
+    assert 0 <= wait <= 5
+
+    # AND the rows went in exactly once
+    assert output(execution)["load"]["inserted"] == CSV_VALID_KEYS
+    assert cloud_pipeline.table("posts").height == CSV_VALID_KEYS
+    assert cloud_pipeline.snapshot_count("posts") == 1
+    assert cloud_pipeline.dlq_entries() == []
+
+
+def test_a_transient_error_that_persists_is_dead_lettered_after_the_retries(cloud_pipeline: CloudPipeline) -> None:
+    # GIVEN a loader that keeps losing commit races
+    source = cloud_pipeline.upload(POSTS_CSV)
+    cloud_pipeline.dispatcher.faults["load"] = [CommitConflict(f"conflict {n}") for n in range(10)]
+
+    # WHEN it is executed
+    execution = cloud_pipeline.execute(source)
+
+    # THEN Load ran 1 + 5 retries (MaxAttempts), then the file was dead-lettered at the load stage
+    assert execution["status"] == "FAILED"
+    assert execution["error"] == "CommitConflict"
+    assert cloud_pipeline.dispatcher.invocations == [*HAPPY_PATH, *["load"] * 5, "dead_letter"]
+    assert len(cloud_pipeline.retry_waits) == 5
+    (error,) = cloud_pipeline.dlq_entries()
+    assert (error["stage"], error["error_type"], error["message"]) == ("load", "CommitConflict", "conflict 5")
+    assert cloud_pipeline.snapshot_count("posts") == 0
+
+
+def test_the_same_input_again_adds_no_rows_and_succeeds(cloud_pipeline: CloudPipeline) -> None:
+    # GIVEN a posts file already loaded by one execution
+    source = cloud_pipeline.upload(POSTS_CSV)
+    first = cloud_pipeline.execute(source)
+    assert first["status"] == "SUCCEEDED", first.get("cause")
+    rows, snapshots = cloud_pipeline.table("posts").height, cloud_pipeline.snapshot_count("posts")
+
+    # WHEN a second execution starts with the same input (a duplicate S3 event: EventBridge cannot dedupe)
+    second = cloud_pipeline.execute(source)
+
+    # THEN it succeeds, reporting the snapshot the file already went into, and adds nothing
+    assert second["status"] == "SUCCEEDED", second.get("cause")
+    assert second["name"] != first["name"]
+    load = output(second)["load"]
+    assert load["already_loaded"] is True
+    assert load["inserted"] == 0
+    assert load["snapshot_id"] == output(first)["load"]["snapshot_id"]
+    assert cloud_pipeline.table("posts").height == rows
+    assert cloud_pipeline.snapshot_count("posts") == snapshots
+
+
+def test_an_unknown_file_name_fails_and_lands_in_dlq_unknown(cloud_pipeline: CloudPipeline) -> None:
+    # GIVEN a file whose name matches no dataset
+    source = cloud_pipeline.upload(POSTS_CSV, key="scrapes/menu_export.csv")
+
+    # WHEN it is executed
+    execution = cloud_pipeline.execute(source)
+
+    # THEN it fails with UnknownDataset and the file is in dlq/unknown/<execution name>/
+    assert execution["status"] == "FAILED"
+    assert execution["error"] == "UnknownDataset"
+    folder = f"dlq/unknown/{execution['name']}/"
+    assert cloud_pipeline.keys(folder) == [folder + "error.json", folder + "menu_export.csv"]
+    error = cloud_pipeline.read_json(folder + "error.json")
+    assert (error["stage"], error["error_type"], error["dataset"]) == ("parse", "UnknownDataset", "unknown")
+    assert "post_results_*" in error["message"]
+
+
+def test_a_failing_dead_letter_stage_still_fails_the_execution_with_the_original_error(
+    cloud_pipeline: CloudPipeline,
+) -> None:
+    # GIVEN a bad file, and a dead-letter stage that cannot write to the DLQ
+    source = cloud_pipeline.upload(MISSING_COLUMNS)
+    cloud_pipeline.dispatcher.faults["dead_letter"] = [PermissionError("AccessDenied on dlq/")]
+
+    # WHEN it is executed
+    execution = cloud_pipeline.execute(source)
+
+    # THEN DeadLetter's own Catch still ends in Fail, and the execution reports the parser's error, not its own
+    assert execution["status"] == "FAILED"
+    assert execution["error"] == "SchemaMismatch"
+    assert json.loads(execution["cause"])["errorType"] == "SchemaMismatch"
+    assert cloud_pipeline.dispatcher.invocations == ["parse", "dead_letter"]
+    assert failed_lambdas(cloud_pipeline, execution) == ["SchemaMismatch", "PermissionError"]
