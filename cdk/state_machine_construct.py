@@ -12,7 +12,19 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from cdk.nag import default_policy, nag_resource, suppress
-from icegate.constants import DEAD_LETTER, GATE, LOAD, PARSE, SCORE, TRANSIENT_ERRORS, VALIDATE
+from icegate.constants import (
+    DEAD_LETTER,
+    GATE,
+    LOAD,
+    PARSE,
+    SCORE,
+    TRANSIENT_ERRORS,
+    TRANSIENT_RETRIES,
+    TRANSIENT_RETRY_BACKOFF_RATE,
+    TRANSIENT_RETRY_INTERVAL_SECONDS,
+    TRANSIENT_RETRY_MAX_DELAY_SECONDS,
+    VALIDATE,
+)
 
 #: Errors of the Lambda service itself (not of our code): always worth retrying.
 LAMBDA_SERVICE_ERRORS = (
@@ -149,10 +161,10 @@ class StateMachineConstruct(Construct):
         )
         task.add_retry(
             errors=list(TRANSIENT_ERRORS),
-            interval=Duration.seconds(5),
-            max_attempts=5,
-            backoff_rate=2,
-            max_delay=Duration.minutes(2),
+            interval=Duration.seconds(TRANSIENT_RETRY_INTERVAL_SECONDS),
+            max_attempts=TRANSIENT_RETRIES,
+            backoff_rate=TRANSIENT_RETRY_BACKOFF_RATE,
+            max_delay=Duration.seconds(TRANSIENT_RETRY_MAX_DELAY_SECONDS),
             jitter_strategy=sfn.JitterType.FULL,
         )
         return task

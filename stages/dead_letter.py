@@ -15,7 +15,7 @@ from stages._powertools import logger, metrics, storage, tracer
 
 @metrics.log_metrics
 @tracer.capture_lambda_handler
-@logger.inject_lambda_context(log_event=True)
+@logger.inject_lambda_context(log_event=True, clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """``event`` is the failed state: ``$.error`` from the Catch and ``$.failed_stage`` from the state machine."""
     error = ErrorInfo.from_dict(event.get("error") or {"Error": "Unknown", "Cause": "no error recorded"})

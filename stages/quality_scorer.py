@@ -15,7 +15,7 @@ from stages._powertools import logger, metrics, storage, tracer
 
 @metrics.log_metrics
 @tracer.capture_lambda_handler
-@logger.inject_lambda_context(log_event=True)
+@logger.inject_lambda_context(log_event=True, clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     validated = Validated.from_dict(event)
     logger.append_keys(run_id=validated.run_id, source=validated.source.uri, dataset=validated.dataset)

@@ -47,7 +47,10 @@ ENV_CATALOG_NAME: Final = "ICEGATE_CATALOG_NAME"
 ENV_WAREHOUSE: Final = "ICEGATE_WAREHOUSE"
 ENV_NAMESPACE: Final = "ICEGATE_NAMESPACE"
 
-#: Retry of transient errors, shared by the state machine and the local runner.
-RETRY_MAX_ATTEMPTS: Final = 3
-RETRY_INTERVAL_SECONDS: Final = 2
-RETRY_BACKOFF_RATE: Final = 2.0
+#: Retry of transient errors, shared by the state machine's Retry and the local runner: this many
+#: retries after the first attempt (Step Functions' MaxAttempts), waits growing from the interval by
+#: the rate up to the cap, each drawn with full jitter.
+TRANSIENT_RETRIES: Final = 5
+TRANSIENT_RETRY_INTERVAL_SECONDS: Final = 5
+TRANSIENT_RETRY_BACKOFF_RATE: Final = 2.0
+TRANSIENT_RETRY_MAX_DELAY_SECONDS: Final = 120

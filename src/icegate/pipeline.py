@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import random
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -331,16 +332,15 @@ class LocalRunner:
 
 
 def _with_retries(call: Callable[[], P]) -> P:
-    """The state machine's Retry on transient errors: bounded attempts with exponential backoff."""
-    delay = float(c.RETRY_INTERVAL_SECONDS)
-    for attempt in range(1, c.RETRY_MAX_ATTEMPTS + 1):
+    """The state machine's Retry on transient errors: the same count, backoff, cap and full jitter."""
+    for retry in range(c.TRANSIENT_RETRIES + 1):
         try:
             return call()
         except TransientError:
-            if attempt == c.RETRY_MAX_ATTEMPTS:
+            if retry == c.TRANSIENT_RETRIES:
                 raise
-            time.sleep(delay)
-            delay *= c.RETRY_BACKOFF_RATE
+            ceiling = c.TRANSIENT_RETRY_INTERVAL_SECONDS * c.TRANSIENT_RETRY_BACKOFF_RATE**retry
+            time.sleep(random.uniform(0, min(ceiling, c.TRANSIENT_RETRY_MAX_DELAY_SECONDS)))
     raise AssertionError("unreachable")
 
 

@@ -5,13 +5,18 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
 from click.testing import CliRunner, Result
 
+from icegate import pipeline
 from icegate.cli import main
+from icegate.constants import TRANSIENT_RETRIES, TRANSIENT_RETRY_MAX_DELAY_SECONDS
+from icegate.errors import CommitConflict
 from icegate.lake import build_catalog
+from icegate.payloads import SourceObject
 from icegate.settings import QUALITY_DIMENSIONS, Settings, load_settings
 from tests.conftest import SAMPLES
 
@@ -173,3 +178,36 @@ def test_every_command_has_help() -> None:
         result = icegate(*command, "--help")
         assert result.exit_code == 0
         assert "Usage:" in result.output
+
+
+@pytest.mark.parametrize(
+    ("conflicts", "outcome"),
+    [(1, "loaded"), (TRANSIENT_RETRIES + 1, "dead_lettered")],
+    ids=["one-conflict-is-retried", "endless-conflicts-are-dead-lettered"],
+)
+def test_the_local_runner_retries_transient_errors_like_the_state_machine(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, conflicts: int, outcome: str
+) -> None:
+    # GIVEN a loader that loses its commit race `conflicts` times (waits recorded, not slept)
+    waits: list[float] = []
+    monkeypatch.setattr(pipeline.time, "sleep", waits.append)
+    real_load = pipeline.run_load
+    failures = iter(range(conflicts))
+
+    def flaky_load(*args: Any, **kwargs: Any) -> Any:
+        if next(failures, None) is not None:
+            raise CommitConflict("the table moved on", file="posts")
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "run_load", flaky_load)
+
+    # WHEN a file runs
+    result = pipeline.LocalRunner(settings).run(SourceObject(bucket="", key=str(SAMPLES / POSTS_XLSX)))
+
+    # THEN it is retried with capped, jittered backoff, up to the state machine's retry count
+    assert result.outcome == outcome
+    assert len(waits) == min(conflicts, TRANSIENT_RETRIES)
+    assert all(0 <= w <= TRANSIENT_RETRY_MAX_DELAY_SECONDS for w in waits)
+    if outcome == "dead_lettered":
+        assert result.dead_letter is not None
+        assert (result.dead_letter.stage, result.dead_letter.error_type) == ("load", "CommitConflict")

@@ -16,7 +16,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from icegate.constants import HANDLERS
+from icegate.constants import HANDLERS, TRANSIENT_RETRIES
 from icegate.errors import CommitConflict
 from icegate.settings import load_settings
 from tests.conftest import SAMPLES
@@ -230,10 +230,14 @@ def test_a_transient_error_that_persists_is_dead_lettered_after_the_retries(clou
     # THEN Load ran 1 + 5 retries (MaxAttempts), then the file was dead-lettered at the load stage
     assert execution["status"] == "FAILED"
     assert execution["error"] == "CommitConflict"
-    assert cloud_pipeline.dispatcher.invocations == [*HAPPY_PATH, *["load"] * 5, "dead_letter"]
-    assert len(cloud_pipeline.retry_waits) == 5
+    assert cloud_pipeline.dispatcher.invocations == [*HAPPY_PATH, *["load"] * TRANSIENT_RETRIES, "dead_letter"]
+    assert len(cloud_pipeline.retry_waits) == TRANSIENT_RETRIES
     (error,) = cloud_pipeline.dlq_entries()
-    assert (error["stage"], error["error_type"], error["message"]) == ("load", "CommitConflict", "conflict 5")
+    assert (error["stage"], error["error_type"], error["message"]) == (
+        "load",
+        "CommitConflict",
+        f"conflict {TRANSIENT_RETRIES}",
+    )
     assert cloud_pipeline.snapshot_count("posts") == 0
 
 
