@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from icegate import constants as c
 from icegate.settings import Settings, load_settings
@@ -146,7 +147,7 @@ def _summary_table(outcomes: list[FileOutcome]) -> Table:
         else:
             result = f"[green]loaded[/] snapshot {load.snapshot_id}" if load else ""
         table.add_row(
-            outcome.source.name,
+            Text(outcome.source.name),
             getattr(state, "dataset", "") or (outcome.dead_letter.dataset if outcome.dead_letter else ""),
             f"{state.rows}/{state.rows_valid}/{state.rows_rejected}" if hasattr(state, "rows_valid") else "",
             f"{quality.score:.1f}/{quality.threshold:.0f}" if quality else "",
@@ -196,6 +197,7 @@ def dlq(lake_root: str | None) -> None:
     settings = _settings(lake_root)
     storage = Storage(settings.s3_endpoint)
     entries = list(storage.list(settings.lake_path(c.DLQ_PREFIX)))
+    listed = set(entries)
     table = Table(title="dead-letter entries")
     for header in ("dataset", "run id", "file", "stage", "error", "message"):
         table.add_column(header, overflow="fold")
@@ -203,12 +205,12 @@ def dlq(lake_root: str | None) -> None:
         parts = uri.split("/")
         if parts[-1] == "error.json":
             error = storage.read_json(uri)
-            source_name = Path(error["source"]["key"]).name
-            table.add_row(
-                error["dataset"], error["run_id"], source_name, error["stage"], error["error_type"], error["message"]
-            )
-        elif parts[-1] == "rejected.parquet" and f"{'/'.join(parts[:-1])}/error.json" not in entries:
-            table.add_row(parts[-3], parts[-2], "-", "validate", "rows rejected", f"loaded; rejected rows in {uri}")
+            name = Path(error["source"]["key"]).name
+            cells = (error["dataset"], error["run_id"], name, error["stage"], error["error_type"], error["message"])
+            table.add_row(*(Text(str(cell)) for cell in cells))
+        elif parts[-1] == "rejected.parquet" and f"{'/'.join(parts[:-1])}/error.json" not in listed:
+            cells = (parts[-3], parts[-2], "-", "validate", "rows rejected", f"loaded; rejected rows in {uri}")
+            table.add_row(*(Text(cell) for cell in cells))
     if table.row_count:
         console.print(table)
     else:

@@ -211,3 +211,17 @@ def test_the_local_runner_retries_transient_errors_like_the_state_machine(
     if outcome == "dead_lettered":
         assert result.dead_letter is not None
         assert (result.dead_letter.stage, result.dead_letter.error_type) == ("load", "CommitConflict")
+
+
+def test_dlq_lists_reasons_verbatim_even_when_they_look_like_markup(lake: Path, tmp_path: Path) -> None:
+    # GIVEN a dead-lettered file whose name holds square brackets (rich would read them as markup)
+    source = copy_sample(POSTS_CSV, tmp_path / "in", as_name="menu [bold]export.csv")
+    icegate("run", str(source), "--lake", str(lake))
+
+    # WHEN the DLQ is listed
+    listing = icegate("dlq", "--lake", str(lake))
+
+    # THEN the file name and reason appear as written
+    assert listing.exit_code == 0
+    assert "menu [bold]export.csv" in listing.output.replace("\n", "")
+    assert "UnknownDataset" in listing.output
