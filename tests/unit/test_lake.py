@@ -374,6 +374,20 @@ def test_files_are_one_partition_each_sorted_by_key_and_cut_at_the_target_size(c
     ]
 
 
+def test_rows_without_a_partition_value_get_a_partition_of_their_own(catalog: Catalog) -> None:
+    # GIVEN posts with and without a posted date
+    undated = posts("u2", "u1").with_columns(pl.lit(None, pl.Date).alias("posted_date"))
+    load(catalog, POSTS, pl.concat([posts("p2", "p1"), undated]), "aaa")
+
+    # THEN each partition has its file, each key range sorted, and every row reads back
+    files = sorted(
+        (str(f.partition[0]), f.lower_bounds[2], f.upper_bounds[2])
+        for f in (task.file for task in table_of(catalog).scan().plan_files())
+    )
+    assert files == [("672", b"p1", b"p2"), ("None", b"u1", b"u2")]
+    assert rows_of(catalog).height == 4
+
+
 def test_only_files_whose_key_ranges_can_hold_the_batch_keys_are_read(catalog: Catalog) -> None:
     # GIVEN files covering p00-p03, p04-p07, p08-p11
     set_target_file_rows(catalog, POSTS, 4)

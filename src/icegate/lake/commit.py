@@ -27,7 +27,7 @@ from sqlalchemy.exc import DBAPIError
 
 from icegate.errors import CommitConflict
 from icegate.lake.catalog import ensure_table, target_file_rows
-from icegate.lake.files import FILE_INDEX, key_probe, may_hold_keys, read_files, transaction, write_data_files
+from icegate.lake.files import key_probe, may_hold_keys, read_files, transaction, write_data_files
 from icegate.lake.markers import SourceIdentity, find_loaded
 from icegate.lake.merge import ROW_INDEX, dedupe_in_file, drop_replaced, plan_insert_new, plan_upsert
 from icegate.payloads import LoadSummary
@@ -153,8 +153,9 @@ def plan_load(table: Table, dataset: Dataset, incoming: pl.DataFrame) -> LoadPla
     stored = read_files(table.metadata, table.io, candidates, [*key, *([ordering] if ordering else [])])
     upsert = plan_upsert(incoming, stored, key, ordering)
     rewritten = [candidates[i] for i in upsert.files_to_rewrite]
-    kept = drop_replaced(read_files(table.metadata, table.io, rewritten), upsert.replaced_keys, key)
-    rows = pl.concat([upsert.rows.drop(ROW_INDEX), kept.drop(FILE_INDEX)], how="vertical_relaxed")
+    stored_rows = read_files(table.metadata, table.io, rewritten, indexes=upsert.files_to_rewrite)
+    kept = drop_replaced(stored_rows, upsert.replaced_rows)
+    rows = pl.concat([upsert.rows.drop(ROW_INDEX), kept], how="vertical_relaxed")
     return LoadPlan(
         rows,
         [task.file for task in rewritten],

@@ -2,9 +2,9 @@
 
 This module is the one place that uses pyiceberg internals (pinned ``pyiceberg==0.12.0``):
 
-- ``write_file`` + ``WriteTask`` + ``PartitionKey`` write files that pyiceberg describes
-  (statistics, partition record, field ids). ``Table.append`` would filter the whole batch once per
-  partition and cut files by size only, not by key range.
+- ``data_file_statistics_from_parquet_metadata`` and friends describe the Parquet files we write
+  (statistics, partition record, field ids) as pyiceberg's own writer would. ``Table.append`` would
+  filter the whole batch once per partition and cut files by size only, not by key range.
 - ``ArrowScan`` reads chosen files with pyiceberg's projection (schema evolution, delete files);
   ``Table.scan`` cannot prune on thousands of keys.
 - :class:`LeanTransaction` skips a deep copy of the table metadata that ``Transaction`` makes on
@@ -13,32 +13,48 @@ This module is the one place that uses pyiceberg internals (pinned ``pyiceberg==
 
 from __future__ import annotations
 
+import itertools
 import math
 import uuid
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pyiceberg.conversions import from_bytes
 from pyiceberg.expressions import AlwaysTrue
-from pyiceberg.io.pyarrow import ArrowScan, schema_to_pyarrow, write_file
+from pyiceberg.io.pyarrow import (
+    ArrowScan,
+    _get_parquet_writer_kwargs,
+    compute_statistics_plan,
+    data_file_statistics_from_parquet_metadata,
+    parquet_path_to_id_mapping,
+    schema_to_pyarrow,
+)
+from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
 from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
-from pyiceberg.table import Transaction, WriteTask
+from pyiceberg.table import TableProperties, Transaction
+from pyiceberg.table.locations import load_location_provider
+from pyiceberg.typedef import Record
 from pyiceberg.types import DateType, PrimitiveType, StringType, TimestampType, TimestamptzType
+from pyiceberg.utils.properties import property_as_int
 
 if TYPE_CHECKING:
     from pyiceberg.io import FileIO
-    from pyiceberg.manifest import DataFile
     from pyiceberg.table import FileScanTask, Table
     from pyiceberg.table.metadata import TableMetadata
 
-#: Column that tags each row read by :func:`read_files` with the index of its file.
+#: Columns that tag each row read by :func:`read_files` with its file's index and its position there.
 FILE_INDEX = "_icegate_file"
+ROW_POSITION = "_icegate_pos"
 _PARTITION_PREFIX = "_icegate_part_"
 _CLUSTER = "_icegate_cluster"
 _READ_THREADS = 4
+_WRITE_THREADS = 4
 
 
 def write_data_files(
@@ -55,13 +71,14 @@ def write_data_files(
     schema = metadata.schema()
     spec = metadata.spec()
     partition_names = [f"{_PARTITION_PREFIX}{i}" for i in range(len(spec.fields))]
-    ordered = frame.with_columns(
+    with_order = frame.with_columns(
         *(
             _transformed(frame, schema.find_column_name(field.source_id) or "", field, schema).alias(name)
             for field, name in zip(spec.fields, partition_names, strict=True)
         ),
         _cluster_value(frame.get_column(cluster_by)).alias(_CLUSTER),
-    ).sort([*partition_names, _CLUSTER], nulls_last=True)
+    )
+    ordered = with_order.sort(_sort_key(with_order, partition_names))
 
     if partition_names:
         runs = (
@@ -73,11 +90,13 @@ def write_data_files(
         )
     else:
         runs = iter([{"_rows": ordered.height}])
-    target_schema = schema_to_pyarrow(schema, include_field_ids=False)
-    table = ordered.drop([*partition_names, _CLUSTER]).to_arrow().cast(target_schema)
-
-    write_uuid = uuid.uuid4()
-    tasks: list[WriteTask] = []
+    # Field ids go into the Parquet schema, as Iceberg readers resolve columns by id.
+    table = pa.Table.from_arrays(
+        ordered.drop([*partition_names, _CLUSTER]).to_arrow().cast(schema_to_pyarrow(schema)).columns,
+        schema=schema_to_pyarrow(schema, include_field_ids=True),
+    )
+    writer = _FileWriter(metadata, io, _dictionary_columns(frame))
+    slices: list[tuple[pa.Table, PartitionKey | None]] = []
     offset = 0
     for run in runs:
         rows: int = run["_rows"]
@@ -95,21 +114,88 @@ def write_data_files(
         )
         # Balanced cuts (10 rows at 4 per file: 4, 3, 3), so that no file is a sliver.
         files = math.ceil(rows / target_rows)
-        start = 0
+        start = offset
         for part in range(files):
             length = rows // files + (1 if part < rows % files else 0)
-            tasks.append(
-                WriteTask(
-                    write_uuid=write_uuid,
-                    task_id=len(tasks),
-                    schema=schema,
-                    record_batches=table.slice(offset + start, length).to_batches(),
-                    partition_key=partition_key,
-                )
-            )
+            slices.append((table.slice(start, length), partition_key))
             start += length
         offset += rows
-    return list(write_file(io, metadata, iter(tasks)))
+    with ThreadPoolExecutor(max_workers=min(_WRITE_THREADS, len(slices))) as pool:
+        return list(pool.map(lambda job: writer.write(*job), slices))
+
+
+class _FileWriter:
+    """Writes one Parquet data file and describes it as pyiceberg does (statistics, partition, size).
+
+    pyiceberg's ``write_file`` would do the same but tries dictionary encoding on every column:
+    on unique columns (ids, URLs) that work is thrown away, and it costs a third of the write.
+    """
+
+    def __init__(self, metadata: TableMetadata, io: FileIO, dictionary_columns: list[str]) -> None:
+        self._metadata = metadata
+        self._io = io
+        self._schema = metadata.schema()
+        self._locations = load_location_provider(metadata.location, metadata.properties)
+        self._options = {**_get_parquet_writer_kwargs(metadata.properties), "use_dictionary": dictionary_columns}
+        self._row_group_rows = property_as_int(
+            metadata.properties,
+            TableProperties.PARQUET_ROW_GROUP_LIMIT,
+            TableProperties.PARQUET_ROW_GROUP_LIMIT_DEFAULT,
+        )
+        self._statistics_plan = compute_statistics_plan(self._schema, metadata.properties)
+        self._column_ids = parquet_path_to_id_mapping(self._schema)
+        self._uuid = uuid.uuid4()
+        self._counter = itertools.count()
+
+    def write(self, rows: pa.Table, partition_key: PartitionKey | None) -> DataFile:
+        name = f"00000-{next(self._counter)}-{self._uuid}.parquet"
+        path = self._locations.new_data_location(data_file_name=name, partition_key=partition_key)
+        with self._io.new_output(path).create(overwrite=True) as stream:
+            with pq.ParquetWriter(stream, schema=rows.schema, **self._options) as parquet:
+                parquet.write_table(rows, row_group_size=self._row_group_rows)
+            size = stream.tell()
+        statistics = data_file_statistics_from_parquet_metadata(
+            parquet_metadata=parquet.writer.metadata,
+            stats_columns=self._statistics_plan,
+            parquet_column_mapping=self._column_ids,
+        )
+        return DataFile.from_args(
+            content=DataFileContent.DATA,
+            file_path=path,
+            file_format=FileFormat.PARQUET,
+            partition=partition_key.partition if partition_key else Record(),
+            file_size_in_bytes=size,
+            sort_order_id=None,
+            spec_id=self._metadata.default_spec_id,
+            equality_ids=None,
+            key_metadata=None,
+            **statistics.to_serialized_dict(),
+        )
+
+
+def _dictionary_columns(frame: pl.DataFrame) -> list[str]:
+    """Columns worth dictionary encoding: those with mostly repeated values, judged on a sample."""
+    sample = frame.gather_every(max(1, frame.height // 20_000))
+    return [c for c in frame.columns if not c.startswith("_icegate") and sample[c].n_unique() <= sample.height // 2]
+
+
+def _sort_key(frame: pl.DataFrame, partition_names: list[str]) -> pl.Series | list[str]:
+    """One integer that orders rows by partition, then by cluster value (sorting it is ~2x cheaper).
+
+    The partition's dense rank takes the high bits; the cluster value (the key's leading bytes)
+    the rest, minus as many low bits as the rank needs: a coarser prefix still gives files
+    narrow key ranges. Other cluster types fall back to sorting by the columns.
+    """
+    if frame.schema[_CLUSTER] != pl.UInt64:
+        return [*partition_names, _CLUSTER]
+    if not partition_names:
+        return frame.get_column(_CLUSTER)
+    rank = frame.select(pl.struct(partition_names).rank("dense").cast(pl.UInt64)).to_series()
+    highest = int(rank.max() or 0) + (1 if rank.null_count() else 0)  # type: ignore[arg-type]
+    rank = rank.fill_null(highest)  # nulls last
+    bits = highest.bit_length()
+    key: pl.Series = rank * (2 ** (64 - bits)) + frame.get_column(_CLUSTER) // (2**bits)
+    return key
 
 
 def _transformed(frame: pl.DataFrame, column: str, field: Any, schema: Any) -> pl.Expr:
@@ -226,27 +312,60 @@ def _decode(iceberg_type: PrimitiveType, raw: bytes | None) -> Any:
 
 
 def read_files(
-    metadata: TableMetadata, io: FileIO, tasks: Sequence[FileScanTask], columns: Iterable[str] | None = None
+    metadata: TableMetadata,
+    io: FileIO,
+    tasks: Sequence[FileScanTask],
+    columns: Iterable[str] | None = None,
+    *,
+    indexes: Sequence[int] | None = None,
 ) -> pl.DataFrame:
-    """The rows of these files (only ``columns`` when given), each tagged with its file's index."""
+    """The rows of these files (only ``columns`` when given), tagged with ``FILE_INDEX`` and ``ROW_POSITION``.
+
+    A file's index is its position in ``tasks``, or the matching entry of ``indexes``. Positions are
+    stable: reading the same file again yields the same rows in the same order.
+
+    Local files of a table whose schema never changed, with no delete files, are read by polars'
+    own Parquet reader (several times faster); anything else goes through pyiceberg's projection.
+    """
     schema = metadata.schema()
     projected = schema.select(*columns) if columns is not None else schema
+    names = [field.name for field in projected.fields]
     scan = ArrowScan(metadata, io, projected_schema=projected, row_filter=AlwaysTrue())
     empty = pl.DataFrame(
-        schema={**pl.from_arrow(schema_to_pyarrow(projected).empty_table()).schema, FILE_INDEX: pl.Int32}  # type: ignore[union-attr]
+        schema={
+            **pl.from_arrow(schema_to_pyarrow(projected).empty_table()).schema,  # type: ignore[union-attr]
+            FILE_INDEX: pl.Int32,
+            ROW_POSITION: pl.UInt32,
+        }
     )
     if not tasks:
         return empty
+    tags = list(indexes) if indexes is not None else list(range(len(tasks)))
+    one_schema = len(metadata.schemas) == 1
 
-    def read(indexed: tuple[int, FileScanTask]) -> pl.DataFrame:
-        index, task = indexed
-        frame = pl.from_arrow(scan.to_table([task]))
-        assert isinstance(frame, pl.DataFrame)
-        return frame.with_columns(pl.lit(index, pl.Int32).alias(FILE_INDEX))
+    def read(position: int) -> pl.DataFrame:
+        task = tasks[position]
+        local = _local_path(task.file.file_path)
+        if local is not None and one_schema and not task.delete_files:
+            frame = pl.read_parquet(local, columns=names)
+        else:
+            converted = pl.from_arrow(scan.to_table([task]))
+            assert isinstance(converted, pl.DataFrame)
+            frame = converted
+        return frame.with_columns(
+            pl.lit(tags[position], pl.Int32).alias(FILE_INDEX),
+            pl.int_range(pl.len(), dtype=pl.UInt32).alias(ROW_POSITION),
+        )
 
     with ThreadPoolExecutor(max_workers=min(_READ_THREADS, len(tasks))) as pool:
-        frames = list(pool.map(read, enumerate(tasks)))
+        frames = list(pool.map(read, range(len(tasks))))
     return pl.concat([empty, *frames], how="vertical_relaxed")
+
+
+def _local_path(location: str) -> str | None:
+    if location.startswith("file://"):
+        return unquote(location.removeprefix("file://"))
+    return location if "://" not in location else None
 
 
 class LeanTransaction(Transaction):

@@ -29,7 +29,7 @@ from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table.update.snapshot import ExpireSnapshots
 
 from icegate.lake.catalog import target_file_rows
-from icegate.lake.files import FILE_INDEX, read_files, transaction, write_data_files
+from icegate.lake.files import FILE_INDEX, ROW_POSITION, read_files, transaction, write_data_files
 from icegate.lake.markers import ledger_entries
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ def compact(catalog: Catalog, identifier: tuple[str, str], *, min_files: int = 2
         small = [task for tasks in groups.values() if len(tasks) >= min_files for task in tasks]
         if not small:
             return 0, 0
-        rows = read_files(table.metadata, table.io, small).drop(FILE_INDEX)
+        rows = read_files(table.metadata, table.io, small).drop(FILE_INDEX, ROW_POSITION)
         cluster_by = table.properties.get("icegate.merge-key", rows.columns[0]).split(",")[0]
         added = write_data_files(table.metadata, table.io, rows, cluster_by, target)
         try:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from icegate.lake.files import FILE_INDEX
+from icegate.lake.files import FILE_INDEX, ROW_POSITION
 
 #: Column holding each incoming row's position in the deduplicated batch.
 ROW_INDEX = "_icegate_row"
@@ -47,9 +47,9 @@ class UpsertPlan:
     updated: int
     #: Incoming rows dropped because the stored row is newer by the ordering column.
     skipped: int
-    #: Keys whose stored rows are replaced (the stored rows are dropped when their files are rewritten).
-    replaced_keys: pl.DataFrame
-    #: Indexes (as in ``FILE_INDEX``) of the files that hold a replaced key.
+    #: The stored rows being replaced, as (``FILE_INDEX``, ``ROW_POSITION``) pairs.
+    replaced_rows: pl.DataFrame
+    #: Indexes (as in ``FILE_INDEX``) of the files that hold a replaced row: they get rewritten.
     files_to_rewrite: list[int]
 
 
@@ -58,43 +58,42 @@ def plan_upsert(
 ) -> UpsertPlan:
     """Latest wins: an incoming row replaces the stored row of its key, unless the stored one is newer.
 
-    ``stored`` holds the key columns (plus ``ordering`` and ``FILE_INDEX``) of the candidate files.
-    With an ordering column, an incoming row wins when its value is at least the stored one; a
-    stored null loses to anything, an incoming null loses to a stored value.
+    ``stored`` holds the key columns (plus ``ordering``, ``FILE_INDEX`` and ``ROW_POSITION``) of the
+    candidate files. With an ordering column, an incoming row wins when its value is at least the
+    stored one; a stored null loses to anything, an incoming null loses to a stored value.
     """
     keys = list(key)
-    stored = stored.with_columns(pl.col(k).cast(batch.schema[k]) for k in keys)
-    if ordering is not None:
-        stored = stored.with_columns(pl.col(ordering).cast(batch.schema[ordering]))
-    stored_per_key = stored.group_by(keys).agg(
-        *([pl.col(ordering).max().alias("_stored_order")] if ordering else []),
+    casts = [pl.col(c).cast(batch.schema[c]) for c in (*keys, *([ordering] if ordering else []))]
+    # The candidate files hold many keys the batch does not: narrow to the batch's first.
+    matched_stored = stored.with_columns(casts).join(batch.select(keys), on=keys, how="semi", nulls_equal=True)
+    per_key = (
+        matched_stored.group_by(keys).agg(pl.col(ordering).max().alias("_stored_order"))
+        if ordering
+        else matched_stored.select(keys).unique()
     )
-    matched = batch.join(stored_per_key, on=keys, how="inner", nulls_equal=True)
+    matched = batch.join(per_key, on=keys, how="inner", nulls_equal=True)
     if ordering is None:
         winners = matched
     else:
-        incoming = pl.col(ordering)
-        current = pl.col("_stored_order")
+        incoming, current = pl.col(ordering), pl.col("_stored_order")
         winners = matched.filter(current.is_null() | (incoming.is_not_null() & (incoming >= current)))
-    replaced_keys = winners.select(keys)
-    new_rows = batch.join(stored_per_key.select(keys), on=keys, how="anti", nulls_equal=True)
-    files = (
-        stored.join(replaced_keys, on=keys, how="semi", nulls_equal=True).get_column(FILE_INDEX).unique().sort()
-        if replaced_keys.height
-        else pl.Series(FILE_INDEX, [], pl.Int32)
+    replaced_rows = matched_stored.join(winners.select(keys), on=keys, how="semi", nulls_equal=True).select(
+        FILE_INDEX, ROW_POSITION
     )
+    new_rows = batch.join(per_key.select(keys), on=keys, how="anti", nulls_equal=True)
     return UpsertPlan(
         rows=pl.concat([new_rows, winners.select(batch.columns)]),
         inserted=new_rows.height,
         updated=winners.height,
         skipped=matched.height - winners.height,
-        replaced_keys=replaced_keys,
-        files_to_rewrite=files.to_list(),
+        replaced_rows=replaced_rows,
+        files_to_rewrite=replaced_rows.get_column(FILE_INDEX).unique().sort().to_list(),
     )
 
 
-def drop_replaced(stored_rows: pl.DataFrame, replaced_keys: pl.DataFrame, key: tuple[str, ...]) -> pl.DataFrame:
-    """The rows of rewritten files that stay: every row whose key is not being replaced."""
-    keys = list(key)
-    replaced = replaced_keys.with_columns(pl.col(k).cast(stored_rows.schema[k]) for k in keys)
-    return stored_rows.join(replaced, on=keys, how="anti", nulls_equal=True)
+def drop_replaced(stored_rows: pl.DataFrame, replaced_rows: pl.DataFrame) -> pl.DataFrame:
+    """The rows of rewritten files that stay: all but the replaced ones (matched by file and position)."""
+
+    row_id = (pl.col(FILE_INDEX).cast(pl.Int64) * 2**32) + pl.col(ROW_POSITION).cast(pl.Int64)
+    replaced = replaced_rows.select(row_id).to_series()
+    return stored_rows.filter(~row_id.is_in(replaced.implode())).drop(FILE_INDEX, ROW_POSITION)
