@@ -41,7 +41,12 @@ DATASET = Dataset(
     ),
     key=("post_id", "creator"),
     strategy="insert_new",
-    # Queries slice posts by time; month keeps files large enough for a scrape-sized table.
+    # Queries slice posts by time, so partitions are months. The merge key does not determine the
+    # month, so the loader finds stored keys by column statistics instead: it writes each month's
+    # rows sorted by post_id and cut into files of icegate.target-file-rows, each a narrow key
+    # range that a merge reads only when the range can hold a batch key. Not bucket(post_id): a
+    # batch of thousands of keys touches every bucket anyway, buckets would multiply the files per
+    # load, and time slicing would lose its partitions.
     partition=(("posted_date", "month"),),
     quality_threshold=70.0,
     quality_rules=(
