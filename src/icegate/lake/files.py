@@ -3,8 +3,8 @@
 This module is the one place that uses pyiceberg internals (pinned ``pyiceberg==0.12.0``):
 
 - ``data_file_statistics_from_parquet_metadata`` and friends describe the Parquet files we write
-  (statistics, partition record, field ids) as pyiceberg's own writer would. ``Table.append`` would
-  filter the whole batch once per partition and cut files by size only, not by key range.
+  (statistics, partition record) as pyiceberg's own writer would. ``Table.append`` would filter
+  the whole batch once per partition and cut files by size only, not by key range.
 - ``ArrowScan`` reads chosen files with pyiceberg's projection (schema evolution, delete files);
   ``Table.scan`` cannot prune on thousands of keys.
 - :class:`LeanTransaction` skips a deep copy of the table metadata that ``Transaction`` makes on
@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from io import BytesIO
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -29,7 +30,6 @@ from pyiceberg.conversions import from_bytes
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io.pyarrow import (
     ArrowScan,
-    _get_parquet_writer_kwargs,
     compute_statistics_plan,
     data_file_statistics_from_parquet_metadata,
     parquet_path_to_id_mapping,
@@ -90,13 +90,9 @@ def write_data_files(
         )
     else:
         runs = iter([{"_rows": ordered.height}])
-    # Field ids go into the Parquet schema, as Iceberg readers resolve columns by id.
-    table = pa.Table.from_arrays(
-        ordered.drop([*partition_names, _CLUSTER]).to_arrow().cast(schema_to_pyarrow(schema)).columns,
-        schema=schema_to_pyarrow(schema, include_field_ids=True),
-    )
-    writer = _FileWriter(metadata, io, _dictionary_columns(frame))
-    slices: list[tuple[pa.Table, PartitionKey | None]] = []
+    rows_in_order = ordered.drop([*partition_names, _CLUSTER])
+    writer = _FileWriter(metadata, io)
+    slices: list[tuple[pl.DataFrame, PartitionKey | None]] = []
     offset = 0
     for run in runs:
         rows: int = run["_rows"]
@@ -117,7 +113,7 @@ def write_data_files(
         start = offset
         for part in range(files):
             length = rows // files + (1 if part < rows % files else 0)
-            slices.append((table.slice(start, length), partition_key))
+            slices.append((rows_in_order.slice(start, length), partition_key))
             start += length
         offset += rows
     with ThreadPoolExecutor(max_workers=min(_WRITE_THREADS, len(slices))) as pool:
@@ -125,18 +121,26 @@ def write_data_files(
 
 
 class _FileWriter:
-    """Writes one Parquet data file and describes it as pyiceberg does (statistics, partition, size).
+    """Writes one Parquet data file with polars and describes it as pyiceberg does.
 
-    pyiceberg's ``write_file`` would do the same but tries dictionary encoding on every column:
-    on unique columns (ids, URLs) that work is thrown away, and it costs a third of the write.
+    pyiceberg's ``write_file`` needs the rows as Arrow (a copy of every string) and tries
+    dictionary encoding on every column, thrown away on unique ones (ids, URLs); polars writes
+    its own frame directly, several columns at a time. The Parquet schema carries the Iceberg
+    field ids, and the statistics come from the file's footer through pyiceberg's own helper.
     """
 
-    def __init__(self, metadata: TableMetadata, io: FileIO, dictionary_columns: list[str]) -> None:
+    def __init__(self, metadata: TableMetadata, io: FileIO) -> None:
         self._metadata = metadata
         self._io = io
         self._schema = metadata.schema()
+        # Iceberg readers resolve columns by field id, stored in the Parquet schema.
+        self._arrow_schema = schema_to_pyarrow(self._schema, include_field_ids=True)
         self._locations = load_location_provider(metadata.location, metadata.properties)
-        self._options = {**_get_parquet_writer_kwargs(metadata.properties), "use_dictionary": dictionary_columns}
+        codec = metadata.properties.get(
+            TableProperties.PARQUET_COMPRESSION, TableProperties.PARQUET_COMPRESSION_DEFAULT
+        )
+        self._compression = "uncompressed" if codec in ("uncompressed", "none") else codec
+        self._level = property_as_int(metadata.properties, TableProperties.PARQUET_COMPRESSION_LEVEL)
         self._row_group_rows = property_as_int(
             metadata.properties,
             TableProperties.PARQUET_ROW_GROUP_LIMIT,
@@ -147,15 +151,22 @@ class _FileWriter:
         self._uuid = uuid.uuid4()
         self._counter = itertools.count()
 
-    def write(self, rows: pa.Table, partition_key: PartitionKey | None) -> DataFile:
+    def write(self, rows: pl.DataFrame, partition_key: PartitionKey | None) -> DataFile:
         name = f"00000-{next(self._counter)}-{self._uuid}.parquet"
         path = self._locations.new_data_location(data_file_name=name, partition_key=partition_key)
+        buffer = BytesIO()
+        rows.write_parquet(
+            buffer,
+            compression=self._compression,  # type: ignore[arg-type]
+            compression_level=self._level,
+            row_group_size=self._row_group_rows,
+            arrow_schema=self._arrow_schema,
+        )
+        content = buffer.getvalue()
         with self._io.new_output(path).create(overwrite=True) as stream:
-            with pq.ParquetWriter(stream, schema=rows.schema, **self._options) as parquet:
-                parquet.write_table(rows, row_group_size=self._row_group_rows)
-            size = stream.tell()
+            stream.write(content)
         statistics = data_file_statistics_from_parquet_metadata(
-            parquet_metadata=parquet.writer.metadata,
+            parquet_metadata=pq.read_metadata(pa.BufferReader(content)),
             stats_columns=self._statistics_plan,
             parquet_column_mapping=self._column_ids,
         )
@@ -164,19 +175,13 @@ class _FileWriter:
             file_path=path,
             file_format=FileFormat.PARQUET,
             partition=partition_key.partition if partition_key else Record(),
-            file_size_in_bytes=size,
+            file_size_in_bytes=len(content),
             sort_order_id=None,
             spec_id=self._metadata.default_spec_id,
             equality_ids=None,
             key_metadata=None,
             **statistics.to_serialized_dict(),
         )
-
-
-def _dictionary_columns(frame: pl.DataFrame) -> list[str]:
-    """Columns worth dictionary encoding: those with mostly repeated values, judged on a sample."""
-    sample = frame.gather_every(max(1, frame.height // 20_000))
-    return [c for c in frame.columns if not c.startswith("_icegate") and sample[c].n_unique() <= sample.height // 2]
 
 
 def _sort_key(frame: pl.DataFrame, partition_names: list[str]) -> pl.Series | list[str]:
