@@ -22,12 +22,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import polars as pl
-from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.exceptions import CommitFailedException, ValidationException
 from sqlalchemy.exc import DBAPIError
 
 from icegate.errors import CommitConflict
 from icegate.lake.catalog import ensure_table, target_file_rows
-from icegate.lake.files import key_probe, may_hold_keys, read_files, transaction, write_data_files
+from icegate.lake.files import key_probe, may_hold_keys, overwrite, read_files, transaction, write_data_files
 from icegate.lake.markers import SourceIdentity, find_loaded
 from icegate.lake.merge import ROW_INDEX, dedupe_in_file, drop_replaced, plan_insert_new, plan_upsert
 from icegate.payloads import LoadSummary
@@ -117,8 +117,9 @@ def load_batch(
                 _discard(table, written)
                 written = _Written(plan, write_files(table, dataset, plan))
             snapshot_id = commit_files(table, written.files, plan.replaced_files, identity)
-        except CommitFailedException:
-            # pyiceberg raises this only when the commit did not land: another writer won the race.
+        except (CommitFailedException, ValidationException):
+            # pyiceberg raises these only when the commit did not land: another writer won the
+            # race, or its own checks found the plan's snapshot no longer matching. Re-plan.
             continue
         except DBAPIError as exc:
             if not is_contention(exc):
@@ -188,10 +189,14 @@ def commit_files(table: Table, added: list[DataFile], replaced: list[DataFile], 
     a concurrent commit makes this one fail with ``CommitFailedException`` rather than apply.
     """
     pending = transaction(table)
-    update = pending.update_snapshot(snapshot_properties=identity.snapshot_properties())
+    properties = identity.snapshot_properties()
     # An append merges small manifests as it goes (``commit.manifest-merge.enabled``), so that
     # planning does not read one manifest per load ever made.
-    producer = update.overwrite() if replaced else update.merge_append()
+    producer = (
+        overwrite(pending, properties)
+        if replaced
+        else pending.update_snapshot(snapshot_properties=properties).merge_append()
+    )
     with producer:
         for data_file in replaced:
             producer.delete_data_file(data_file)

@@ -9,14 +9,16 @@ This module is the one place that uses pyiceberg internals (pinned ``pyiceberg==
   ``Table.scan`` cannot prune on thousands of keys.
 - :class:`LeanTransaction` skips a deep copy of the table metadata that ``Transaction`` makes on
   every read of its metadata (a dozen per commit, each growing with the snapshot history).
+- :class:`_ThreadSafeOverwrite` fixes a race in ``_OverwriteFiles`` (see there).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import threading
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from io import BytesIO
@@ -28,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyiceberg.conversions import from_bytes
 from pyiceberg.expressions import AlwaysTrue
+from pyiceberg.expressions.visitors import manifest_evaluator
 from pyiceberg.io.pyarrow import (
     ArrowScan,
     compute_statistics_plan,
@@ -39,12 +42,15 @@ from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
 from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
 from pyiceberg.table import TableProperties, Transaction
 from pyiceberg.table.locations import load_location_provider
+from pyiceberg.table.snapshots import Operation
+from pyiceberg.table.update.snapshot import _OverwriteFiles
 from pyiceberg.typedef import Record
 from pyiceberg.types import DateType, PrimitiveType, StringType, TimestampType, TimestamptzType
 from pyiceberg.utils.properties import property_as_int
 
 if TYPE_CHECKING:
     from pyiceberg.io import FileIO
+    from pyiceberg.manifest import ManifestFile
     from pyiceberg.table import FileScanTask, Table
     from pyiceberg.table.metadata import TableMetadata
 
@@ -390,3 +396,36 @@ class LeanTransaction(Transaction):
 
 def transaction(table: Table) -> Transaction:
     return LeanTransaction(table)
+
+
+class _ThreadSafeOverwrite(_OverwriteFiles):
+    """pyiceberg's overwrite, with manifest evaluators that threads do not share.
+
+    ``_OverwriteFiles._deleted_entries`` checks manifests from its thread pool with one
+    ``_ManifestEvalVisitor``, which keeps the manifest under evaluation in an attribute: two
+    threads can swap partition summaries, skip the manifest that holds a file to delete and fail
+    the commit with "Missing required files to delete" (seen under concurrent upserts; fails safe,
+    but fails). Each thread here gets its own visitor.
+    """
+
+    def _build_manifest_evaluator(self, spec_id: int) -> Callable[[ManifestFile], bool]:
+        spec, schema, predicate = self.spec(spec_id), self.schema(), self.partition_filters[spec_id]
+        per_thread = threading.local()
+
+        def evaluate(manifest: ManifestFile) -> bool:
+            if not hasattr(per_thread, "evaluate"):
+                per_thread.evaluate = manifest_evaluator(spec, schema, predicate, self._case_sensitive)
+            result: bool = per_thread.evaluate(manifest)
+            return result
+
+        return evaluate
+
+
+def overwrite(pending: Transaction, snapshot_properties: dict[str, str]) -> _OverwriteFiles:
+    """An overwrite snapshot producer for a table that has a snapshot (what ``update_snapshot().overwrite()`` gives)."""
+    return _ThreadSafeOverwrite(
+        operation=Operation.OVERWRITE,
+        transaction=pending,
+        io=pending._table.io,
+        snapshot_properties=snapshot_properties,
+    )

@@ -29,7 +29,7 @@ from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table.update.snapshot import ExpireSnapshots
 
 from icegate.lake.catalog import target_file_rows
-from icegate.lake.files import FILE_INDEX, ROW_POSITION, read_files, transaction, write_data_files
+from icegate.lake.files import FILE_INDEX, ROW_POSITION, overwrite, read_files, transaction, write_data_files
 from icegate.lake.markers import ledger_entries
 
 if TYPE_CHECKING:
@@ -109,11 +109,11 @@ def compact(catalog: Catalog, identifier: tuple[str, str], *, min_files: int = 2
 
 def _commit_swap(table: Table, removed: list[DataFile], added: list[DataFile]) -> None:
     pending = transaction(table)
-    with pending.update_snapshot(snapshot_properties={MAINTENANCE: "compact"}).overwrite() as overwrite:
+    with overwrite(pending, {MAINTENANCE: "compact"}) as swap:
         for data_file in removed:
-            overwrite.delete_data_file(data_file)
+            swap.delete_data_file(data_file)
         for data_file in added:
-            overwrite.append_data_file(data_file)
+            swap.append_data_file(data_file)
     pending.commit_transaction()
 
 
