@@ -162,7 +162,14 @@ def assert_unique_keys(frame: pl.DataFrame, dataset: Dataset) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("dataset", [POSTS, SCRAPES], ids=["insert_new-posts", "upsert-by-scrape-date"])
+@pytest.mark.parametrize(
+    ("catalog_settings", "dataset"),
+    [("sqlite", POSTS), ("postgres", POSTS), ("postgres", SCRAPES)],
+    # The upsert run (copy-on-write under contention) goes to the catalog built for many writers;
+    # one run per combination would add half a minute to every CI run.
+    ids=["sqlite-insert_new", "postgres-insert_new", "postgres-upsert-by-scrape-date"],
+    indirect=["catalog_settings"],
+)
 def test_eight_loaders_with_overlapping_keys_load_every_file_exactly_once(
     catalog_settings: Settings, dataset: Dataset, tmp_path: Path
 ) -> None:
