@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import random
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -25,7 +26,7 @@ import polars as pl
 
 from icegate import constants as c
 from icegate.datasets import detect_dataset, get_dataset
-from icegate.errors import FileTooLarge, IcegateError, TransientError, UnknownDataset
+from icegate.errors import FileTooLarge, TransientError, UnknownDataset
 from icegate.lake import SourceIdentity, build_catalog, load_batch
 from icegate.parse import parse_bytes
 from icegate.payloads import (
@@ -77,6 +78,7 @@ def run_parse(job: Job, settings: Settings, storage: Storage) -> Parsed:
     source = job.source
     dataset = detect_dataset(source.key)
     info = storage.stat(source.uri, source.version_id)
+    # Refuse an oversized object before downloading it into memory.
     if info.size > settings.limits.max_bytes:
         raise FileTooLarge(
             f"{info.size} bytes is over the limit of {settings.limits.max_bytes} (ICEGATE_MAX_BYTES)", file=source.uri
@@ -326,8 +328,6 @@ class LocalRunner:
         """Processing files are scratch: locally they go once the file is done (S3 expires them)."""
         if keep or not self.settings.is_local:
             return
-        import shutil
-
         shutil.rmtree(Path(self.settings.lake_path(c.PROCESSING_PREFIX, run_id)), ignore_errors=True)
 
 
@@ -363,7 +363,6 @@ def local_sources(paths: Iterable[str | Path]) -> tuple[list[SourceObject], list
 
 __all__ = [
     "FileOutcome",
-    "IcegateError",
     "LocalRunner",
     "error_info",
     "local_sources",
