@@ -234,8 +234,15 @@ class FunctionsConstruct(Construct):
             VALIDATE,
             (*_READ, *_WRITE),
             [self._storage.lake_objects_arn(PROCESSING_PREFIX)],
-            "Reads processing/<run id>/parsed.parquet and writes valid/rejected.parquet beside it; the run id "
+            "Reads processing/<run id>/parsed.parquet and writes valid.parquet beside it; the run id "
             "is known only at run time.",
+        )
+        self._allow(
+            VALIDATE,
+            _WRITE,
+            [self._storage.lake_objects_arn(DLQ_PREFIX)],
+            "Keeps rejected rows in dlq/<dataset>/<run id>/rejected.parquet, where they outlive processing/'s "
+            "expiry; dataset and run id are known only at run time.",
         )
 
     def _grant_quality_scorer(self) -> None:
@@ -245,6 +252,12 @@ class FunctionsConstruct(Construct):
             [self._storage.lake_objects_arn(PROCESSING_PREFIX)],
             "Reads processing/<run id>/*.parquet and writes quality.json beside them; the run id is known "
             "only at run time.",
+        )
+        self._allow(
+            SCORE,
+            _READ,
+            [self._storage.lake_objects_arn(DLQ_PREFIX)],
+            "Reads the rejected rows of its run, dlq/<dataset>/<run id>/rejected.parquet, to score them.",
         )
 
     def _grant_loader(self) -> None:

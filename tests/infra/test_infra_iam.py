@@ -30,8 +30,9 @@ def _expected_data_grants(synth: Synth) -> dict[str, set[tuple[str, str]]]:
     read_landing = _pairs(READ_VERSIONS, landing_objects) | _pairs({"s3:ListBucket"}, landing)
     return {
         PARSE: read_landing | _pairs(WRITE, [processing]),
-        VALIDATE: _pairs(READ | WRITE, [processing]),
-        SCORE: _pairs(READ | WRITE, [processing]),
+        # Rejected rows are kept under dlq/ (processing/ expires): the validator writes them, the scorer reads them.
+        VALIDATE: _pairs(READ | WRITE, [processing]) | _pairs(WRITE, [dlq]),
+        SCORE: _pairs(READ | WRITE, [processing]) | _pairs(READ, [dlq]),
         LOAD: _pairs(READ, [processing])
         | _pairs(READ | WRITE, [warehouse])
         | _pairs({"s3:ListBucket"}, [lake])
