@@ -13,13 +13,12 @@ import pandera.polars as pa
 import polars as pl
 import pyarrow
 
-from icegate.datasets import Column, Dataset
+from icegate.datasets import POLARS_TYPES, Column, Dataset
 from icegate.errors import EmptyFile, SchemaMismatch
 
 ROW_NUMBER = "row_number"
 FAILED_CHECKS = "failed_checks"
 
-_POLARS_TYPES: dict[str, type[pl.DataType]] = {"string": pl.String, "long": pl.Int64, "date": pl.Date}
 _SUFFIX_FACTORS = {"": 1.0, "K": 1e3, "M": 1e6, "B": 1e9}
 _ISO_DATETIME = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$"
 _DATE_FORMATS = ("%Y/%m/%d", "%b %d, %Y", "%B %d, %Y", "%d %b %Y", "%d %B %Y")
@@ -69,7 +68,7 @@ def _coerce(column: Column) -> pl.Expr:
 def pandera_schema(dataset: Dataset) -> pa.DataFrameSchema:
     return pa.DataFrameSchema(
         {
-            c.name: pa.Column(_POLARS_TYPES[c.type], nullable=c.nullable, checks=list(c.checks), coerce=False)
+            c.name: pa.Column(POLARS_TYPES[c.type], nullable=c.nullable, checks=list(c.checks), coerce=False)
             for c in dataset.columns
         },
         strict=False,

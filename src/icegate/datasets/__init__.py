@@ -10,10 +10,19 @@ import pkgutil
 from functools import cache
 from pathlib import PurePosixPath
 
-from icegate.datasets._contract import Column, Dataset, QualityContext, QualityRule
+from icegate.datasets._contract import POLARS_TYPES, Column, Dataset, QualityContext, QualityRule
 from icegate.errors import UnknownDataset
 
-__all__ = ["Column", "Dataset", "QualityContext", "QualityRule", "all_datasets", "detect_dataset", "get_dataset"]
+__all__ = [
+    "POLARS_TYPES",
+    "Column",
+    "Dataset",
+    "QualityContext",
+    "QualityRule",
+    "all_datasets",
+    "detect_dataset",
+    "get_dataset",
+]
 
 
 @cache

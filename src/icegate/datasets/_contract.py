@@ -8,14 +8,17 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Literal
 
+import polars as pl
+
 from icegate.settings import QUALITY_DIMENSIONS
 
 if TYPE_CHECKING:
     import pandera.polars as pa
-    import polars as pl
 
 #: Value types a contract column can have (Iceberg: string, long, date).
 ColumnType = Literal["string", "long", "date"]
+#: How each column type is held in polars, from validation to the loader.
+POLARS_TYPES: Mapping[ColumnType, pl.DataType] = {"string": pl.String(), "long": pl.Int64(), "date": pl.Date()}
 #: Canonicalisations applied to a string column's values before validation.
 Normalizer = Literal["phone", "handle"]
 #: How a load merges into the table: skip stored keys, replace them (latest wins), or add every row.

@@ -25,6 +25,7 @@ import polars as pl
 from pyiceberg.exceptions import CommitFailedException, ValidationException
 from sqlalchemy.exc import DBAPIError
 
+from icegate.datasets import POLARS_TYPES
 from icegate.errors import CommitConflict
 from icegate.lake.catalog import ensure_table, target_file_rows
 from icegate.lake.files import key_probe, may_hold_keys, overwrite, read_files, transaction, write_data_files
@@ -48,15 +49,13 @@ def with_lineage(
 ) -> pl.DataFrame:
     """The dataset's columns followed by the lineage columns, typed as the table stores them."""
     return batch.select(
-        *(pl.col(c.name).cast(_POLARS_TYPES[c.type]) for c in dataset.columns),
+        *(pl.col(c.name).cast(POLARS_TYPES[c.type]) for c in dataset.columns),
         pl.lit(ingested_at).cast(pl.Datetime("us", "UTC")).alias("ingested_at"),
         pl.lit(identity.file, pl.String).alias("source_file"),
         pl.lit(identity.version, pl.String).alias("source_version"),
         pl.lit(identity.run_id, pl.String).alias("run_id"),
     )
 
-
-_POLARS_TYPES: dict[str, pl.DataType] = {"string": pl.String(), "long": pl.Int64(), "date": pl.Date()}
 
 
 @dataclass(frozen=True)
