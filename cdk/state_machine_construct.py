@@ -120,8 +120,8 @@ class StateMachineConstruct(Construct):
             "DescribeGateFailure",
             parameters={
                 "Error": QUALITY_GATE_FAILED,
-                "Cause.$": "States.Format('quality score {} is under the threshold {}: {}', "
-                "$.quality.score, $.quality.threshold, $.quality.reason)",
+                # The reason states the score, threshold and floors that failed: the same words as the local runner.
+                "Cause.$": "States.Format('quality gate failed: {}', $.quality.reason)",
             },
             result_path=ERROR_PATH,
         )

@@ -63,6 +63,10 @@ class QualityGateFailed(TerminalError):
     """The quality score is under the dataset's threshold (or a dimension under its floor)."""
 
 
+class NoValidRows(TerminalError):
+    """The schema rejected every row of the file: there is nothing to load, whatever the score."""
+
+
 class CommitConflict(TransientError):
     """Another writer kept committing to the table; the loader gave up after bounded retries."""
 

@@ -26,7 +26,7 @@ import polars as pl
 
 from icegate import constants as c
 from icegate.datasets import detect_dataset, get_dataset
-from icegate.errors import FileTooLarge, TransientError, UnknownDataset
+from icegate.errors import FileTooLarge, NoValidRows, TransientError, UnknownDataset
 from icegate.lake import SourceIdentity, build_catalog, load_batch
 from icegate.parse import parse_bytes
 from icegate.payloads import (
@@ -41,7 +41,7 @@ from icegate.payloads import (
     SourceObject,
     Validated,
 )
-from icegate.quality import resolve_weights, score_batch
+from icegate.quality import resolve_floors, resolve_weights, score_batch
 from icegate.settings import Settings
 from icegate.storage import Storage, join
 from icegate.validate import FAILED_CHECKS, ROW_NUMBER, validate_table
@@ -124,6 +124,8 @@ def run_validate(parsed: Parsed, settings: Settings, storage: Storage) -> Valida
 
 def run_score(validated: Validated, settings: Settings, storage: Storage) -> Scored:
     dataset = get_dataset(validated.dataset)
+    if validated.rows_valid == 0:
+        raise _no_valid_rows(validated)
     valid = _frame(storage.read_parquet(validated.valid_uri))
     if validated.rejected_uri:
         rejected = _frame(storage.read_parquet(validated.rejected_uri))
@@ -142,6 +144,7 @@ def run_score(validated: Validated, settings: Settings, storage: Storage) -> Sco
         file=validated.source.name,
         upload_date=datetime.fromisoformat(validated.uploaded_at).date(),
         weights=resolve_weights(dataset, settings.quality_weights),
+        floors=resolve_floors(dataset, settings.quality_floors),
         threshold=settings.quality_thresholds.get(dataset.name, dataset.quality_threshold),
     )
     report_uri = processing_uri(settings, validated.run_id, "quality.json")
@@ -155,6 +158,18 @@ def run_score(validated: Validated, settings: Settings, storage: Storage) -> Sco
         reason=report.reason,
     )
     return _extend(Scored, validated, quality=summary)
+
+
+def _no_valid_rows(validated: Validated) -> NoValidRows:
+    """A file the schema rejected entirely is dead-lettered as such: a score of it would describe nothing loadable."""
+    worst = sorted(validated.failed_checks.items(), key=lambda item: -item[1])[:3]
+    checks = ", ".join(f"{name} ({rows} rows)" for name, rows in worst)
+    return NoValidRows(
+        f"the schema of dataset {validated.dataset!r} rejected all {validated.rows_rejected} rows, so there is "
+        f"nothing to load; most failed checks: {checks}; every rejected row with the checks it failed: "
+        f"{validated.rejected_uri}",
+        file=validated.source.uri,
+    )
 
 
 def passes_gate(scored: Scored) -> bool:
@@ -221,7 +236,8 @@ def error_info(exc: BaseException) -> ErrorInfo:
 def gate_error(scored: Scored) -> ErrorInfo:
     quality = scored.quality
     assert quality is not None
-    cause = f"quality score {quality.score} is under the threshold {quality.threshold}: {quality.reason}"
+    # The reason already states the score, threshold and floors that failed (the state machine says the same).
+    cause = f"quality gate failed: {quality.reason}"
     return ErrorInfo(Error="QualityGateFailed", Cause=cause)
 
 

@@ -1,7 +1,10 @@
 """Quality scoring: six dimensions in 0–1, weighted into a 0–100 score, and the gate decision.
 
-Pure functions over polars frames. The report names, for each dimension, the checks that cost
-points and how many rows they hit, so a failed gate tells the user what to fix.
+Pure functions over polars frames. Every dimension describes the whole file: it is measured over all
+rows read, the rejected ones included (typed as validation types them), so a file whose rows the
+schema rejected cannot score well on the dimensions validity does not cover. The report names, for
+each dimension, the checks that cost points and how many rows they hit, so a failed gate tells the
+user what to fix.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import polars as pl
 
 from icegate.datasets import Dataset, QualityContext
 from icegate.settings import QUALITY_DIMENSIONS
+from icegate.validate import coerce_columns
 
 #: Default weights (points out of 100) from the product's source documents.
 DEFAULT_WEIGHTS: Mapping[str, float] = {
@@ -26,6 +30,19 @@ DEFAULT_WEIGHTS: Mapping[str, float] = {
     "timeliness": 10,
     "uniqueness": 15,
     "validity": 10,
+}
+#: Default floors (0–1): a dimension under its floor fails the gate whatever the weights and the score,
+#: so no dimension can collapse while the others carry the file over the threshold. Under 0.5, most of
+#: what the dimension measures is wrong — a broken export, a scraper looping on one page — while a
+#: working scrape sits far above (the samples score 0.83–1.0 on each). Timeliness has none: a backfill
+#: of last year's posts is stale by design and must still load.
+DEFAULT_FLOORS: Mapping[str, float] = {
+    "completeness": 0.5,
+    "accuracy": 0.5,
+    "consistency": 0.5,
+    "timeliness": 0.0,
+    "uniqueness": 0.5,
+    "validity": 0.5,
 }
 _FILE_STAMP = re.compile(r"(?<!\d)(20\d{2})(\d{2})(\d{2})(?:[_T-]?\d{6})?(?!\d)")
 
@@ -44,6 +61,8 @@ class DimensionScore:
     weight: float
     #: Points of the 0–100 score this dimension lost.
     points_lost: float
+    #: Under this score the dimension fails the gate on its own.
+    floor: float = 0.0
     #: Only the checks that cost points, worst first.
     checks: list[CheckResult] = field(default_factory=list)
 
@@ -86,6 +105,16 @@ def resolve_weights(dataset: Dataset, overrides: Mapping[str, float]) -> dict[st
     return weights
 
 
+def resolve_floors(dataset: Dataset, overrides: Mapping[str, float]) -> dict[str, float]:
+    """Defaults, then the dataset's own floors, then operator overrides (environment); 0 disables one."""
+    floors = {**DEFAULT_FLOORS, **dataset.quality_floors, **overrides}
+    # NaN fails the range test too: a NaN floor would never fail anything.
+    wrong = {name: f for name, f in floors.items() if name not in QUALITY_DIMENSIONS or not 0 <= f <= 1}
+    if wrong:
+        raise ValueError(f"quality floors must name {QUALITY_DIMENSIONS} and lie in 0–1: {wrong}")
+    return floors
+
+
 def score_batch(
     valid: pl.DataFrame,
     rejected: pl.DataFrame,
@@ -94,6 +123,7 @@ def score_batch(
     file: str,
     upload_date: date,
     weights: Mapping[str, float],
+    floors: Mapping[str, float],
     threshold: float,
 ) -> QualityReport:
     """Score one file from its validated rows (typed) and rejected rows (original strings)."""
@@ -102,8 +132,10 @@ def score_batch(
     context = QualityContext(reference_date=stamp or upload_date, upload_date=upload_date)
 
     rule_checks: dict[str, list[CheckResult]] = {"accuracy": [], "consistency": [], "timeliness": []}
-    # Every rule in one pass over the rows: polars evaluates the expressions side by side.
-    outcomes = valid.select(rule.expression(context).alias(str(i)) for i, rule in enumerate(dataset.quality_rules))
+    # Every rule in one pass over every row read: polars evaluates the expressions side by side.
+    outcomes = _rows_read(valid, rejected, dataset).select(
+        rule.expression(context).alias(str(i)) for i, rule in enumerate(dataset.quality_rules)
+    )
     for i, rule in enumerate(dataset.quality_rules):
         outcome = outcomes.get_column(str(i))
         checked = outcome.len() - outcome.null_count()
@@ -123,19 +155,25 @@ def score_batch(
         score, checks = measured[name]
         lost = weights[name] * (1.0 - score) * 100 / total_weight
         costly = sorted((c for c in checks if c.rows_failed), key=lambda c: -c.rows_failed)
-        dimensions.append(DimensionScore(name, round(score, 4), weights[name], round(lost, 2), costly))
+        dimensions.append(
+            DimensionScore(
+                name=name,
+                score=round(score, 4),
+                weight=weights[name],
+                points_lost=round(lost, 2),
+                floor=floors.get(name, 0.0),
+                checks=costly,
+            )
+        )
 
     total = round(sum(d.score * d.weight for d in dimensions) * 100 / total_weight, 2)
-    floors = {name: floor for name, floor in dataset.quality_floors.items()}
-    below = [d for d in dimensions if d.name in floors and d.score < floors[d.name]]
     reasons = []
     if total < threshold:
-        worst = sorted(dimensions, key=lambda d: -d.points_lost)[:2]
-        reasons.append(
-            f"score {total} < threshold {threshold}; most points lost on "
-            + ", ".join(f"{d.name} (-{d.points_lost})" for d in worst if d.points_lost)
+        worst = ", ".join(
+            f"{d.name} -{d.points_lost}" for d in sorted(dimensions, key=lambda d: -d.points_lost)[:2] if d.points_lost
         )
-    reasons += [f"{d.name} {d.score} < floor {floors[d.name]}" for d in below]
+        reasons.append(f"score {total} < threshold {threshold} (most points lost on {worst})")
+    reasons += [f"{d.name} {d.score} < floor {d.floor}" for d in dimensions if d.score < d.floor]
     return QualityReport(
         dataset=dataset.name,
         file=file,
@@ -146,6 +184,11 @@ def score_batch(
         reason="; ".join(reasons),
         dimensions=dimensions,
     )
+
+
+def _rows_read(valid: pl.DataFrame, rejected: pl.DataFrame, dataset: Dataset) -> pl.DataFrame:
+    """Every row of the file, typed; a rejected row's value that does not parse is null (rule not applicable)."""
+    return pl.concat([valid.select(dataset.column_names), coerce_columns(rejected, dataset)], how="vertical")
 
 
 def _completeness(valid: pl.DataFrame, rejected: pl.DataFrame, dataset: Dataset) -> list[CheckResult]:

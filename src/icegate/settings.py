@@ -33,6 +33,10 @@ class Limits:
     max_field_bytes: int = 1 * MiB
 
 
+#: Settings fields read from several variables (or parsed specially) rather than from their own name.
+_COMPOSITE_FIELDS = ("limits", "quality_weights", "quality_floors", "quality_thresholds", "catalog_properties")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable, with defaults that run the embedded local mode."""
@@ -56,6 +60,8 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     #: Weight overrides by dimension name (``ICEGATE_QUALITY_WEIGHT_<DIMENSION>``).
     quality_weights: Mapping[str, float] = field(default_factory=dict)
+    #: Floor overrides (0–1) by dimension name (``ICEGATE_QUALITY_FLOOR_<DIMENSION>``).
+    quality_floors: Mapping[str, float] = field(default_factory=dict)
     #: Threshold overrides by dataset name (``ICEGATE_QUALITY_THRESHOLD_<DATASET>``).
     quality_thresholds: Mapping[str, float] = field(default_factory=dict)
     #: Attempts of the loader's own commit loop before it raises ``CommitConflict``.
@@ -101,7 +107,7 @@ class Settings:
         simple: dict[str, Any] = {}
         for f in fields(cls):
             raw = get(f.name.upper())
-            if raw is None or f.name in ("limits", "quality_weights", "quality_thresholds", "catalog_properties"):
+            if raw is None or f.name in _COMPOSITE_FIELDS:
                 continue
             simple[f.name] = _convert(raw, f.type, ENV_PREFIX + f.name.upper())
 
@@ -124,6 +130,19 @@ class Settings:
             for dim in QUALITY_DIMENSIONS
             if (raw := get(f"QUALITY_WEIGHT_{dim.upper()}")) is not None
         }
+        floor_prefix = ENV_PREFIX + "QUALITY_FLOOR_"
+        misspelt = sorted(
+            n for n in env if n.startswith(floor_prefix) and n[len(floor_prefix) :].lower() not in QUALITY_DIMENSIONS
+        )
+        if misspelt:
+            raise ValueError(
+                f"{', '.join(misspelt)}: no such quality dimension; known: {', '.join(QUALITY_DIMENSIONS)}"
+            )
+        floors = {
+            dim: _convert(raw, "float", f"{floor_prefix}{dim.upper()}")
+            for dim in QUALITY_DIMENSIONS
+            if (raw := get(f"QUALITY_FLOOR_{dim.upper()}")) is not None
+        }
         threshold_prefix = ENV_PREFIX + "QUALITY_THRESHOLD_"
         thresholds = {
             name.removeprefix(threshold_prefix).lower(): _convert(value, "float", name)
@@ -140,6 +159,7 @@ class Settings:
             **simple,
             limits=Limits(**limit_values),
             quality_weights=weights,
+            quality_floors=floors,
             quality_thresholds=thresholds,
             catalog_properties=properties,
         )

@@ -55,6 +55,11 @@ def date_expr(raw: pl.Expr) -> pl.Expr:
     return pl.coalesce(iso, *(raw.str.to_date(fmt, strict=False) for fmt in _DATE_FORMATS))
 
 
+def coerce_columns(raw: pl.DataFrame, dataset: Dataset) -> pl.DataFrame:
+    """The contract's columns typed as validation types them; a value that does not parse becomes null."""
+    return raw.select(_coerce(c).alias(c.name) for c in dataset.columns)
+
+
 def _coerce(column: Column) -> pl.Expr:
     raw = pl.col(column.name)
     if column.type == "long":
@@ -87,7 +92,7 @@ def validate_table(table: pyarrow.Table, dataset: Dataset, *, file: str) -> Vali
         raise SchemaMismatch(f"the parsed file lacks the columns {missing} of dataset {dataset.name!r}", file=file)
     raw = raw.select(pl.col(name).cast(pl.String) for name in dataset.column_names)
 
-    typed = raw.select(_coerce(c).alias(c.name) for c in dataset.columns)
+    typed = coerce_columns(raw, dataset)
     failures = [_coercion_failures(raw, typed, c) for c in dataset.columns if c.type != "string"]
     failures.append(_schema_failures(typed, dataset, file))
     by_row = (

@@ -128,10 +128,7 @@ def test_gate_failure_reports_score_threshold_and_reason_then_dead_letters(impor
     assert describe["Type"] == "Pass"
     assert describe["ResultPath"] == "$.error"
     assert describe["Parameters"]["Error"] == QUALITY_GATE_FAILED
-    assert describe["Parameters"]["Cause.$"] == (
-        "States.Format('quality score {} is under the threshold {}: {}', "
-        "$.quality.score, $.quality.threshold, $.quality.reason)"
-    )
+    assert describe["Parameters"]["Cause.$"] == "States.Format('quality gate failed: {}', $.quality.reason)"
     # AND the failed stage is "gate", then DeadLetter
     marked = states[describe["Next"]]
     assert (marked["Result"], marked["ResultPath"], marked["Next"]) == (GATE, "$.failed_stage", "DeadLetter")

@@ -13,12 +13,22 @@ from fractions import Fraction
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 import pytest
 
-from icegate.datasets import Dataset, get_dataset
-from icegate.quality import DEFAULT_WEIGHTS, QualityReport, file_stamp, resolve_weights, score_batch
+from icegate.datasets import Dataset, all_datasets, get_dataset
+from icegate.quality import (
+    DEFAULT_FLOORS,
+    DEFAULT_WEIGHTS,
+    QualityReport,
+    file_stamp,
+    resolve_floors,
+    resolve_weights,
+    score_batch,
+)
 from icegate.settings import QUALITY_DIMENSIONS
-from icegate.validate import FAILED_CHECKS, ROW_NUMBER
+from icegate.validate import FAILED_CHECKS, ROW_NUMBER, validate_table
+from tests.garbage import garbage_posts_rows
 
 POSTS = get_dataset("posts")
 RESTAURANTS = get_dataset("restaurants")
@@ -32,7 +42,7 @@ _TYPES = {"string": pl.String, "long": pl.Int64, "date": pl.Date}
 
 
 def post(**changes: Any) -> dict[str, Any]:
-    """A typed posts row that passes every quality rule."""
+    """A typed posts row that passes every quality rule (its URL follows its post_id unless given)."""
     row: dict[str, Any] = {
         "search_term": "pizza",
         "post_id": "P1",
@@ -46,6 +56,8 @@ def post(**changes: Any) -> dict[str, Any]:
         "post_url": "https://www.instagram.com/p/P1/",
         "status": "success",
     }
+    if changes.get("post_id") and "post_url" not in changes:
+        row["post_url"] = f"https://www.instagram.com/p/{changes['post_id']}/"
     row.update(changes)
     return row
 
@@ -89,8 +101,10 @@ def score_posts(
     file: str = POSTS_FILE,
     upload_date: date = UPLOAD,
     weights: dict[str, float] | None = None,
+    floors: dict[str, float] | None = None,
     threshold: float = 70.0,
 ) -> QualityReport:
+    """Score as the pipeline does; floors default to the dataset's (the defaults under its own)."""
     return score_batch(
         valid_frame(dataset, valid),
         rejected_frame(dataset, rejected or []),
@@ -98,6 +112,7 @@ def score_posts(
         file=file,
         upload_date=upload_date,
         weights=weights or dict(DEFAULT_WEIGHTS),
+        floors=resolve_floors(dataset, {}) if floors is None else floors,
         threshold=threshold,
     )
 
@@ -386,16 +401,22 @@ def test_score_is_the_weighted_mean_of_the_dimensions() -> None:
             hashtags=None,
         ),
     ]
-    rejected = [(post(post_id="C", creator="carol", likes="-3"), ["likes:greater_than_or_equal_to(0)"])]
+    # rejected for its negative likes, which accuracy counts too: every dimension covers every row read
+    rejected = [
+        (
+            post(post_id="C", creator="carol", post_url="https://www.instagram.com/p/C/", likes="-3"),
+            ["likes:greater_than_or_equal_to(0)"],
+        )
+    ]
 
-    report = score_posts(valid, rejected, threshold=0)
+    report = score_posts(valid, rejected, threshold=0, floors={})
 
     # THEN each dimension is the share worked out by hand ...
     expected = {
         "completeness": Fraction(23, 24),  # 6 required columns x 4 rows, one null
-        "accuracy": Fraction(9, 11),  # likes 2/2 (one null), comments 3/3, host 2/3, future 2/3
-        "consistency": Fraction(5, 7),  # url-has-id 2/3, status 2/2 (one null), hashtags 1/2 (one null)
-        "timeliness": Fraction(3, 4),  # fresh 2/3, stamp not after upload 1/1
+        "accuracy": Fraction(12, 15),  # likes 2/3 (one null, one negative), comments 4/4, host 3/4, future 3/4
+        "consistency": Fraction(8, 10),  # url-has-id 3/4, status 3/3 (one null), hashtags 2/3 (one null)
+        "timeliness": Fraction(4, 5),  # fresh 3/4, stamp not after upload 1/1
         "uniqueness": Fraction(3, 4),  # 4 rows, 3 distinct keys
         "validity": Fraction(3, 4),  # 1 of 4 rejected
     }
@@ -467,6 +488,205 @@ def test_floor_that_is_met_does_not_fail_the_gate() -> None:
     rows = _with(1, post_id="P1", post_url="https://www.instagram.com/p/P1/")
 
     assert score_posts(rows, dataset=lenient).passed is True
+
+
+# --- every dimension describes the whole file -----------------------------------------------------
+
+
+def test_a_file_whose_every_row_was_rejected_scores_badly_on_every_dimension_it_fails() -> None:
+    """Issue 8: measured over the valid rows only (none), this file scored 90 and passed."""
+    # GIVEN 20 rows with negative likes, ftp:// URLs, 2099 dates and status '??' — all rejected by the schema
+    rejected = [(row, ["likes:greater_than_or_equal_to(0)", "post_url:str_matches"]) for row in garbage_posts_rows()]
+
+    # WHEN the file is scored
+    report = score_posts([], rejected)
+
+    # THEN accuracy and consistency count the rejected rows' defects instead of scoring 1.0 on no rows
+    assert failed_rows(report, "accuracy") == {
+        "likes_not_negative": 20,
+        "post_url_on_instagram": 20,
+        "posted_date_not_in_future": 20,
+    }
+    assert failed_rows(report, "consistency") == {"post_url_contains_post_id": 20, "status_in_vocabulary": 20}
+    assert dimension(report, "validity").score == 0.0
+    # AND the gate fails on the score and on the collapsed dimensions' floors
+    assert report.passed is False
+    assert report.score < 70
+    assert f"score {report.score} < threshold 70.0" in report.reason
+    for collapsed in ("validity", "accuracy", "consistency"):
+        assert f"{collapsed} {dimension(report, collapsed).score} < floor 0.5" in report.reason
+
+
+def test_a_rejected_value_that_does_not_parse_makes_a_rule_not_applicable() -> None:
+    # GIVEN a rejected row whose likes are not a number and whose date is not a date
+    rejected = [(post(post_id="R", likes="lots", posted_date="someday"), ["likes:type(long)"])]
+
+    report = score_posts(clean_posts(3), rejected)
+
+    # THEN the rules on those values skip the row (validity already counts it), the others still check it
+    accuracy = {c.name: c for c in dimension(report, "accuracy").checks}
+    assert accuracy == {}
+    assert dimension(report, "accuracy").score == 1.0
+    assert dimension(report, "validity").score == 0.75
+
+
+# --- floors: one collapsed dimension fails the gate whatever the weights --------------------------
+
+
+def _collapsed(dimension_name: str) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], list[str]]]]:
+    """One clean row and five rows bad in the one given dimension only."""
+    good, bad_ids = clean_posts(1), [f"X{i}" for i in range(5)]
+    if dimension_name == "validity":
+        return good, [(post(post_id=i, likes="x"), ["likes:type(long)"]) for i in bad_ids]
+    bad = {
+        "completeness": [post(post_id=i, likes=None, comments=None, posted_date=None, post_url=None) for i in bad_ids],
+        # likes and comments left empty: a negative count would be rejected, and this file is to be valid
+        "accuracy": [
+            post(post_id=i, post_url=f"https://example.com/p/{i}/", posted_date=UPLOAD + timedelta(days=9), likes=None)
+            for i in bad_ids
+        ],
+        "consistency": [
+            post(post_id=i, post_url="https://www.instagram.com/p/OTHER/", status="??", hashtags="pizza")
+            for i in bad_ids
+        ],
+        "uniqueness": [post(post_id="P1", creator="alice") for _ in bad_ids],
+    }
+    return good + bad[dimension_name], []
+
+
+@pytest.mark.parametrize("collapsed", ["completeness", "accuracy", "consistency", "uniqueness", "validity"])
+def test_a_dimension_under_its_default_floor_fails_the_gate_even_when_it_weighs_nothing(collapsed: str) -> None:
+    # GIVEN a file bad in one dimension only, and weights that ignore that dimension entirely
+    valid, rejected = _collapsed(collapsed)
+    ignoring = dict(DEFAULT_WEIGHTS) | {collapsed: 0.0}
+
+    # WHEN it is scored with the default floors
+    report = score_posts(valid, rejected, weights=ignoring)
+
+    # THEN the score would pass, but the collapsed dimension fails the gate on its own, and says so
+    assert report.score >= 70, report.dimension_scores()
+    assert report.passed is False
+    assert report.reason == f"{collapsed} {dimension(report, collapsed).score} < floor {DEFAULT_FLOORS[collapsed]}"
+
+
+def test_timeliness_has_no_default_floor_so_a_backfill_of_old_posts_loads() -> None:
+    # GIVEN a file of posts all older than a year (a history backfill)
+    rows = [{**r, "posted_date": STAMP - timedelta(days=800)} for r in clean_posts()]
+
+    report = score_posts(rows)
+
+    assert dimension(report, "timeliness").score < 0.5
+    assert report.passed is True
+
+
+def test_default_floors_cover_every_dimension_within_0_and_1() -> None:
+    assert set(DEFAULT_FLOORS) == set(QUALITY_DIMENSIONS)
+    assert all(0 <= f <= 1 for f in DEFAULT_FLOORS.values())
+
+
+def test_resolve_floors_layers_defaults_dataset_and_overrides() -> None:
+    dataset = replace(POSTS, quality_floors={"uniqueness": 0.9, "validity": 0.0})
+
+    floors = resolve_floors(dataset, {"uniqueness": 0.95})
+
+    assert floors == {**DEFAULT_FLOORS, "uniqueness": 0.95, "validity": 0.0}
+
+
+@pytest.mark.parametrize(
+    ("dataset_floors", "overrides"),
+    [({"validity": 1.5}, {}), ({}, {"accuracy": -0.1}), ({}, {"accuracy": float("nan")}), ({}, {"freshness": 0.5})],
+    ids=["above-one", "negative", "nan", "unknown-dimension"],
+)
+def test_invalid_floors_raise(dataset_floors: dict[str, float], overrides: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="quality floors"):
+        resolve_floors(replace(POSTS, quality_floors=dataset_floors), overrides)
+
+
+def test_the_gate_reason_states_each_failure_once() -> None:
+    # GIVEN a file under the threshold and under two floors
+    rejected = [(row, ["likes:greater_than_or_equal_to(0)"]) for row in garbage_posts_rows(4)]
+
+    report = score_posts(clean_posts(1), rejected)
+
+    # THEN the reason names the score and threshold once, then each floor that failed once
+    assert report.reason.count("threshold") == 1
+    assert report.reason.count(str(report.score)) == 1
+    assert report.reason.count("< floor") == len([d for d in report.dimensions if d.score < d.floor]) >= 2
+
+
+# --- rules that can never fire --------------------------------------------------------------------
+
+#: A raw row per dataset (strings, as parsed) that passes the schema and every quality rule.
+GOOD_RAW_ROWS: dict[str, dict[str, str]] = {
+    "posts": {
+        "search_term": "pizza",
+        "post_id": "P1",
+        "creator": "alice",
+        "posted_date": "2026-01-10",
+        "likes": "10",
+        "comments": "2",
+        "hashtags": "#pizza #rome",
+        "caption": "lunch",
+        "image_description": "a pizza",
+        "post_url": "https://www.instagram.com/p/P1/",
+        "status": "success",
+    },
+    "restaurants": {
+        "restaurant_name": "Luigi's",
+        "city": "Rome",
+        "phone": "0612345678",
+        "instagram_handle": "@luigis",
+        "followers": "1200",
+        "posts_count": "85",
+        "bio": "Pizza since 1950",
+        "website": "https://luigis.example",
+        "status": "found",
+    },
+}
+#: What scrapers write into a cell, by column type: each replaces one cell of the good row.
+DEFECTS: dict[str, list[str | None]] = {
+    "string": [None, "", "??", "not_found", "ftp://example.com/p/X/", "https://example.com/x", "Bad Handle!", "12"],
+    "long": [None, "-5", "0", "1000000"],
+    "date": [None, "2099-01-01", "2001-01-01"],
+}
+
+
+def _probe(dataset: Dataset, rows: list[dict[str, str | None]]) -> QualityReport:
+    """Validate raw rows with the dataset's own schema, then score them as the pipeline does."""
+    table = pa.table({name: pa.array([r[name] for r in rows], pa.string()) for name in dataset.column_names})
+    result = validate_table(table, dataset, file="probe.csv")
+    valid, rejected = pl.from_arrow(result.valid), pl.from_arrow(result.rejected)
+    assert isinstance(valid, pl.DataFrame)
+    assert isinstance(rejected, pl.DataFrame)
+    return score_batch(
+        valid,
+        rejected,
+        dataset,
+        file=f"{dataset.file_patterns[0].rstrip('*')}20260113_175319.csv",
+        upload_date=UPLOAD,
+        weights=dict(DEFAULT_WEIGHTS),
+        floors={},
+        threshold=0,
+    )
+
+
+@pytest.mark.parametrize("dataset", sorted(all_datasets().values(), key=lambda d: d.name), ids=lambda d: d.name)
+def test_every_quality_rule_can_cost_points_given_the_schema(dataset: Dataset) -> None:
+    """A rule the schema makes unreachable (likes >= 0 scored only on rows the schema let through) is dead weight."""
+    good = GOOD_RAW_ROWS[dataset.name]
+    assert _probe(dataset, [good]).score == 100.0, "the good row breaks no rule"
+
+    # GIVEN the good row with every single-cell defect, each validated by the dataset's own schema
+    probes: list[dict[str, str | None]] = [
+        {**good, column.name: defect} for column in dataset.columns for defect in DEFECTS[column.type]
+    ]
+
+    # WHEN the probe file is scored
+    report = _probe(dataset, probes)
+
+    # THEN every quality rule cost points on some row
+    fired = {check.name for d in report.dimensions for check in d.checks}
+    assert {rule.name for rule in dataset.quality_rules} - fired == set(), "rules that can never fire"
 
 
 def test_report_is_plain_json() -> None:
