@@ -134,10 +134,12 @@ class CloudPipeline:
     warehouse: Path
     catalog_uri: str
 
-    def upload(self, sample: str, key: str | None = None) -> dict[str, Any]:
-        """Put a sample into the landing bucket; return the execution input the EventBridge rule would build."""
+    def upload(self, sample: str, key: str | None = None, *, body: bytes | None = None) -> dict[str, Any]:
+        """Put a sample (or ``body`` under that name) into the landing bucket; return the execution input
+        the EventBridge rule would build."""
         key = key or f"scrapes/{sample}"
-        put = self.s3.put_object(Bucket=LANDING, Key=key, Body=(SAMPLES / sample).read_bytes())
+        data = (SAMPLES / sample).read_bytes() if body is None else body
+        put = self.s3.put_object(Bucket=LANDING, Key=key, Body=data)
         head = self.s3.head_object(Bucket=LANDING, Key=key, VersionId=put["VersionId"])
         # cdk/trigger_construct.execution_input(): S3's EventBridge event carries the etag unquoted.
         return {

@@ -19,6 +19,7 @@ from icegate.lake import build_catalog
 from icegate.payloads import SourceObject
 from icegate.settings import QUALITY_DIMENSIONS, Settings, load_settings
 from tests.conftest import SAMPLES
+from tests.garbage import GARBAGE_POSTS_NAME, garbage_posts_csv
 
 POSTS_CSV = "post_results_20260113_175319.csv"
 RESTAURANTS_CSV = "instagram_results_20260114_093000.csv"
@@ -137,11 +138,62 @@ def test_a_file_under_the_quality_threshold_goes_to_the_dlq_with_its_report(
     assert entry["error_type"] == "QualityGateFailed"
     assert entry["stage"] == "gate"
     assert "99.5" in str(entry["message"])
+    assert str(entry["message"]).count("threshold") == 1, "the message says it once"
     report = entry["quality"]
     assert isinstance(report, dict)
     assert report["passed"] is False
     assert {d["name"] for d in report["dimensions"]} == set(QUALITY_DIMENSIONS)
     assert snapshot_count(settings, "posts") == snapshots
+
+
+def test_a_file_whose_every_row_is_rejected_is_dead_lettered_as_no_valid_rows(
+    lake: Path, settings: Settings, tmp_path: Path
+) -> None:
+    """Issue 8: this file used to score 90/70 and be "loaded" with 0 rows, exit 0."""
+    # GIVEN 20 posts, each with negative likes, an ftp:// URL, a 2099 date and status '??'
+    source = tmp_path / "in" / GARBAGE_POSTS_NAME
+    source.parent.mkdir()
+    source.write_bytes(garbage_posts_csv())
+
+    # WHEN it is run
+    result = icegate("run", str(source), "--lake", str(lake))
+
+    # THEN it is dead-lettered at the score stage as NoValidRows, saying why and where the rejected rows are
+    assert result.exit_code == 1, result.output
+    assert "NoValidRows" in result.output
+    (entry,) = dlq_entries(lake)
+    assert (entry["stage"], entry["error_type"]) == ("score", "NoValidRows")
+    message = str(entry["message"])
+    assert str(source) in message
+    assert "rejected all 20 rows" in message
+    assert "likes:greater_than_or_equal_to(0) (20 rows)" in message
+    folder = lake / "dlq" / "posts" / str(entry["run_id"])
+    assert str(folder / "rejected.parquet") in message
+    assert sorted(p.name for p in folder.iterdir()) == sorted([GARBAGE_POSTS_NAME, "error.json", "rejected.parquet"])
+    assert entry["rows"] == {"rows": 20, "rows_valid": 0, "rows_rejected": 20}
+
+    # AND nothing was loaded: no table was even created
+    assert not build_catalog(settings).table_exists(("instagram_db", "posts"))
+
+
+def test_a_file_with_one_valid_row_among_garbage_fails_the_gate_on_the_validity_floor(
+    lake: Path, settings: Settings, tmp_path: Path
+) -> None:
+    # GIVEN the garbage file with one clean row added (so there is something the loader could load)
+    clean = "pizza,P1,alice,2026-01-10,10,2,#pizza,lunch,a pizza,https://www.instagram.com/p/P1/,success\n"
+    source = tmp_path / "in" / GARBAGE_POSTS_NAME
+    source.parent.mkdir()
+    source.write_bytes(garbage_posts_csv() + clean.encode())
+
+    # WHEN it is run
+    result = icegate("run", str(source), "--lake", str(lake))
+
+    # THEN the gate refuses it because validity collapsed (1 of 21 rows), whatever the score
+    assert result.exit_code == 1, result.output
+    (entry,) = dlq_entries(lake)
+    assert (entry["stage"], entry["error_type"]) == ("gate", "QualityGateFailed")
+    assert "validity 0.0476 < floor 0.5" in str(entry["message"])
+    assert not build_catalog(settings).table_exists(("instagram_db", "posts"))
 
 
 def test_an_unknown_file_name_ends_in_dlq_unknown(lake: Path, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from icegate.constants import HANDLERS, TRANSIENT_RETRIES
 from icegate.errors import CommitConflict
 from icegate.settings import load_settings
 from tests.conftest import SAMPLES
+from tests.garbage import GARBAGE_POSTS_NAME, garbage_posts_csv
 from tests.integration.sfn_support import (
     LAKE,
     CloudPipeline,
@@ -163,8 +164,9 @@ def test_a_file_under_the_quality_threshold_fails_at_the_gate_with_its_report(
     assert execution["status"] == "FAILED"
     assert cloud_pipeline.dispatcher.invocations == ["parse", "validate", "score", "dead_letter"]
     assert execution["error"] == "QualityGateFailed"
-    assert execution["cause"].startswith("quality score ")
-    assert "under the threshold 99.5" in execution["cause"]
+    assert execution["cause"].startswith("quality gate failed: score ")
+    assert "< threshold 99.5" in execution["cause"]
+    assert execution["cause"].count("threshold") == 1, "the cause says it once"
 
     # AND the DLQ entry carries the full quality report
     (error,) = cloud_pipeline.dlq_entries()
@@ -173,7 +175,7 @@ def test_a_file_under_the_quality_threshold_fails_at_the_gate_with_its_report(
     report = error["quality"]
     assert report["passed"] is False
     assert report["threshold"] == 99.5
-    assert f"quality score {report['score']} " in execution["cause"]
+    assert f"score {report['score']} < threshold" in execution["cause"]
     assert {d["name"] for d in report["dimensions"]} == {
         "completeness",
         "accuracy",
@@ -187,6 +189,38 @@ def test_a_file_under_the_quality_threshold_fails_at_the_gate_with_its_report(
     # AND no snapshot was added
     assert cloud_pipeline.snapshot_count("posts") == snapshots
     assert cloud_pipeline.table("posts").height == rows
+
+
+def test_a_file_whose_every_row_is_rejected_fails_as_no_valid_rows_without_loading(
+    cloud_pipeline: CloudPipeline,
+) -> None:
+    """Issue 8: 20 rows, all rejected, used to pass the gate at 90/70 and 'load' 0 rows."""
+    # GIVEN a posts file whose every row has negative likes, an ftp:// URL, a 2099 date and status '??'
+    source = cloud_pipeline.upload(GARBAGE_POSTS_NAME, body=garbage_posts_csv())
+
+    # WHEN it is executed
+    execution = cloud_pipeline.execute(source)
+
+    # THEN Score fails it with the terminal NoValidRows: dead-lettered, never loaded
+    assert execution["status"] == "FAILED"
+    assert execution["error"] == "NoValidRows"
+    assert cloud_pipeline.dispatcher.invocations == ["parse", "validate", "score", "dead_letter"]
+    cause = json.loads(execution["cause"])
+    assert source["key"] in cause["errorMessage"]
+    assert "rejected all 20 rows" in cause["errorMessage"]
+
+    # AND the DLQ entry says so, beside the source and the rejected rows
+    folder = f"dlq/posts/{execution['name']}/"
+    assert cloud_pipeline.keys(folder) == [
+        folder + "error.json",
+        folder + GARBAGE_POSTS_NAME,
+        folder + "rejected.parquet",
+    ]
+    (error,) = cloud_pipeline.dlq_entries()
+    assert (error["stage"], error["error_type"]) == ("score", "NoValidRows")
+    assert error["message"] == cause["errorMessage"]
+    assert f"s3://{LAKE}/{folder}rejected.parquet" in error["message"]
+    assert cloud_pipeline.snapshot_count("posts") == 0
 
 
 def test_a_transient_loader_failure_is_retried_and_the_execution_succeeds(cloud_pipeline: CloudPipeline) -> None:
