@@ -103,6 +103,8 @@ def test_from_env_reads_every_kind_of_variable() -> None:
         "ICEGATE_MAX_BYTES": "2048",
         "ICEGATE_QUALITY_WEIGHT_ACCURACY": "40",
         "ICEGATE_QUALITY_WEIGHT_VALIDITY": "0",
+        "ICEGATE_QUALITY_FLOOR_VALIDITY": "0.8",
+        "ICEGATE_QUALITY_FLOOR_TIMELINESS": "0",
         "ICEGATE_QUALITY_THRESHOLD_POSTS": "85.5",
         "ICEGATE_QUALITY_THRESHOLD_RESTAURANTS": "60",
         "ICEGATE_CATALOG_PROPERTIES": '{"glue.region": "eu-west-1", "glue.max-retries": 5}',
@@ -121,6 +123,7 @@ def test_from_env_reads_every_kind_of_variable() -> None:
     assert settings.commit_backoff_seconds == 0.5
     assert settings.limits == Limits(max_rows=1000, max_bytes=2048)
     assert settings.quality_weights == {"accuracy": 40.0, "validity": 0.0}
+    assert settings.quality_floors == {"validity": 0.8, "timeliness": 0.0}
     assert settings.quality_thresholds == {"posts": 85.5, "restaurants": 60.0}
     assert settings.catalog_properties == {"glue.region": "eu-west-1", "glue.max-retries": "5"}
 
@@ -157,6 +160,7 @@ def test_load_settings_reads_once(monkeypatch: pytest.MonkeyPatch) -> None:
         ("ICEGATE_QUALITY_THRESHOLD_POSTS", "70%"),
         ("ICEGATE_QUALITY_THRESHOLD_POSTS", "nan"),
         ("ICEGATE_QUALITY_WEIGHT_TIMELINESS", "inf"),
+        ("ICEGATE_QUALITY_FLOOR_VALIDITY", "nan"),
     ],
     ids=[
         "limit-word",
@@ -167,6 +171,7 @@ def test_load_settings_reads_once(monkeypatch: pytest.MonkeyPatch) -> None:
         "threshold-percent",
         "threshold-nan",
         "weight-infinite",
+        "floor-nan",
     ],
 )
 def test_invalid_number_raises_naming_the_variable(variable: str, value: str) -> None:
@@ -186,6 +191,13 @@ def test_misspelt_quality_weight_variable_is_refused() -> None:
 
     assert "VALIDITY" not in str(caught.value)
     assert "accuracy" in str(caught.value), "the message lists the dimensions to choose from"
+
+
+def test_misspelt_quality_floor_variable_is_refused() -> None:
+    with pytest.raises(ValueError, match="ICEGATE_QUALITY_FLOOR_VALIDTY") as caught:
+        Settings.from_env({"ICEGATE_QUALITY_FLOOR_VALIDTY": "0.8"})
+
+    assert "validity" in str(caught.value), "the message lists the dimensions to choose from"
 
 
 @pytest.mark.parametrize(
