@@ -84,7 +84,8 @@ class Dataset:
     quality_threshold: float = 70.0
     #: Per-dimension weights replacing the defaults (0–100 scale, any subset).
     quality_weights: Mapping[str, float] = field(default_factory=dict)
-    #: Per-dimension minimum scores (0–1); any dimension under its floor fails the gate.
+    #: Per-dimension minimum scores (0–1) replacing ``icegate.quality.DEFAULT_FLOORS`` (any subset; 0
+    #: disables one); any dimension under its floor fails the gate whatever the score.
     quality_floors: Mapping[str, float] = field(default_factory=dict)
     quality_rules: tuple[QualityRule, ...] = ()
     #: Iceberg table name; defaults to the dataset name.

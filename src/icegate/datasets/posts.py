@@ -50,6 +50,8 @@ DATASET = Dataset(
     partition=(("posted_date", "month"),),
     quality_threshold=70.0,
     quality_rules=(
+        # These repeat schema checks on purpose: rules are scored over the rejected rows too, so accuracy
+        # counts the negative counts the schema rejected instead of never seeing them.
         QualityRule("likes_not_negative", "accuracy", lambda ctx: pl.col("likes") >= 0),
         QualityRule("comments_not_negative", "accuracy", lambda ctx: pl.col("comments") >= 0),
         QualityRule(

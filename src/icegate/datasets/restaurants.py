@@ -30,6 +30,8 @@ DATASET = Dataset(
     partition=(),
     quality_threshold=70.0,
     quality_rules=(
+        # These repeat schema checks on purpose: rules are scored over the rejected rows too, so accuracy
+        # counts the negative counts the schema rejected instead of never seeing them.
         QualityRule("followers_not_negative", "accuracy", lambda ctx: pl.col("followers") >= 0),
         QualityRule("posts_count_not_negative", "accuracy", lambda ctx: pl.col("posts_count") >= 0),
         QualityRule(
