@@ -10,8 +10,10 @@ copies the source to ``dlq/<dataset>/<run_id>/`` beside an ``error.json``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
+import logging
 import random
 import shutil
 import time
@@ -25,17 +27,20 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import polars as pl
 
 from icegate import constants as c
+from icegate import ledger
 from icegate.datasets import detect_dataset, get_dataset
 from icegate.errors import FileTooLarge, NoValidRows, TransientError, UnknownDataset
-from icegate.lake import SourceIdentity, build_catalog, load_batch
+from icegate.lake import MARKER_RUN, SourceIdentity, build_catalog, load_batch
 from icegate.parse import parse_bytes
 from icegate.payloads import (
     DeadLettered,
     ErrorInfo,
     Job,
     Loaded,
+    LoadSummary,
     Parsed,
     Payload,
+    PriorLoad,
     QualitySummary,
     Scored,
     SourceObject,
@@ -44,6 +49,7 @@ from icegate.payloads import (
 from icegate.quality import resolve_floors, resolve_weights, score_batch
 from icegate.settings import Settings
 from icegate.storage import Storage, join
+from icegate.trend import baseline, trend_failures
 from icegate.validate import FAILED_CHECKS, ROW_NUMBER, validate_table
 
 if TYPE_CHECKING:
@@ -51,6 +57,7 @@ if TYPE_CHECKING:
 
 P = TypeVar("P", bound=Payload)
 UNKNOWN_DATASET = "unknown"
+log = logging.getLogger(__name__)
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -74,7 +81,37 @@ def dlq_folder(settings: Settings, dataset: str, run_id: str) -> str:
 # --- the stages -------------------------------------------------------------------------------
 
 
-def run_parse(job: Job, settings: Settings, storage: Storage) -> Parsed:
+def _timed(stage: str) -> Callable[[Callable[..., P]], Callable[..., P]]:
+    """Record when the run started and how long this stage took, in the payload (for the ledger)."""
+
+    def decorate(run: Callable[..., P]) -> Callable[..., P]:
+        @functools.wraps(run)
+        def timed(state: Job, *args: Any, **kwargs: Any) -> P:
+            started, clock = datetime.now(UTC), time.perf_counter()
+            result = run(state, *args, **kwargs)
+            return dataclasses.replace(
+                result,  # type: ignore[type-var]
+                started_at=state.started_at or started.isoformat(),
+                stage_seconds={**state.stage_seconds, stage: round(time.perf_counter() - clock, 4)},
+            )
+
+        return timed
+
+    return decorate
+
+
+def _prior_load(settings: Settings, catalog: Catalog | None, table: str, sha256: str) -> PriorLoad | None:
+    """The ledger's record of this content already loaded into ``table``; ``None`` also when the ledger
+    cannot be read — the loader's snapshot-marker check still keeps the load exactly-once."""
+    try:
+        return ledger.find_prior_load(catalog or build_catalog(settings), settings.namespace, table, sha256)
+    except Exception:
+        log.warning("could not read the ledger; parsing the file in full", exc_info=True)
+        return None
+
+
+@_timed(c.PARSE)
+def run_parse(job: Job, settings: Settings, storage: Storage, catalog: Catalog | None = None) -> Parsed:
     source = job.source
     dataset = detect_dataset(source.key)
     info = storage.stat(source.uri, source.version_id)
@@ -84,6 +121,17 @@ def run_parse(job: Job, settings: Settings, storage: Storage) -> Parsed:
             f"{info.size} bytes is over the limit of {settings.limits.max_bytes} (ICEGATE_MAX_BYTES)", file=source.uri
         )
     data = storage.read_bytes(source.uri, source.version_id)
+    sha256 = hashlib.sha256(data).hexdigest()
+    # A rerun of content already loaded is answered from the ledger, before any parsing.
+    if (prior := _prior_load(settings, catalog, f"{settings.namespace}.{dataset.table}", sha256)) is not None:
+        return _extend(
+            Parsed,
+            job,
+            dataset=dataset.name,
+            sha256=sha256,
+            uploaded_at=info.last_modified.isoformat(),
+            prior_load=prior,
+        )
     parsed = parse_bytes(data, source.key, dataset, limits=settings.limits, encoding=settings.source_encoding)
     parsed_uri = processing_uri(settings, job.run_id, "parsed.parquet")
     storage.write_parquet(parsed_uri, parsed.table)
@@ -92,7 +140,7 @@ def run_parse(job: Job, settings: Settings, storage: Storage) -> Parsed:
         job,
         dataset=dataset.name,
         format=parsed.format,
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=sha256,
         uploaded_at=info.last_modified.isoformat(),
         rows=parsed.table.num_rows,
         columns=list(parsed.table.column_names),
@@ -101,7 +149,10 @@ def run_parse(job: Job, settings: Settings, storage: Storage) -> Parsed:
     )
 
 
+@_timed(c.VALIDATE)
 def run_validate(parsed: Parsed, settings: Settings, storage: Storage) -> Validated:
+    if parsed.prior_load is not None:
+        return _extend(Validated, parsed)
     dataset = get_dataset(parsed.dataset)
     result = validate_table(storage.read_parquet(parsed.parsed_uri), dataset, file=parsed.source.uri)
     valid_uri = processing_uri(settings, parsed.run_id, "valid.parquet")
@@ -122,7 +173,13 @@ def run_validate(parsed: Parsed, settings: Settings, storage: Storage) -> Valida
     )
 
 
-def run_score(validated: Validated, settings: Settings, storage: Storage) -> Scored:
+@_timed(c.SCORE)
+def run_score(validated: Validated, settings: Settings, storage: Storage, catalog: Catalog | None = None) -> Scored:
+    if (prior := validated.prior_load) is not None:
+        # The gate lets it through to the loader, which records "already loaded": the score shown
+        # is the one the content had when it was loaded.
+        quality = QualitySummary(prior.quality_score or 0.0, prior.quality_threshold or 0.0, True, prior.dimensions, "")
+        return _extend(Scored, validated, quality=quality)
     dataset = get_dataset(validated.dataset)
     if validated.rows_valid == 0:
         raise _no_valid_rows(validated)
@@ -147,17 +204,37 @@ def run_score(validated: Validated, settings: Settings, storage: Storage) -> Sco
         floors=resolve_floors(dataset, settings.quality_floors),
         threshold=settings.quality_thresholds.get(dataset.name, dataset.quality_threshold),
     )
+    document = report.to_dict()
+    if dataset.trend_gate is not None and (failures := _trend_failures(validated, report.score, settings, catalog)):
+        document["passed"] = False
+        document["reason"] = "; ".join(filter(None, [report.reason, *failures]))
+        document["trend_failures"] = failures
     report_uri = processing_uri(settings, validated.run_id, "quality.json")
-    storage.write_json(report_uri, report.to_dict())
+    storage.write_json(report_uri, document)
     summary = QualitySummary(
         score=report.score,
         threshold=report.threshold,
-        passed=report.passed,
+        passed=document["passed"],
         dimensions=report.dimension_scores(),
         report_uri=report_uri,
-        reason=report.reason,
+        reason=document["reason"],
     )
     return _extend(Scored, validated, quality=summary)
+
+
+def _trend_failures(validated: Validated, score: float, settings: Settings, catalog: Catalog | None) -> list[str]:
+    """The trend gate against the dataset's last loaded files in the ledger (passes when it cannot be read)."""
+    gate = get_dataset(validated.dataset).trend_gate
+    assert gate is not None
+    try:
+        recent = ledger.recent_loaded(
+            catalog or build_catalog(settings), settings.namespace, validated.dataset, gate.window
+        )
+    except Exception:
+        log.warning("could not read the ledger: the trend gate passes this file", exc_info=True)
+        return []
+    base = baseline(recent["quality_score"].to_list(), recent["rows_read"].to_list())
+    return trend_failures(gate, base, dataset=validated.dataset, score=score, rows=validated.rows)
 
 
 def _no_valid_rows(validated: Validated) -> NoValidRows:
@@ -178,12 +255,18 @@ def passes_gate(scored: Scored) -> bool:
 
 
 def run_load(scored: Scored, settings: Settings, storage: Storage, catalog: Catalog | None = None) -> Loaded:
+    clock = time.perf_counter()
     dataset = get_dataset(scored.dataset)
+    catalog = catalog or build_catalog(settings)
+    if (prior := scored.prior_load) is not None:
+        table = f"{settings.namespace}.{dataset.table}"
+        already = LoadSummary(table, dataset.strategy, 0, 0, 0, 0, prior.snapshot_id, already_loaded=True)
+        return _record_load(_extend(Loaded, scored, load=already), settings, storage, catalog, clock)
     identity = SourceIdentity(
         sha256=scored.sha256, file=scored.source.uri, version=scored.source.version, run_id=scored.run_id
     )
     summary = load_batch(
-        catalog or build_catalog(settings),
+        catalog,
         dataset,
         _frame(storage.read_parquet(scored.valid_uri)),
         identity,
@@ -191,11 +274,50 @@ def run_load(scored: Scored, settings: Settings, storage: Storage, catalog: Cata
         attempts=settings.commit_attempts,
         backoff_seconds=settings.commit_backoff_seconds,
     )
-    return _extend(Loaded, scored, load=summary)
+    return _record_load(_extend(Loaded, scored, load=summary), settings, storage, catalog, clock)
+
+
+def _record_load(loaded: Loaded, settings: Settings, storage: Storage, catalog: Catalog, clock: float) -> Loaded:
+    """The load's ledger row, after the data commit (a failure is logged, never raised)."""
+    load = loaded.load
+    assert load is not None
+    if load.already_loaded and load.snapshot_id is not None and _committed_by(catalog, load, loaded.run_id):
+        # This run's own commit, found by a retry after the first attempt died before answering
+        # (or before recording it): the outcome is "loaded", with the counts the snapshot knows.
+        load = dataclasses.replace(load, already_loaded=False)
+    loaded = dataclasses.replace(
+        loaded,
+        load=load,
+        started_at=loaded.started_at or datetime.now(UTC).isoformat(),
+        stage_seconds={**loaded.stage_seconds, c.LOAD: round(time.perf_counter() - clock, 4)},
+    )
+    report = None
+    if loaded.quality is not None and loaded.quality.report_uri:
+        try:
+            report = storage.read_json(loaded.quality.report_uri)
+        except Exception:
+            log.warning("no quality report for the ledger at %s", loaded.quality.report_uri, exc_info=True)
+    ledger.record(catalog, settings.namespace, ledger.row_for_load(loaded, namespace=settings.namespace, report=report))
+    return loaded
+
+
+def _committed_by(catalog: Catalog, load: LoadSummary, run_id: str) -> bool:
+    try:
+        table = catalog.load_table(tuple(load.table.rsplit(".", 1)))
+        snapshot = table.snapshot_by_id(load.snapshot_id) if load.snapshot_id is not None else None
+    except Exception:
+        return False
+    props = snapshot.summary.additional_properties if snapshot and snapshot.summary else {}
+    return props.get(MARKER_RUN) == run_id
 
 
 def run_dead_letter(
-    state: Mapping[str, Any], stage: str, error: ErrorInfo, settings: Settings, storage: Storage
+    state: Mapping[str, Any],
+    stage: str,
+    error: ErrorInfo,
+    settings: Settings,
+    storage: Storage,
+    catalog: Catalog | Callable[[], Catalog] | None = None,
 ) -> DeadLettered:
     """Copy the source beside an ``error.json`` that says what failed, where and why."""
     source = SourceObject.from_dict(state["source"]) if "source" in state else SourceObject.from_dict(state)
@@ -224,7 +346,11 @@ def run_dead_letter(
     }
     error_uri = join(folder, "error.json")
     storage.write_json(error_uri, document)
-    return DeadLettered(run_id, dataset, stage, error_type, message, dlq_uri, error_uri)
+    entry = DeadLettered(run_id, dataset, stage, error_type, message, dlq_uri, error_uri)
+    # After error.json: the ledger row is the queryable copy of the DLQ entry, never a condition of it.
+    row = ledger.row_for_dead_letter(state, entry, report=report)
+    ledger.record(catalog or (lambda: build_catalog(settings)), settings.namespace, row)
+    return entry
 
 
 def error_info(exc: BaseException) -> ErrorInfo:
@@ -300,6 +426,9 @@ class LocalRunner:
             self._catalog = build_catalog(self.settings)
         return self._catalog
 
+    def _ledger_catalog(self) -> Catalog:
+        return self.catalog
+
     def run(
         self, source: SourceObject, *, on_stage: ProgressHook | None = None, keep_processing: bool = False
     ) -> FileOutcome:
@@ -317,11 +446,11 @@ class LocalRunner:
         settings, storage = self.settings, self.storage
         try:
             enter(c.PARSE)
-            parsed = state = _with_retries(lambda: run_parse(job, settings, storage))
+            parsed = state = _with_retries(lambda: run_parse(job, settings, storage, self.catalog))
             enter(c.VALIDATE)
             validated = state = _with_retries(lambda: run_validate(parsed, settings, storage))
             enter(c.SCORE)
-            scored = state = _with_retries(lambda: run_score(validated, settings, storage))
+            scored = state = _with_retries(lambda: run_score(validated, settings, storage, self.catalog))
             if not passes_gate(scored):
                 return self._dead_letter(job, scored, c.GATE, gate_error(scored), started, keep_processing)
             enter(c.LOAD)
@@ -336,7 +465,7 @@ class LocalRunner:
     def _dead_letter(
         self, job: Job, state: Payload, stage: str, error: ErrorInfo, started: float, keep_processing: bool
     ) -> FileOutcome:
-        entry = run_dead_letter(state.to_dict(), stage, error, self.settings, self.storage)
+        entry = run_dead_letter(state.to_dict(), stage, error, self.settings, self.storage, self._ledger_catalog)
         self._clean(job.run_id, keep_processing)
         return FileOutcome(job.source, job.run_id, "dead_lettered", state, entry, time.perf_counter() - started)
 
