@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -260,6 +260,8 @@ def maintain(
     settings = _settings(lake_root)
     namespace, _, name = table_name.rpartition(".")
     identifier = (namespace or settings.namespace, name)
+    # Before expiry: a snapshot's marker names the run whose lost ledger row it can rebuild.
+    repaired = _repair_ledger(settings, identifier)
     try:
         report = run_maintenance(
             build_catalog(settings),
@@ -276,3 +278,116 @@ def maintain(
         f"expired {report.snapshots_expired} snapshots, deleted {report.files_deleted} files they alone used "
         f"and {report.orphans_deleted} orphan files"
     )
+    if repaired:
+        console.print(f"recorded {repaired} loads missing from the ledger (rebuilt from their snapshot markers)")
+
+
+def _repair_ledger(settings: Settings, identifier: tuple[str, str]) -> int:
+    """Ledger rows of loads whose own ledger write was lost, rebuilt from the table's snapshot markers."""
+    from pyiceberg.exceptions import NoSuchTableError
+
+    from icegate import ledger
+    from icegate.datasets import all_datasets
+    from icegate.lake import build_catalog
+
+    if identifier[1] == ledger.LEDGER_TABLE:
+        return 0
+    catalog = build_catalog(settings)
+    try:
+        table = catalog.load_table(identifier)
+    except NoSuchTableError:
+        return 0  # the maintenance itself says so
+    dataset = next((d.name for d in all_datasets().values() if d.table == identifier[1]), identifier[1])
+    return ledger.repair_from_markers(catalog, identifier[0], table, dataset)
+
+
+def _since(value: str | None) -> datetime | None:
+    """``--since``: a duration back from now (30m, 12h, 7d) or an ISO date/time (UTC unless it says)."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return datetime.now(UTC) - _duration(value)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@main.command()
+@click.argument("dataset", required=False)
+@lake_option
+@click.option("--since", metavar="WHEN", help="Only outcomes since: a duration (30m, 12h, 7d) or an ISO date/time.")
+@click.option(
+    "--outcome",
+    type=click.Choice(["loaded", "already_loaded", "dead_lettered"]),
+    help="Only outcomes of this kind.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the ledger rows as a JSON array (every column).")
+def history(dataset: str | None, lake_root: str | None, since: str | None, outcome: str | None, as_json: bool) -> None:
+    """Show the ledger: one line per file outcome (loaded, already loaded, dead-lettered), oldest first.
+
+    The ledger is the Iceberg table icegate_loads in the namespace; DATASET limits it to one dataset.
+    With --json, each row is an object with the ledger's columns (see the README), times in ISO 8601 UTC.
+    """
+    from icegate import ledger
+    from icegate.lake import build_catalog
+
+    since_time = _since(since)
+    settings = _settings(lake_root)
+    catalog = build_catalog(settings)
+    rows = ledger.history(catalog, settings.namespace, dataset=dataset, since=since_time, outcome=outcome)
+    if as_json:
+        click.echo(json.dumps([_jsonable(row) for row in rows.to_dicts()], indent=2, ensure_ascii=False))
+        return
+    if rows.is_empty():
+        console.print("the ledger has no matching outcome")
+        return
+    table = Table(title=f"ledger {settings.namespace}.{ledger.LEDGER_TABLE}")
+    for header in ("finished (UTC)", "dataset", "file", "outcome", "score", "read/valid/rej", "ins/upd/skip", "detail"):
+        table.add_column(header, overflow="fold")
+    for row in rows.to_dicts():
+        finished = row["finished_at"].strftime("%Y-%m-%d %H:%M:%S") if row["finished_at"] else ""
+        counts = _counts(row, "rows_read", "rows_valid", "rows_rejected")
+        loads = _counts(row, "rows_inserted", "rows_updated", "rows_skipped")
+        if row["outcome"] == "dead_lettered":
+            detail = f"{row['error_type']} at {row['stage']}: {row['error_uri']}"
+        else:
+            detail = f"snapshot {row['snapshot_id']}"
+        score = f"{row['quality_score']:.1f}" if row["quality_score"] is not None else ""
+        cells = (finished, row["dataset"] or "", Path(row["source_key"] or "").name, row["outcome"], score)
+        table.add_row(*(Text(str(c)) for c in cells), counts, loads, Text(detail))
+    console.print(table)
+
+
+def _counts(row: dict[str, Any], *columns: str) -> str:
+    """``18/15/3``, or nothing when the run never got that far."""
+    values = [row[c] for c in columns]
+    return "" if all(v is None for v in values) else "/".join("-" if v is None else str(v) for v in values)
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
+
+
+@main.command()
+@lake_option
+@click.option(
+    "--out",
+    default="report.html",
+    show_default=True,
+    metavar="PATH",
+    help="Where to write the HTML file: a local path or s3://bucket/key.",
+)
+def report(lake_root: str | None, out: str) -> None:
+    """Write the quality report: one self-contained HTML file (opens offline) drawn from the ledger.
+
+    Charts of each dataset's score and dimensions over time, rows loaded per day, dead-letter
+    reasons and the top failing checks, and a table of every file with a link to its DLQ entry.
+    """
+    from icegate.lake import build_catalog
+    from icegate.report import build
+    from icegate.storage import Storage
+
+    settings = _settings(lake_root)
+    page = build(build_catalog(settings), settings)
+    Storage(settings.s3_endpoint).write_bytes(out, page.encode("utf-8"))
+    console.print(f"wrote {escape(out)} ({len(page) // 1024} KiB)")
