@@ -30,7 +30,7 @@ from icegate import constants as c
 from icegate import ledger
 from icegate.datasets import detect_dataset, get_dataset
 from icegate.errors import FileTooLarge, NoValidRows, TransientError, UnknownDataset
-from icegate.lake import MARKER_RUN, SourceIdentity, build_catalog, load_batch
+from icegate.lake import MARKER_RUN, SourceIdentity, build_catalog, find_loaded, load_batch
 from icegate.parse import parse_bytes
 from icegate.payloads import (
     DeadLettered,
@@ -104,10 +104,16 @@ def _prior_load(settings: Settings, catalog: Catalog | None, table: str, sha256:
     """The ledger's record of this content already loaded into ``table``; ``None`` also when the ledger
     cannot be read — the loader's snapshot-marker check still keeps the load exactly-once."""
     try:
-        return ledger.find_prior_load(catalog or build_catalog(settings), settings.namespace, table, sha256)
+        catalog = catalog or build_catalog(settings)
+        prior = ledger.find_prior_load(catalog, settings.namespace, table, sha256)
+        if prior is None or not catalog.table_exists(tuple(table.rsplit(".", 1))):
+            return None
+        # The ledger tells fast; the table's own marker confirms (a ledger row cannot outlive the data).
+        snapshot_id = find_loaded(catalog.load_table(tuple(table.rsplit(".", 1))), sha256)
     except Exception:
         log.warning("could not read the ledger; parsing the file in full", exc_info=True)
         return None
+    return dataclasses.replace(prior, snapshot_id=snapshot_id) if snapshot_id is not None else None
 
 
 @_timed(c.PARSE)
