@@ -64,11 +64,13 @@ def test_every_outcome_of_two_runs_of_the_samples_is_one_ledger_row(lake: Path, 
     assert posts["quality_score"] == pytest.approx(97.2, abs=0.05)
     assert all(0 < posts[f"score_{d}"] <= 1 for d in QUALITY_DIMENSIONS)
     assert posts["table_name"] == "instagram_db.posts"
-    assert posts["source_sha256"] and len(posts["source_sha256"]) == 64
+    assert posts["source_sha256"]
+    assert len(posts["source_sha256"]) == 64
     markers = data_table_snapshots(settings, "posts")[posts["snapshot_id"]]
     assert markers["icegate.run-id"] == posts["run_id"]
     assert markers["icegate.source-sha256"] == posts["source_sha256"]
-    assert dict(posts["failed_checks"]) and sum(dict(posts["failed_checks"]).values()) >= 4
+    assert dict(posts["failed_checks"])
+    assert sum(dict(posts["failed_checks"]).values()) >= 4
     assert any(name.startswith("uniqueness/") for name in dict(posts["quality_checks"]))
     assert set(dict(posts["stage_seconds"])) == {"parse", "validate", "score", "load"}
     assert posts["started_at"] <= posts["finished_at"]
@@ -188,13 +190,12 @@ def test_a_retried_load_that_finds_its_own_commit_records_loaded_once(
     retried = pipeline.run_load(scored, settings, storage)
 
     # THEN the retry recognises its own commit: outcome loaded, same snapshot, one ledger row
-    assert retried.load is not None and first.load is not None
+    assert retried.load is not None
+    assert first.load is not None
     assert retried.load.already_loaded is False
     assert retried.load.snapshot_id == first.load.snapshot_id
     rows = ledger_rows(settings)
-    assert rows.select("run_id", "outcome", "snapshot_id").rows() == [
-        ("run-crashed", "loaded", first.load.snapshot_id)
-    ]
+    assert rows.select("run_id", "outcome", "snapshot_id").rows() == [("run-crashed", "loaded", first.load.snapshot_id)]
 
     # AND a third attempt writes nothing more (idempotent per run id and outcome)
     pipeline.run_load(scored, settings, storage)
