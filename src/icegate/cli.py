@@ -301,6 +301,13 @@ def _repair_ledger(settings: Settings, identifier: tuple[str, str]) -> int:
     return ledger.repair_from_markers(catalog, identifier[0], table, dataset)
 
 
+def _existing_lake(settings: Settings) -> Settings:
+    """A local lake root must exist: SQLite would otherwise fail to open the catalog with a traceback."""
+    if settings.is_local and not Path(settings.lake_path()).is_dir():
+        raise click.ClickException(f"no lake at {settings.lake_path()} (run `icegate run` first, or pass --lake)")
+    return settings
+
+
 def _since(value: str | None) -> datetime | None:
     """``--since``: a duration back from now (30m, 12h, 7d) or an ISO date/time (UTC unless it says)."""
     if value is None:
@@ -332,7 +339,7 @@ def history(dataset: str | None, lake_root: str | None, since: str | None, outco
     from icegate.lake import build_catalog
 
     since_time = _since(since)
-    settings = _settings(lake_root)
+    settings = _existing_lake(_settings(lake_root))
     catalog = build_catalog(settings)
     rows = ledger.history(catalog, settings.namespace, dataset=dataset, since=since_time, outcome=outcome)
     if as_json:
@@ -387,7 +394,7 @@ def report(lake_root: str | None, out: str) -> None:
     from icegate.report import build
     from icegate.storage import Storage
 
-    settings = _settings(lake_root)
+    settings = _existing_lake(_settings(lake_root))
     page = build(build_catalog(settings), settings)
     Storage(settings.s3_endpoint).write_bytes(out, page.encode("utf-8"))
     console.print(f"wrote {escape(out)} ({len(page) // 1024} KiB)")
