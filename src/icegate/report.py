@@ -8,6 +8,7 @@ Python, and embedded; the page only draws them.
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from datetime import UTC, datetime
 from importlib import resources
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
 
     from icegate.settings import Settings
+
+log = logging.getLogger(__name__)
 
 #: Where the cloud keeps the latest report (under the lake root), rewritten after each load.
 REPORTS_PREFIX = "reports"
@@ -96,6 +99,18 @@ def publish(catalog: Catalog, settings: Settings, storage: Storage) -> str:
     target = join(settings.lake_path(REPORTS_PREFIX), REPORT_NAME)
     storage.write_bytes(target, build(catalog, settings).encode("utf-8"))
     return target
+
+
+def publish_quietly(settings: Settings, storage: Storage, catalog: Catalog | None = None) -> str | None:
+    """:func:`publish`, for the stage Lambdas after each file: a failure is logged, never raised (the
+    file's outcome is decided and recorded; the next file's publication brings the report up to date)."""
+    from icegate.lake import build_catalog
+
+    try:
+        return publish(catalog or build_catalog(settings), settings, storage)
+    except Exception:
+        log.warning("could not publish the quality report", exc_info=True)
+        return None
 
 
 def render(data: dict[str, Any]) -> str:
