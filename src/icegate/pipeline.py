@@ -287,10 +287,10 @@ def _record_load(loaded: Loaded, settings: Settings, storage: Storage, catalog: 
     """The load's ledger row, after the data commit (a failure is logged, never raised)."""
     load = loaded.load
     assert load is not None
-    if load.already_loaded and load.snapshot_id is not None and _committed_by(catalog, load, loaded.run_id):
+    if load.already_loaded and (own := _own_commit(catalog, load, loaded.run_id)) is not None:
         # This run's own commit, found by a retry after the first attempt died before answering
         # (or before recording it): the outcome is "loaded", with the counts the snapshot knows.
-        load = dataclasses.replace(load, already_loaded=False)
+        load = own
     loaded = dataclasses.replace(
         loaded,
         load=load,
@@ -307,14 +307,26 @@ def _record_load(loaded: Loaded, settings: Settings, storage: Storage, catalog: 
     return loaded
 
 
-def _committed_by(catalog: Catalog, load: LoadSummary, run_id: str) -> bool:
+def _own_commit(catalog: Catalog, load: LoadSummary, run_id: str) -> LoadSummary | None:
+    """The load as "loaded" when the snapshot it found was committed by this very run, else ``None``.
+
+    Rows inserted are the snapshot's added records for an append; an upsert's overwrite also
+    rewrites kept rows, so its counts stay unknown (0).
+    """
+    if load.snapshot_id is None:
+        return None
     try:
-        table = catalog.load_table(tuple(load.table.rsplit(".", 1)))
-        snapshot = table.snapshot_by_id(load.snapshot_id) if load.snapshot_id is not None else None
+        snapshot = catalog.load_table(tuple(load.table.rsplit(".", 1))).snapshot_by_id(load.snapshot_id)
     except Exception:
-        return False
-    props = snapshot.summary.additional_properties if snapshot and snapshot.summary else {}
-    return props.get(MARKER_RUN) == run_id
+        return None
+    if snapshot is None or snapshot.summary is None:
+        return None
+    props = snapshot.summary.additional_properties
+    if props.get(MARKER_RUN) != run_id:
+        return None
+    appended = snapshot.summary.operation.value == "append"
+    inserted = int(props.get("added-records", 0)) if appended else 0
+    return dataclasses.replace(load, already_loaded=False, inserted=inserted)
 
 
 def run_dead_letter(

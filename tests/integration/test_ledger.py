@@ -195,7 +195,10 @@ def test_a_retried_load_that_finds_its_own_commit_records_loaded_once(
     assert retried.load.already_loaded is False
     assert retried.load.snapshot_id == first.load.snapshot_id
     rows = ledger_rows(settings)
-    assert rows.select("run_id", "outcome", "snapshot_id").rows() == [("run-crashed", "loaded", first.load.snapshot_id)]
+    assert retried.load.inserted == 30
+    assert rows.select("run_id", "outcome", "snapshot_id", "rows_inserted").rows() == [
+        ("run-crashed", "loaded", first.load.snapshot_id, 30)
+    ]
 
     # AND a third attempt writes nothing more (idempotent per run id and outcome)
     pipeline.run_load(scored, settings, storage)
