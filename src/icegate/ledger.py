@@ -175,12 +175,28 @@ def record(catalog: Catalog | Callable[[], Catalog], namespace: str, row: Mappin
     return True
 
 
-def find_prior_load(catalog: Catalog, namespace: str, table_name: str, sha256: str) -> PriorLoad | None:
-    """The ``loaded`` ledger row of this content in this table, if any (the newest when several)."""
+def find_prior_load(
+    catalog: Catalog,
+    namespace: str,
+    table_name: str,
+    *,
+    sha256: str | None = None,
+    version: tuple[str, str, str] | None = None,
+) -> PriorLoad | None:
+    """The ``loaded`` ledger row of this content — by hash, or by S3 (bucket, key, version id), which
+    names immutable bytes — in this table, if any (the newest when several)."""
     table = ledger_table(catalog, namespace, create=False)
     if table is None:
         return None
-    found = scan(table, loaded_filter(sha256, table_name))
+    if version is not None:
+        bucket, key, version_id = version
+        row_filter = where(
+            source_bucket=bucket, source_key=key, source_version=version_id, table_name=table_name, outcome="loaded"
+        )
+    else:
+        assert sha256 is not None
+        row_filter = loaded_filter(sha256, table_name)
+    found = scan(table, row_filter)
     if not found.num_rows:
         return None
     row = max(found.to_pylist(), key=lambda r: r["finished_at"] or datetime.min.replace(tzinfo=UTC))
@@ -189,7 +205,14 @@ def find_prior_load(catalog: Catalog, namespace: str, table_name: str, sha256: s
         for name in QUALITY_DIMENSIONS
         if row[SCORE_COLUMN_PREFIX + name] is not None
     }
-    return PriorLoad(row["run_id"], row["snapshot_id"], row["quality_score"], row["quality_threshold"], dimensions)
+    return PriorLoad(
+        row["run_id"],
+        row["snapshot_id"],
+        row["source_sha256"] or "",
+        row["quality_score"],
+        row["quality_threshold"],
+        dimensions,
+    )
 
 
 def history(

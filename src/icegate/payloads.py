@@ -86,6 +86,8 @@ class PriorLoad(Payload):
 
     run_id: str
     snapshot_id: int | None = None
+    #: Content hash of what was loaded (known without reading the object when found by its version).
+    sha256: str = ""
     quality_score: float | None = None
     quality_threshold: float | None = None
     dimensions: dict[str, float] = field(default_factory=dict)

@@ -100,16 +100,23 @@ def _timed(stage: str) -> Callable[[Callable[..., P]], Callable[..., P]]:
     return decorate
 
 
-def _prior_load(settings: Settings, catalog: Catalog | None, table: str, sha256: str) -> PriorLoad | None:
-    """The ledger's record of this content already loaded into ``table``; ``None`` also when the ledger
-    cannot be read — the loader's snapshot-marker check still keeps the load exactly-once."""
+def _prior_load(
+    settings: Settings,
+    catalog: Catalog | None,
+    table: str,
+    *,
+    sha256: str | None = None,
+    version: tuple[str, str, str] | None = None,
+) -> PriorLoad | None:
+    """The ledger's record of this content (or S3 object version) already loaded into ``table``; ``None``
+    also when the ledger cannot be read — the loader's snapshot-marker check still keeps the load exactly-once."""
     try:
         catalog = catalog or build_catalog(settings)
-        prior = ledger.find_prior_load(catalog, settings.namespace, table, sha256)
-        if prior is None or not catalog.table_exists(tuple(table.rsplit(".", 1))):
+        prior = ledger.find_prior_load(catalog, settings.namespace, table, sha256=sha256, version=version)
+        if prior is None or not prior.sha256 or not catalog.table_exists(tuple(table.rsplit(".", 1))):
             return None
         # The ledger tells fast; the table's own marker confirms (a ledger row cannot outlive the data).
-        snapshot_id = find_loaded(catalog.load_table(tuple(table.rsplit(".", 1))), sha256)
+        snapshot_id = find_loaded(catalog.load_table(tuple(table.rsplit(".", 1))), prior.sha256)
     except Exception:
         log.warning("could not read the ledger; parsing the file in full", exc_info=True)
         return None
@@ -126,15 +133,22 @@ def run_parse(job: Job, settings: Settings, storage: Storage, catalog: Catalog |
         raise FileTooLarge(
             f"{info.size} bytes is over the limit of {settings.limits.max_bytes} (ICEGATE_MAX_BYTES)", file=source.uri
         )
-    data = storage.read_bytes(source.uri, source.version_id)
-    sha256 = hashlib.sha256(data).hexdigest()
-    # A rerun of content already loaded is answered from the ledger, before any parsing.
-    if (prior := _prior_load(settings, catalog, f"{settings.namespace}.{dataset.table}", sha256)) is not None:
+    # A rerun of content already loaded is answered from the ledger, before any parsing: an S3 object
+    # version is immutable, so a loaded one is known before downloading it; other files by their hash.
+    table = f"{settings.namespace}.{dataset.table}"
+    prior = None
+    if source.version_id:
+        prior = _prior_load(settings, catalog, table, version=(source.bucket, source.key, source.version_id))
+    if prior is None:
+        data = storage.read_bytes(source.uri, source.version_id)
+        sha256 = hashlib.sha256(data).hexdigest()
+        prior = _prior_load(settings, catalog, table, sha256=sha256)
+    if prior is not None:
         return _extend(
             Parsed,
             job,
             dataset=dataset.name,
-            sha256=sha256,
+            sha256=prior.sha256,
             uploaded_at=info.last_modified.isoformat(),
             prior_load=prior,
         )

@@ -261,3 +261,21 @@ def test_the_ledger_is_an_ordinary_iceberg_table_with_the_documented_columns(set
     assert missing == []
     # pyiceberg's own retries would re-apply an append without the idempotency check
     assert table.properties["commit.retry.num-retries"] == "0"
+
+
+def test_an_object_version_already_loaded_is_answered_without_reading_it(tmp_path: Path, settings: Settings) -> None:
+    # GIVEN an object version loaded once (an S3 version id names immutable bytes)
+    path = write_posts(tmp_path / "in", "20260110_100000", posts_csv(20))
+    source = SourceObject(bucket="", key=str(path), version_id="v1")
+    first = LocalRunner(settings).run(source)
+    assert first.outcome == "loaded"
+
+    # WHEN the same version runs again, with the bytes at its location now unreadable garbage
+    path.write_bytes(b"\x00 not a csv \x00")
+    rerun = LocalRunner(settings).run(source)
+
+    # THEN it is answered from the ledger without reading them: already loaded, with the first hash
+    assert rerun.outcome == "already_loaded", rerun.dead_letter
+    state: Any = rerun.state
+    assert state.sha256 == first.state.sha256  # type: ignore[attr-defined]
+    assert state.load.snapshot_id == first.state.load.snapshot_id  # type: ignore[attr-defined]
