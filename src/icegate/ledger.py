@@ -21,15 +21,17 @@ import polars as pl
 from icegate.lake.ledger import (
     COLUMN_NAMES,
     LEDGER_TABLE,
+    RECORDED_BY_MAINTAIN,
     SCORE_COLUMN_PREFIX,
     append_rows,
     arrow_schema,
     ledger_table,
     loaded_filter,
+    migrate_legacy_markers,
+    record_markers,
     scan,
     where,
 )
-from icegate.lake.markers import MARKER_FILE, MARKER_RUN, MARKER_SHA256, MARKER_VERSION, loaded_snapshots
 from icegate.payloads import PriorLoad
 from icegate.settings import QUALITY_DIMENSIONS
 
@@ -43,12 +45,12 @@ log = logging.getLogger(__name__)
 
 Outcome = Literal["loaded", "already_loaded", "dead_lettered"]
 OUTCOMES: tuple[Outcome, ...] = ("loaded", "already_loaded", "dead_lettered")
-RECORDED_BY_MAINTAIN = "maintain"
 
 __all__ = [
     "COLUMN_NAMES",
     "LEDGER_TABLE",
     "OUTCOMES",
+    "RECORDED_BY_MAINTAIN",
     "find_prior_load",
     "history",
     "recent_loaded",
@@ -113,7 +115,9 @@ def _common(state: Mapping[str, Any], report: Mapping[str, Any] | None) -> dict[
     }
 
 
-def row_for_load(loaded: Loaded, *, namespace: str, report: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def row_for_load(
+    loaded: Loaded, *, namespace: str, report: Mapping[str, Any] | None = None, table_uuid: str | None = None
+) -> dict[str, Any]:
     """The ledger row of a file the loader handled (``loaded`` or ``already_loaded``)."""
     load = loaded.load
     assert load is not None
@@ -126,6 +130,7 @@ def row_for_load(loaded: Loaded, *, namespace: str, report: Mapping[str, Any] | 
         "outcome": "already_loaded" if load.already_loaded else "loaded",
         "dataset": loaded.dataset,
         "table_name": load.table or f"{namespace}.{loaded.dataset}",
+        "table_uuid": table_uuid,
         "rows_inserted": load.inserted,
         "rows_updated": load.updated,
         "rows_skipped": load.skipped,
@@ -241,46 +246,7 @@ def recent_loaded(catalog: Catalog, namespace: str, dataset: str, count: int) ->
 
 
 def repair_from_markers(catalog: Catalog, namespace: str, data_table: Table, dataset: str) -> int:
-    """Record a ``loaded`` row for every snapshot marker of ``data_table`` the ledger lacks. Returns rows written.
-
-    A loader that committed its data and then lost its ledger write (a crash, the catalog
-    unreachable) leaves a snapshot whose marker names the run; the row rebuilt here says what the
-    marker and the snapshot summary know (source, hash, run, rows added), ``recorded_by=maintain``.
-    """
-    table_name = ".".join(data_table.name()[-2:])
-    ledger = ledger_table(catalog, namespace, create=False)
-    known: set[str] = set()
-    if ledger is not None:
-        found = scan(ledger, where(table_name=table_name, outcome="loaded"), ("run_id",))
-        known = set(found.column("run_id").to_pylist())
-    snapshots = {s.snapshot_id: s for s in data_table.metadata.snapshots}
-    rows = []
-    for snapshot_id, props in loaded_snapshots(data_table):
-        run_id = props.get(MARKER_RUN, "")
-        if not run_id or run_id in known:
-            continue
-        snapshot = snapshots[snapshot_id]
-        summary = snapshot.summary
-        operation = summary.operation.value if summary else ""
-        added = props.get("added-records")
-        uri = props.get(MARKER_FILE, "")
-        bucket, _, key = uri.removeprefix("s3://").partition("/") if uri.startswith("s3://") else ("", "", uri)
-        rows.append(
-            {
-                "run_id": run_id,
-                "outcome": "loaded",
-                "dataset": dataset,
-                "table_name": table_name,
-                "source_bucket": bucket,
-                "source_key": key,
-                "source_uri": uri,
-                "source_version": props.get(MARKER_VERSION),
-                "source_sha256": props[MARKER_SHA256],
-                # An append adds exactly the inserted rows; an overwrite also rewrites kept rows.
-                "rows_inserted": int(added) if added is not None and operation == "append" else None,
-                "snapshot_id": snapshot_id,
-                "finished_at": datetime.fromtimestamp(snapshot.timestamp_ms / 1000, UTC),
-                "recorded_by": RECORDED_BY_MAINTAIN,
-            }
-        )
-    return append_rows(catalog, namespace, rows)
+    """Record the loads of ``data_table`` the ledger lacks, from its snapshot markers, and move the
+    markers older versions kept as table properties into the ledger. Returns rows written."""
+    repaired = record_markers(catalog, namespace, data_table, dataset=dataset)
+    return repaired + migrate_legacy_markers(catalog, namespace, data_table, dataset=dataset)

@@ -317,7 +317,13 @@ def _record_load(loaded: Loaded, settings: Settings, storage: Storage, catalog: 
             report = storage.read_json(loaded.quality.report_uri)
         except Exception:
             log.warning("no quality report for the ledger at %s", loaded.quality.report_uri, exc_info=True)
-    ledger.record(catalog, settings.namespace, ledger.row_for_load(loaded, namespace=settings.namespace, report=report))
+    table_uuid = None
+    try:
+        table_uuid = str(catalog.load_table(tuple(load.table.rsplit(".", 1))).metadata.table_uuid)
+    except Exception:
+        log.warning("could not read the uuid of %s for the ledger", load.table, exc_info=True)
+    row = ledger.row_for_load(loaded, namespace=settings.namespace, report=report, table_uuid=table_uuid)
+    ledger.record(catalog, settings.namespace, row)
     return loaded
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -32,12 +32,15 @@ from sqlalchemy.exc import DBAPIError
 
 from icegate.lake.catalog import TABLE_PROPERTIES
 from icegate.lake.commit import is_contention
+from icegate.lake.markers import LEDGER_PREFIX, MARKER_FILE, MARKER_RUN, MARKER_SHA256, MARKER_VERSION, loaded_snapshots
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
     from pyiceberg.table import Table
 
 LEDGER_TABLE = "icegate_loads"
+#: ``recorded_by`` of a row rebuilt from a snapshot marker (lost ledger write, expiry, migration).
+RECORDED_BY_MAINTAIN = "maintain"
 #: Snapshot-summary key of a ledger commit: how many rows it recorded.
 LEDGER_ROWS = "icegate.ledger-rows"
 
@@ -48,6 +51,7 @@ _COLUMNS: tuple[tuple[str, IcebergType | str, str], ...] = (
     ("outcome", _STRING, "loaded, already_loaded or dead_lettered"),
     ("dataset", _STRING, "dataset contract name (unknown when the file matched none)"),
     ("table_name", _STRING, "namespace.table the rows went to"),
+    ("table_uuid", _STRING, "the Iceberg table's UUID (a dropped and recreated table is another table)"),
     ("source_bucket", _STRING, "landing bucket (empty for a local file)"),
     ("source_key", _STRING, "object key or local path"),
     ("source_uri", _STRING, "s3://bucket/key or local path"),
@@ -218,3 +222,120 @@ def loaded_filter(sha256: str, table_name: str) -> BooleanExpression:
     condition = where(source_sha256=sha256, table_name=table_name, outcome="loaded")
     assert condition is not None
     return condition
+
+
+def table_name_of(table: Table) -> str:
+    return ".".join(table.name()[-2:])
+
+
+def loaded_snapshot(table: Table, sha256: str) -> int | None:
+    """The snapshot the ledger says loaded this content into this very table (same UUID), if any.
+
+    The memory of loads whose snapshots expired. Rows without a UUID (the loader could not read it)
+    count too: a UUID that differs means the table was dropped and recreated since.
+    """
+    catalog = getattr(table, "catalog", None)
+    if catalog is None:
+        return None
+    identifier = table.name()
+    ledger = ledger_table(catalog, ".".join(identifier[:-1]), create=False)
+    if ledger is None:
+        return None
+    row_filter = where(source_sha256=sha256, table_name=table_name_of(table), outcome="loaded")
+    assert row_filter is not None
+    found = scan(ledger, row_filter, ("snapshot_id", "table_uuid")).to_pylist()
+    uuid = str(table.metadata.table_uuid)
+    return next(
+        (r["snapshot_id"] for r in found if r["snapshot_id"] is not None and r["table_uuid"] in (None, uuid)), None
+    )
+
+
+def record_markers(
+    catalog: Catalog,
+    namespace: str,
+    table: Table,
+    *,
+    dataset: str | None = None,
+    snapshot_ids: set[int] | None = None,
+) -> int:
+    """Record a ``loaded`` row for each snapshot marker of ``table`` (or of ``snapshot_ids``) the ledger lacks.
+
+    Run before snapshots expire (their markers then live on in the ledger only) and by ``icegate
+    maintain`` to repair a loader's lost ledger write. A rebuilt row says what the marker and the
+    snapshot summary know (source, hash, run, rows added by an append), ``recorded_by=maintain``.
+    Returns rows written.
+    """
+    name = table_name_of(table)
+    ledger = ledger_table(catalog, namespace, create=False)
+    known: set[str] = set()
+    if ledger is not None:
+        found = scan(ledger, where(table_name=name, outcome="loaded"), ("run_id",))
+        known = set(found.column("run_id").to_pylist())
+    snapshots = {s.snapshot_id: s for s in table.metadata.snapshots}
+    rows = []
+    for snapshot_id, props in loaded_snapshots(table):
+        run_id = props.get(MARKER_RUN, "")
+        if not run_id or run_id in known or (snapshot_ids is not None and snapshot_id not in snapshot_ids):
+            continue
+        snapshot = snapshots[snapshot_id]
+        operation = snapshot.summary.operation.value if snapshot.summary else ""
+        added = props.get("added-records")
+        uri = props.get(MARKER_FILE, "")
+        bucket, _, key = uri.removeprefix("s3://").partition("/") if uri.startswith("s3://") else ("", "", uri)
+        rows.append(
+            {
+                **_marker_row(table, name, props[MARKER_SHA256], snapshot_id, dataset),
+                "run_id": run_id,
+                "source_bucket": bucket,
+                "source_key": key,
+                "source_uri": uri,
+                "source_version": props.get(MARKER_VERSION),
+                # An append adds exactly the inserted rows; an overwrite also rewrites kept rows.
+                "rows_inserted": int(added) if added is not None and operation == "append" else None,
+                "finished_at": datetime.fromtimestamp(snapshot.timestamp_ms / 1000, UTC),
+            }
+        )
+    return append_rows(catalog, namespace, rows)
+
+
+def migrate_legacy_markers(catalog: Catalog, namespace: str, table: Table, *, dataset: str | None = None) -> int:
+    """Move the markers older versions kept as table properties (``icegate.loaded.<sha256>``) into the ledger.
+
+    One time per table: the rows are committed first, then the properties removed, so a marker is
+    findable throughout (``find_loaded`` reads both). Returns the markers moved.
+    """
+    legacy = {k.removeprefix(LEDGER_PREFIX): int(v) for k, v in table.properties.items() if k.startswith(LEDGER_PREFIX)}
+    if not legacy:
+        return 0
+    name = table_name_of(table)
+    append_rows(
+        catalog,
+        namespace,
+        [
+            {**_marker_row(table, name, sha, snapshot_id, dataset), "run_id": f"migrated-marker-{sha}"}
+            for sha, snapshot_id in legacy.items()
+        ],
+    )
+    for _ in range(8):
+        current = catalog.load_table(table.name())
+        keys = [k for k in current.properties if k.startswith(LEDGER_PREFIX)]
+        if not keys:
+            break
+        try:
+            current.transaction().remove_properties(*keys).commit_transaction()
+            break
+        except CommitFailedException:
+            continue
+    return len(legacy)
+
+
+def _marker_row(table: Table, name: str, sha256: str, snapshot_id: int, dataset: str | None) -> dict[str, Any]:
+    return {
+        "outcome": "loaded",
+        "dataset": dataset or table.name()[-1],
+        "table_name": name,
+        "table_uuid": str(table.metadata.table_uuid),
+        "source_sha256": sha256,
+        "snapshot_id": snapshot_id,
+        "recorded_by": RECORDED_BY_MAINTAIN,
+    }
