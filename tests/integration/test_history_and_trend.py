@@ -100,6 +100,13 @@ def test_history_lists_the_ledger_and_filters_it(lake: Path) -> None:
     assert future == []
     assert len(recent) == 8
     assert set(everything[0]) >= {"run_id", "outcome", "source_sha256", "quality_score", "score_validity"}
+    loaded = next(row for row in restaurants if row["outcome"] == "loaded")
+    assert loaded["failed_checks"] == {
+        "followers:type(long)": 1,
+        "posts_count:greater_than_or_equal_to(0)": 1,
+        "restaurant_name:not_nullable": 1,
+    }
+    assert set(loaded["stage_seconds"]) == {"parse", "validate", "score", "load"}
 
     # AND the table form names each file and outcome
     table = icegate("history", "posts", "--lake", str(lake))

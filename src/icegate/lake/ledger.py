@@ -133,11 +133,13 @@ def ledger_table(catalog: Catalog, namespace: str, *, create: bool) -> Table | N
     except NoSuchTableError:
         if not create:
             return None
-    try:
-        catalog.create_namespace_if_not_exists(namespace)
-    except (NamespaceAlreadyExistsError, DBAPIError):
-        if not catalog.namespace_exists(namespace):
-            raise
+    # Ask first: on Glue, create_namespace_if_not_exists calls CreateDatabase, which IAM refuses the loaders.
+    if not catalog.namespace_exists(namespace):
+        try:
+            catalog.create_namespace(namespace)
+        except (NamespaceAlreadyExistsError, DBAPIError):
+            if not catalog.namespace_exists(namespace):
+                raise
     return catalog.create_table_if_not_exists(
         identifier,
         schema=ledger_schema(),
