@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import polars as pl
 
 from icegate import constants as c
-from icegate.datasets import detect_dataset, get_dataset
+from icegate.datasets import NormalizeContext, detect_dataset, get_dataset
 from icegate.errors import FileTooLarge, TransientError, UnknownDataset
 from icegate.lake import SourceIdentity, build_catalog, load_batch
 from icegate.parse import parse_bytes
@@ -84,7 +84,14 @@ def run_parse(job: Job, settings: Settings, storage: Storage) -> Parsed:
             f"{info.size} bytes is over the limit of {settings.limits.max_bytes} (ICEGATE_MAX_BYTES)", file=source.uri
         )
     data = storage.read_bytes(source.uri, source.version_id)
-    parsed = parse_bytes(data, source.key, dataset, limits=settings.limits, encoding=settings.source_encoding)
+    parsed = parse_bytes(
+        data,
+        source.key,
+        dataset,
+        limits=settings.limits,
+        encoding=settings.source_encoding,
+        normalize=NormalizeContext(phone_region=settings.phone_region),
+    )
     parsed_uri = processing_uri(settings, job.run_id, "parsed.parquet")
     storage.write_parquet(parsed_uri, parsed.table)
     return _extend(

@@ -15,6 +15,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import phonenumbers
+
 from icegate.constants import ENV_PREFIX, WAREHOUSE_PREFIX
 
 MiB = 1024 * 1024
@@ -61,6 +63,15 @@ class Settings:
     #: Attempts of the loader's own commit loop before it raises ``CommitConflict``.
     commit_attempts: int = 8
     commit_backoff_seconds: float = 0.05
+    #: Region (ISO 3166 code) a phone number written without ``+`` is read in.
+    phone_region: str = "US"
+
+    def __post_init__(self) -> None:
+        if self.phone_region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(
+                f"{ENV_PREFIX}PHONE_REGION={self.phone_region!r} is not a region phonenumbers knows; "
+                "use a two-letter ISO 3166 code such as US, GB or DE"
+            )
 
     @property
     def is_local(self) -> bool:
@@ -105,6 +116,8 @@ class Settings:
                 continue
             simple[f.name] = _convert(raw, f.type, ENV_PREFIX + f.name.upper())
 
+        if "phone_region" in simple:
+            simple["phone_region"] = simple["phone_region"].upper()
         limit_values = {
             f.name: _convert(raw, "int", ENV_PREFIX + f.name.upper())
             for f in fields(Limits)
