@@ -6,6 +6,7 @@ tests) beat the environment by way of :meth:`Settings.with_overrides`.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import os
@@ -104,6 +105,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
+        _refuse_unknown(env, known_variables())
 
         def get(name: str) -> str | None:
             value = env.get(ENV_PREFIX + name)
@@ -123,15 +125,6 @@ class Settings:
             for f in fields(Limits)
             if (raw := get(f.name.upper())) is not None
         }
-        weight_prefix = ENV_PREFIX + "QUALITY_WEIGHT_"
-        # A misspelt dimension would otherwise be ignored without a word, leaving the default weight.
-        misspelt = sorted(
-            n for n in env if n.startswith(weight_prefix) and n[len(weight_prefix) :].lower() not in QUALITY_DIMENSIONS
-        )
-        if misspelt:
-            raise ValueError(
-                f"{', '.join(misspelt)}: no such quality dimension; known: {', '.join(QUALITY_DIMENSIONS)}"
-            )
         weights = {
             dim: _convert(raw, "float", f"{ENV_PREFIX}QUALITY_WEIGHT_{dim.upper()}")
             for dim in QUALITY_DIMENSIONS
@@ -156,6 +149,34 @@ class Settings:
             quality_thresholds=thresholds,
             catalog_properties=properties,
         )
+
+
+def known_variables() -> frozenset[str]:
+    """Every ``ICEGATE_*`` variable :meth:`Settings.from_env` reads."""
+    # Imported here: the dataset contracts import this module (for the dimension names).
+    from icegate.datasets import all_datasets
+
+    composite = {"limits", "quality_weights", "quality_thresholds"}
+    names = {f.name.upper() for f in fields(Settings) if f.name not in composite}
+    names |= {f.name.upper() for f in fields(Limits)}
+    names |= {f"QUALITY_WEIGHT_{dimension.upper()}" for dimension in QUALITY_DIMENSIONS}
+    names |= {f"QUALITY_THRESHOLD_{dataset.upper()}" for dataset in all_datasets()}
+    return frozenset(ENV_PREFIX + name for name in names)
+
+
+def _refuse_unknown(env: Mapping[str, str], known: frozenset[str]) -> None:
+    """A misspelt variable would otherwise leave its default in place without a word."""
+    unknown = sorted(name for name in env if name.startswith(ENV_PREFIX) and name not in known)
+    if not unknown:
+        return
+    problems = []
+    for name in unknown:
+        closest = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        problems.append(f"{name} (did you mean {closest[0]}?)" if closest else name)
+    raise ValueError(
+        f"unknown setting{'s' if len(unknown) > 1 else ''} {'; '.join(problems)}: "
+        f"no {ENV_PREFIX}* variable of that name exists; rename or unset it"
+    )
 
 
 def _convert(raw: str, type_name: object, name: str) -> Any:
