@@ -73,7 +73,7 @@ def test_the_bundled_samples_land_where_expected(lake: Path, settings: Settings)
     restaurants = table_rows(settings, "restaurants")
     joes = restaurants.filter(pl.col("restaurant_name") == "Joe's Pizza")
     assert joes.height == 1, "the reformatted phone makes the second Joe's row the same key"
-    assert joes.select("followers", "posts_count", "phone").row(0) == (12600, 1210, "2123661182")
+    assert joes.select("followers", "posts_count", "phone").row(0) == (12600, 1210, "+12123661182")
     prince = restaurants.filter(pl.col("restaurant_name") == "Prince Street Pizza").row(0, named=True)
     assert (prince["followers"], prince["instagram_handle"]) == (1_200_000, "@prince_st_pizza")
 
