@@ -18,7 +18,7 @@ from typing import Any
 
 import phonenumbers
 
-from icegate.constants import ENV_PREFIX, WAREHOUSE_PREFIX
+from icegate.constants import CATALOG_DB, ENV_PREFIX, WAREHOUSE_PREFIX
 
 MiB = 1024 * 1024
 
@@ -87,7 +87,7 @@ class Settings:
         if self.catalog_uri:
             return self.catalog_uri
         if self.catalog_type == "sql" and self.is_local:
-            return f"sqlite:///{Path(self.lake_path('catalog.db')).resolve()}"
+            return f"sqlite:///{Path(self.lake_path(CATALOG_DB)).resolve()}"
         raise ValueError(
             f"{ENV_PREFIX}CATALOG_URI must be set for a {self.catalog_type!r} catalog on lake root {self.lake_root!r}"
         )
