@@ -34,6 +34,10 @@ WAREHOUSE_PREFIX: Final = "warehouse"
 DLQ_PREFIX: Final = "dlq"
 ARCHIVE_PREFIX: Final = "archive"
 LANDING_PREFIX: Final = "landing"
+#: The embedded SQLite catalog, directly under a local lake root.
+CATALOG_DB: Final = "catalog.db"
+#: What the dead-letter and validate stages write beside a dead-lettered file.
+DLQ_RECORDS: Final = ("error.json", "rejected.parquet")
 
 #: Error names the state machine retries before it gives up (class names in ``icegate.errors``).
 TRANSIENT_ERRORS: Final = ("CommitConflict", "StorageUnavailable")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import random
 import shutil
 import time
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import polars as pl
 
 from icegate import constants as c
-from icegate.datasets import detect_dataset, get_dataset
+from icegate.datasets import NormalizeContext, detect_dataset, get_dataset
 from icegate.errors import FileTooLarge, NoValidRows, TransientError, UnknownDataset
 from icegate.lake import SourceIdentity, build_catalog, load_batch
 from icegate.parse import parse_bytes
@@ -84,7 +85,14 @@ def run_parse(job: Job, settings: Settings, storage: Storage) -> Parsed:
             f"{info.size} bytes is over the limit of {settings.limits.max_bytes} (ICEGATE_MAX_BYTES)", file=source.uri
         )
     data = storage.read_bytes(source.uri, source.version_id)
-    parsed = parse_bytes(data, source.key, dataset, limits=settings.limits, encoding=settings.source_encoding)
+    parsed = parse_bytes(
+        data,
+        source.key,
+        dataset,
+        limits=settings.limits,
+        encoding=settings.source_encoding,
+        normalize=NormalizeContext(phone_region=settings.phone_region),
+    )
     parsed_uri = processing_uri(settings, job.run_id, "parsed.parquet")
     storage.write_parquet(parsed_uri, parsed.table)
     return _extend(
@@ -360,26 +368,91 @@ def _with_retries(call: Callable[[], P]) -> P:
     raise AssertionError("unreachable")
 
 
-def local_sources(paths: Iterable[str | Path]) -> tuple[list[SourceObject], list[str]]:
-    """Files named directly, plus the supported files found under folders (and what was passed over)."""
-    sources: list[SourceObject] = []
-    skipped: list[str] = []
+@dataclass(frozen=True)
+class LocalSources:
+    """What ``icegate run`` found under the paths it was given."""
+
+    files: list[SourceObject]
+    #: Files passed over because their format is not one the pipeline reads.
+    unsupported: list[str]
+    #: Files icegate wrote itself (a lake's warehouse, processing, DLQ records, catalog), with where.
+    own: list[tuple[str, str]]
+
+
+#: A lake root's own folders: Iceberg files, scratch, and dead letters.
+_LAKE_FOLDERS = (c.WAREHOUSE_PREFIX, c.PROCESSING_PREFIX, c.DLQ_PREFIX)
+
+
+def local_sources(paths: Iterable[str | Path], lake_root: str | Path | None = None) -> LocalSources:
+    """Files named directly, plus the supported files found under folders, minus what icegate wrote.
+
+    A folder holding ``catalog.db`` (or ``lake_root``) is a lake: a walk through it skips its
+    ``warehouse/``, ``processing/``, ``dlq/`` and catalog. A folder named inside a ``dlq/`` is a
+    rerun of what was dead-lettered there: its sources run again, its ``error.json`` and
+    ``rejected.parquet`` never do (re-ingesting them would dead-letter icegate's own records).
+    """
+    lakes = {Path(lake_root).resolve()} if lake_root is not None else set()
+
+    def is_lake(folder: Path) -> bool:
+        return folder.resolve() in lakes or (folder / c.CATALOG_DB).is_file()
+
+    found = LocalSources([], [], [])
     for raw in paths:
         path = Path(raw)
+        if (where := _inside_lake_folder(path, is_lake)) is not None:
+            found.own.extend((str(f), where) for f in _files_under(path))
+            continue
+        candidates: list[Path] = []
         if path.is_dir():
-            for child in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
-                if child.name.lower().endswith(c.SUPPORTED_SUFFIXES):
-                    sources.append(SourceObject(bucket="", key=str(child)))
-                else:
-                    skipped.append(str(child))
+            for folder, subfolders, names in os.walk(path):
+                here = Path(folder)
+                if is_lake(here):
+                    for name in [n for n in subfolders if n in _LAKE_FOLDERS]:
+                        subfolders.remove(name)
+                        found.own.extend((str(f), f"{name}/") for f in _files_under(here / name))
+                candidates.extend(here / name for name in names if not name.startswith("."))
         else:
-            sources.append(SourceObject(bucket="", key=str(path)))
-    return sources, skipped
+            candidates.append(path)
+        for file in sorted(candidates):
+            if where := _own_file(file, is_lake):
+                found.own.append((str(file), where))
+            elif file == path or file.name.lower().endswith(c.SUPPORTED_SUFFIXES):
+                found.files.append(SourceObject(bucket="", key=str(file)))
+            else:
+                found.unsupported.append(str(file))
+    return found
+
+
+def _inside_lake_folder(path: Path, is_lake: Callable[[Path], bool]) -> str | None:
+    """``warehouse/`` (etc.) when ``path`` lies in a lake's own folder or is its catalog; else None."""
+    resolved = path.resolve()
+    for ancestor in resolved.parents:
+        if is_lake(ancestor):
+            first = resolved.relative_to(ancestor).parts[0]
+            if first.startswith(c.CATALOG_DB):  # with SQLite's -journal / -wal / -shm files
+                return c.CATALOG_DB
+            # Inside dlq/ a named folder is a rerun of its sources: only the records are skipped.
+            return f"{first}/" if first in _LAKE_FOLDERS and first != c.DLQ_PREFIX else None
+    return None
+
+
+def _own_file(file: Path, is_lake: Callable[[Path], bool]) -> str | None:
+    """Where, for a dead-letter record (``dlq/<dataset>/<run_id>/error.json``) or a lake's catalog."""
+    if file.name in c.DLQ_RECORDS and file.parent.parent.parent.name == c.DLQ_PREFIX:
+        return f"{c.DLQ_PREFIX}/"
+    if file.name.startswith(c.CATALOG_DB) and is_lake(file.parent):
+        return c.CATALOG_DB
+    return None
+
+
+def _files_under(path: Path) -> list[Path]:
+    return [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
 
 
 __all__ = [
     "FileOutcome",
     "LocalRunner",
+    "LocalSources",
     "error_info",
     "local_sources",
     "new_run_id",
