@@ -13,6 +13,7 @@ from icegate.constants import (
     ENV_CATALOG_TYPE,
     ENV_LAKE_ROOT,
     ENV_NAMESPACE,
+    ENV_PREFIX,
     ENV_WAREHOUSE,
     HANDLERS,
     LOAD,
@@ -92,3 +93,16 @@ def test_dockerfile_builds_on_the_lambda_python_image_and_defaults_to_the_parser
     assert "COPY src/icegate ${LAMBDA_TASK_ROOT}/icegate" in dockerfile
     assert "COPY stages ${LAMBDA_TASK_ROOT}/stages" in dockerfile
     assert re.search(r'^CMD \["stages\.parser\.handler"\]\s*$', dockerfile, re.MULTILINE)
+
+
+@pytest.mark.parametrize("stage", sorted(HANDLERS))
+def test_every_icegate_variable_a_function_gets_is_a_known_setting(any_synth: Synth, stage: str) -> None:
+    # GIVEN the environment the stack gives a stage function
+    env = _function(any_synth, stage)["Environment"]["Variables"]
+    # WHEN we keep the ICEGATE_* names
+    ours = {name for name in env if name.startswith(ENV_PREFIX)}
+    # THEN settings know every one: an unknown one is refused, so the function would fail at its first start
+    from icegate.settings import known_variables
+
+    assert ours, "the stack configures icegate through ICEGATE_* variables"
+    assert ours <= known_variables()
