@@ -297,6 +297,23 @@ def test_a_lost_commit_race_is_replanned_and_the_losing_files_are_deleted(
     assert deployed.warehouse_files() == deployed.referenced_files()
 
 
+def test_the_loader_deletes_metadata_files_beyond_the_kept_history(deployed: Deployed) -> None:
+    """``write.metadata.delete-after-commit``: pyiceberg deletes, with the loader's role, what falls out of the log."""
+    # GIVEN a loaded table that keeps one previous metadata file (set by an operator)
+    assert deployed.run(deployed.pipeline.upload(POSTS_XLSX))["status"] == "SUCCEEDED"
+    table = deployed.pipeline.catalog().load_table((NAMESPACE, "posts"))
+    table.transaction().set_properties({"write.metadata.previous-versions-max": "1"}).commit_transaction()
+    before = set(deployed.pipeline.keys(f"warehouse/{NAMESPACE}.db/posts/metadata/"))
+
+    # WHEN the loader commits another file
+    assert deployed.run(deployed.pipeline.upload(POSTS_CSV))["status"] == "SUCCEEDED"
+
+    # THEN it deleted the metadata file that left the log: the current one and one previous remain
+    after = {k for k in deployed.pipeline.keys(f"warehouse/{NAMESPACE}.db/posts/metadata/") if k.endswith(".json")}
+    assert len(after) == 2
+    assert {k for k in before if k.endswith(".json")} - after
+
+
 def test_maintain_runs_with_the_loader_grants_and_deletes_what_it_reports(deployed: Deployed) -> None:
     """``maintain`` has no function of its own yet: it needs what the loader holds on warehouse/ and Glue."""
     # GIVEN two loads (small files, two snapshots)
