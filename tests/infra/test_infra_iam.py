@@ -12,7 +12,8 @@ READ_VERSIONS = {"s3:GetObject", "s3:GetObjectVersion"}
 WRITE = {"s3:PutObject", "s3:AbortMultipartUpload"}
 #: Only the loader deletes, and only under warehouse/ (lost commit attempts, old metadata.json).
 DELETE = {"s3:DeleteObject"}
-GLUE = {"glue:GetDatabase", "glue:GetTable", "glue:GetTables", "glue:CreateTable", "glue:UpdateTable"}
+#: What pyiceberg's Glue catalog calls to load, create and commit; not CreateDatabase (the stack creates it).
+GLUE = {"glue:GetDatabase", "glue:GetTable", "glue:CreateTable", "glue:UpdateTable"}
 LOGS = {"logs:CreateLogStream", "logs:PutLogEvents"}
 XRAY = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
 

@@ -8,8 +8,10 @@ is ``test_iam_enforced.py``; here the library itself: creating the namespace and
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterator
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -23,6 +25,7 @@ from icegate.lake import SourceIdentity, build_catalog, load_batch
 from icegate.lake.maintain import maintain
 from icegate.settings import Settings
 from tests.integration.aws_support import REGION, create_glue_database, s3_server
+from tests.integration.sfn_support import running_pipeline
 
 NS = "instagram_db"
 LAKE = "lake"
@@ -156,3 +159,22 @@ def test_maintain_compacts_expires_and_deletes_in_s3(glue_lake: GlueLake) -> Non
     assert len(live) == 1
     assert glue_lake.data_files_in_s3() == live
     assert glue_lake.rows().sort("post_id").equals(rows_before)
+
+
+def test_the_state_machine_loads_a_file_into_glue_and_a_rerun_is_already_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN the synthesised state machine with the functions' environment as deployed (Glue catalog)
+    with running_pipeline(tmp_path, monkeypatch, catalog="glue") as pipeline:
+        source = pipeline.upload("post_results_20260113_175319.csv")
+
+        # WHEN the file's execution runs twice (a duplicate S3 event)
+        first, second = pipeline.execute(source), pipeline.execute(source)
+
+        # THEN the first loaded the file's distinct valid posts into the Glue table, the second nothing
+        assert first["status"] == "SUCCEEDED", first.get("cause")
+        assert second["status"] == "SUCCEEDED", second.get("cause")
+        assert json.loads(first["output"])["load"]["inserted"] == 23
+        assert json.loads(second["output"])["load"]["already_loaded"] is True
+        assert pipeline.table("posts").height == 23
+        assert pipeline.catalog().load_table((NS, "posts")).location() == f"s3://{LAKE}/warehouse/{NS}.db/posts"
