@@ -44,8 +44,11 @@ _READ = ("s3:GetObject",)
 _READ_VERSIONS = ("s3:GetObject", "s3:GetObjectVersion")
 #: AbortMultipartUpload lets a writer clean up after itself when a large upload fails.
 _WRITE = ("s3:PutObject", "s3:AbortMultipartUpload")
-#: What pyiceberg's Glue catalog calls to load, create and commit a table.
-_GLUE_TABLE_ACTIONS = ("glue:GetDatabase", "glue:GetTable", "glue:GetTables", "glue:CreateTable", "glue:UpdateTable")
+#: The lake is versioned, so a delete only adds a delete marker; DeleteObjectVersion (permanent) is never granted.
+_DELETE = ("s3:DeleteObject",)
+#: What pyiceberg's Glue catalog calls to load, create and commit a table (the loader never lists tables,
+#: and never creates the database: the stack does). tests/integration/test_iam_enforced.py runs on exactly these.
+_GLUE_TABLE_ACTIONS = ("glue:GetDatabase", "glue:GetTable", "glue:CreateTable", "glue:UpdateTable")
 
 _ARCHITECTURES = {
     "x86_64": (lambda_.Architecture.X86_64, ecr_assets.Platform.LINUX_AMD64),
@@ -270,10 +273,12 @@ class FunctionsConstruct(Construct):
         )
         self._allow(
             LOAD,
-            (*_READ, *_WRITE),
+            (*_READ, *_WRITE, *_DELETE),
             [storage.lake_objects_arn(WAREHOUSE_PREFIX)],
-            "Iceberg writes new data, manifest and metadata files with generated names under warehouse/ and "
-            "reads the table's existing ones; the loader is the only writer of the warehouse.",
+            "Iceberg writes new data, manifest and metadata files with generated names under warehouse/, "
+            "reads the table's existing ones and deletes what it no longer needs (files of a lost commit "
+            "attempt; metadata.json beyond write.metadata.previous-versions-max); the loader is the only "
+            "writer of the warehouse.",
         )
         # pyiceberg checks whether a file exists with a HEAD: without ListBucket a missing key is a 403.
         self._allow(LOAD, ("s3:ListBucket",), [storage.lake_bucket.bucket_arn])

@@ -10,7 +10,10 @@ from icegate.constants import DEAD_LETTER, DLQ_PREFIX, HANDLERS, LOAD, PARSE, PR
 READ = {"s3:GetObject"}
 READ_VERSIONS = {"s3:GetObject", "s3:GetObjectVersion"}
 WRITE = {"s3:PutObject", "s3:AbortMultipartUpload"}
-GLUE = {"glue:GetDatabase", "glue:GetTable", "glue:GetTables", "glue:CreateTable", "glue:UpdateTable"}
+#: Only the loader deletes, and only under warehouse/ (lost commit attempts, old metadata.json).
+DELETE = {"s3:DeleteObject"}
+#: What pyiceberg's Glue catalog calls to load, create and commit; not CreateDatabase (the stack creates it).
+GLUE = {"glue:GetDatabase", "glue:GetTable", "glue:CreateTable", "glue:UpdateTable"}
 LOGS = {"logs:CreateLogStream", "logs:PutLogEvents"}
 XRAY = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
 
@@ -34,7 +37,7 @@ def _expected_data_grants(synth: Synth) -> dict[str, set[tuple[str, str]]]:
         VALIDATE: _pairs(READ | WRITE, [processing]) | _pairs(WRITE, [dlq]),
         SCORE: _pairs(READ | WRITE, [processing]) | _pairs(READ, [dlq]),
         LOAD: _pairs(READ, [processing])
-        | _pairs(READ | WRITE, [warehouse])
+        | _pairs(READ | WRITE | DELETE, [warehouse])
         | _pairs({"s3:ListBucket"}, [lake])
         | _pairs(GLUE, [f"{glue}:catalog", f"{glue}:database/{database}", f"{glue}:table/{database}/*"]),
         DEAD_LETTER: read_landing | _pairs(READ, [processing]) | _pairs(WRITE, [dlq]),
@@ -127,3 +130,18 @@ def test_eventbridge_may_start_only_this_state_machine(any_synth: Synth) -> None
     # THEN it may start executions of this state machine and do nothing else
     state_machine = any_synth.logical_id(any_synth.stack.pipeline.state_machine.state_machine_arn)
     assert [(s["Action"], s["Resource"]) for s in statements] == [(["states:StartExecution"], [f"<{state_machine}>"])]
+
+
+def test_only_the_loader_deletes_and_only_under_the_warehouse(any_synth: Synth) -> None:
+    # GIVEN every grant of every stage
+    deletes = {
+        (stage, resource)
+        for stage in HANDLERS
+        for action, resource in any_synth.grants(stage)
+        if action.startswith("s3:Delete")
+    }
+    # WHEN we look at who may delete what
+    # THEN it is the loader, on warehouse/ objects (a delete marker in the versioned lake), nothing else
+    lake = f"<{any_synth.logical_id(any_synth.stack.storage.lake_bucket.bucket_arn)}.Arn>"
+    assert deletes == {(LOAD, f"{lake}/warehouse/*")}
+    assert not any(action == "s3:DeleteObjectVersion" for stage in HANDLERS for action, _ in any_synth.grants(stage))

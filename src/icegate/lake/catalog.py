@@ -128,12 +128,17 @@ def ensure_table(catalog: Catalog, dataset: Dataset, namespace: str) -> Table:
         return catalog.load_table(identifier)
     except NoSuchTableError:
         pass
-    try:
-        catalog.create_namespace_if_not_exists(namespace)
-    except (NamespaceAlreadyExistsError, DBAPIError):
-        # Two first loads raced: the SQL catalog reports the loser as an integrity error.
-        if not catalog.namespace_exists(namespace):
-            raise
+    # Ask before creating. pyiceberg's create_namespace_if_not_exists tries CreateDatabase first and
+    # only then catches "already exists"; on Glue, IAM refuses a loader without glue:CreateDatabase
+    # before Glue can say so. The deployed database is the stack's (CDK creates it), so the loader
+    # is not granted CreateDatabase at all: it only reads the database (GetDatabase).
+    if not catalog.namespace_exists(namespace):
+        try:
+            catalog.create_namespace(namespace)
+        except (NamespaceAlreadyExistsError, DBAPIError):
+            # Two first loads raced: the SQL catalog reports the loser as an integrity error.
+            if not catalog.namespace_exists(namespace):
+                raise
     schema = iceberg_schema(dataset)
     return catalog.create_table_if_not_exists(
         identifier,

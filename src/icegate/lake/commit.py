@@ -14,7 +14,7 @@ One snapshot per load, carrying the source marker: an ``append`` of new files, o
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import random
 import time
 from dataclasses import dataclass, field
@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from pyiceberg.table import FileScanTask, Table
 
     from icegate.datasets import Dataset
+
+logger = logging.getLogger(__name__)
 
 #: Longest pause between two commit attempts.
 MAX_BACKOFF_SECONDS = 2.0
@@ -220,9 +222,18 @@ def _sleep_before_retry(attempt: int, backoff_seconds: float) -> None:
 
 
 def _discard(table: Table, written: _Written | None) -> None:
-    """Delete files a lost attempt wrote (never files that may have been committed)."""
+    """Delete files a lost attempt wrote (never files that may have been committed).
+
+    A file that cannot be deleted does not fail the load (its rows are safely committed or safely
+    not), but it is said: a denied delete means the role lacks ``s3:DeleteObject`` on the
+    warehouse, and ``maintain`` would have to collect the orphan.
+    """
     if written is None or written.maybe_committed:
         return
     for data_file in written.files:
-        with contextlib.suppress(OSError):
+        try:
             table.io.delete(data_file.file_path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            logger.warning("could not delete %s, written by a lost commit attempt: %s", data_file.file_path, exc)

@@ -101,7 +101,7 @@ def compact(catalog: Catalog, identifier: tuple[str, str], *, min_files: int = 2
         try:
             _commit_swap(table, [task.file for task in small], added)
         except CommitFailedException:
-            _delete_quietly(table, (f.file_path for f in added))
+            _delete(table, (f.file_path for f in added))
             continue
         return len(small), len(added)
     return 0, 0
@@ -146,7 +146,7 @@ def expire_snapshots(
         except CommitFailedException:
             continue
         unreferenced = _referenced(updated, gone) - _referenced(updated, updated.metadata.snapshots)
-        _delete_quietly(updated, unreferenced)
+        _delete(updated, unreferenced)
         return len(expired), len(unreferenced)
     return 0, 0
 
@@ -188,7 +188,7 @@ def remove_orphan_files(table: Table, *, older_than: datetime) -> int:
                 continue
             if (uri := prefix + info.path) not in referenced:
                 orphans.append(uri)
-    _delete_quietly(table, orphans)
+    _delete(table, orphans)
     return len(orphans)
 
 
@@ -202,7 +202,11 @@ def _filesystem(table: Table, scheme: str, netloc: str | None) -> pafs.FileSyste
     return pafs.FileSystem.from_uri(table.location())[0]
 
 
-def _delete_quietly(table: Table, paths: Iterable[str]) -> None:
+def _delete(table: Table, paths: Iterable[str]) -> None:
+    """Delete files; one already gone is fine, one that cannot be deleted (access denied) fails the run.
+
+    Swallowing a denied delete would report files as deleted that are still there.
+    """
     for path in paths:
-        with contextlib.suppress(OSError, FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError):
             table.io.delete(path)
