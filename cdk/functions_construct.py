@@ -300,3 +300,19 @@ class FunctionsConstruct(Construct):
             "Copies the source to dlq/<dataset>/<run id>/<name> and writes error.json beside it; dataset and "
             "run id are known only at run time.",
         )
+        self._allow(
+            DEAD_LETTER,
+            _READ,
+            [self._storage.lake_objects_arn(DLQ_PREFIX)],
+            "A rerun that fails the same way reuses the first entry: reads dlq/<dataset>/_index/<fingerprint>.json "
+            "and that entry's error.json to note the rerun in it.",
+        )
+        # Without s3:ListBucket a missing index object answers 403, not 404 (names only, no data).
+        self._allow(DEAD_LETTER, ("s3:ListBucket",), [self._storage.lake_bucket.bucket_arn])
+        self._allow(
+            DEAD_LETTER,
+            ("s3:DeleteObject",),
+            [self._storage.lake_bucket.arn_for_objects(f"{DLQ_PREFIX}/*/rejected.parquet")],
+            "A rerun that reuses the first entry removes the duplicate rejected rows the validator filed under "
+            "the rerun's id (dlq/<dataset>/<run id>/rejected.parquet); it can delete nothing else.",
+        )

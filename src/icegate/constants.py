@@ -35,8 +35,9 @@ DLQ_PREFIX: Final = "dlq"
 ARCHIVE_PREFIX: Final = "archive"
 LANDING_PREFIX: Final = "landing"
 
-#: Error names the state machine retries before it gives up (class names in ``icegate.errors``).
-TRANSIENT_ERRORS: Final = ("CommitConflict", "StorageUnavailable")
+#: Error names the state machine retries before it gives up: exactly the ``TransientError`` classes of
+#: ``icegate.errors`` (which refuses a transient class missing here), matched by name by the local runner too.
+TRANSIENT_ERRORS: Final = ("CommitConflict", "StorageUnavailable", "CatalogUnavailable")
 
 #: Environment variables read by ``icegate.settings`` (set by CDK on every function).
 ENV_PREFIX: Final = "ICEGATE_"

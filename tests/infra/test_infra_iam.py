@@ -37,7 +37,13 @@ def _expected_data_grants(synth: Synth) -> dict[str, set[tuple[str, str]]]:
         | _pairs(READ | WRITE, [warehouse])
         | _pairs({"s3:ListBucket"}, [lake])
         | _pairs(GLUE, [f"{glue}:catalog", f"{glue}:database/{database}", f"{glue}:table/{database}/*"]),
-        DEAD_LETTER: read_landing | _pairs(READ, [processing]) | _pairs(WRITE, [dlq]),
+        # A rerun failing the same way reuses the first entry (reads its index and error.json, 404 needs
+        # ListBucket) and removes the rejected rows the validator filed again, and nothing else.
+        DEAD_LETTER: read_landing
+        | _pairs(READ, [processing])
+        | _pairs(READ | WRITE, [dlq])
+        | _pairs({"s3:ListBucket"}, [lake])
+        | _pairs({"s3:DeleteObject"}, [f"{lake}/{DLQ_PREFIX}/*/rejected.parquet"]),
     }
 
 

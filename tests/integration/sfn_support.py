@@ -53,6 +53,8 @@ class Definition:
     asl: dict[str, Any]
     #: Lambda function name (the last part of the task's placeholder ARN) -> stage.
     stage_of_function: dict[str, str]
+    #: The EventBridge rule target's InputTransformer: S3 event -> execution input.
+    input_transformer: dict[str, Any]
 
 
 @cache
@@ -67,7 +69,9 @@ def synthesised_definition() -> Definition:
             placeholder_arn(logical_id, resources).rsplit(":", 1)[-1]: stage
             for stage, logical_id in synth.functions_by_stage.items()
         }
-        return Definition(asl=synth.definition, stage_of_function=stage_of_function)
+        return Definition(
+            asl=synth.definition, stage_of_function=stage_of_function, input_transformer=synth.input_transformer
+        )
 
 
 @dataclass
@@ -147,6 +151,13 @@ class CloudPipeline:
             "etag": put["ETag"].strip('"'),
             "size": head["ContentLength"],
         }
+
+    def execution_input(self, event: dict[str, Any]) -> dict[str, Any]:
+        """The execution input the EventBridge rule builds from an S3 event, by its synthesised transformer."""
+        from tests.infra.infra_support import transform_event
+
+        result: dict[str, Any] = transform_event(synthesised_definition().input_transformer, event)
+        return result
 
     def execute(self, execution_input: dict[str, Any]) -> dict[str, Any]:
         """Start an execution and wait for it to end; the ``describe_execution`` answer.
