@@ -11,13 +11,16 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import polars as pl
 import pytest
+from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
 
 from icegate.constants import HANDLERS, TRANSIENT_RETRIES
 from icegate.errors import CommitConflict
+from icegate.lake import catalog as lake_catalog
 from icegate.settings import load_settings
 from tests.conftest import EVENTS, SAMPLES
 from tests.integration.sfn_support import (
@@ -436,3 +439,111 @@ def output_of_dead_letter(pipeline: CloudPipeline, execution: dict[str, Any]) ->
         and "error_uri" in json.loads(event["lambdaFunctionSucceededEventDetails"]["output"])
     ]
     return dict(result)
+
+
+# --- bounded payloads -----------------------------------------------------------------------------
+
+#: Step Functions fails a state over 256 KB with States.DataLimitExceeded, which no Catch of States.ALL sees.
+STATE_LIMIT_BYTES = 256 * 1024
+
+
+def pathological_header(sample: str, extra_columns: int = 240, name_chars: int = 1_100) -> bytes:
+    """``sample`` with many long, unknown header names appended (empty values): ~264 KB of names, within
+    the default column limit (256)."""
+    lines = (SAMPLES / sample).read_text(encoding="utf-8").splitlines()
+    extra = [f"scraper_debug_{i:03d}_{'x' * name_chars}" for i in range(extra_columns)]
+    rows = [lines[0] + "," + ",".join(extra), *(line + "," * extra_columns for line in lines[1:])]
+    return ("\n".join(rows) + "\n").encode()
+
+
+def state_sizes(pipeline: CloudPipeline, execution: dict[str, Any]) -> list[int]:
+    """Size in bytes of every state's input and output, and of every error's cause, in the execution."""
+    sizes = []
+    for event in pipeline.history(execution["executionArn"]):
+        for details in event.values():
+            if isinstance(details, dict):
+                sizes += [
+                    len(str(details[field]).encode()) for field in ("input", "output", "cause") if field in details
+                ]
+    return sizes
+
+
+@pytest.mark.parametrize(
+    ("sample", "status"),
+    [(POSTS_CSV, "SUCCEEDED"), (MISSING_COLUMNS, "FAILED")],
+    ids=["unknown-columns-loads", "unknown-columns-and-a-missing-one-is-dead-lettered"],
+)
+def test_a_pathological_header_keeps_every_state_far_below_the_limit(
+    cloud_pipeline: CloudPipeline, sample: str, status: str
+) -> None:
+    # GIVEN a file whose header carries 240 unknown columns of 1 100 characters each (~264 KB of names)
+    key = f"scrapes/{sample}"
+    body = pathological_header(sample)
+    assert len(body) > STATE_LIMIT_BYTES
+    put = cloud_pipeline.s3.put_object(Bucket=LANDING, Key=key, Body=body)
+    source = {
+        "bucket": LANDING,
+        "key": key,
+        "version_id": put["VersionId"],
+        "etag": put["ETag"].strip('"'),
+        "size": len(body),
+    }
+
+    # WHEN it is executed
+    execution = cloud_pipeline.execute(source)
+
+    # THEN it ends loaded or in dlq/, as the file deserves, and no state came near Step Functions' limit
+    assert execution["status"] == status, execution.get("cause")
+    assert max(state_sizes(cloud_pipeline, execution)) < STATE_LIMIT_BYTES / 16
+    if status == "SUCCEEDED":
+        result = output(execution)
+        assert result["ignored_columns_count"] == 240
+        assert len(result["ignored_columns"]) == 50
+        # AND the full list of what was not loaded is kept as an object, not in the state
+        assert len(cloud_pipeline.read_json(result["ignored_columns_uri"].removeprefix(f"s3://{LAKE}/"))) == 240
+    else:
+        (error,) = cloud_pipeline.dlq_entries()
+        assert error["error_type"] == "SchemaMismatch"
+        assert "more characters)" in error["message"]
+
+
+# --- transient errors as the libraries raise them --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("corrupt_for", "status"),
+    [(1, "SUCCEEDED"), (TRANSIENT_RETRIES + 1, "FAILED")],
+    ids=["catalog-repaired-before-the-retry-loads", "catalog-corrupt-for-good-is-catalog-unavailable"],
+)
+def test_a_corrupt_catalog_is_retried_by_the_state_machine_never_blamed_on_the_file(
+    cloud_pipeline: CloudPipeline, monkeypatch: pytest.MonkeyPatch, corrupt_for: int, status: str
+) -> None:
+    """SQLAlchemy's DatabaseError ("file is not a database") surfaces as CatalogUnavailable, which Retry matches."""
+    # GIVEN a good file, and a catalog database that is corrupt for the first `corrupt_for` Load attempts
+    source = cloud_pipeline.upload(POSTS_CSV)
+    catalog_db = Path(cloud_pipeline.catalog_uri.removeprefix("sqlite:///"))
+    catalog_db.write_bytes(b"this is not a SQLite database\n" * 64)
+
+    def wait(seconds: float) -> None:
+        cloud_pipeline.retry_waits.append(seconds)
+        if len(cloud_pipeline.retry_waits) == corrupt_for:
+            catalog_db.unlink()
+
+    monkeypatch.setattr(retrier_decl, "time", SimpleNamespace(sleep=wait))
+    monkeypatch.setattr(lake_catalog, "time", SimpleNamespace(sleep=lambda seconds: None))
+
+    # WHEN it is executed
+    execution = cloud_pipeline.execute(source)
+
+    # THEN Load was retried under the transient retrier, and the file either loaded or was filed as the catalog's fault
+    assert execution["status"] == status, execution.get("cause")
+    loads = cloud_pipeline.dispatcher.invocations.count("load")
+    assert loads == min(corrupt_for + 1, TRANSIENT_RETRIES + 1)
+    assert set(failed_lambdas(cloud_pipeline, execution)) == {"CatalogUnavailable"}
+    if status == "SUCCEEDED":
+        assert output(execution)["load"]["inserted"] == CSV_VALID_KEYS
+    else:
+        assert execution["error"] == "CatalogUnavailable"
+        (error,) = cloud_pipeline.dlq_entries()
+        assert (error["stage"], error["error_type"]) == ("load", "CatalogUnavailable")
+        assert "the file is not at fault" in error["message"]
