@@ -31,6 +31,7 @@ from icegate.errors import FileTooLarge, SourceNotFound, TransientError, Unknown
 from icegate.lake import SourceIdentity, build_catalog, load_batch
 from icegate.parse import parse_bytes
 from icegate.payloads import (
+    MAX_MESSAGE_CHARS,
     DeadLettered,
     ErrorInfo,
     Job,
@@ -110,9 +111,13 @@ def _stage(run: Callable[A, R]) -> Callable[A, R]:
         except Exception as exc:
             source = getattr(args[0] if args else None, "source", None)
             transient = as_transient(exc, file=source.uri if isinstance(source, SourceObject) else None)
-            if transient is None:
-                raise
-            raise transient from exc
+            if transient is not None:
+                raise transient from exc
+            # The Lambda runtime puts str(exc) into the Catch's Cause, which travels in the state: an
+            # unforeseen error quoting a whole row or header must not push the state over 256 KB.
+            if len(message := str(exc)) > MAX_MESSAGE_CHARS:
+                exc.args = (bounded_text(message),)
+            raise
 
     return staged
 

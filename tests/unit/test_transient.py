@@ -177,3 +177,23 @@ def test_the_stage_boundary_names_the_file_of_the_state(monkeypatch: pytest.Monk
     # THEN it raises StorageUnavailable naming the file
     with pytest.raises(StorageUnavailable, match=r"post_results_1\.csv: S3 throttled"):
         pipeline.run_parse(Job(source=source, run_id="r1"), settings, storage)
+
+
+def test_an_unforeseen_error_keeps_its_name_but_not_an_unbounded_message(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # GIVEN a parse whose storage fails with an unforeseen error quoting a megabyte of data
+    settings = Settings(lake_root=str(tmp_path))
+    source = SourceObject(bucket="", key=str(tmp_path / "post_results_1.csv"))
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ValueError("cannot convert " + "z" * 1_000_000)
+
+    storage = pipeline.Storage()
+    monkeypatch.setattr(storage, "stat", broken)
+
+    # WHEN the parse stage runs
+    # THEN the error keeps its class (the state machine's Error) with a message cut to a few kilobytes
+    with pytest.raises(ValueError, match=r"more characters\)$") as raised:
+        pipeline.run_parse(Job(source=source, run_id="r1"), settings, storage)
+    assert len(str(raised.value)) < 5_000
