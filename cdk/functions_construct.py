@@ -192,7 +192,7 @@ class FunctionsConstruct(Construct):
         """Add one statement to a stage's role; a wildcard resource needs the reason cdk-nag will record."""
         role = self.roles[stage]
         role.add_to_policy(iam.PolicyStatement(actions=list(actions), resources=list(resources)))
-        wildcards = [finding for finding in (nag_resource(self, r) for r in resources) if finding.endswith("*")]
+        wildcards = [finding for finding in (nag_resource(self, r) for r in resources) if "*" in finding]
         if wildcards:
             if not wildcard_reason:
                 raise ValueError(f"{stage}: a wildcard resource needs a reason: {wildcards}")
