@@ -98,10 +98,8 @@ def resolve_source(source: SourceObject, storage: Storage) -> tuple[SourceObject
 def _stage(run: Callable[A, R]) -> Callable[A, R]:
     """A stage raises the transient errors of the libraries underneath as the retried ``TransientError``s.
 
-    Transient by the state machine's and the local runner's reckoning means retried with backoff, then
-    dead-lettered under that name (``CatalogUnavailable``, never "DatabaseError at load" for a good file).
-
-    One place for the local runner and the Lambdas alike: the state machine matches class names.
+    One place for the Lambdas and the local runner alike, since both retry by class name: a corrupt
+    catalog is retried, then filed as ``CatalogUnavailable``, never as "DatabaseError at load" of a good file.
     """
 
     @functools.wraps(run)
@@ -269,7 +267,7 @@ def run_dead_letter(
     except Exception as exc:  # gone or unreadable: the reason is still filed, with why the copy failed
         source, info, located = given, None, exc
     dataset = str(state.get("dataset") or _dataset_or_unknown(source.key))
-    fingerprint = _fingerprint(state, source, info, storage, dataset, stage, error_type, message)
+    fingerprint = _fingerprint(state, source, info, dataset, stage, error_type, message)
     index_uri = join(settings.lake_path(c.DLQ_PREFIX), dataset, DLQ_INDEX, f"{fingerprint}.json") if fingerprint else ""
     if index_uri and (earlier := _reuse_earlier_entry(index_uri, state, run_id, storage)):
         return earlier
@@ -323,7 +321,6 @@ def _fingerprint(
     state: Mapping[str, Any],
     source: SourceObject,
     info: ObjectInfo | None,
-    storage: Storage,
     dataset: str,
     stage: str,
     error_type: str,
