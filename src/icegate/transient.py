@@ -3,8 +3,8 @@
 A stage that meets one re-raises it as an :mod:`icegate.errors` ``TransientError`` (``StorageUnavailable``,
 ``CatalogUnavailable``), whose class name the state machine retries and the local runner retries the same
 way. Anything not recognised here stays what it was: the Catch sends the file to the dead-letter prefix.
-Classification is by the exceptions' own attributes (error codes, class names): botocore, SQLAlchemy and
-requests are imported by the catalogs, never here.
+Classification is by the exceptions' own attributes (error codes, class names): botocore, SQLAlchemy,
+requests and pyiceberg's REST client are imported by the catalogs, never here.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ _BOTOCORE_CONNECTION = frozenset(
 _SQL_UNAVAILABLE = frozenset({"OperationalError", "InterfaceError", "DatabaseError"})
 #: requests' errors when a REST catalog cannot be reached.
 _HTTP_CONNECTION = frozenset({"ConnectionError", "ConnectTimeout", "ReadTimeout", "Timeout"})
+#: pyiceberg's REST catalog errors for HTTP 503, 5xx and 429.
+_REST_UNAVAILABLE = frozenset({"ServiceUnavailableError", "ServerError", "TooManyRequestsError"})
 
 
 def as_transient(exc: BaseException, *, file: str | None = None) -> TransientError | None:
@@ -77,7 +79,9 @@ def as_transient(exc: BaseException, *, file: str | None = None) -> TransientErr
             "catalog database, the load is retried",
             file=file,
         )
-    if module.startswith("requests") and name in _HTTP_CONNECTION:
+    if (module.startswith("requests") and name in _HTTP_CONNECTION) or (
+        module.startswith("pyiceberg") and name in _REST_UNAVAILABLE
+    ):
         return CatalogUnavailable(f"the catalog cannot be reached ({detail}); retry later", file=file)
     if isinstance(exc, OSError) and _ARROW_S3_TRANSIENT.search(str(exc)):
         return StorageUnavailable(f"S3 throttled or failed ({detail}); retry later", file=file)

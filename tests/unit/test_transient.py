@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnectionError
+from pyiceberg.exceptions import ForbiddenError, ServiceUnavailableError, TooManyRequestsError
 from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 
 from icegate import errors, pipeline
@@ -54,6 +55,8 @@ TRANSIENT = {
     "s3-connect-timeout": (ConnectTimeoutError(endpoint_url="https://lake.s3.amazonaws.com/"), StorageUnavailable),
     "sql-catalog-unreachable": (sql_error(OperationalError, "unable to open database file"), CatalogUnavailable),
     "sql-catalog-corrupt": (sql_error(DatabaseError, "file is not a database"), CatalogUnavailable),
+    "rest-catalog-503": (ServiceUnavailableError("ServiceUnavailable: try again"), CatalogUnavailable),
+    "rest-catalog-throttled": (TooManyRequestsError("slow down"), CatalogUnavailable),
 }
 
 NOT_TRANSIENT = {
@@ -63,6 +66,7 @@ NOT_TRANSIENT = {
     "glue-access-denied": client_error("AccessDeniedException", "CreateDatabase"),
     "glue-table-missing": client_error("EntityNotFoundException", "GetTable"),
     "sql-duplicate-key": sql_error(IntegrityError, "UNIQUE constraint failed"),
+    "rest-catalog-forbidden": ForbiddenError("not allowed"),
     "a-bug": ValueError("invalid literal for int()"),
     "already-classified": SchemaMismatch("required column likes missing", file="f.csv"),
 }
