@@ -195,7 +195,7 @@ class FunctionsConstruct(Construct):
         """Add one statement to a stage's role; a wildcard resource needs the reason cdk-nag will record."""
         role = self.roles[stage]
         role.add_to_policy(iam.PolicyStatement(actions=list(actions), resources=list(resources)))
-        wildcards = [finding for finding in (nag_resource(self, r) for r in resources) if finding.endswith("*")]
+        wildcards = [finding for finding in (nag_resource(self, r) for r in resources) if "*" in finding]
         if wildcards:
             if not wildcard_reason:
                 raise ValueError(f"{stage}: a wildcard resource needs a reason: {wildcards}")
@@ -304,4 +304,20 @@ class FunctionsConstruct(Construct):
             [self._storage.lake_objects_arn(DLQ_PREFIX)],
             "Copies the source to dlq/<dataset>/<run id>/<name> and writes error.json beside it; dataset and "
             "run id are known only at run time.",
+        )
+        self._allow(
+            DEAD_LETTER,
+            _READ,
+            [self._storage.lake_objects_arn(DLQ_PREFIX)],
+            "A rerun that fails the same way reuses the first entry: reads dlq/<dataset>/_index/<fingerprint>.json "
+            "and that entry's error.json to note the rerun in it.",
+        )
+        # Without s3:ListBucket a missing index object answers 403, not 404 (names only, no data).
+        self._allow(DEAD_LETTER, ("s3:ListBucket",), [self._storage.lake_bucket.bucket_arn])
+        self._allow(
+            DEAD_LETTER,
+            ("s3:DeleteObject",),
+            [self._storage.lake_bucket.arn_for_objects(f"{DLQ_PREFIX}/*/rejected.parquet")],
+            "A rerun that reuses the first entry removes the duplicate rejected rows the validator filed under "
+            "the rerun's id (dlq/<dataset>/<run id>/rejected.parquet); it can delete nothing else.",
         )

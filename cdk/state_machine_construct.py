@@ -26,12 +26,14 @@ from icegate.constants import (
     VALIDATE,
 )
 
-#: Errors of the Lambda service itself (not of our code): always worth retrying.
+#: Errors of the Lambda service itself (not of our code): always worth retrying. TooManyRequests is the
+#: account's concurrency limit under a burst; ClientExecutionTimeout is the invoke call timing out.
 LAMBDA_SERVICE_ERRORS = (
     "Lambda.ServiceException",
     "Lambda.AWSLambdaException",
     "Lambda.SdkClientException",
     "Lambda.TooManyRequestsException",
+    "Lambda.ClientExecutionTimeoutException",
 )
 #: ``icegate.errors.QualityGateFailed``: the error name the gate reports (cdk/ may not import icegate.errors).
 QUALITY_GATE_FAILED = "QualityGateFailed"

@@ -177,6 +177,8 @@ def run(paths: tuple[Path, ...], lake_root: str | None, expect: Path | None, kee
             entry = outcome.dead_letter
             console.print(f"[red]DLQ[/] {escape(outcome.source.name)}: [bold]{entry.error_type}[/] at {entry.stage}:")
             console.print(f"    {escape(entry.message)}\n    → {escape(entry.error_uri)}")
+        elif outcome.outcome == "failed":
+            console.print(f"[red]FAILED[/] {escape(outcome.source.name)}, not dead-lettered: {escape(outcome.error)}")
     sys.exit(_exit_code(outcomes, expected, expect))
 
 
@@ -202,7 +204,7 @@ def _own_files_line(own: list[tuple[str, str]]) -> str:
     return f"[yellow]skipped[/] {len(own)} file{'s' if len(own) > 1 else ''} icegate wrote ({detail})"
 
 
-_OUTCOMES = ("loaded", "dlq")
+_OUTCOMES = ("loaded", "dlq", "failed")
 
 
 def _read_expectations(expect: Path) -> dict[str, str]:
@@ -221,11 +223,11 @@ def _read_expectations(expect: Path) -> dict[str, str]:
 
 def _exit_code(outcomes: list[FileOutcome], expected: dict[str, str] | None, expect: Path | None) -> int:
     if expected is None or expect is None:
-        return 1 if any(o.outcome == "dead_lettered" for o in outcomes) else 0
+        return 1 if any(o.outcome in ("dead_lettered", "failed") for o in outcomes) else 0
     mismatches = []
     for outcome in outcomes:
         want = expected.get(outcome.source.name)
-        got = "dlq" if outcome.outcome == "dead_lettered" else "loaded"
+        got = {"dead_lettered": "dlq", "failed": "failed"}.get(outcome.outcome, "loaded")
         if want is None:
             mismatches.append(f"{outcome.source.name}: no expectation in {expect}")
         elif want != got:
@@ -250,6 +252,8 @@ def _summary_table(outcomes: list[FileOutcome]) -> Table:
         )
         if outcome.dead_letter:
             result = f"[red]DLQ[/] {outcome.dead_letter.error_type}"
+        elif outcome.outcome == "failed":
+            result = "[red]FAILED[/] (not in the DLQ)"
         elif load and load.already_loaded:
             result = f"[cyan]already loaded[/] (snapshot {load.snapshot_id})"
         else:

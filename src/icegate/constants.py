@@ -38,9 +38,12 @@ LANDING_PREFIX: Final = "landing"
 CATALOG_DB: Final = "catalog.db"
 #: What the dead-letter and validate stages write beside a dead-lettered file.
 DLQ_RECORDS: Final = ("error.json", "rejected.parquet")
+#: Under dlq/<dataset>/: one small object per (content, stage, error) already filed, naming its entry.
+DLQ_INDEX: Final = "_index"
 
-#: Error names the state machine retries before it gives up (class names in ``icegate.errors``).
-TRANSIENT_ERRORS: Final = ("CommitConflict", "StorageUnavailable")
+#: Error names the state machine retries before it gives up: exactly the ``TransientError`` classes of
+#: ``icegate.errors`` (which refuses a transient class missing here), matched by name by the local runner too.
+TRANSIENT_ERRORS: Final = ("CommitConflict", "StorageUnavailable", "CatalogUnavailable")
 
 #: Environment variables read by ``icegate.settings`` (set by CDK on every function).
 ENV_PREFIX: Final = "ICEGATE_"

@@ -10,6 +10,7 @@ copies the source to ``dlq/<dataset>/<run_id>/`` beside an ``error.json``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -21,16 +22,17 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 import polars as pl
 
 from icegate import constants as c
 from icegate.datasets import NormalizeContext, detect_dataset, get_dataset
-from icegate.errors import FileTooLarge, NoValidRows, TransientError, UnknownDataset
+from icegate.errors import FileTooLarge, NoValidRows, SourceNotFound, TransientError, UnknownDataset
 from icegate.lake import SourceIdentity, build_catalog, load_batch
 from icegate.parse import parse_bytes
 from icegate.payloads import (
+    MAX_MESSAGE_CHARS,
     DeadLettered,
     ErrorInfo,
     Job,
@@ -41,16 +43,21 @@ from icegate.payloads import (
     Scored,
     SourceObject,
     Validated,
+    bounded_list,
+    bounded_text,
 )
 from icegate.quality import resolve_floors, resolve_weights, score_batch
 from icegate.settings import Settings
-from icegate.storage import Storage, join
+from icegate.storage import ObjectInfo, Storage, join
+from icegate.transient import as_transient
 from icegate.validate import FAILED_CHECKS, ROW_NUMBER, validate_table
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
 
 P = TypeVar("P", bound=Payload)
+R = TypeVar("R")
+A = ParamSpec("A")
 UNKNOWN_DATASET = "unknown"
 
 
@@ -72,13 +79,62 @@ def dlq_folder(settings: Settings, dataset: str, run_id: str) -> str:
     return join(settings.lake_path(c.DLQ_PREFIX), dataset, run_id)
 
 
+def resolve_source(source: SourceObject, storage: Storage) -> tuple[SourceObject, ObjectInfo]:
+    """The object an event names, under the key it really has (``SourceObject.key_candidates``)."""
+    candidates = source.key_candidates()
+    for key in candidates:
+        candidate = dataclasses.replace(source, key=key)
+        try:
+            return candidate, storage.stat(candidate.uri, source.version_id)
+        except SourceNotFound:
+            continue
+    version = f"version {source.version_id} of " if source.version_id else ""
+    keys = " nor under the key as the event gave it ".join(repr(key) for key in candidates)
+    raise SourceNotFound(
+        f"there is no {version}the object {keys}: it was deleted (or that version removed) since the event",
+        file=f"s3://{source.bucket}" if source.bucket else None,
+    )
+
+
+def _stage(run: Callable[A, R]) -> Callable[A, R]:
+    """A stage raises the transient errors of the libraries underneath as the retried ``TransientError``s.
+
+    One place for the Lambdas and the local runner alike, since both retry by class name: a corrupt
+    catalog is retried, then filed as ``CatalogUnavailable``, never as "DatabaseError at load" of a good file.
+    """
+
+    @functools.wraps(run)
+    def staged(*args: A.args, **kwargs: A.kwargs) -> R:
+        try:
+            return run(*args, **kwargs)
+        except Exception as exc:
+            source = getattr(args[0] if args else None, "source", None)
+            transient = as_transient(exc, file=source.uri if isinstance(source, SourceObject) else None)
+            if transient is not None:
+                raise transient from exc
+            # The Lambda runtime puts str(exc) into the Catch's Cause, which travels in the state: an
+            # unforeseen error quoting a whole row or header must not push the state over 256 KB.
+            if len(message := str(exc)) > MAX_MESSAGE_CHARS:
+                exc.args = (bounded_text(message),)
+            raise
+
+    return staged
+
+
+@_stage
+def open_catalog(settings: Settings) -> Catalog:
+    """The catalog the settings name; one that cannot be opened is a retried ``CatalogUnavailable``."""
+    return build_catalog(settings)
+
+
 # --- the stages -------------------------------------------------------------------------------
 
 
+@_stage
 def run_parse(job: Job, settings: Settings, storage: Storage) -> Parsed:
-    source = job.source
+    source, info = resolve_source(job.source, storage)
+    job = dataclasses.replace(job, source=source)
     dataset = detect_dataset(source.key)
-    info = storage.stat(source.uri, source.version_id)
     # Refuse an oversized object before downloading it into memory.
     if info.size > settings.limits.max_bytes:
         raise FileTooLarge(
@@ -95,6 +151,12 @@ def run_parse(job: Job, settings: Settings, storage: Storage) -> Parsed:
     )
     parsed_uri = processing_uri(settings, job.run_id, "parsed.parquet")
     storage.write_parquet(parsed_uri, parsed.table)
+    ignored = parsed.ignored_columns
+    shown = bounded_list(ignored)
+    ignored_uri = ""
+    if shown != ignored:  # a header can be anything: the payload names a few, the full list is an object
+        ignored_uri = processing_uri(settings, job.run_id, "ignored_columns.json")
+        storage.write_json(ignored_uri, ignored)
     return _extend(
         Parsed,
         job,
@@ -104,11 +166,14 @@ def run_parse(job: Job, settings: Settings, storage: Storage) -> Parsed:
         uploaded_at=info.last_modified.isoformat(),
         rows=parsed.table.num_rows,
         columns=list(parsed.table.column_names),
-        ignored_columns=parsed.ignored_columns,
+        ignored_columns=shown,
+        ignored_columns_count=len(ignored),
+        ignored_columns_uri=ignored_uri,
         parsed_uri=parsed_uri,
     )
 
 
+@_stage
 def run_validate(parsed: Parsed, settings: Settings, storage: Storage) -> Validated:
     dataset = get_dataset(parsed.dataset)
     result = validate_table(storage.read_parquet(parsed.parsed_uri), dataset, file=parsed.source.uri)
@@ -130,6 +195,7 @@ def run_validate(parsed: Parsed, settings: Settings, storage: Storage) -> Valida
     )
 
 
+@_stage
 def run_score(validated: Validated, settings: Settings, storage: Storage) -> Scored:
     dataset = get_dataset(validated.dataset)
     if validated.rows_valid == 0:
@@ -185,13 +251,14 @@ def passes_gate(scored: Scored) -> bool:
     return scored.quality is not None and scored.quality.passed
 
 
+@_stage
 def run_load(scored: Scored, settings: Settings, storage: Storage, catalog: Catalog | None = None) -> Loaded:
     dataset = get_dataset(scored.dataset)
     identity = SourceIdentity(
         sha256=scored.sha256, file=scored.source.uri, version=scored.source.version, run_id=scored.run_id
     )
     summary = load_batch(
-        catalog or build_catalog(settings),
+        catalog or open_catalog(settings),
         dataset,
         _frame(storage.read_parquet(scored.valid_uri)),
         identity,
@@ -202,22 +269,38 @@ def run_load(scored: Scored, settings: Settings, storage: Storage, catalog: Cata
     return _extend(Loaded, scored, load=summary)
 
 
+@_stage
 def run_dead_letter(
     state: Mapping[str, Any], stage: str, error: ErrorInfo, settings: Settings, storage: Storage
 ) -> DeadLettered:
-    """Copy the source beside an ``error.json`` that says what failed, where and why."""
-    source = SourceObject.from_dict(state["source"]) if "source" in state else SourceObject.from_dict(state)
+    """Write an ``error.json`` that says what failed, where and why, then copy the source beside it.
+
+    ``error.json`` comes first and is written whatever happens to the copy (the object deleted, its version
+    gone, access refused): it then says that the copy failed and why, so a file is never lost without its
+    reason. A rerun that fails the same way on the same content reuses the first entry (see
+    ``_reuse_earlier_entry``) instead of filing the same file again.
+    """
+    given = SourceObject.from_dict(state["source"]) if "source" in state else SourceObject.from_dict(state)
     run_id = str(state.get("run_id") or new_run_id())
-    dataset = str(state.get("dataset") or _dataset_or_unknown(source.key))
     error_type, message = _describe(error)
+    message = bounded_text(message)
+    located: BaseException | None = None
+    try:
+        source, info = resolve_source(given, storage)
+    except Exception as exc:  # gone or unreadable: the reason is still filed, with why the copy failed
+        source, info, located = given, None, exc
+    dataset = str(state.get("dataset") or _dataset_or_unknown(source.key))
+    fingerprint = _fingerprint(state, source, info, dataset, stage, error_type, message)
+    index = join(settings.lake_path(c.DLQ_PREFIX), dataset, c.DLQ_INDEX)
+    index_uri = join(index, f"{fingerprint}.json") if fingerprint else ""
+    if index_uri and (earlier := _reuse_earlier_entry(index_uri, state, run_id, storage)):
+        return earlier
+
     folder = dlq_folder(settings, dataset, run_id)
     dlq_uri = join(folder, source.name)
-    storage.copy(source.uri, dlq_uri, source.version_id)
-    quality = state.get("quality") or {}
-    report: Any = None
-    if quality.get("report_uri"):
-        report = storage.read_json(quality["report_uri"])
-    document = {
+    error_uri = join(folder, "error.json")
+    report, report_error = _quality_report(state, storage)
+    document: dict[str, Any] = {
         "stage": stage,
         "error_type": error_type,
         "message": message,
@@ -226,13 +309,104 @@ def run_dead_letter(
         "time": datetime.now(UTC).isoformat(),
         "source": {**source.to_dict(), "uri": source.uri, "sha256": state.get("sha256") or None},
         "dead_letter_uri": dlq_uri,
+        "copy": {"status": "pending"},
         "rows": {k: state[k] for k in ("rows", "rows_valid", "rows_rejected") if k in state},
         "rejected_rows_uri": state.get("rejected_uri") or None,
         "quality": report,
+        **({"quality_error": report_error} if report_error else {}),
     }
-    error_uri = join(folder, "error.json")
     storage.write_json(error_uri, document)
-    return DeadLettered(run_id, dataset, stage, error_type, message, dlq_uri, error_uri)
+    copy_error = ""
+    try:
+        if located is not None:
+            raise located
+        storage.copy(source.uri, dlq_uri, source.version_id)
+    except Exception as exc:
+        copy_error = bounded_text(f"{type(exc).__name__}: {exc}")
+        document["copy"] = {"status": "failed", "error": copy_error}
+        storage.write_json(error_uri, document)
+        if isinstance(exc, TransientError) or as_transient(exc):
+            raise  # retried: the copy may yet succeed, and error.json already says why it has not
+    else:
+        document["copy"] = {"status": "copied"}
+        storage.write_json(error_uri, document)
+        if index_uri:
+            storage.write_json(index_uri, {"run_id": run_id, "error_uri": error_uri, "dlq_uri": dlq_uri})
+    return DeadLettered(run_id, dataset, stage, error_type, message, dlq_uri, error_uri, copy_error=copy_error)
+
+
+#: How many reruns an entry lists by run id (the count is kept in full).
+_MAX_RERUNS_LISTED = 20
+
+
+def _fingerprint(
+    state: Mapping[str, Any],
+    source: SourceObject,
+    info: ObjectInfo | None,
+    dataset: str,
+    stage: str,
+    error_type: str,
+    message: str,
+) -> str:
+    """Identity of "this content failed this way", or "" when the content cannot be identified."""
+    if state.get("sha256"):
+        content = f"sha256:{state['sha256']}"
+    elif info is not None and info.etag:
+        content = f"etag:{info.etag.strip(chr(34))}:{info.size}"  # S3's own content identity, no download
+    elif info is not None and not source.bucket:
+        content = f"sha256:{_file_sha256(source.key)}"
+    else:
+        return ""
+    reason = json.dumps([content, dataset, stage, error_type, message], ensure_ascii=False)
+    return hashlib.sha256(reason.encode()).hexdigest()
+
+
+def _file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _reuse_earlier_entry(
+    index_uri: str, state: Mapping[str, Any], run_id: str, storage: Storage
+) -> DeadLettered | None:
+    """The entry an earlier run filed for the same content and reason, now noting this rerun; else None."""
+    if not storage.exists(index_uri):
+        return None
+    index = storage.read_json(index_uri)
+    if index.get("run_id") == run_id or not storage.exists(index["error_uri"]):
+        return None  # this run's own entry (a retried dead-letter step), or one that is gone: file anew
+    entry = storage.read_json(index["error_uri"])
+    reruns = [*entry.get("reruns", []), run_id][-_MAX_RERUNS_LISTED:]
+    entry.update(reruns=reruns, rerun_count=int(entry.get("rerun_count", 0)) + 1)
+    storage.write_json(index["error_uri"], entry)
+    # The validator filed this run's rejected rows under its own run id: the first entry has the same rows.
+    rejected = str(state.get("rejected_uri") or "")
+    if rejected and run_id in rejected and rejected != entry.get("rejected_rows_uri"):
+        storage.delete(rejected)
+    return DeadLettered(
+        run_id,
+        str(entry["dataset"]),
+        str(entry["stage"]),
+        str(entry["error_type"]),
+        str(entry["message"]),
+        str(index["dlq_uri"]),
+        str(index["error_uri"]),
+        duplicate_of=str(index["run_id"]),
+    )
+
+
+def _quality_report(state: Mapping[str, Any], storage: Storage) -> tuple[Any, str]:
+    """The run's quality report for error.json, and why it could not be read (it must not stop the filing)."""
+    quality = state.get("quality") or {}
+    if not quality.get("report_uri"):
+        return None, ""
+    try:
+        return storage.read_json(quality["report_uri"]), ""
+    except Exception as exc:
+        return None, bounded_text(f"{type(exc).__name__}: {exc}")
 
 
 def error_info(exc: BaseException) -> ErrorInfo:
@@ -275,7 +449,8 @@ def _frame(table: Any) -> pl.DataFrame:
 
 # --- the local runner -------------------------------------------------------------------------
 
-Outcome = Literal["loaded", "already_loaded", "dead_lettered"]
+#: ``failed``: even the dead-letter step failed (the file is neither loaded nor filed; ``error`` says why).
+Outcome = Literal["loaded", "already_loaded", "dead_lettered", "failed"]
 
 
 @dataclass(frozen=True)
@@ -287,6 +462,7 @@ class FileOutcome:
     state: Payload
     dead_letter: DeadLettered | None = None
     seconds: float = 0.0
+    error: str = ""
 
 
 ProgressHook = Callable[[SourceObject, str], None]
@@ -305,7 +481,7 @@ class LocalRunner:
         if self._catalog is None:
             if self.settings.is_local:
                 Path(self.settings.lake_path()).mkdir(parents=True, exist_ok=True)
-            self._catalog = build_catalog(self.settings)
+            self._catalog = open_catalog(self.settings)
         return self._catalog
 
     def run(
@@ -344,8 +520,17 @@ class LocalRunner:
     def _dead_letter(
         self, job: Job, state: Payload, stage: str, error: ErrorInfo, started: float, keep_processing: bool
     ) -> FileOutcome:
-        entry = run_dead_letter(state.to_dict(), stage, error, self.settings, self.storage)
-        self._clean(job.run_id, keep_processing)
+        document = state.to_dict()
+        try:
+            entry = _with_retries(lambda: run_dead_letter(document, stage, error, self.settings, self.storage))
+        except Exception as exc:
+            # As the state machine's DeadLetter Catch: this file failed loudly, the run goes on with the next.
+            reason = f"{_describe(error)[1]} — and the dead-letter step failed too: {type(exc).__name__}: {exc}"
+            return FileOutcome(
+                job.source, job.run_id, "failed", state, seconds=time.perf_counter() - started, error=reason
+            )
+        finally:
+            self._clean(job.run_id, keep_processing)
         return FileOutcome(job.source, job.run_id, "dead_lettered", state, entry, time.perf_counter() - started)
 
     def _clean(self, run_id: str, keep: bool) -> None:
@@ -355,13 +540,14 @@ class LocalRunner:
         shutil.rmtree(Path(self.settings.lake_path(c.PROCESSING_PREFIX, run_id)), ignore_errors=True)
 
 
-def _with_retries(call: Callable[[], P]) -> P:
-    """The state machine's Retry on transient errors: the same count, backoff, cap and full jitter."""
+def _with_retries(call: Callable[[], R]) -> R:
+    """The state machine's Retry on transient errors: the same names, count, backoff, cap and full jitter."""
     for retry in range(c.TRANSIENT_RETRIES + 1):
         try:
             return call()
-        except TransientError:
-            if retry == c.TRANSIENT_RETRIES:
+        except Exception as exc:
+            # By name, as ErrorEquals matches the Lambda's errorType: the same list, by construction.
+            if type(exc).__name__ not in c.TRANSIENT_ERRORS or retry == c.TRANSIENT_RETRIES:
                 raise
             ceiling = c.TRANSIENT_RETRY_INTERVAL_SECONDS * c.TRANSIENT_RETRY_BACKOFF_RATE**retry
             time.sleep(random.uniform(0, min(ceiling, c.TRANSIENT_RETRY_MAX_DELAY_SECONDS)))
@@ -437,8 +623,11 @@ def _inside_lake_folder(path: Path, is_lake: Callable[[Path], bool]) -> str | No
 
 
 def _own_file(file: Path, is_lake: Callable[[Path], bool]) -> str | None:
-    """Where, for a dead-letter record (``dlq/<dataset>/<run_id>/error.json``) or a lake's catalog."""
-    if file.name in c.DLQ_RECORDS and file.parent.parent.parent.name == c.DLQ_PREFIX:
+    """Where, for a dead-letter record (``dlq/<dataset>/<run_id>/error.json``, ``dlq/<dataset>/_index/…``)
+    or a lake's catalog."""
+    in_dlq_entry = file.name in c.DLQ_RECORDS and file.parent.parent.parent.name == c.DLQ_PREFIX
+    in_dlq_index = file.parent.name == c.DLQ_INDEX and file.parent.parent.parent.name == c.DLQ_PREFIX
+    if in_dlq_entry or in_dlq_index:
         return f"{c.DLQ_PREFIX}/"
     if file.name.startswith(c.CATALOG_DB) and is_lake(file.parent):
         return c.CATALOG_DB

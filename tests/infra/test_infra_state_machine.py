@@ -79,6 +79,11 @@ def test_each_task_invokes_its_stage_function_with_explicit_retries(imported: Sy
     assert "OutputPath" not in task
     # AND it retries exactly: the Lambda service's errors, then our transient errors, with backoff + jitter
     assert [r["ErrorEquals"] for r in task["Retry"]] == [list(LAMBDA_SERVICE_ERRORS), list(TRANSIENT_ERRORS)]
+    # AND the Lambda errors AWS raises under load are among them: the account's concurrency limit during a
+    # burst, and the invoke call timing out
+    lambda_errors = task["Retry"][0]["ErrorEquals"]
+    assert {"Lambda.TooManyRequestsException", "Lambda.ClientExecutionTimeoutException"} <= set(lambda_errors)
+    assert {"CommitConflict", "StorageUnavailable", "CatalogUnavailable"} <= set(task["Retry"][1]["ErrorEquals"])
     for retrier in task["Retry"]:
         assert retrier["BackoffRate"] > 1
         assert retrier["JitterStrategy"] == "FULL"

@@ -60,6 +60,8 @@ class Definition:
     statements: dict[str, list[dict[str, Any]]]
     #: Rendered bucket ARN (``<LakeBucket….Arn>``) -> which bucket it is: ``lake`` or ``landing``.
     buckets: dict[str, str]
+    #: The EventBridge rule target's InputTransformer: S3 event -> execution input.
+    input_transformer: dict[str, Any]
 
 
 @cache
@@ -82,6 +84,7 @@ def synthesised_definition() -> Definition:
             stage_of_function=stage_of_function,
             statements={stage: synth.function_statements(stage) for stage in synth.functions_by_stage},
             buckets=buckets,
+            input_transformer=synth.input_transformer,
         )
 
 
@@ -167,6 +170,13 @@ class CloudPipeline:
             "etag": put["ETag"].strip('"'),
             "size": head["ContentLength"],
         }
+
+    def execution_input(self, event: dict[str, Any]) -> dict[str, Any]:
+        """The execution input the EventBridge rule builds from an S3 event, by its synthesised transformer."""
+        from tests.infra.infra_support import transform_event
+
+        result: dict[str, Any] = transform_event(synthesised_definition().input_transformer, event)
+        return result
 
     def execute(self, execution_input: dict[str, Any]) -> dict[str, Any]:
         """Start an execution and wait for it to end; the ``describe_execution`` answer.
