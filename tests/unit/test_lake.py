@@ -112,7 +112,7 @@ def data_files(catalog: Catalog, dataset: Dataset = POSTS) -> set[str]:
 
 
 def parquet_on_disk(settings: Settings) -> set[str]:
-    return {f"file://{p.resolve()}" for p in Path(settings.lake_root, "warehouse").rglob("*.parquet")}
+    return {str(p.resolve()) for p in Path(settings.lake_root, "warehouse").rglob("*.parquet")}
 
 
 def set_target_file_rows(catalog: Catalog, dataset: Dataset, rows: int) -> None:
@@ -240,6 +240,26 @@ def test_ensure_table_is_idempotent(catalog: Catalog) -> None:
     first = ensure_table(catalog, POSTS, NS)
     second = ensure_table(catalog, POSTS, NS)
     assert first.metadata.table_uuid == second.metadata.table_uuid
+
+
+@pytest.mark.parametrize(
+    "folder", ["my lake", "100%", "lake#2", "lac-été"], ids=["space", "percent", "hash", "non-ascii"]
+)
+@pytest.mark.parametrize("dataset", [POSTS, UPSERT_POSTS], ids=["insert_new", "upsert"])
+def test_a_lake_whose_path_a_uri_would_encode_keeps_loading(tmp_path: Path, folder: str, dataset: Dataset) -> None:
+    # GIVEN a lake in a folder whose name a URI percent-encodes or cuts short, loaded once
+    settings = Settings(lake_root=str(tmp_path / folder / "lake"))
+    Path(settings.lake_root).mkdir(parents=True)
+    catalog = build_catalog(settings)
+    load(catalog, dataset, posts("p1", "p2"), "first")
+
+    # WHEN a second file is merged (which reads the first file's keys back)
+    summary = load(catalog, dataset, posts("p2", "p3", likes=5), "second")
+
+    # THEN the files were written and read in that very folder, and the merge saw the stored keys
+    assert (summary.inserted, summary.skipped + summary.updated) == (1, 1)
+    assert sorted(rows_of(catalog, dataset)["post_id"]) == ["p1", "p2", "p3"]
+    assert data_files(catalog, dataset) <= parquet_on_disk(settings)
 
 
 # --- upsert and append ------------------------------------------------------------------------

@@ -23,7 +23,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from io import BytesIO
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
 
 import polars as pl
 import pyarrow as pa
@@ -33,6 +32,7 @@ from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.expressions.visitors import manifest_evaluator
 from pyiceberg.io.pyarrow import (
     ArrowScan,
+    PyArrowFileIO,
     compute_statistics_plan,
     data_file_statistics_from_parquet_metadata,
     parquet_path_to_id_mapping,
@@ -374,9 +374,9 @@ def read_files(
 
 
 def _local_path(location: str) -> str | None:
-    if location.startswith("file://"):
-        return unquote(location.removeprefix("file://"))
-    return location if "://" not in location else None
+    # Exactly as pyiceberg's FileIO resolved it when it wrote the file: no percent-decoding.
+    scheme, _, path = PyArrowFileIO.parse_location(location)
+    return path if scheme == "file" else None
 
 
 class LeanTransaction(Transaction):
