@@ -334,6 +334,52 @@ def test_upsert_with_an_ordering_column_never_lets_an_older_row_overwrite_a_newe
     assert (summary.inserted, summary.updated, summary.skipped) == (1, int(wins), int(not wins))
 
 
+def test_with_an_ordering_column_the_newest_row_of_a_file_wins_not_the_last(catalog: Catalog) -> None:
+    # GIVEN posts upserted by likes (more likes = newer), p1 stored with 7 likes
+    by_likes = dataclasses.replace(UPSERT_POSTS, ordering_column="likes")
+    load(catalog, by_likes, posts("p1", likes=7), "stored")
+
+    # WHEN one file holds p1 twice: 10 likes, then (further down) 5 likes
+    summary = load(catalog, by_likes, pl.concat([posts("p1", likes=10), posts("p1", likes=5)]), "both")
+
+    # THEN the newest row of the file (10) is the one merged, and it replaces the stored 7
+    assert rows_of(catalog, by_likes)["likes"].to_list() == [10]
+    assert (summary.updated, summary.duplicates_in_file) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    ("scraped", "price"),
+    [
+        ([date(2026, 2, 1), date(2026, 1, 15)], 1),
+        ([date(2026, 1, 15), date(2026, 2, 1)], 2),
+        ([date(2026, 2, 1), date(2026, 2, 1)], 2),
+        ([date(2026, 1, 15), None], 1),
+        ([None, None], 2),
+    ],
+    ids=["newer-first", "newer-last", "tie-last-wins", "null-is-oldest", "all-null-last-wins"],
+)
+def test_dedupe_in_file_keeps_the_greatest_ordering_value_and_the_last_on_ties(
+    scraped: list[date | None], price: int
+) -> None:
+    # GIVEN two rows of one key, prices 1 and 2 in file order, plus another key between them
+    batch = pl.DataFrame(
+        {
+            "item_id": ["a", "b", "a"],
+            "shop": ["n"] * 3,
+            "price": [1, 9, 2],
+            "scraped_on": [scraped[0], None, scraped[1]],
+        },
+        schema_overrides={"scraped_on": pl.Date},
+    )
+
+    # WHEN the file is deduplicated by key with the ordering column
+    unique, duplicates = dedupe_in_file(batch, PRICES.key, "scraped_on")
+
+    # THEN one row per key remains: for "a" the newest by scraped_on
+    assert duplicates == 1
+    assert dict(unique.select("item_id", "price").iter_rows()) == {"a": price, "b": 9}
+
+
 def test_an_older_file_loaded_after_a_newer_one_changes_nothing(catalog: Catalog) -> None:
     # GIVEN the newer scrape loaded first
     load(catalog, PRICES, prices(date(2026, 3, 1), a=130, b=230), "march")

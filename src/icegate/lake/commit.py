@@ -98,7 +98,9 @@ def load_batch(
 ) -> LoadSummary:
     """Merge validated rows into the dataset's table, exactly once per source content."""
     table_name = f"{namespace}.{dataset.table}"
-    rows, duplicates = (batch, 0) if dataset.strategy == "append" else dedupe_in_file(batch, dataset.key)
+    rows, duplicates = (
+        (batch, 0) if dataset.strategy == "append" else dedupe_in_file(batch, dataset.key, dataset.ordering_column)
+    )
     incoming = with_lineage(rows, dataset, identity, datetime.now(UTC)).with_row_index(ROW_INDEX)
     table = ensure_table(catalog, dataset, namespace)
     written: _Written | None = None
