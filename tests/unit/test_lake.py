@@ -262,6 +262,26 @@ def test_a_lake_whose_path_a_uri_would_encode_keeps_loading(tmp_path: Path, fold
     assert data_files(catalog, dataset) <= parquet_on_disk(settings)
 
 
+#: 15 characters, then U+D7FF as the 16th: pyiceberg's truncated upper bound becomes a lone surrogate.
+SURROGATE_TRAP = "x" * 15 + "\ud7ff" + "and more"
+
+
+@pytest.mark.parametrize("column", ["caption", "post_id"], ids=["plain-column", "key-column"])
+def test_a_string_max_whose_truncated_bound_is_not_utf8_does_not_fail_the_load(catalog: Catalog, column: str) -> None:
+    # GIVEN a row whose string value is the greatest in its file and ends its 16 characters with U+D7FF
+    frame = posts("p1").with_columns(pl.lit(SURROGATE_TRAP).alias(column))
+
+    # WHEN it is loaded, and then loaded again from another file
+    first = load(catalog, POSTS, frame, "first")
+    second = load(catalog, POSTS, frame, "second")
+
+    # THEN the load succeeds with the value intact; the file simply has no upper bound there
+    assert first.inserted == 1
+    assert rows_of(catalog)[column].to_list() == [SURROGATE_TRAP]
+    # AND the missing bound never hides the key from the next merge: the row is recognised, not doubled
+    assert (second.inserted, second.skipped) == (0, 1)
+
+
 # --- upsert and append ------------------------------------------------------------------------
 
 

@@ -50,6 +50,7 @@ from pyiceberg.utils.properties import property_as_int
 
 if TYPE_CHECKING:
     from pyiceberg.io import FileIO
+    from pyiceberg.io.pyarrow import DataFileStatistics
     from pyiceberg.manifest import ManifestFile
     from pyiceberg.table import FileScanTask, Table
     from pyiceberg.table.metadata import TableMetadata
@@ -176,6 +177,7 @@ class _FileWriter:
             stats_columns=self._statistics_plan,
             parquet_column_mapping=self._column_ids,
         )
+        _drop_unserializable_bounds(statistics)
         return DataFile.from_args(
             content=DataFileContent.DATA,
             file_path=path,
@@ -188,6 +190,23 @@ class _FileWriter:
             key_metadata=None,
             **statistics.to_serialized_dict(),
         )
+
+
+def _drop_unserializable_bounds(statistics: DataFileStatistics) -> None:
+    """Leave out a column bound that pyiceberg cannot serialise, so that statistics never fail a load.
+
+    pyiceberg truncates a string max to 16 characters and increments the last one: U+D7FF becomes
+    a lone surrogate, which UTF-8 cannot encode. A missing bound only means "may hold any value".
+    """
+    for aggregate in statistics.column_aggregates.values():
+        try:
+            aggregate.max_as_bytes()
+        except ValueError:  # UnicodeEncodeError is one
+            aggregate.current_max = None
+        try:
+            aggregate.min_as_bytes()
+        except ValueError:
+            aggregate.current_min = None
 
 
 def _sort_key(frame: pl.DataFrame, partition_names: list[str]) -> pl.Series | list[str]:
