@@ -8,6 +8,7 @@ failure.
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 import sys
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
@@ -18,6 +19,7 @@ import polars as pl
 import pytest
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
+from sqlalchemy.exc import OperationalError
 
 from icegate.datasets import Column, Dataset, get_dataset
 from icegate.errors import CommitConflict
@@ -195,6 +197,36 @@ def test_rerun_of_the_same_content_is_a_no_op_reporting_the_original_snapshot(ca
     assert again.inserted == 0
     assert len(table_of(catalog).metadata.snapshots) == snapshots_before
     assert rows_of(catalog).height == 2
+
+
+def test_a_commit_that_landed_before_the_catalog_call_failed_reports_what_it_inserted(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a catalog whose database errors right after our commit has landed (outcome unknown)
+    load(catalog, POSTS, posts("p1"), "earlier")
+    real = commit_module.commit_files
+    failures = []
+
+    def landed_then_locked(*args: Any, **kwargs: Any) -> int:
+        snapshot_id = real(*args, **kwargs)
+        if not failures:
+            failures.append(snapshot_id)
+            raise OperationalError("COMMIT", {}, sqlite3.OperationalError("database is locked"))
+        return snapshot_id
+
+    monkeypatch.setattr(commit_module, "commit_files", landed_then_locked)
+
+    # WHEN our load of p1 (stored) and p2, p3 (new) retries and finds its own marker
+    summary = load(catalog, POSTS, posts("p1", "p2", "p3"), "ours")
+
+    # THEN it reports what its commit did, in the snapshot that landed — not "already loaded"
+    assert not summary.already_loaded
+    assert (summary.inserted, summary.skipped, summary.snapshot_id) == (2, 1, failures[0])
+    assert sorted(rows_of(catalog)["post_id"]) == ["p1", "p2", "p3"]
+    # AND content loaded by another run is still "already loaded"
+    rerun = load_batch(catalog, POSTS, posts("p1", "p2", "p3"), identity("ours", "run-2"), namespace=NS)
+    assert rerun.already_loaded
+    assert (rerun.inserted, rerun.snapshot_id) == (0, failures[0])
 
 
 def test_a_file_whose_rows_all_exist_still_records_its_marker(catalog: Catalog) -> None:

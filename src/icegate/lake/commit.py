@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -29,7 +30,14 @@ from icegate.datasets import POLARS_TYPES
 from icegate.errors import CommitConflict
 from icegate.lake.catalog import ensure_table, target_file_rows
 from icegate.lake.files import key_probe, may_hold_keys, overwrite, read_files, transaction, write_data_files
-from icegate.lake.markers import SourceIdentity, find_loaded
+from icegate.lake.markers import (
+    MARKER_INSERTED,
+    MARKER_RUN,
+    MARKER_SKIPPED,
+    MARKER_UPDATED,
+    SourceIdentity,
+    find_marker,
+)
 from icegate.lake.merge import ROW_INDEX, dedupe_in_file, drop_replaced, plan_insert_new, plan_upsert
 from icegate.payloads import LoadSummary
 
@@ -57,7 +65,6 @@ def with_lineage(
     )
 
 
-
 @dataclass(frozen=True)
 class LoadPlan:
     """What one commit attempt writes and replaces, decided against one snapshot."""
@@ -71,6 +78,14 @@ class LoadPlan:
     skipped: int
     #: Which incoming rows go in (their ``ROW_INDEX``): with the same replaced files, the same files.
     incoming: pl.Series = field(repr=False)
+
+    def counts(self) -> dict[str, str]:
+        """The counts as snapshot-summary entries of the marker."""
+        return {
+            MARKER_INSERTED: str(self.inserted),
+            MARKER_UPDATED: str(self.updated),
+            MARKER_SKIPPED: str(self.skipped),
+        }
 
     def same_output(self, other: LoadPlan) -> bool:
         return {f.file_path for f in self.replaced_files} == {f.file_path for f in other.replaced_files} and (
@@ -110,14 +125,14 @@ def load_batch(
         try:
             if attempt:
                 table = catalog.load_table((namespace, dataset.table))
-            if (snapshot_id := find_loaded(table, identity.sha256)) is not None:
+            if (found := find_marker(table, identity.sha256)) is not None:
                 _discard(table, written)
-                return LoadSummary(table_name, dataset.strategy, 0, 0, 0, duplicates, snapshot_id, already_loaded=True)
+                return _summary_of_loaded(table_name, dataset, identity, duplicates, *found)
             plan = plan_load(table, dataset, incoming)
             if written is None or not written.plan.same_output(plan):
                 _discard(table, written)
                 written = _Written(plan, write_files(table, dataset, plan))
-            snapshot_id = commit_files(table, written.files, plan.replaced_files, identity)
+            snapshot_id = commit_files(table, written.files, plan.replaced_files, identity, plan.counts())
         except (CommitFailedException, ValidationException):
             # pyiceberg raises these only when the commit did not land: another writer won the
             # race, or its own checks found the plan's snapshot no longer matching. Re-plan.
@@ -138,6 +153,26 @@ def load_batch(
         f"{attempts} commits to {table_name} lost to concurrent writers; the load will be retried",
         file=identity.file,
     )
+
+
+def _summary_of_loaded(
+    table_name: str,
+    dataset: Dataset,
+    identity: SourceIdentity,
+    duplicates: int,
+    snapshot_id: int,
+    marker: dict[str, str],
+) -> LoadSummary:
+    """What to report for content the table already holds.
+
+    If this very run committed it (a commit that landed although the catalog call then failed, or
+    a retried invocation), the load is reported with the counts its marker recorded; otherwise
+    the content came in with an earlier run and this one is "already loaded".
+    """
+    if marker.get(MARKER_RUN) == identity.run_id and MARKER_INSERTED in marker:
+        counts = (int(marker[MARKER_INSERTED]), int(marker[MARKER_UPDATED]), int(marker[MARKER_SKIPPED]))
+        return LoadSummary(table_name, dataset.strategy, *counts, duplicates, snapshot_id)
+    return LoadSummary(table_name, dataset.strategy, 0, 0, 0, duplicates, snapshot_id, already_loaded=True)
 
 
 def plan_load(table: Table, dataset: Dataset, incoming: pl.DataFrame) -> LoadPlan:
@@ -183,14 +218,20 @@ def write_files(table: Table, dataset: Dataset, plan: LoadPlan) -> list[DataFile
     return write_data_files(table.metadata, table.io, plan.rows, dataset.key[0], target_file_rows(table))
 
 
-def commit_files(table: Table, added: list[DataFile], replaced: list[DataFile], identity: SourceIdentity) -> int:
-    """Commit one snapshot that adds ``added``, removes ``replaced`` and carries the source marker.
+def commit_files(
+    table: Table,
+    added: list[DataFile],
+    replaced: list[DataFile],
+    identity: SourceIdentity,
+    counts: Mapping[str, str] | None = None,
+) -> int:
+    """Commit one snapshot that adds ``added``, removes ``replaced`` and carries the source marker (and ``counts``).
 
     The snapshot asserts that the table's head is still the snapshot the plan was made against, so
     a concurrent commit makes this one fail with ``CommitFailedException`` rather than apply.
     """
     pending = transaction(table)
-    properties = identity.snapshot_properties()
+    properties = {**identity.snapshot_properties(), **(counts or {})}
     # An append merges small manifests as it goes (``commit.manifest-merge.enabled``), so that
     # planning does not read one manifest per load ever made.
     producer = (

@@ -17,9 +17,7 @@ from icegate.lake.files import FILE_INDEX, ROW_POSITION
 ROW_INDEX = "_icegate_row"
 
 
-def dedupe_in_file(
-    batch: pl.DataFrame, key: tuple[str, ...], ordering: str | None = None
-) -> tuple[pl.DataFrame, int]:
+def dedupe_in_file(batch: pl.DataFrame, key: tuple[str, ...], ordering: str | None = None) -> tuple[pl.DataFrame, int]:
     """One row per key: the one with the greatest ``ordering`` value, else (and on ties) the last.
 
     A scraper appends, so a later row is newer, unless the contract names an ordering column:
