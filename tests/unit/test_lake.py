@@ -89,8 +89,8 @@ def identity(sha: str, run: str = "run-1") -> SourceIdentity:
     return SourceIdentity(sha256=sha, file=f"s3://landing/{sha}.csv", version="v1", run_id=run)
 
 
-def load(catalog: Catalog, dataset: Dataset, frame: pl.DataFrame, sha: str, **kwargs: Any) -> Any:
-    return load_batch(catalog, dataset, frame, identity(sha), namespace=NS, backoff_seconds=0, **kwargs)
+def load(catalog: Catalog, dataset: Dataset, frame: pl.DataFrame, sha: str, run: str = "run-1", **kwargs: Any) -> Any:
+    return load_batch(catalog, dataset, frame, identity(sha, run), namespace=NS, backoff_seconds=0, **kwargs)
 
 
 @pytest.fixture
@@ -670,7 +670,7 @@ def test_compaction_merges_small_files_into_key_sorted_ones_without_changing_row
     assert (replaced, written) == (6, 1)
     assert len(data_files(catalog)) == 1
     assert rows_of(catalog).sort("post_id").equals(before)
-    assert load(catalog, POSTS, posts("p0a", "p0b"), "load-0").already_loaded
+    assert load(catalog, POSTS, posts("p0a", "p0b"), "load-0", run="rerun").already_loaded
 
 
 def test_expiring_snapshots_deletes_what_only_they_used_and_keeps_their_markers(
@@ -694,7 +694,7 @@ def test_expiring_snapshots_deletes_what_only_they_used_and_keeps_their_markers(
     assert rows_of(catalog, UPSERT_POSTS)["likes"].to_list() == [3]
     # AND a rerun of an expired load is still recognised as already loaded
     assert len(table_of(catalog, UPSERT_POSTS).metadata.snapshots) == 1
-    rerun = load(catalog, UPSERT_POSTS, posts("p1", likes=1), "one")
+    rerun = load(catalog, UPSERT_POSTS, posts("p1", likes=1), "one", run="rerun")
     assert rerun.already_loaded
     assert rows_of(catalog, UPSERT_POSTS)["likes"].to_list() == [3]
 
