@@ -29,6 +29,7 @@ from sqlalchemy.exc import DBAPIError
 from icegate.datasets import POLARS_TYPES
 from icegate.errors import CommitConflict
 from icegate.lake.catalog import ensure_table, target_file_rows
+from icegate.lake.evolve import evolve_table
 from icegate.lake.files import key_probe, may_hold_keys, overwrite, read_files, transaction, write_data_files
 from icegate.lake.markers import (
     MARKER_INSERTED,
@@ -78,6 +79,8 @@ class LoadPlan:
     skipped: int
     #: Which incoming rows go in (their ``ROW_INDEX``): with the same replaced files, the same files.
     incoming: pl.Series = field(repr=False)
+    #: The table schema the plan was made against: files written for another carry other field ids.
+    schema_id: int
 
     def counts(self) -> dict[str, str]:
         """The counts as snapshot-summary entries of the marker."""
@@ -88,8 +91,10 @@ class LoadPlan:
         }
 
     def same_output(self, other: LoadPlan) -> bool:
-        return {f.file_path for f in self.replaced_files} == {f.file_path for f in other.replaced_files} and (
-            self.incoming.equals(other.incoming)
+        return (
+            self.schema_id == other.schema_id
+            and {f.file_path for f in self.replaced_files} == {f.file_path for f in other.replaced_files}
+            and self.incoming.equals(other.incoming)
         )
 
 
@@ -128,7 +133,10 @@ def load_batch(
             if (found := find_marker(table, identity.sha256)) is not None:
                 _discard(table, written)
                 return _summary_of_loaded(table_name, dataset, identity, duplicates, *found)
-            plan = plan_load(table, dataset, incoming)
+            # Another tool may have added, renamed or dropped columns, or the contract gained some.
+            table, fit = evolve_table(table, dataset, file=identity.file)
+            ordering = fit.names[dataset.ordering_column] if dataset.ordering_column else None
+            plan = plan_load(table, dataset, incoming.rename(fit.renames), ordering)
             if written is None or not written.plan.same_output(plan):
                 _discard(table, written)
                 written = _Written(plan, write_files(table, dataset, plan))
@@ -175,24 +183,33 @@ def _summary_of_loaded(
     return LoadSummary(table_name, dataset.strategy, 0, 0, 0, duplicates, snapshot_id, already_loaded=True)
 
 
-def plan_load(table: Table, dataset: Dataset, incoming: pl.DataFrame) -> LoadPlan:
-    """The merge of ``incoming`` (rows with lineage and ``ROW_INDEX``) against the table's current snapshot."""
+def plan_load(table: Table, dataset: Dataset, incoming: pl.DataFrame, ordering: str | None) -> LoadPlan:
+    """The merge of ``incoming`` against the table's current snapshot.
+
+    ``incoming`` holds rows with lineage and ``ROW_INDEX``, its columns named as the table names
+    them; ``ordering`` is the table's name of the contract's ordering column.
+    """
+    schema_id = table.metadata.current_schema_id
     if dataset.strategy == "append" or table.current_snapshot() is None:
-        return LoadPlan(incoming.drop(ROW_INDEX), [], incoming.height, 0, 0, incoming.get_column(ROW_INDEX))
+        return LoadPlan(
+            incoming.drop(ROW_INDEX), [], incoming.height, 0, 0, incoming.get_column(ROW_INDEX), schema_id
+        )
     key = dataset.key
     candidates = candidate_files(table, dataset, incoming)
     if dataset.strategy == "insert_new":
         stored_keys = read_files(table.metadata, table.io, candidates, key)
         new_rows, skipped = plan_insert_new(incoming, stored_keys, key)
-        return LoadPlan(new_rows.drop(ROW_INDEX), [], new_rows.height, 0, skipped, new_rows.get_column(ROW_INDEX))
+        return LoadPlan(
+            new_rows.drop(ROW_INDEX), [], new_rows.height, 0, skipped, new_rows.get_column(ROW_INDEX), schema_id
+        )
 
-    ordering = dataset.ordering_column
     stored = read_files(table.metadata, table.io, candidates, [*key, *([ordering] if ordering else [])])
     upsert = plan_upsert(incoming, stored, key, ordering)
     rewritten = [candidates[i] for i in upsert.files_to_rewrite]
     stored_rows = read_files(table.metadata, table.io, rewritten, indexes=upsert.files_to_rewrite)
     kept = drop_replaced(stored_rows, upsert.replaced_rows)
-    rows = pl.concat([upsert.rows.drop(ROW_INDEX), kept], how="vertical_relaxed")
+    # Stored rows carry the table's columns the contract lacks; the writer fills the gaps with nulls.
+    rows = pl.concat([upsert.rows.drop(ROW_INDEX), kept], how="diagonal_relaxed")
     return LoadPlan(
         rows,
         [task.file for task in rewritten],
@@ -200,6 +217,7 @@ def plan_load(table: Table, dataset: Dataset, incoming: pl.DataFrame) -> LoadPla
         upsert.updated,
         upsert.skipped,
         upsert.rows.get_column(ROW_INDEX).sort(),
+        schema_id,
     )
 
 

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from pyiceberg.io import FileIO
     from pyiceberg.io.pyarrow import DataFileStatistics
     from pyiceberg.manifest import ManifestFile
+    from pyiceberg.schema import Schema
     from pyiceberg.table import FileScanTask, Table
     from pyiceberg.table.metadata import TableMetadata
 
@@ -77,6 +78,7 @@ def write_data_files(
         return []
     schema = metadata.schema()
     spec = metadata.spec()
+    frame = _in_table_layout(frame, schema)
     partition_names = [f"{_PARTITION_PREFIX}{i}" for i in range(len(spec.fields))]
     with_order = frame.with_columns(
         *(
@@ -190,6 +192,24 @@ class _FileWriter:
             key_metadata=None,
             **statistics.to_serialized_dict(),
         )
+
+
+def _in_table_layout(frame: pl.DataFrame, schema: Schema) -> pl.DataFrame:
+    """The rows with exactly the table's columns, in its order and types: fields they lack are null.
+
+    The table may hold columns the contract does not (added by another tool); each column the
+    rows hold was mapped onto a table field before the load planned (see ``evolve``).
+    """
+    layout = pl.from_arrow(schema_to_pyarrow(schema).empty_table()).schema  # type: ignore[union-attr]
+    if frame.schema == layout:
+        return frame
+    unknown = [name for name in frame.columns if name not in layout]
+    if unknown:
+        raise ValueError(f"the columns {unknown} are not in the table's schema")  # a bug: evolve maps every column
+    return frame.select(
+        pl.col(name).cast(dtype) if name in frame.columns else pl.lit(None, dtype).alias(name)
+        for name, dtype in layout.items()
+    )
 
 
 def _drop_unserializable_bounds(statistics: DataFileStatistics) -> None:

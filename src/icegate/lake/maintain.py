@@ -28,7 +28,7 @@ from pyarrow import fs as pafs
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table.update.snapshot import ExpireSnapshots
 
-from icegate.lake.catalog import target_file_rows
+from icegate.lake.catalog import MERGE_KEY_PROPERTY, target_file_rows
 from icegate.lake.files import FILE_INDEX, ROW_POSITION, overwrite, read_files, transaction, write_data_files
 from icegate.lake.markers import ledger_entries
 
@@ -96,7 +96,7 @@ def compact(catalog: Catalog, identifier: tuple[str, str], *, min_files: int = 2
         if not small:
             return 0, 0
         rows = read_files(table.metadata, table.io, small).drop(FILE_INDEX, ROW_POSITION)
-        cluster_by = table.properties.get("icegate.merge-key", rows.columns[0]).split(",")[0]
+        cluster_by = table.properties.get(MERGE_KEY_PROPERTY, rows.columns[0]).split(",")[0]
         added = write_data_files(table.metadata, table.io, rows, cluster_by, target)
         try:
             _commit_swap(table, [task.file for task in small], added)
