@@ -36,6 +36,7 @@ from icegate.lake import (
     plan_insert_new,
 )
 from icegate.lake import commit as commit_module
+from icegate.lake import maintain as maintain_module
 from icegate.lake.catalog import TARGET_FILE_ROWS
 from icegate.lake.commit import candidate_files, with_lineage
 from icegate.lake.maintain import compact, expire_snapshots, remove_orphan_files
@@ -607,6 +608,70 @@ def test_endless_conflicts_end_in_a_transient_commit_conflict(
     assert find_loaded(table_of(catalog), "aaa") is None
     assert "p1" not in rows_of(catalog)["post_id"].to_list()
     assert parquet_on_disk(settings) == data_files(catalog)
+
+
+def test_maintenance_between_planning_and_reading_makes_the_load_re_plan(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN two small files, and maintenance (compaction, then expiry of all but the newest snapshot)
+    # that runs after our load planned which files to read, and before it reads them (once)
+    load(catalog, POSTS, posts("p1"), "one")
+    load(catalog, POSTS, posts("p2"), "two")
+    real = commit_module.read_files
+    maintained: list[str] = []
+
+    def maintenance_first(*args: Any, **kwargs: Any) -> Any:
+        if not maintained:
+            maintained.append("done")
+            compact(catalog, (NS, "posts"))
+            expire_snapshots(catalog, (NS, "posts"), older_than=datetime.now(UTC) + timedelta(days=1), retain_last=1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(commit_module, "read_files", maintenance_first)
+
+    # WHEN our load of p1 (stored) and p3 (new) finds its planned files deleted
+    summary = load(catalog, POSTS, posts("p1", "p3"), "ours")
+
+    # THEN it re-planned against the compacted snapshot: p1 skipped, p3 inserted, nothing doubled
+    assert maintained
+    assert (summary.inserted, summary.skipped) == (1, 1)
+    assert sorted(rows_of(catalog)["post_id"]) == ["p1", "p2", "p3"]
+
+
+def test_a_data_file_missing_from_the_current_snapshot_is_not_mistaken_for_a_race(catalog: Catalog) -> None:
+    # GIVEN a table whose only data file was deleted behind Iceberg's back (no newer snapshot)
+    load(catalog, POSTS, posts("p1"), "one")
+    [path] = data_files(catalog)
+    Path(path).unlink()
+
+    # WHEN a load needs to read it THEN the load fails rather than retry forever or load blind
+    with pytest.raises(FileNotFoundError):
+        load(catalog, POSTS, posts("p1", "p2"), "two")
+    assert find_loaded(table_of(catalog), "two") is None
+
+
+def test_compaction_that_keeps_losing_to_loads_says_so(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN small files to compact, and a loader that commits before each compaction commit
+    for n in range(3):
+        load(catalog, POSTS, posts(f"p{n}"), f"load-{n}")
+    real = maintain_module._commit_swap
+    raced: list[int] = []
+
+    def load_first(*args: Any, **kwargs: Any) -> None:
+        raced.append(1)
+        load(catalog, POSTS, posts(f"racer{len(raced)}"), f"racer-{len(raced)}")
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(maintain_module, "_commit_swap", load_first)
+
+    # WHEN compaction runs out of attempts
+    with pytest.raises(CommitConflict, match=r"instagram_db\.posts: compaction lost 5 commits") as raised:
+        compact(catalog, (NS, "posts"))
+
+    # THEN it says so (transient: worth running again) instead of reporting "compacted 0"; rows intact
+    assert raised.value.transient
+    assert len(raced) == 5
+    assert rows_of(catalog).height == 3 + 5
 
 
 def test_upserts_replacing_files_in_many_partitions_survive_thread_switches(catalog: Catalog) -> None:

@@ -127,6 +127,7 @@ def load_batch(
     for attempt in range(attempts):
         if attempt:
             _sleep_before_retry(attempt, backoff_seconds)
+        planned_against: int | None = None
         try:
             if attempt:
                 table = catalog.load_table((namespace, dataset.table))
@@ -136,6 +137,7 @@ def load_batch(
             # Another tool may have added, renamed or dropped columns, or the contract gained some.
             table, fit = evolve_table(table, dataset, file=identity.file)
             ordering = fit.names[dataset.ordering_column] if dataset.ordering_column else None
+            planned_against = _head(table)
             plan = plan_load(table, dataset, incoming.rename(fit.renames), ordering)
             if written is None or not written.plan.same_output(plan):
                 _discard(table, written)
@@ -144,6 +146,13 @@ def load_batch(
         except (CommitFailedException, ValidationException):
             # pyiceberg raises these only when the commit did not land: another writer won the
             # race, or its own checks found the plan's snapshot no longer matching. Re-plan.
+            continue
+        except FileNotFoundError:
+            # Maintenance replaced (compaction) and deleted (expiry) files this plan was reading:
+            # a newer snapshot no longer needs them, so re-plan against it. A file missing from
+            # the snapshot that is still current is a damaged table, not a race.
+            if _head(catalog.load_table((namespace, dataset.table))) == planned_against:
+                raise
             continue
         except DBAPIError as exc:
             if not is_contention(exc):
@@ -264,6 +273,11 @@ def commit_files(
             producer.append_data_file(data_file)
     pending.commit_transaction()
     return producer.snapshot_id
+
+
+def _head(table: Table) -> int | None:
+    snapshot = table.current_snapshot()
+    return snapshot.snapshot_id if snapshot is not None else None
 
 
 def is_contention(exc: DBAPIError) -> bool:
