@@ -674,6 +674,37 @@ def test_compaction_that_keeps_losing_to_loads_says_so(catalog: Catalog, monkeyp
     assert rows_of(catalog).height == 3 + 5
 
 
+def test_snapshot_expiry_that_keeps_losing_to_loads_says_so(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN snapshots to expire, and a loader that commits inside each expiry commit (after the
+    # catalog read the table, before it swaps the metadata pointer: expiry asserts nothing else)
+    for n in range(3):
+        load(catalog, POSTS, posts(f"p{n}"), f"load-{n}")
+    real = catalog._write_metadata  # type: ignore[attr-defined]
+    raced: list[int] = []
+    racing = False
+
+    def load_in_between(*args: Any, **kwargs: Any) -> None:
+        nonlocal racing
+        real(*args, **kwargs)
+        if not racing:  # not the racer's own commit
+            racing = True
+            try:
+                raced.append(1)
+                load(catalog, POSTS, posts(f"racer{len(raced)}"), f"racer-{len(raced)}")
+            finally:
+                racing = False
+
+    monkeypatch.setattr(catalog, "_write_metadata", load_in_between)
+
+    # WHEN expiry runs out of attempts
+    with pytest.raises(CommitConflict, match=r"instagram_db\.posts: snapshot expiry lost 5 commits") as raised:
+        expire_snapshots(catalog, (NS, "posts"), older_than=datetime.now(UTC) + timedelta(days=1), retain_last=1)
+
+    # THEN it says so instead of reporting "expired 0", and nothing was expired
+    assert raised.value.transient
+    assert len(table_of(catalog).metadata.snapshots) == 3 + 5
+
+
 def test_upserts_replacing_files_in_many_partitions_survive_thread_switches(catalog: Catalog) -> None:
     # GIVEN one row in each of 40 daily partitions, each in its own manifest
     daily = dataclasses.replace(PRICES, name="daily", partition=(("scraped_on", "day"),))
