@@ -217,8 +217,11 @@ def plan_load(table: Table, dataset: Dataset, incoming: pl.DataFrame, ordering: 
     rewritten = [candidates[i] for i in upsert.files_to_rewrite]
     stored_rows = read_files(table.metadata, table.io, rewritten, indexes=upsert.files_to_rewrite)
     kept = drop_replaced(stored_rows, upsert.replaced_rows)
-    # Stored rows carry the table's columns the contract lacks; the writer fills the gaps with nulls.
-    rows = pl.concat([upsert.rows.drop(ROW_INDEX), kept], how="diagonal_relaxed")
+    new_rows = upsert.rows.drop(ROW_INDEX)
+    # Stored rows may carry table columns the contract lacks (added by another tool): the writer
+    # fills them with nulls for the new rows.
+    same_columns = new_rows.columns == kept.columns
+    rows = pl.concat([new_rows, kept], how="vertical_relaxed" if same_columns else "diagonal_relaxed")
     return LoadPlan(
         rows,
         [task.file for task in rewritten],
