@@ -131,6 +131,24 @@ def test_a_column_renamed_by_another_tool_keeps_receiving_the_contract_column(ca
     assert stored["post_caption"].to_list() == ["new", "new"]
 
 
+def test_a_renamed_ordering_column_still_decides_which_row_is_newer(catalog: Catalog) -> None:
+    # GIVEN posts upserted by likes (more is newer), p1 stored with 7, then likes renamed by another tool
+    by_likes = dataclasses.replace(UPSERT_POSTS, ordering_column="likes")
+    load(catalog, by_likes, posts("p1", likes=7), "first")
+    with table_of(catalog).update_schema() as update:
+        update.rename_column("likes", "like_count")
+
+    # WHEN a newer row (10) and then an older one (5) arrive
+    newer = load(catalog, by_likes, posts("p1", likes=10), "newer")
+    older = load(catalog, by_likes, posts("p1", likes=5), "older")
+
+    # THEN the stored value was read through the rename: 10 replaced 7, and 5 was skipped
+    assert (newer.updated, older.skipped) == (1, 1)
+    stored = duckdb_rows(table_of(catalog))
+    assert stored["like_count"].to_list() == [10]
+    assert rows_of(catalog)["like_count"].to_list() == [10]
+
+
 def test_a_column_dropped_by_another_tool_comes_back_for_new_rows(catalog: Catalog) -> None:
     # GIVEN a table whose hashtags column another tool dropped
     load(catalog, POSTS, posts("p1"), "first")

@@ -374,8 +374,10 @@ def read_files(
     A file's index is its position in ``tasks``, or the matching entry of ``indexes``. Positions are
     stable: reading the same file again yields the same rows in the same order.
 
-    Local files of a table whose schema never changed, with no delete files, are read by polars'
-    own Parquet reader (several times faster); anything else goes through pyiceberg's projection.
+    Local files without delete files are read by polars' own Parquet reader (several times faster)
+    when every schema the table ever had holds the wanted columns under the same name and type, so
+    that every file has them as they are asked for; anything else goes through pyiceberg's
+    projection (renamed, added or widened columns).
     """
     schema = metadata.schema()
     projected = schema.select(*columns) if columns is not None else schema
@@ -391,12 +393,12 @@ def read_files(
     if not tasks:
         return empty
     tags = list(indexes) if indexes is not None else list(range(len(tasks)))
-    one_schema = len(metadata.schemas) == 1
+    stable = _unchanged_in_every_schema(metadata, projected)
 
     def read(position: int) -> pl.DataFrame:
         task = tasks[position]
         local = _local_path(task.file.file_path)
-        if local is not None and one_schema and not task.delete_files:
+        if local is not None and stable and not task.delete_files:
             frame = pl.read_parquet(local, columns=names)
         else:
             converted = pl.from_arrow(scan.to_table([task]))
@@ -410,6 +412,15 @@ def read_files(
     with ThreadPoolExecutor(max_workers=min(_READ_THREADS, len(tasks))) as pool:
         frames = list(pool.map(read, range(len(tasks))))
     return pl.concat([empty, *frames], how="vertical_relaxed")
+
+
+def _unchanged_in_every_schema(metadata: TableMetadata, projected: Schema) -> bool:
+    for field in projected.fields:
+        for schema in metadata.schemas:
+            earlier = next((f for f in schema.fields if f.field_id == field.field_id), None)
+            if earlier is None or earlier.name != field.name or earlier.field_type != field.field_type:
+                return False
+    return True
 
 
 def _local_path(location: str) -> str | None:
