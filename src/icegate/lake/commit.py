@@ -5,7 +5,8 @@ merge, so two loaders could both insert the same new key. Tables are created wit
 ``commit.retry.num-retries=0`` and :func:`load_batch` owns the loop: on a conflict it reloads the
 table, re-checks the source marker, recomputes the merge against the new snapshot and commits
 again — a bounded number of times with jittered backoff, then :class:`CommitConflict`, which the
-state machine retries.
+state machine retries. Each attempt first fits the contract onto the table's current schema
+(``evolve``), and re-plans too when maintenance removed the files its plan was reading.
 
 One snapshot per load, carrying the source marker: an ``append`` of new files, or for an
 ``upsert`` that replaces stored rows an ``overwrite`` that swaps the rewritten files for new ones
