@@ -361,6 +361,11 @@ def _duration(value: str) -> timedelta:
     show_default=True,
     help="Delete unreferenced files older than this ('off' to keep them); a loader writes files before it commits.",
 )
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Allow --orphans-older-than under 1d: only when no load is running, or its uncommitted files go.",
+)
 def maintain(
     table_name: str,
     lake_root: str | None,
@@ -368,6 +373,7 @@ def maintain(
     retain_last: int,
     no_compact: bool,
     orphans_older_than: str,
+    force: bool,
 ) -> None:
     """Compact small files, expire old snapshots and delete files nothing references, for TABLE.
 
@@ -376,6 +382,7 @@ def maintain(
     """
     from pyiceberg.exceptions import NoSuchTableError
 
+    from icegate.lake.maintain import UnsafeOrphanAge
     from icegate.lake.maintain import maintain as run_maintenance
 
     expire_age = _duration(expire_older_than)
@@ -392,9 +399,14 @@ def maintain(
             retain_last=retain_last,
             compact_files=not no_compact,
             orphans_older_than=orphan_age,
+            force=force,
         )
     except NoSuchTableError:
         raise click.ClickException(f"no table {'.'.join(identifier)} in the catalog") from None
+    except UnsafeOrphanAge as exc:
+        raise click.BadParameter(str(exc), param_hint="--orphans-older-than") from None
+    except IcegateError as exc:
+        raise click.ClickException(str(exc)) from None
     console.print(
         f"{report.table}: compacted {report.files_compacted} small files into {report.files_written}, "
         f"expired {report.snapshots_expired} snapshots, deleted {report.files_deleted} files they alone used "

@@ -72,6 +72,11 @@ class SchemaMismatch(TerminalError):
     """The header does not fit the dataset contract (missing required or colliding columns)."""
 
 
+class UnsafeSchemaChange(TerminalError):
+    """The table's schema and the contract differ in a way a load must not apply (a narrowed or
+    changed type, a changed, renamed or dropped key column)."""
+
+
 class QualityGateFailed(TerminalError):
     """The quality score is under the dataset's threshold (or a dimension under its floor)."""
 

@@ -99,10 +99,24 @@ class Settings:
         )
 
     def resolved_warehouse(self) -> str:
-        if self.warehouse:
-            return self.warehouse
-        location = self.lake_path(WAREHOUSE_PREFIX)
-        return Path(location).resolve().as_uri() if self.is_local else location
+        """The warehouse location exactly as pyiceberg will write under it.
+
+        A local warehouse is a plain absolute path, never a ``file://`` URI: ``Path.as_uri()``
+        percent-encodes (``my lake`` → ``my%20lake``) and pyiceberg writes that literal folder, and
+        a ``#`` or ``?`` in a URI would be cut off as a fragment or query. pyiceberg splits object
+        store URIs the same way, so a ``#`` or ``?`` there is refused rather than lost.
+        """
+        location = self.warehouse or self.lake_path(WAREHOUSE_PREFIX)
+        if "://" not in location:
+            return str(Path(location).resolve())
+        if location.startswith("file://"):
+            return location
+        if unsafe := sorted({c for c in location if c in "#?"}):
+            raise ValueError(
+                f"the warehouse location {location!r} holds {' and '.join(map(repr, unsafe))}, which Iceberg "
+                "cannot keep in an object key; choose a lake root or ICEGATE_WAREHOUSE without them"
+            )
+        return location
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with the given fields replaced; ``None`` values leave a field as it is."""

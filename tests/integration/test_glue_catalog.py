@@ -8,6 +8,7 @@ is ``test_iam_enforced.py``; here the library itself: creating the namespace and
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from collections.abc import Iterator
 from datetime import date, timedelta
@@ -38,12 +39,15 @@ class GlueLake:
     settings: Settings
     s3: Any
     glue: Any
+    _runs: Iterator[int] = dataclasses.field(default_factory=itertools.count)
 
     def catalog(self) -> Catalog:
         return build_catalog(self.settings)
 
-    def load(self, frame: pl.DataFrame, sha: str, dataset: Any = POSTS) -> Any:
-        identity = SourceIdentity(sha256=sha, file=f"s3://landing/{sha}.csv", version="v1", run_id=f"run-{sha}")
+    def load(self, frame: pl.DataFrame, sha: str, dataset: Any = POSTS, run_id: str | None = None) -> Any:
+        # Each load is its own run unless told otherwise: the same run again is a retry, not a rerun.
+        run_id = run_id or f"run-{sha}-{next(self._runs)}"
+        identity = SourceIdentity(sha256=sha, file=f"s3://landing/{sha}.csv", version="v1", run_id=run_id)
         return load_batch(self.catalog(), dataset, frame, identity, namespace=NS, backoff_seconds=0)
 
     def rows(self) -> pl.DataFrame:

@@ -23,8 +23,7 @@ def test_defaults_run_the_embedded_local_mode(tmp_path: Path, monkeypatch: pytes
     assert settings.catalog_type == "sql"
     assert settings.namespace == "instagram_db"
     assert settings.resolved_catalog_uri() == f"sqlite:///{tmp_path.resolve() / 'lake' / 'catalog.db'}"
-    assert settings.resolved_warehouse() == (tmp_path.resolve() / "lake" / "warehouse").as_uri()
-    assert settings.resolved_warehouse().startswith("file:///")
+    assert settings.resolved_warehouse() == str(tmp_path.resolve() / "lake" / "warehouse")
     assert settings.limits == Limits()
 
 
@@ -272,3 +271,22 @@ def test_with_overrides_replaces_given_fields_and_ignores_none() -> None:
 def test_with_overrides_rejects_unknown_fields() -> None:
     with pytest.raises(TypeError):
         Settings().with_overrides(lake="x")
+
+
+@pytest.mark.parametrize(
+    "name", ["my lake", "100%", "lake#2", "lac-été"], ids=["space", "percent", "hash", "non-ascii"]
+)
+def test_a_local_warehouse_is_the_plain_path_not_a_percent_encoded_uri(tmp_path: Path, name: str) -> None:
+    # GIVEN a lake folder whose name a URI would encode or cut WHEN the warehouse is resolved
+    # THEN it is the folder itself, character for character
+    assert Settings(lake_root=str(tmp_path / name)).resolved_warehouse() == str(tmp_path.resolve() / name / "warehouse")
+
+
+@pytest.mark.parametrize("root", ["s3://bucket/lake#2", "s3://bucket/why?"], ids=["hash", "question-mark"])
+def test_an_object_store_warehouse_that_iceberg_would_cut_short_is_refused(root: str) -> None:
+    with pytest.raises(ValueError, match="cannot keep in an object key"):
+        Settings(lake_root=root).resolved_warehouse()
+
+
+def test_an_object_store_warehouse_with_a_space_is_kept_as_is() -> None:
+    assert Settings(lake_root="s3://bucket/my lake").resolved_warehouse() == "s3://bucket/my lake/warehouse"

@@ -54,6 +54,8 @@ TABLE_PROPERTIES = {
     "commit.manifest.min-count-to-merge": "16",
     TARGET_FILE_ROWS: str(DEFAULT_TARGET_FILE_ROWS),
 }
+#: Table property: the merge key the table was created with, comma-separated.
+MERGE_KEY_PROPERTY = "icegate.merge-key"
 #: SQLite waits this long for another writer's lock before "database is locked" (Python's default: 5 s).
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
 
@@ -144,7 +146,7 @@ def ensure_table(catalog: Catalog, dataset: Dataset, namespace: str) -> Table:
         identifier,
         schema=schema,
         partition_spec=partition_spec(dataset, schema),
-        properties={**TABLE_PROPERTIES, "icegate.merge-key": ",".join(dataset.key)},
+        properties={**TABLE_PROPERTIES, MERGE_KEY_PROPERTY: ",".join(dataset.key)},
     )
 
 

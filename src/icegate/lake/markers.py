@@ -19,6 +19,10 @@ MARKER_SHA256 = "icegate.source-sha256"
 MARKER_FILE = "icegate.source-file"
 MARKER_VERSION = "icegate.source-version"
 MARKER_RUN = "icegate.run-id"
+#: Snapshot-summary keys with what the load did, so that the run that committed it can say so again.
+MARKER_INSERTED = "icegate.inserted"
+MARKER_UPDATED = "icegate.updated"
+MARKER_SKIPPED = "icegate.skipped"
 #: Table-property prefix that keeps the markers of expired snapshots.
 LEDGER_PREFIX = "icegate.loaded."
 
@@ -49,9 +53,15 @@ def loaded_snapshots(table: Table) -> Iterator[tuple[int, dict[str, str]]]:
 
 def find_loaded(table: Table, sha256: str) -> int | None:
     """The snapshot that already loaded a source with this content hash, if any (expired ones included)."""
+    found = find_marker(table, sha256)
+    return found[0] if found is not None else None
+
+
+def find_marker(table: Table, sha256: str) -> tuple[int, dict[str, str]] | None:
+    """The snapshot that loaded this content and its marker (empty once the snapshot expired)."""
     if (recorded := table.properties.get(LEDGER_PREFIX + sha256)) is not None:
-        return int(recorded)
-    return next((sid for sid, props in loaded_snapshots(table) if props[MARKER_SHA256] == sha256), None)
+        return int(recorded), {}
+    return next(((sid, props) for sid, props in loaded_snapshots(table) if props[MARKER_SHA256] == sha256), None)
 
 
 def ledger_entries(table: Table, snapshot_ids: set[int]) -> dict[str, str]:
