@@ -15,6 +15,7 @@ from typing import Any
 from constructs import Node
 
 from icegate.constants import DEAD_LETTER, HANDLERS, LOAD, PARSE, SCORE, VALIDATE
+from icegate.sizing import DEFAULT_MEMORY_MB, MB, limiting_stage, max_input_bytes
 
 #: Lambda limits (memory in MB, timeout in seconds).
 _MEMORY_RANGE = (128, 10_240)
@@ -36,15 +37,14 @@ class FunctionSettings:
         _check_range("timeout_seconds", self.timeout_seconds, *_TIMEOUT_RANGE)
 
 
-#: Sized for files up to a few hundred MB: Arrow holds a decoded file in memory, and Lambda CPU
-#: grows with memory. The loader merges against the table, so it gets the most of both.
+#: Every data stage holds a decoded file in memory, so memory sets the largest file a deployment takes
+#: (``icegate.sizing``, which also holds the default memory). The loader merges against the table, so it
+#: gets the most time; the dead-letter stage copies server-side and needs little of either.
+_DEFAULT_TIMEOUT_SECONDS = {PARSE: 300, VALIDATE: 300, SCORE: 300, LOAD: 900, DEAD_LETTER: 120}
 DEFAULT_FUNCTIONS: Mapping[str, FunctionSettings] = MappingProxyType(
     {
-        PARSE: FunctionSettings(memory_mb=2048, timeout_seconds=300),
-        VALIDATE: FunctionSettings(memory_mb=2048, timeout_seconds=300),
-        SCORE: FunctionSettings(memory_mb=1024, timeout_seconds=300),
-        LOAD: FunctionSettings(memory_mb=3008, timeout_seconds=900),
-        DEAD_LETTER: FunctionSettings(memory_mb=512, timeout_seconds=120),
+        stage: FunctionSettings(memory_mb=DEFAULT_MEMORY_MB[stage], timeout_seconds=timeout)
+        for stage, timeout in _DEFAULT_TIMEOUT_SECONDS.items()
     }
 )
 
@@ -102,6 +102,21 @@ class PipelineConfig:
         # EventBridge's own limits for a target's retry policy.
         _check_range("event_max_age_hours", self.event_max_age_hours, 1, 24)
         _check_range("event_retry_attempts", self.event_retry_attempts, 0, 185)
+        if self.max_file_bytes < MB:
+            stage = limiting_stage(self.memory_mb)
+            raise ValueError(
+                f"context 'functions.{stage}.memory_mb' ({self.memory_mb[stage]}) leaves no room for a file of "
+                "even 1 MB; give that stage more memory"
+            )
+
+    @property
+    def memory_mb(self) -> Mapping[str, int]:
+        return {stage: settings.memory_mb for stage, settings in self.functions.items()}
+
+    @property
+    def max_file_bytes(self) -> int:
+        """The largest file this deployment's memory takes (the parser refuses larger ones as FileTooLarge)."""
+        return max_input_bytes(self.memory_mb)
 
     @classmethod
     def from_context(cls, node: Node) -> PipelineConfig:

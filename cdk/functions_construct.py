@@ -21,6 +21,8 @@ from icegate.constants import (
     DLQ_PREFIX,
     ENV_CATALOG_TYPE,
     ENV_LAKE_ROOT,
+    ENV_MAX_BYTES,
+    ENV_MAX_UNCOMPRESSED_BYTES,
     ENV_NAMESPACE,
     ENV_WAREHOUSE,
     HANDLERS,
@@ -105,6 +107,7 @@ class FunctionsConstruct(Construct):
         settings: Mapping[str, FunctionSettings],
         architecture: str,
         log_retention_days: int,
+        max_file_bytes: int,
     ) -> None:
         super().__init__(scope, construct_id)
         self._storage = storage
@@ -116,6 +119,10 @@ class FunctionsConstruct(Construct):
             ENV_CATALOG_TYPE: "glue",
             ENV_WAREHOUSE: f"s3://{lake}/{WAREHOUSE_PREFIX}",
             ENV_NAMESPACE: catalog.database_name,
+            # Derived from the functions' memory (PipelineConfig.max_file_bytes), so the two cannot drift:
+            # a larger file is dead-lettered as FileTooLarge instead of running a stage out of memory.
+            ENV_MAX_BYTES: str(max_file_bytes),
+            ENV_MAX_UNCOMPRESSED_BYTES: str(max_file_bytes),
             "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
             "POWERTOOLS_METRICS_NAMESPACE": SERVICE_NAME,
         }

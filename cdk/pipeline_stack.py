@@ -56,6 +56,7 @@ class PipelineStack(Stack):
             settings=self.config.functions,
             architecture=self.config.lambda_architecture,
             log_retention_days=self.config.log_retention_days,
+            max_file_bytes=self.config.max_file_bytes,
         )
 
     def _build_state_machine(self) -> StateMachineConstruct:
@@ -96,4 +97,10 @@ class PipelineStack(Stack):
         )
         CfnOutput(self, "StateMachineArn", value=self.pipeline.state_machine.state_machine_arn)
         CfnOutput(self, "GlueDatabaseName", value=self.catalog.database_name)
+        CfnOutput(
+            self,
+            "MaxFileBytes",
+            value=str(self.config.max_file_bytes),
+            description="The largest file the stages' memory takes; larger ones are dead-lettered as FileTooLarge",
+        )
         CfnOutput(self, "UndeliveredEventsQueueUrl", value=self.trigger.dead_letter_queue.queue_url)
