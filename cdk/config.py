@@ -72,8 +72,11 @@ class PipelineConfig:
     #: For imported landing buckets: let the stack switch their EventBridge notifications on (a CDK
     #: custom resource that merges into the bucket's existing notification configuration).
     landing_enable_eventbridge: bool = True
-    #: Physical name of the lake bucket the stack creates; empty lets CloudFormation name it.
+    #: Physical name of the lake bucket the stack creates (or imports); empty lets CloudFormation name it.
     lake_bucket_name: str = ""
+    #: Use the lake bucket ``lake_bucket_name`` and the Glue database ``namespace`` that already exist
+    #: (kept by an earlier deployment's ``cdk destroy``, as both are retained) instead of creating them.
+    import_lake: bool = False
     #: Glue database = Iceberg namespace.
     namespace: str = "instagram_db"
     functions: Mapping[str, FunctionSettings] = field(default_factory=lambda: DEFAULT_FUNCTIONS)
@@ -93,6 +96,11 @@ class PipelineConfig:
         if self.lake_bucket_name and self.lake_bucket_name in self.landing_buckets:
             # The lake receives .parquet files under processing/: the rule would trigger on them forever.
             raise ValueError(f"the lake bucket {self.lake_bucket_name!r} cannot also be a landing bucket")
+        if self.import_lake and not self.lake_bucket_name:
+            raise ValueError(
+                "context 'import_lake' needs 'lake_bucket_name': the lake bucket to use (the LakeBucketName "
+                "output of the deployment that created it)"
+            )
         if not self.namespace.replace("_", "").isalnum() or self.namespace != self.namespace.lower():
             raise ValueError(f"context 'namespace' must be lower-case letters, digits and '_': {self.namespace!r}")
         if self.lambda_architecture not in ("x86_64", "arm64"):
@@ -133,7 +141,7 @@ class PipelineConfig:
                 changes[f.name] = _as_functions(raw)
             elif f.name == "alarms":
                 changes[f.name] = _as_alarms(raw)
-            elif f.name == "landing_enable_eventbridge":
+            elif isinstance(getattr(config, f.name), bool):
                 changes[f.name] = _as_bool(f.name, raw)
             elif isinstance(getattr(config, f.name), int):
                 changes[f.name] = _as_int(f.name, raw)

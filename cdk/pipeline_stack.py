@@ -39,12 +39,17 @@ class PipelineStack(Stack):
             landing_bucket_names=self.config.landing_buckets,
             enable_eventbridge_on_imported=self.config.landing_enable_eventbridge,
             lake_bucket_name=self.config.lake_bucket_name,
+            import_lake=self.config.import_lake,
             processing_expiry_days=self.config.processing_expiry_days,
         )
 
     def _build_catalog(self) -> CatalogConstruct:
         return CatalogConstruct(
-            self, "Catalog", database_name=self.config.namespace, lake_bucket=self.storage.lake_bucket
+            self,
+            "Catalog",
+            database_name=self.config.namespace,
+            lake_bucket=self.storage.lake_bucket,
+            create=not self.config.import_lake,
         )
 
     def _build_functions(self) -> FunctionsConstruct:
