@@ -7,6 +7,7 @@ JSON or comma-separated, a number as digits, a nested object as JSON.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
@@ -16,6 +17,8 @@ from constructs import Node
 
 from icegate.constants import DEAD_LETTER, HANDLERS, LOAD, PARSE, SCORE, VALIDATE
 from icegate.sizing import DEFAULT_MEMORY_MB, MB, limiting_stage, max_input_bytes
+
+_KMS_KEY_ARN = re.compile(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+")
 
 #: Lambda limits (memory in MB, timeout in seconds).
 _MEMORY_RANGE = (128, 10_240)
@@ -69,6 +72,9 @@ class AlarmSettings:
 class PipelineConfig:
     #: Existing landing buckets to import by name; empty means the stack creates one.
     landing_buckets: tuple[str, ...] = ()
+    #: Customer-managed KMS keys (key ARNs) that encrypt objects in imported landing buckets: the roles
+    #: that read landing (parser, dead-letter) get kms:Decrypt on them, through S3 only.
+    landing_kms_key_arns: tuple[str, ...] = ()
     #: For imported landing buckets: let the stack switch their EventBridge notifications on (a CDK
     #: custom resource that merges into the bucket's existing notification configuration).
     landing_enable_eventbridge: bool = True
@@ -93,6 +99,17 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         if set(self.functions) != set(HANDLERS):
             raise ValueError(f"context 'functions' must configure exactly the stages {sorted(HANDLERS)}")
+        if self.landing_kms_key_arns and not self.landing_buckets:
+            raise ValueError(
+                "context 'landing_kms_key_arns' is for imported landing buckets ('landing_buckets'); the landing "
+                "bucket the stack creates is encrypted with S3-managed keys"
+            )
+        for arn in self.landing_kms_key_arns:
+            if not _KMS_KEY_ARN.fullmatch(arn):
+                raise ValueError(
+                    f"context 'landing_kms_key_arns' takes key ARNs (arn:aws:kms:<region>:<account>:key/<id>; "
+                    f"IAM cannot grant on an alias), got {arn!r}"
+                )
         if self.lake_bucket_name and self.lake_bucket_name in self.landing_buckets:
             # The lake receives .parquet files under processing/: the rule would trigger on them forever.
             raise ValueError(f"the lake bucket {self.lake_bucket_name!r} cannot also be a landing bucket")
@@ -135,8 +152,8 @@ class PipelineConfig:
             raw = node.try_get_context(f.name)
             if raw is None:
                 continue
-            if f.name == "landing_buckets":
-                changes[f.name] = _as_names(raw)
+            if f.name in ("landing_buckets", "landing_kms_key_arns"):
+                changes[f.name] = _as_names(f.name, raw)
             elif f.name == "functions":
                 changes[f.name] = _as_functions(raw)
             elif f.name == "alarms":
@@ -177,12 +194,12 @@ def _as_object(name: str, raw: Any) -> Mapping[str, Any]:
     return value
 
 
-def _as_names(raw: Any) -> tuple[str, ...]:
+def _as_names(name: str, raw: Any) -> tuple[str, ...]:
     if isinstance(raw, str):
         text = raw.strip()
         raw = json.loads(text) if text.startswith("[") else text.split(",")
     if not isinstance(raw, list | tuple):
-        raise ValueError(f"context 'landing_buckets' must be a list of bucket names, got {raw!r}")
+        raise ValueError(f"context {name!r} must be a list of names, got {raw!r}")
     names = tuple(dict.fromkeys(str(name).strip() for name in raw if str(name).strip()))
     return names
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from aws_cdk import Duration
+from aws_cdk import Duration, Stack
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -40,6 +40,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = "stages/Dockerfile"
 
 SERVICE_NAME = "icegate"
+#: The stages that read the landing buckets (the source object).
+LANDING_READERS = (PARSE, DEAD_LETTER)
 
 _READ = ("s3:GetObject",)
 #: The parser and the dead-letter handler read the exact version the event names.
@@ -108,6 +110,7 @@ class FunctionsConstruct(Construct):
         architecture: str,
         log_retention_days: int,
         max_file_bytes: int,
+        landing_kms_key_arns: Sequence[str] = (),
     ) -> None:
         super().__init__(scope, construct_id)
         self._storage = storage
@@ -143,6 +146,7 @@ class FunctionsConstruct(Construct):
         self._grant_quality_scorer()
         self._grant_loader()
         self._grant_dead_letter()
+        self._grant_landing_decrypt(landing_kms_key_arns)
 
     def _build_function(
         self,
@@ -307,3 +311,17 @@ class FunctionsConstruct(Construct):
             "Copies the source to dlq/<dataset>/<run id>/<name> and writes error.json beside it; dataset and "
             "run id are known only at run time.",
         )
+
+    def _grant_landing_decrypt(self, key_arns: Sequence[str]) -> None:
+        """kms:Decrypt on the customer keys of imported landing buckets, for the stages that read landing.
+
+        S3 decrypts an SSE-KMS object (GetObject, and the dead-letter CopyObject's source) as the caller, so
+        without this the first read is AccessDenied. Only through S3 in this region (kms:ViaService).
+        """
+        if not key_arns:
+            return
+        via_s3 = {"StringEquals": {"kms:ViaService": f"s3.{Stack.of(self).region}.amazonaws.com"}}
+        for stage in LANDING_READERS:
+            self.roles[stage].add_to_policy(
+                iam.PolicyStatement(actions=["kms:Decrypt"], resources=list(key_arns), conditions=via_s3)
+            )

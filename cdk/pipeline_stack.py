@@ -14,6 +14,7 @@ from cdk.monitoring_construct import MonitoringConstruct
 from cdk.state_machine_construct import StateMachineConstruct
 from cdk.storage_construct import StorageConstruct
 from cdk.trigger_construct import TriggerConstruct
+from icegate.constants import LOAD
 
 
 class PipelineStack(Stack):
@@ -62,6 +63,7 @@ class PipelineStack(Stack):
             architecture=self.config.lambda_architecture,
             log_retention_days=self.config.log_retention_days,
             max_file_bytes=self.config.max_file_bytes,
+            landing_kms_key_arns=self.config.landing_kms_key_arns,
         )
 
     def _build_state_machine(self) -> StateMachineConstruct:
@@ -107,5 +109,11 @@ class PipelineStack(Stack):
             "MaxFileBytes",
             value=str(self.config.max_file_bytes),
             description="The largest file the stages' memory takes; larger ones are dead-lettered as FileTooLarge",
+        )
+        CfnOutput(
+            self,
+            "LoaderRoleArn",
+            value=self.functions.roles[LOAD].role_arn,
+            description="The role that calls Glue: grant it Lake Formation permissions where those govern the catalog",
         )
         CfnOutput(self, "UndeliveredEventsQueueUrl", value=self.trigger.dead_letter_queue.queue_url)

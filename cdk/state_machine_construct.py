@@ -50,8 +50,8 @@ class StateMachineConstruct(Construct):
     into ``{source: {...}, run_id: <execution name>}``, and each stage returns its input extended with
     its own result (``icegate.payloads``). A failed stage is caught with ``ResultPath: $.error`` (the
     state survives), marked with ``$.failed_stage`` and handed to DeadLetter, which copies the source to
-    ``dlq/`` and writes ``error.json``; the execution then fails with the original error, so Redrive and
-    New execution both work for reruns.
+    ``dlq/`` and writes ``error.json``; the execution then fails with the original error. New execution
+    reruns such a file; a redrive would only re-enter Fail (it helps timed-out and aborted runs).
     """
 
     def __init__(
