@@ -20,7 +20,10 @@ help: ## Show the targets and what they do
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]' -c $(LOCK)
+	@# The tests run the versions the image ships: the lock's pins as constraints (without their hashes, which
+	@# would switch pip to hash-checking mode, impossible for an editable install).
+	sed -n 's/^\([A-Za-z0-9._-]*==[^ ]*\).*/\1/p' $(LOCK) > $(VENV)/lock-constraints.txt
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -c $(VENV)/lock-constraints.txt
 	rm -f $(VENV)/.installed-* && touch $@
 
 install: $(INSTALLED) ## Create .venv and install icegate with its dev tools
@@ -52,9 +55,10 @@ lock: ## Re-pin stages/requirements.txt from pyproject.toml (needs PyPI; LOCK_AR
 	test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet uv
 	@# Resolve with the dev tools first, so a package both need (typeguard: jsii pins it) gets the version the
 	@# tests run with; then pin the runtime part of that resolution, wheels only, with every file's hash.
+	dev=$$(mktemp) && trap 'rm -f "$$dev"' EXIT && \
 	$(BIN)/uv pip compile pyproject.toml --extra dev $(LOCK_TARGET) $(LOCK_ARGS) --quiet --no-header --no-annotate \
-		-o $(VENV)/dev-resolution.txt
-	$(BIN)/uv pip compile pyproject.toml -c $(VENV)/dev-resolution.txt $(LOCK_TARGET) $(LOCK_ARGS) --quiet \
+		-o "$$dev" && \
+	$(BIN)/uv pip compile pyproject.toml -c "$$dev" $(LOCK_TARGET) $(LOCK_ARGS) --quiet \
 		--generate-hashes --only-binary :all: --no-annotate --custom-compile-command "make lock" -o $(LOCK)
 
 clean: ## Remove the local lake and caches (keeps .venv)
