@@ -1,11 +1,14 @@
 """Memory benchmark: peak RSS of each stage per input MB, each stage in a fresh process, as a Lambda runs it.
 
-For each size, a deterministic posts CSV goes through parse -> validate -> score -> load on a fresh local
+For each size, a deterministic posts file goes through parse -> validate -> score -> load on a fresh local
 lake; every stage runs in its own child process (the payload of the previous stage in, its own out) and
-reports its peak RSS. A least-squares line per stage (peak MiB = base + slope x input MB) is what
-``icegate.sizing.STAGE_MEMORY`` records. Not part of the test run; prints its figures.
+reports its peak RSS. A least-squares line per stage (peak MiB = base + slope x input MB, the input's
+decoded size: an XLSX's unzipped parts) is what ``icegate.sizing`` records: ``STAGE_PROFILES`` from CSV,
+``PARSE_FORMAT_PROFILES`` from the parse line of the other formats. Not part of the test run; prints its
+figures.
 
     .venv/bin/python benchmarks/bench_memory.py [--rows 125000 250000 500000 1000000]
+    .venv/bin/python benchmarks/bench_memory.py --format ndjson --rows 125000 250000 --stages parse
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from generate import write_posts_csv
+from generate import posts_frame, write_posts_csv
 
 STAGES = ("parse", "validate", "score", "load")
 
@@ -61,13 +65,42 @@ def run_stage(stage: str, lake: Path, payload_in: Path, payload_out: Path) -> fl
     return int(done.stdout.strip().splitlines()[-1]) / 1024
 
 
-def measure(source: Path, scratch: Path) -> dict[str, float]:
+def write_source(path: Path, rows: int, fmt: str) -> None:
+    if fmt == "csv":
+        write_posts_csv(path, rows)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame = posts_frame(rows)
+    if fmt == "json":
+        frame.write_json(path)
+    elif fmt == "ndjson":
+        frame.write_ndjson(path)
+    else:  # xlsx, the way a spreadsheet export stores it: every cell as text
+        from openpyxl import Workbook
+
+        workbook = Workbook(write_only=True)
+        sheet = workbook.create_sheet()
+        sheet.append(frame.columns)
+        for row in frame.iter_rows():
+            sheet.append([str(value) for value in row])
+        workbook.save(path)
+
+
+def decoded_mb(path: Path) -> float:
+    """What the size limits count: the bytes the parser decodes (an XLSX's parts unzipped)."""
+    if path.suffix == ".xlsx":
+        with zipfile.ZipFile(path) as archive:
+            return sum(info.file_size for info in archive.infolist()) / 1e6
+    return path.stat().st_size / 1e6
+
+
+def measure(source: Path, scratch: Path, stages: tuple[str, ...]) -> dict[str, float]:
     lake = scratch / "lake"
     shutil.rmtree(lake, ignore_errors=True)
     payload = scratch / "payload-0.json"
     payload.write_text(json.dumps({"source": {"bucket": "", "key": str(source)}, "run_id": "bench-memory"}))
     peaks = {}
-    for number, stage in enumerate(STAGES, start=1):
+    for number, stage in enumerate(stages, start=1):
         following = scratch / f"payload-{number}.json"
         peaks[stage] = run_stage(stage, lake, payload, following)
         payload = following
@@ -86,25 +119,30 @@ def fit(points: list[tuple[float, float]]) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, nargs="+", default=[125_000, 250_000, 500_000, 1_000_000])
+    parser.add_argument("--format", choices=("csv", "json", "ndjson", "xlsx"), default="csv")
+    parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES), help="a prefix of the stages")
     parser.add_argument("--data", type=Path, default=Path("bench-data"), help="where generated files are cached")
     args = parser.parse_args()
+    stages = tuple(args.stages)
+    if stages != STAGES[: len(stages)]:
+        parser.error(f"--stages must be a prefix of {' '.join(STAGES)}: each stage reads the one before")
     if len(args.rows) < 2:
         parser.error("--rows needs at least two sizes to fit a line")
 
     results: list[tuple[float, dict[str, float]]] = []
     with tempfile.TemporaryDirectory() as scratch:
         for rows in sorted(args.rows):
-            source = args.data / f"{rows}" / "post_results_20260113_175319.csv"
+            source = args.data / f"{rows}" / f"post_results_20260113_175319.{args.format}"
             if not source.exists():
-                write_posts_csv(source, rows)
-            size_mb = source.stat().st_size / 1e6
-            peaks = measure(source, Path(scratch))
+                write_source(source, rows, args.format)
+            size_mb = decoded_mb(source)
+            peaks = measure(source, Path(scratch), stages)
             results.append((size_mb, peaks))
             figures = ", ".join(f"{stage} {peak:,.0f}" for stage, peak in peaks.items())
-            print(f"{rows:>9,} rows, {size_mb:6.1f} MB CSV: peak RSS MiB: {figures}", flush=True)
+            print(f"{rows:>9,} rows, {size_mb:6.1f} MB {args.format}: peak RSS MiB: {figures}", flush=True)
 
     print("\npeak MiB = base + slope x input MB (least squares over the sizes above):")
-    for stage in STAGES:
+    for stage in stages:
         base, slope = fit([(size, peaks[stage]) for size, peaks in results])
         print(f"  {stage:<9} base {base:6.0f} MiB, slope {slope:5.2f} MiB per input MB")
 
