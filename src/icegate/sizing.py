@@ -50,7 +50,7 @@ STAGE_PROFILES: Final[Mapping[str, MemoryProfile]] = MappingProxyType(
 
 #: The parser's line for formats that cost more memory per decoded byte than CSV (the other stages see
 #: the same table whatever the format). JSON goes through Python objects: about 2.7x CSV per byte.
-#: XLSX (1.7 MiB per unzipped MB) and Parquet (limited by its in-memory size) cost less than CSV.
+#: XLSX (1.8 MiB per unzipped MB) and Parquet (limited by its in-memory size) cost less than CSV.
 PARSE_FORMAT_PROFILES: Final[Mapping[str, MemoryProfile]] = MappingProxyType(
     {
         "json": MemoryProfile(base_mib=162, mib_per_mb=9.58),
