@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from aws_cdk import Duration
+from aws_cdk import Duration, Stack
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -21,6 +21,8 @@ from icegate.constants import (
     DLQ_PREFIX,
     ENV_CATALOG_TYPE,
     ENV_LAKE_ROOT,
+    ENV_MAX_BYTES,
+    ENV_MAX_UNCOMPRESSED_BYTES,
     ENV_NAMESPACE,
     ENV_WAREHOUSE,
     HANDLERS,
@@ -38,6 +40,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = "stages/Dockerfile"
 
 SERVICE_NAME = "icegate"
+#: The stages that read the landing buckets (the source object).
+LANDING_READERS = (PARSE, DEAD_LETTER)
 
 _READ = ("s3:GetObject",)
 #: The parser and the dead-letter handler read the exact version the event names.
@@ -108,6 +112,8 @@ class FunctionsConstruct(Construct):
         settings: Mapping[str, FunctionSettings],
         architecture: str,
         log_retention_days: int,
+        max_file_bytes: int,
+        landing_kms_key_arns: Sequence[str] = (),
     ) -> None:
         super().__init__(scope, construct_id)
         self._storage = storage
@@ -119,6 +125,10 @@ class FunctionsConstruct(Construct):
             ENV_CATALOG_TYPE: "glue",
             ENV_WAREHOUSE: f"s3://{lake}/{WAREHOUSE_PREFIX}",
             ENV_NAMESPACE: catalog.database_name,
+            # Derived from the functions' memory (PipelineConfig.max_file_bytes), so the two cannot drift:
+            # a larger file is dead-lettered as FileTooLarge instead of running a stage out of memory.
+            ENV_MAX_BYTES: str(max_file_bytes),
+            ENV_MAX_UNCOMPRESSED_BYTES: str(max_file_bytes),
             "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
             "POWERTOOLS_METRICS_NAMESPACE": SERVICE_NAME,
         }
@@ -139,6 +149,7 @@ class FunctionsConstruct(Construct):
         self._grant_quality_scorer()
         self._grant_loader()
         self._grant_dead_letter()
+        self._grant_landing_decrypt(landing_kms_key_arns)
 
     def _build_function(
         self,
@@ -321,3 +332,17 @@ class FunctionsConstruct(Construct):
             "A rerun that reuses the first entry removes the duplicate rejected rows the validator filed under "
             "the rerun's id (dlq/<dataset>/<run id>/rejected.parquet); it can delete nothing else.",
         )
+
+    def _grant_landing_decrypt(self, key_arns: Sequence[str]) -> None:
+        """kms:Decrypt on the customer keys of imported landing buckets, for the stages that read landing.
+
+        S3 decrypts an SSE-KMS object (GetObject, and the dead-letter CopyObject's source) as the caller, so
+        without this the first read is AccessDenied. Only through S3 in this region (kms:ViaService).
+        """
+        if not key_arns:
+            return
+        via_s3 = {"StringEquals": {"kms:ViaService": f"s3.{Stack.of(self).region}.amazonaws.com"}}
+        for stage in LANDING_READERS:
+            self.roles[stage].add_to_policy(
+                iam.PolicyStatement(actions=["kms:Decrypt"], resources=list(key_arns), conditions=via_s3)
+            )

@@ -53,6 +53,9 @@ ENV_CATALOG_URI: Final = "ICEGATE_CATALOG_URI"
 ENV_CATALOG_NAME: Final = "ICEGATE_CATALOG_NAME"
 ENV_WAREHOUSE: Final = "ICEGATE_WAREHOUSE"
 ENV_NAMESPACE: Final = "ICEGATE_NAMESPACE"
+#: The parser's size limits (``icegate.settings.Limits``), which CDK derives from the functions' memory.
+ENV_MAX_BYTES: Final = "ICEGATE_MAX_BYTES"
+ENV_MAX_UNCOMPRESSED_BYTES: Final = "ICEGATE_MAX_UNCOMPRESSED_BYTES"
 
 #: Retry of transient errors, shared by the state machine's Retry and the local runner: this many
 #: retries after the first attempt (Step Functions' MaxAttempts), waits growing from the interval by

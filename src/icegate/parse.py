@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from icegate.datasets import Column, Dataset, NormalizeContext
 from icegate.errors import EmptyFile, FileTooLarge, MalformedFile, SchemaMismatch, UnsupportedFormat
 from icegate.settings import Limits
+from icegate.sizing import format_weight
 
 __all__ = [
     "SUPPORTED_FORMATS",
@@ -126,6 +127,7 @@ def parse_bytes(
     # Compression is recognised by its magic bytes: a ".gz" name on plain bytes still reads.
     if data.startswith(GZIP_MAGIC):
         data = decompress(data, name, limits=limits)
+    _check_decoded_size(data, fmt, name, limits)
     decoded, fmt = _decode(data, fmt, name, limits=limits, encoding=encoding)
     if decoded.num_rows == 0:
         raise EmptyFile(
@@ -135,6 +137,18 @@ def parse_bytes(
         )
     table, ignored = map_columns(decoded, dataset, file=name, normalize=normalize)
     return ParsedTable(table=table, format=fmt, ignored_columns=ignored)
+
+
+def _check_decoded_size(data: bytes, fmt: str, file: str, limits: Limits) -> None:
+    """Refuse text that decodes into more memory than the limit allows (JSON costs more per byte than CSV)."""
+    weight = format_weight(fmt)
+    if weight > 1 and len(data) * weight > limits.max_uncompressed_bytes:
+        raise FileTooLarge(
+            f"the {fmt.upper()} text is {len(data):,} bytes; decoding JSON takes about {weight:.1f} times the memory "
+            f"of CSV per byte, so the limit for it is {int(limits.max_uncompressed_bytes / weight):,} bytes "
+            "(ICEGATE_MAX_UNCOMPRESSED_BYTES / weight). Export it as CSV, or split it",
+            file=file,
+        )
 
 
 def _decode(data: bytes, fmt: str, file: str, *, limits: Limits, encoding: str | None) -> tuple[pa.Table, str]:

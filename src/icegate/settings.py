@@ -19,6 +19,7 @@ from typing import Any
 import phonenumbers
 
 from icegate.constants import CATALOG_DB, ENV_PREFIX, WAREHOUSE_PREFIX
+from icegate.sizing import DEFAULT_MAX_INPUT_BYTES
 
 MiB = 1024 * 1024
 
@@ -29,8 +30,10 @@ QUALITY_DIMENSIONS = ("completeness", "accuracy", "consistency", "timeliness", "
 class Limits:
     """Guards applied by the parser before and while it decodes a file."""
 
-    max_bytes: int = 512 * MiB
-    max_uncompressed_bytes: int = 1024 * MiB
+    #: What a default deployment's memory holds (``icegate.sizing``); a deployment sets its own.
+    max_bytes: int = DEFAULT_MAX_INPUT_BYTES
+    #: Memory follows the decoded size, so a gzip or XLSX file may expand to no more than a plain one.
+    max_uncompressed_bytes: int = DEFAULT_MAX_INPUT_BYTES
     max_rows: int = 5_000_000
     max_columns: int = 256
     max_field_bytes: int = 1 * MiB

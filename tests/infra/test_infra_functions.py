@@ -75,9 +75,10 @@ def test_image_asset_holds_only_what_the_image_needs(imported: Synth) -> None:
     (asset_dir,) = [p for p in imported.outdir.iterdir() if p.name.startswith("asset.") and p.is_dir()]
     # WHEN we list it
     top = {p.name for p in asset_dir.iterdir()}
-    # THEN it has the project metadata, the library and the stages, and nothing else (.dockerignore)
-    assert {"pyproject.toml", "README.md", "src", "stages"} <= top
+    # THEN it has the library, the stages and their locked dependencies, and nothing else (.dockerignore)
+    assert top - {".dockerignore"} == {"src", "stages"}
     assert (asset_dir / "stages" / "Dockerfile").is_file()
+    assert (asset_dir / "stages" / "requirements.txt").is_file()
     assert (asset_dir / "src" / "icegate" / "constants.py").is_file()
     assert not top & {".venv", "cdk.out", "lake", "tests", "node_modules", ".git", "cdk", "benchmarks", "samples"}
 
@@ -86,10 +87,12 @@ def test_dockerfile_builds_on_the_lambda_python_image_and_defaults_to_the_parser
     # GIVEN the Dockerfile that every stage function runs
     dockerfile = (REPO_ROOT / "stages" / "Dockerfile").read_text()
     # WHEN we read its instructions
-    # THEN it starts from the AWS Lambda Python 3.12 image, installs the project's runtime
-    # dependencies into the task root, copies the library and the stages, and defaults to the parser
-    assert re.search(r"^FROM public\.ecr\.aws/lambda/python:3\.12\s*$", dockerfile, re.MULTILINE)
-    assert re.search(r'pip install .*--target "\$\{LAMBDA_TASK_ROOT\}"', dockerfile)
+    # THEN it starts from the AWS Lambda Python 3.12 image, installs the locked runtime dependencies
+    # (hash-checked) into the task root, copies the library and the stages, and defaults to the parser
+    assert re.search(r"^ARG BASE_IMAGE=public\.ecr\.aws/lambda/python:3\.12(@sha256:[0-9a-f]{64})?$", dockerfile, re.M)
+    assert re.search(r"^FROM \$\{BASE_IMAGE\}$", dockerfile, re.MULTILINE)
+    assert re.search(r'pip install .*--require-hashes .*--target "\$\{LAMBDA_TASK_ROOT\}"', dockerfile)
+    assert "-r /tmp/requirements.txt" in dockerfile
     assert "COPY src/icegate ${LAMBDA_TASK_ROOT}/icegate" in dockerfile
     assert "COPY stages ${LAMBDA_TASK_ROOT}/stages" in dockerfile
     assert re.search(r'^CMD \["stages\.parser\.handler"\]\s*$', dockerfile, re.MULTILINE)

@@ -38,7 +38,7 @@ def test_state_machine_is_standard_logged_and_traced(imported: Synth) -> None:
     }
     assert props["TracingConfiguration"] == {"Enabled": True}
     log_group = imported.doc["Resources"][log_group_id]["Properties"]
-    assert log_group["LogGroupName"].startswith("/aws/vendedlogs/states/")
+    assert imported.render(log_group["LogGroupName"]).startswith("/aws/vendedlogs/states/")
     assert log_group["RetentionInDays"] == 14
     # AND executions have a timeout
     assert imported.definition["TimeoutSeconds"] == 240 * 60
