@@ -3,11 +3,16 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-INSTALLED := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+#: The Lambda image's runtime dependencies, pinned with hashes (`make lock`); stages/Dockerfile installs them.
+LOCK := stages/requirements.txt
+#: The image's platform: the base image's Python, Amazon Linux 2023's glibc, cdk.json's x86_64.
+LOCK_TARGET := --python-version 3.12 --python-platform x86_64-manylinux_2_34
+LOCK_ARGS ?=
+INSTALLED := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint format bench synth clean
+.PHONY: help install demo test lint format bench synth lock clean
 
 help: ## Show the targets and what they do
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-8s %s\n", $$1, $$2}'
@@ -15,7 +20,10 @@ help: ## Show the targets and what they do
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@# The tests run the versions the image ships: the lock's pins as constraints (without their hashes, which
+	@# would switch pip to hash-checking mode, impossible for an editable install).
+	sed -n 's/^\([A-Za-z0-9._-]*==[^ ]*\).*/\1/p' $(LOCK) > $(VENV)/lock-constraints.txt
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -c $(VENV)/lock-constraints.txt
 	rm -f $(VENV)/.installed-* && touch $@
 
 install: $(INSTALLED) ## Create .venv and install icegate with its dev tools
@@ -41,6 +49,17 @@ bench: $(INSTALLED) ## End-to-end benchmark: 1,000,000 posts rows through `icega
 
 synth: $(INSTALLED) ## Synthesise the CDK app into cdk.out (no Docker needed)
 	$(BIN)/python app.py
+
+lock: ## Re-pin stages/requirements.txt from pyproject.toml (needs PyPI; LOCK_ARGS=--upgrade for newer versions)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet uv
+	@# Resolve with the dev tools first, so a package both need (typeguard: jsii pins it) gets the version the
+	@# tests run with; then pin the runtime part of that resolution, wheels only, with every file's hash.
+	dev=$$(mktemp) && trap 'rm -f "$$dev"' EXIT && \
+	$(BIN)/uv pip compile pyproject.toml --extra dev $(LOCK_TARGET) $(LOCK_ARGS) --quiet --no-header --no-annotate \
+		-o "$$dev" && \
+	$(BIN)/uv pip compile pyproject.toml -c "$$dev" $(LOCK_TARGET) $(LOCK_ARGS) --quiet \
+		--generate-hashes --only-binary :all: --no-annotate --custom-compile-command "make lock" -o $(LOCK)
 
 clean: ## Remove the local lake and caches (keeps .venv)
 	rm -rf lake cdk.out .pytest_cache .mypy_cache .ruff_cache

@@ -7,6 +7,7 @@ JSON or comma-separated, a number as digits, a nested object as JSON.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
@@ -15,6 +16,9 @@ from typing import Any
 from constructs import Node
 
 from icegate.constants import DEAD_LETTER, HANDLERS, LOAD, PARSE, SCORE, VALIDATE
+from icegate.sizing import DEFAULT_MEMORY_MB, MB, limiting_stage, max_input_bytes
+
+_KMS_KEY_ARN = re.compile(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+")
 
 #: Lambda limits (memory in MB, timeout in seconds).
 _MEMORY_RANGE = (128, 10_240)
@@ -36,15 +40,14 @@ class FunctionSettings:
         _check_range("timeout_seconds", self.timeout_seconds, *_TIMEOUT_RANGE)
 
 
-#: Sized for files up to a few hundred MB: Arrow holds a decoded file in memory, and Lambda CPU
-#: grows with memory. The loader merges against the table, so it gets the most of both.
+#: Every data stage holds a decoded file in memory, so memory sets the largest file a deployment takes
+#: (``icegate.sizing``, which also holds the default memory). The loader merges against the table, so it
+#: gets the most time; the dead-letter stage copies server-side and needs little of either.
+_DEFAULT_TIMEOUT_SECONDS = {PARSE: 300, VALIDATE: 300, SCORE: 300, LOAD: 900, DEAD_LETTER: 120}
 DEFAULT_FUNCTIONS: Mapping[str, FunctionSettings] = MappingProxyType(
     {
-        PARSE: FunctionSettings(memory_mb=2048, timeout_seconds=300),
-        VALIDATE: FunctionSettings(memory_mb=2048, timeout_seconds=300),
-        SCORE: FunctionSettings(memory_mb=1024, timeout_seconds=300),
-        LOAD: FunctionSettings(memory_mb=3008, timeout_seconds=900),
-        DEAD_LETTER: FunctionSettings(memory_mb=512, timeout_seconds=120),
+        stage: FunctionSettings(memory_mb=DEFAULT_MEMORY_MB[stage], timeout_seconds=timeout)
+        for stage, timeout in _DEFAULT_TIMEOUT_SECONDS.items()
     }
 )
 
@@ -69,11 +72,17 @@ class AlarmSettings:
 class PipelineConfig:
     #: Existing landing buckets to import by name; empty means the stack creates one.
     landing_buckets: tuple[str, ...] = ()
+    #: Customer-managed KMS keys (key ARNs) that encrypt objects in imported landing buckets: the roles
+    #: that read landing (parser, dead-letter) get kms:Decrypt on them, through S3 only.
+    landing_kms_key_arns: tuple[str, ...] = ()
     #: For imported landing buckets: let the stack switch their EventBridge notifications on (a CDK
     #: custom resource that merges into the bucket's existing notification configuration).
     landing_enable_eventbridge: bool = True
-    #: Physical name of the lake bucket the stack creates; empty lets CloudFormation name it.
+    #: Physical name of the lake bucket the stack creates (or imports); empty lets CloudFormation name it.
     lake_bucket_name: str = ""
+    #: Use the lake bucket ``lake_bucket_name`` and the Glue database ``namespace`` that already exist
+    #: (kept by an earlier deployment's ``cdk destroy``, as both are retained) instead of creating them.
+    import_lake: bool = False
     #: Glue database = Iceberg namespace.
     namespace: str = "instagram_db"
     functions: Mapping[str, FunctionSettings] = field(default_factory=lambda: DEFAULT_FUNCTIONS)
@@ -90,9 +99,25 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         if set(self.functions) != set(HANDLERS):
             raise ValueError(f"context 'functions' must configure exactly the stages {sorted(HANDLERS)}")
+        if self.landing_kms_key_arns and not self.landing_buckets:
+            raise ValueError(
+                "context 'landing_kms_key_arns' is for imported landing buckets ('landing_buckets'); the landing "
+                "bucket the stack creates is encrypted with S3-managed keys"
+            )
+        for arn in self.landing_kms_key_arns:
+            if not _KMS_KEY_ARN.fullmatch(arn):
+                raise ValueError(
+                    f"context 'landing_kms_key_arns' takes key ARNs (arn:aws:kms:<region>:<account>:key/<id>; "
+                    f"IAM cannot grant on an alias), got {arn!r}"
+                )
         if self.lake_bucket_name and self.lake_bucket_name in self.landing_buckets:
             # The lake receives .parquet files under processing/: the rule would trigger on them forever.
             raise ValueError(f"the lake bucket {self.lake_bucket_name!r} cannot also be a landing bucket")
+        if self.import_lake and not self.lake_bucket_name:
+            raise ValueError(
+                "context 'import_lake' needs 'lake_bucket_name': the lake bucket to use (the LakeBucketName "
+                "output of the deployment that created it)"
+            )
         if not self.namespace.replace("_", "").isalnum() or self.namespace != self.namespace.lower():
             raise ValueError(f"context 'namespace' must be lower-case letters, digits and '_': {self.namespace!r}")
         if self.lambda_architecture not in ("x86_64", "arm64"):
@@ -102,6 +127,21 @@ class PipelineConfig:
         # EventBridge's own limits for a target's retry policy.
         _check_range("event_max_age_hours", self.event_max_age_hours, 1, 24)
         _check_range("event_retry_attempts", self.event_retry_attempts, 0, 185)
+        if self.max_file_bytes < MB:
+            stage = limiting_stage(self.memory_mb)
+            raise ValueError(
+                f"context 'functions.{stage}.memory_mb' ({self.memory_mb[stage]}) leaves no room for a file of "
+                "even 1 MB; give that stage more memory"
+            )
+
+    @property
+    def memory_mb(self) -> Mapping[str, int]:
+        return {stage: settings.memory_mb for stage, settings in self.functions.items()}
+
+    @property
+    def max_file_bytes(self) -> int:
+        """The largest file this deployment's memory takes (the parser refuses larger ones as FileTooLarge)."""
+        return max_input_bytes(self.memory_mb)
 
     @classmethod
     def from_context(cls, node: Node) -> PipelineConfig:
@@ -112,13 +152,13 @@ class PipelineConfig:
             raw = node.try_get_context(f.name)
             if raw is None:
                 continue
-            if f.name == "landing_buckets":
-                changes[f.name] = _as_names(raw)
+            if f.name in ("landing_buckets", "landing_kms_key_arns"):
+                changes[f.name] = _as_names(f.name, raw)
             elif f.name == "functions":
                 changes[f.name] = _as_functions(raw)
             elif f.name == "alarms":
                 changes[f.name] = _as_alarms(raw)
-            elif f.name == "landing_enable_eventbridge":
+            elif isinstance(getattr(config, f.name), bool):
                 changes[f.name] = _as_bool(f.name, raw)
             elif isinstance(getattr(config, f.name), int):
                 changes[f.name] = _as_int(f.name, raw)
@@ -154,12 +194,12 @@ def _as_object(name: str, raw: Any) -> Mapping[str, Any]:
     return value
 
 
-def _as_names(raw: Any) -> tuple[str, ...]:
+def _as_names(name: str, raw: Any) -> tuple[str, ...]:
     if isinstance(raw, str):
         text = raw.strip()
         raw = json.loads(text) if text.startswith("[") else text.split(",")
     if not isinstance(raw, list | tuple):
-        raise ValueError(f"context 'landing_buckets' must be a list of bucket names, got {raw!r}")
+        raise ValueError(f"context {name!r} must be a list of names, got {raw!r}")
     names = tuple(dict.fromkeys(str(name).strip() for name in raw if str(name).strip()))
     return names
 

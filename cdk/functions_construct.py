@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from aws_cdk import Duration
+from aws_cdk import Duration, Stack
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -21,6 +21,8 @@ from icegate.constants import (
     DLQ_PREFIX,
     ENV_CATALOG_TYPE,
     ENV_LAKE_ROOT,
+    ENV_MAX_BYTES,
+    ENV_MAX_UNCOMPRESSED_BYTES,
     ENV_NAMESPACE,
     ENV_WAREHOUSE,
     HANDLERS,
@@ -38,14 +40,19 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = "stages/Dockerfile"
 
 SERVICE_NAME = "icegate"
+#: The stages that read the landing buckets (the source object).
+LANDING_READERS = (PARSE, DEAD_LETTER)
 
 _READ = ("s3:GetObject",)
 #: The parser and the dead-letter handler read the exact version the event names.
 _READ_VERSIONS = ("s3:GetObject", "s3:GetObjectVersion")
 #: AbortMultipartUpload lets a writer clean up after itself when a large upload fails.
 _WRITE = ("s3:PutObject", "s3:AbortMultipartUpload")
-#: What pyiceberg's Glue catalog calls to load, create and commit a table.
-_GLUE_TABLE_ACTIONS = ("glue:GetDatabase", "glue:GetTable", "glue:GetTables", "glue:CreateTable", "glue:UpdateTable")
+#: The lake is versioned, so a delete only adds a delete marker; DeleteObjectVersion (permanent) is never granted.
+_DELETE = ("s3:DeleteObject",)
+#: What pyiceberg's Glue catalog calls to load, create and commit a table (the loader never lists tables,
+#: and never creates the database: the stack does). tests/integration/test_iam_enforced.py runs on exactly these.
+_GLUE_TABLE_ACTIONS = ("glue:GetDatabase", "glue:GetTable", "glue:CreateTable", "glue:UpdateTable")
 
 _ARCHITECTURES = {
     "x86_64": (lambda_.Architecture.X86_64, ecr_assets.Platform.LINUX_AMD64),
@@ -105,6 +112,8 @@ class FunctionsConstruct(Construct):
         settings: Mapping[str, FunctionSettings],
         architecture: str,
         log_retention_days: int,
+        max_file_bytes: int,
+        landing_kms_key_arns: Sequence[str] = (),
     ) -> None:
         super().__init__(scope, construct_id)
         self._storage = storage
@@ -116,6 +125,10 @@ class FunctionsConstruct(Construct):
             ENV_CATALOG_TYPE: "glue",
             ENV_WAREHOUSE: f"s3://{lake}/{WAREHOUSE_PREFIX}",
             ENV_NAMESPACE: catalog.database_name,
+            # Derived from the functions' memory (PipelineConfig.max_file_bytes), so the two cannot drift:
+            # a larger file is dead-lettered as FileTooLarge instead of running a stage out of memory.
+            ENV_MAX_BYTES: str(max_file_bytes),
+            ENV_MAX_UNCOMPRESSED_BYTES: str(max_file_bytes),
             "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
             "POWERTOOLS_METRICS_NAMESPACE": SERVICE_NAME,
         }
@@ -136,6 +149,7 @@ class FunctionsConstruct(Construct):
         self._grant_quality_scorer()
         self._grant_loader()
         self._grant_dead_letter()
+        self._grant_landing_decrypt(landing_kms_key_arns)
 
     def _build_function(
         self,
@@ -192,7 +206,7 @@ class FunctionsConstruct(Construct):
         """Add one statement to a stage's role; a wildcard resource needs the reason cdk-nag will record."""
         role = self.roles[stage]
         role.add_to_policy(iam.PolicyStatement(actions=list(actions), resources=list(resources)))
-        wildcards = [finding for finding in (nag_resource(self, r) for r in resources) if finding.endswith("*")]
+        wildcards = [finding for finding in (nag_resource(self, r) for r in resources) if "*" in finding]
         if wildcards:
             if not wildcard_reason:
                 raise ValueError(f"{stage}: a wildcard resource needs a reason: {wildcards}")
@@ -270,10 +284,12 @@ class FunctionsConstruct(Construct):
         )
         self._allow(
             LOAD,
-            (*_READ, *_WRITE),
+            (*_READ, *_WRITE, *_DELETE),
             [storage.lake_objects_arn(WAREHOUSE_PREFIX)],
-            "Iceberg writes new data, manifest and metadata files with generated names under warehouse/ and "
-            "reads the table's existing ones; the loader is the only writer of the warehouse.",
+            "Iceberg writes new data, manifest and metadata files with generated names under warehouse/, "
+            "reads the table's existing ones and deletes what it no longer needs (files of a lost commit "
+            "attempt; metadata.json beyond write.metadata.previous-versions-max); the loader is the only "
+            "writer of the warehouse.",
         )
         # pyiceberg checks whether a file exists with a HEAD: without ListBucket a missing key is a 403.
         self._allow(LOAD, ("s3:ListBucket",), [storage.lake_bucket.bucket_arn])
@@ -300,3 +316,33 @@ class FunctionsConstruct(Construct):
             "Copies the source to dlq/<dataset>/<run id>/<name> and writes error.json beside it; dataset and "
             "run id are known only at run time.",
         )
+        self._allow(
+            DEAD_LETTER,
+            _READ,
+            [self._storage.lake_objects_arn(DLQ_PREFIX)],
+            "A rerun that fails the same way reuses the first entry: reads dlq/<dataset>/_index/<fingerprint>.json "
+            "and that entry's error.json to note the rerun in it.",
+        )
+        # Without s3:ListBucket a missing index object answers 403, not 404 (names only, no data).
+        self._allow(DEAD_LETTER, ("s3:ListBucket",), [self._storage.lake_bucket.bucket_arn])
+        self._allow(
+            DEAD_LETTER,
+            ("s3:DeleteObject",),
+            [self._storage.lake_bucket.arn_for_objects(f"{DLQ_PREFIX}/*/rejected.parquet")],
+            "A rerun that reuses the first entry removes the duplicate rejected rows the validator filed under "
+            "the rerun's id (dlq/<dataset>/<run id>/rejected.parquet); it can delete nothing else.",
+        )
+
+    def _grant_landing_decrypt(self, key_arns: Sequence[str]) -> None:
+        """kms:Decrypt on the customer keys of imported landing buckets, for the stages that read landing.
+
+        S3 decrypts an SSE-KMS object (GetObject, and the dead-letter CopyObject's source) as the caller, so
+        without this the first read is AccessDenied. Only through S3 in this region (kms:ViaService).
+        """
+        if not key_arns:
+            return
+        via_s3 = {"StringEquals": {"kms:ViaService": f"s3.{Stack.of(self).region}.amazonaws.com"}}
+        for stage in LANDING_READERS:
+            self.roles[stage].add_to_policy(
+                iam.PolicyStatement(actions=["kms:Decrypt"], resources=list(key_arns), conditions=via_s3)
+            )

@@ -14,6 +14,7 @@ from cdk.monitoring_construct import MonitoringConstruct
 from cdk.state_machine_construct import StateMachineConstruct
 from cdk.storage_construct import StorageConstruct
 from cdk.trigger_construct import TriggerConstruct
+from icegate.constants import LOAD
 
 
 class PipelineStack(Stack):
@@ -39,12 +40,17 @@ class PipelineStack(Stack):
             landing_bucket_names=self.config.landing_buckets,
             enable_eventbridge_on_imported=self.config.landing_enable_eventbridge,
             lake_bucket_name=self.config.lake_bucket_name,
+            import_lake=self.config.import_lake,
             processing_expiry_days=self.config.processing_expiry_days,
         )
 
     def _build_catalog(self) -> CatalogConstruct:
         return CatalogConstruct(
-            self, "Catalog", database_name=self.config.namespace, lake_bucket=self.storage.lake_bucket
+            self,
+            "Catalog",
+            database_name=self.config.namespace,
+            lake_bucket=self.storage.lake_bucket,
+            create=not self.config.import_lake,
         )
 
     def _build_functions(self) -> FunctionsConstruct:
@@ -56,6 +62,8 @@ class PipelineStack(Stack):
             settings=self.config.functions,
             architecture=self.config.lambda_architecture,
             log_retention_days=self.config.log_retention_days,
+            max_file_bytes=self.config.max_file_bytes,
+            landing_kms_key_arns=self.config.landing_kms_key_arns,
         )
 
     def _build_state_machine(self) -> StateMachineConstruct:
@@ -96,4 +104,16 @@ class PipelineStack(Stack):
         )
         CfnOutput(self, "StateMachineArn", value=self.pipeline.state_machine.state_machine_arn)
         CfnOutput(self, "GlueDatabaseName", value=self.catalog.database_name)
+        CfnOutput(
+            self,
+            "MaxFileBytes",
+            value=str(self.config.max_file_bytes),
+            description="The largest file the stages' memory takes; larger ones are dead-lettered as FileTooLarge",
+        )
+        CfnOutput(
+            self,
+            "LoaderRoleArn",
+            value=self.functions.roles[LOAD].role_arn,
+            description="The role that calls Glue: grant it Lake Formation permissions where those govern the catalog",
+        )
         CfnOutput(self, "UndeliveredEventsQueueUrl", value=self.trigger.dead_letter_queue.queue_url)

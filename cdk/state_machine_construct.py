@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from aws_cdk import Duration, Stack
+from aws_cdk import Duration, Fn, RemovalPolicy, Stack
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_stepfunctions as sfn
@@ -26,12 +26,14 @@ from icegate.constants import (
     VALIDATE,
 )
 
-#: Errors of the Lambda service itself (not of our code): always worth retrying.
+#: Errors of the Lambda service itself (not of our code): always worth retrying. TooManyRequests is the
+#: account's concurrency limit under a burst; ClientExecutionTimeout is the invoke call timing out.
 LAMBDA_SERVICE_ERRORS = (
     "Lambda.ServiceException",
     "Lambda.AWSLambdaException",
     "Lambda.SdkClientException",
     "Lambda.TooManyRequestsException",
+    "Lambda.ClientExecutionTimeoutException",
 )
 #: ``icegate.errors.QualityGateFailed``: the error name the gate reports (cdk/ may not import icegate.errors).
 QUALITY_GATE_FAILED = "QualityGateFailed"
@@ -50,8 +52,8 @@ class StateMachineConstruct(Construct):
     into ``{source: {...}, run_id: <execution name>}``, and each stage returns its input extended with
     its own result (``icegate.payloads``). A failed stage is caught with ``ResultPath: $.error`` (the
     state survives), marked with ``$.failed_stage`` and handed to DeadLetter, which copies the source to
-    ``dlq/`` and writes ``error.json``; the execution then fails with the original error, so Redrive and
-    New execution both work for reruns.
+    ``dlq/`` and writes ``error.json``; the execution then fails with the original error. New execution
+    reruns such a file; a redrive would only re-enter Fail (it helps timed-out and aborted runs).
     """
 
     def __init__(
@@ -65,13 +67,20 @@ class StateMachineConstruct(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         self._functions = functions
+        stack = Stack.of(self)
         self.log_group = logs.LogGroup(
             self,
             "Logs",
             # The /aws/vendedlogs/ prefix keeps the account's CloudWatch Logs resource policy from growing
-            # with every state machine (its size is capped).
-            log_group_name=f"/aws/vendedlogs/states/{Stack.of(self).stack_name}-pipeline",
+            # with every state machine (its size is capped). The group outlives the stack (the execution
+            # history of dead-lettered files), so its name ends with the stack's own id: a stack deployed
+            # again after `cdk destroy` creates a new group instead of failing on the one it left behind.
+            log_group_name=Fn.join(
+                "",
+                [f"/aws/vendedlogs/states/{stack.stack_name}-pipeline-", Fn.select(2, Fn.split("/", stack.stack_id))],
+            ),
             retention=log_retention,
+            removal_policy=RemovalPolicy.RETAIN,
         )
         self.state_machine = sfn.StateMachine(
             self,

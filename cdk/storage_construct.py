@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
@@ -34,10 +35,15 @@ class StorageConstruct(Construct):
         enable_eventbridge_on_imported: bool,
         lake_bucket_name: str,
         processing_expiry_days: int,
+        import_lake: bool = False,
     ) -> None:
         super().__init__(scope, construct_id)
         self.access_log_bucket = self._build_access_log_bucket()
-        self.lake_bucket = self._build_lake_bucket(lake_bucket_name, processing_expiry_days)
+        self.lake_bucket: s3.IBucket = (
+            self._import_lake_bucket(lake_bucket_name)
+            if import_lake
+            else self._build_lake_bucket(lake_bucket_name, processing_expiry_days)
+        )
         if landing_bucket_names:
             self.landing_buckets = self._import_landing_buckets(landing_bucket_names, enable_eventbridge_on_imported)
         else:
@@ -107,6 +113,26 @@ class StorageConstruct(Construct):
                 ),
             ],
         )
+
+    def _import_lake_bucket(self, name: str) -> s3.IBucket:
+        """The lake an earlier deployment created and ``cdk destroy`` kept, with its data and settings.
+
+        Versioning, encryption, lifecycle and public-access block are properties of the bucket and were
+        kept with it; its bucket policy was a resource of the old stack and went, so the SSL-only rule
+        is put back here.
+        """
+        bucket = s3.Bucket.from_bucket_name(self, "ImportedLake", name)
+        policy = s3.BucketPolicy(self, "ImportedLakePolicy", bucket=bucket)
+        policy.document.add_statements(
+            iam.PolicyStatement(
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=["s3:*"],
+                resources=[bucket.bucket_arn, bucket.arn_for_objects("*")],
+                conditions={"Bool": {"aws:SecureTransport": "false"}},
+            )
+        )
+        return bucket
 
     def _build_landing_bucket(self) -> s3.Bucket:
         bucket = self._secure_bucket("LandingBucket", log_prefix="landing/", versioned=True)

@@ -1,4 +1,4 @@
-"""Dead-letter stage: copy the source to dlq/<dataset>/<run_id>/ beside an error.json."""
+"""Dead-letter stage: file an error.json in dlq/<dataset>/<run_id>/, then copy the source beside it."""
 
 from __future__ import annotations
 
@@ -26,6 +26,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     logger.warning("dead-lettered", extra={"dead_letter": entry.to_dict()})
     metrics.add_dimension(name="dataset", value=entry.dataset)
     metrics.add_metric(name="DeadLettered", unit=MetricUnit.Count, value=1)
+    if entry.copy_error:  # error.json is filed, but the source itself is not in dlq/
+        logger.error("source not copied to the DLQ", extra={"copy_error": entry.copy_error})
+        metrics.add_metric(name="DeadLetterCopyFailed", unit=MetricUnit.Count, value=1)
     # The latest quality report, rebuilt from the ledger after every file (see the README).
     publish_quietly(load_settings(), storage())
     return entry.to_dict()

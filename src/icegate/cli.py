@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import sys
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,9 +19,12 @@ from rich.table import Table
 from rich.text import Text
 
 from icegate import constants as c
+from icegate.errors import IcegateError
 from icegate.settings import Settings, load_settings
 
 if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
+
     from icegate.pipeline import FileOutcome
 
 # Piped output (CI logs, `| tee`) gets a wide table rather than rich's 80-column default.
@@ -46,7 +52,63 @@ def _settings(lake_root: str | None) -> Settings:
         raise click.ClickException(str(exc)) from exc
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _catalog(settings: Settings, *, create: bool) -> Catalog:
+    """The catalog, or one line saying why it cannot be opened (config, server, missing lake).
+
+    Commands that only read (``create=False``) never create a SQLite catalog where there was none.
+    """
+    from icegate.lake import build_catalog
+
+    try:
+        needs_uri = settings.catalog_type in ("sql", "rest") or settings.catalog_uri
+        uri = settings.resolved_catalog_uri() if needs_uri else ""
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    database = uri.split("?")[0].removeprefix("sqlite:///") if uri.startswith("sqlite:///") else None
+    if database and not create and not Path(database).is_file():
+        raise click.ClickException(f"no catalog at {database}: nothing was ingested into this lake yet (--lake?)")
+    lake = Path(settings.lake_path())
+    new_lake = settings.is_local and create and not lake.exists()
+    if new_lake:
+        lake.mkdir(parents=True)
+    try:
+        return build_catalog(settings)
+    except Exception as exc:  # anything while opening the catalog is its configuration or its server
+        if new_lake:  # leave nothing behind for a command that did nothing
+            shutil.rmtree(lake, ignore_errors=True)
+        where = re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", uri) or settings.catalog_type
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise click.ClickException(
+            f"cannot open the {settings.catalog_type} catalog at {where}: {type(exc).__name__}: {first_line}"
+        ) from None
+
+
+class _Commands(click.Group):
+    """Errors a user can act on (settings, storage access) end in one line and exit 1, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            message = _user_error(exc)
+            if message is None:
+                raise
+            raise click.ClickException(message) from None
+
+
+def _user_error(exc: Exception) -> str | None:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if isinstance(exc, click.ClickException | click.exceptions.Exit | click.exceptions.Abort):
+        return None  # click reports these itself
+    if isinstance(exc, IcegateError):
+        return str(exc)
+    if isinstance(exc, BotoCoreError | ClientError):
+        return f"S3: {exc}"
+    return None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="icegate")
 def main() -> None:
     """icegate: quality-gated ingestion of scraped files into Apache Iceberg.
@@ -75,13 +137,19 @@ def run(paths: tuple[Path, ...], lake_root: str | None, expect: Path | None, kee
     from icegate.pipeline import LocalRunner, local_sources
 
     settings = _settings(lake_root)
-    sources, skipped = local_sources(paths or [settings.lake_path(c.LANDING_PREFIX)])
-    for path in skipped:
+    expected = _read_expectations(expect) if expect else None
+    targets = list(paths) or [_landing(settings)]
+    found = local_sources(targets, settings.lake_path() if settings.is_local else None)
+    for path in found.unsupported:
         console.print(f"[yellow]skipped[/] {path}: not a supported format ({', '.join(c.SUPPORTED_SUFFIXES)})")
+    own_line = _own_files_line(found.own)
+    sources = found.files
     if not sources:
+        if own_line:
+            console.print(own_line)
         raise click.ClickException("no files to ingest")
 
-    runner = LocalRunner(settings)
+    runner = LocalRunner(settings, catalog=_catalog(settings, create=True))
     outcomes: list[FileOutcome] = []
     with Progress(
         SpinnerColumn(),
@@ -102,22 +170,64 @@ def run(paths: tuple[Path, ...], lake_root: str | None, expect: Path | None, kee
             progress.advance(task)
 
     console.print(_summary_table(outcomes))
+    if own_line:
+        console.print(own_line)
     for outcome in outcomes:
         if outcome.dead_letter:
             entry = outcome.dead_letter
             console.print(f"[red]DLQ[/] {escape(outcome.source.name)}: [bold]{entry.error_type}[/] at {entry.stage}:")
             console.print(f"    {escape(entry.message)}\n    → {escape(entry.error_uri)}")
-    sys.exit(_exit_code(outcomes, expect))
+        elif outcome.outcome == "failed":
+            console.print(f"[red]FAILED[/] {escape(outcome.source.name)}, not dead-lettered: {escape(outcome.error)}")
+    sys.exit(_exit_code(outcomes, expected, expect))
 
 
-def _exit_code(outcomes: list[FileOutcome], expect: Path | None) -> int:
-    if expect is None:
-        return 1 if any(o.outcome == "dead_lettered" for o in outcomes) else 0
-    expected: dict[str, str] = json.loads(expect.read_text())
+def _landing(settings: Settings) -> Path:
+    """Where ``run`` without PATHS looks, when that can work."""
+    if not settings.is_local:
+        raise click.ClickException("nothing to ingest: with an S3 lake, name the local files or folders to ingest")
+    landing = Path(settings.lake_path(c.LANDING_PREFIX))
+    if not landing.is_dir():
+        raise click.ClickException(
+            f"nothing to ingest: no PATHS given and there is no {landing.resolve()}; "
+            "name the files or folders to ingest (icegate run PATH...)"
+        )
+    return landing
+
+
+def _own_files_line(own: list[tuple[str, str]]) -> str:
+    """One summary line for the files icegate wrote itself, which a run never ingests."""
+    if not own:
+        return ""
+    counts = Counter(where for _, where in own)
+    detail = ", ".join(f"{where} {count}" for where, count in counts.items())
+    return f"[yellow]skipped[/] {len(own)} file{'s' if len(own) > 1 else ''} icegate wrote ({detail})"
+
+
+_OUTCOMES = ("loaded", "dlq", "failed")
+
+
+def _read_expectations(expect: Path) -> dict[str, str]:
+    """Read before any file runs: a bad --expect file must not cost a whole run."""
+    try:
+        expected = json.loads(expect.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:
+        raise click.BadParameter(f"{expect} is not readable JSON: {exc}", param_hint="--expect") from None
+    if not isinstance(expected, dict) or not all(v in _OUTCOMES for v in expected.values()):
+        raise click.BadParameter(
+            f"{expect} must be a JSON object of file name -> {' or '.join(map(repr, _OUTCOMES))}",
+            param_hint="--expect",
+        )
+    return {str(name): str(outcome) for name, outcome in expected.items()}
+
+
+def _exit_code(outcomes: list[FileOutcome], expected: dict[str, str] | None, expect: Path | None) -> int:
+    if expected is None or expect is None:
+        return 1 if any(o.outcome in ("dead_lettered", "failed") for o in outcomes) else 0
     mismatches = []
     for outcome in outcomes:
         want = expected.get(outcome.source.name)
-        got = "dlq" if outcome.outcome == "dead_lettered" else "loaded"
+        got = {"dead_lettered": "dlq", "failed": "failed"}.get(outcome.outcome, "loaded")
         if want is None:
             mismatches.append(f"{outcome.source.name}: no expectation in {expect}")
         elif want != got:
@@ -142,6 +252,8 @@ def _summary_table(outcomes: list[FileOutcome]) -> Table:
         )
         if outcome.dead_letter:
             result = f"[red]DLQ[/] {outcome.dead_letter.error_type}"
+        elif outcome.outcome == "failed":
+            result = "[red]FAILED[/] (not in the DLQ)"
         elif load and load.already_loaded:
             result = f"[cyan]already loaded[/] (snapshot {load.snapshot_id})"
         else:
@@ -162,10 +274,10 @@ def _summary_table(outcomes: list[FileOutcome]) -> Table:
 @lake_option
 def tables(lake_root: str | None) -> None:
     """List the Iceberg tables with their row counts and snapshots."""
-    from icegate.lake import build_catalog, loaded_snapshots
+    from icegate.lake import loaded_snapshots
 
     settings = _settings(lake_root)
-    catalog = build_catalog(settings)
+    catalog = _catalog(settings, create=False)
     if settings.namespace not in {ns[0] for ns in catalog.list_namespaces()}:
         console.print(f"no tables yet in namespace {settings.namespace!r}")
         return
@@ -195,6 +307,8 @@ def dlq(lake_root: str | None) -> None:
     from icegate.storage import Storage
 
     settings = _settings(lake_root)
+    if settings.is_local and not Path(settings.lake_path()).is_dir():
+        raise click.ClickException(f"no lake at {Path(settings.lake_path()).resolve()} (--lake?)")
     storage = Storage(settings.s3_endpoint)
     entries = list(storage.list(settings.lake_path(c.DLQ_PREFIX)))
     listed = set(entries)
@@ -204,10 +318,7 @@ def dlq(lake_root: str | None) -> None:
     for uri in entries:
         parts = uri.split("/")
         if parts[-1] == "error.json":
-            error = storage.read_json(uri)
-            name = Path(error["source"]["key"]).name
-            cells = (error["dataset"], error["run_id"], name, error["stage"], error["error_type"], error["message"])
-            table.add_row(*(Text(str(cell)) for cell in cells))
+            table.add_row(*(Text(str(cell)) for cell in _dlq_cells(storage, uri, parts)))
         elif parts[-1] == "rejected.parquet" and f"{'/'.join(parts[:-1])}/error.json" not in listed:
             cells = (parts[-3], parts[-2], "-", "validate", "rows rejected", f"loaded; rejected rows in {uri}")
             table.add_row(*(Text(cell) for cell in cells))
@@ -217,12 +328,25 @@ def dlq(lake_root: str | None) -> None:
         console.print("the dead-letter prefix is empty")
 
 
+def _dlq_cells(storage: Any, uri: str, parts: list[str]) -> tuple[object, ...]:
+    """One listing row; a damaged or hand-edited error.json is listed as such, not a crash."""
+    try:
+        error = storage.read_json(uri)
+        name = Path(error["source"]["key"]).name
+        return (error["dataset"], error["run_id"], name, error["stage"], error["error_type"], error["message"])
+    except (ValueError, KeyError, TypeError) as exc:
+        return (parts[-3], parts[-2], "-", "-", "unreadable error.json", f"{uri}: {type(exc).__name__}: {exc}")
+
+
 def _duration(value: str) -> timedelta:
     units = {"m": "minutes", "h": "hours", "d": "days"}
     try:
-        return timedelta(**{units[value[-1]]: float(value[:-1])})
-    except (KeyError, ValueError, IndexError):
-        raise click.BadParameter(f"{value!r} is not a duration like 30m, 12h or 7d") from None
+        duration: timedelta | None = timedelta(**{units[value[-1]]: float(value[:-1])})
+    except (KeyError, ValueError, IndexError, OverflowError):  # no unit, not a number, inf
+        duration = None
+    if duration is None or duration < timedelta(0):
+        raise click.BadParameter(f"{value!r} is not a duration like 30m, 12h or 7d")
+    return duration
 
 
 @main.command()
@@ -237,6 +361,11 @@ def _duration(value: str) -> timedelta:
     show_default=True,
     help="Delete unreferenced files older than this ('off' to keep them); a loader writes files before it commits.",
 )
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Allow --orphans-older-than under 1d: only when no load is running, or its uncommitted files go.",
+)
 def maintain(
     table_name: str,
     lake_root: str | None,
@@ -244,6 +373,7 @@ def maintain(
     retain_last: int,
     no_compact: bool,
     orphans_older_than: str,
+    force: bool,
 ) -> None:
     """Compact small files, expire old snapshots and delete files nothing references, for TABLE.
 
@@ -252,7 +382,7 @@ def maintain(
     """
     from pyiceberg.exceptions import NoSuchTableError
 
-    from icegate.lake import build_catalog
+    from icegate.lake.maintain import UnsafeOrphanAge
     from icegate.lake.maintain import maintain as run_maintenance
 
     expire_age = _duration(expire_older_than)
@@ -260,19 +390,25 @@ def maintain(
     settings = _settings(lake_root)
     namespace, _, name = table_name.rpartition(".")
     identifier = (namespace or settings.namespace, name)
+    catalog = _catalog(settings, create=False)
     # Before expiry: a snapshot's marker names the run whose lost ledger row it can rebuild.
-    repaired = _repair_ledger(settings, identifier)
+    repaired = _repair_ledger(catalog, identifier)
     try:
         report = run_maintenance(
-            build_catalog(settings),
+            catalog,
             identifier,
             expire_older_than=expire_age,
             retain_last=retain_last,
             compact_files=not no_compact,
             orphans_older_than=orphan_age,
+            force=force,
         )
     except NoSuchTableError:
         raise click.ClickException(f"no table {'.'.join(identifier)} in the catalog") from None
+    except UnsafeOrphanAge as exc:
+        raise click.BadParameter(str(exc), param_hint="--orphans-older-than") from None
+    except IcegateError as exc:
+        raise click.ClickException(str(exc)) from None
     console.print(
         f"{report.table}: compacted {report.files_compacted} small files into {report.files_written}, "
         f"expired {report.snapshots_expired} snapshots, deleted {report.files_deleted} files they alone used "
@@ -282,30 +418,21 @@ def maintain(
         console.print(f"recorded {repaired} loads missing from the ledger (rebuilt from their snapshot markers)")
 
 
-def _repair_ledger(settings: Settings, identifier: tuple[str, str]) -> int:
+def _repair_ledger(catalog: Catalog, identifier: tuple[str, str]) -> int:
     """Ledger rows of loads whose own ledger write was lost, rebuilt from the table's snapshot markers."""
     from pyiceberg.exceptions import NoSuchTableError
 
     from icegate import ledger
     from icegate.datasets import all_datasets
-    from icegate.lake import build_catalog
 
     if identifier[1] == ledger.LEDGER_TABLE:
         return 0
-    catalog = build_catalog(settings)
     try:
         table = catalog.load_table(identifier)
     except NoSuchTableError:
         return 0  # the maintenance itself says so
     dataset = next((d.name for d in all_datasets().values() if d.table == identifier[1]), identifier[1])
     return ledger.repair_from_markers(catalog, identifier[0], table, dataset)
-
-
-def _existing_lake(settings: Settings) -> Settings:
-    """A local lake root must exist: SQLite would otherwise fail to open the catalog with a traceback."""
-    if settings.is_local and not Path(settings.lake_path()).is_dir():
-        raise click.ClickException(f"no lake at {settings.lake_path()} (run `icegate run` first, or pass --lake)")
-    return settings
 
 
 def _since(value: str | None) -> datetime | None:
@@ -336,11 +463,10 @@ def history(dataset: str | None, lake_root: str | None, since: str | None, outco
     With --json, each row is an object with the ledger's columns (see the README), times in ISO 8601 UTC.
     """
     from icegate import ledger
-    from icegate.lake import build_catalog
 
     since_time = _since(since)
-    settings = _existing_lake(_settings(lake_root))
-    catalog = build_catalog(settings)
+    settings = _settings(lake_root)
+    catalog = _catalog(settings, create=False)
     rows = ledger.history(catalog, settings.namespace, dataset=dataset, since=since_time, outcome=outcome)
     if as_json:
         click.echo(json.dumps([_jsonable(row) for row in rows.to_dicts()], indent=2, ensure_ascii=False))
@@ -390,11 +516,10 @@ def report(lake_root: str | None, out: str) -> None:
     Charts of each dataset's score and dimensions over time, rows loaded per day, dead-letter
     reasons and the top failing checks, and a table of every file with a link to its DLQ entry.
     """
-    from icegate.lake import build_catalog
     from icegate.report import build
     from icegate.storage import Storage
 
-    settings = _existing_lake(_settings(lake_root))
-    page = build(build_catalog(settings), settings)
+    settings = _settings(lake_root)
+    page = build(_catalog(settings, create=False), settings)
     Storage(settings.s3_endpoint).write_bytes(out, page.encode("utf-8"))
     console.print(f"wrote {escape(out)} ({len(page) // 1024} KiB)")

@@ -34,9 +34,16 @@ WAREHOUSE_PREFIX: Final = "warehouse"
 DLQ_PREFIX: Final = "dlq"
 ARCHIVE_PREFIX: Final = "archive"
 LANDING_PREFIX: Final = "landing"
+#: The embedded SQLite catalog, directly under a local lake root.
+CATALOG_DB: Final = "catalog.db"
+#: What the dead-letter and validate stages write beside a dead-lettered file.
+DLQ_RECORDS: Final = ("error.json", "rejected.parquet")
+#: Under dlq/<dataset>/: one small object per (content, stage, error) already filed, naming its entry.
+DLQ_INDEX: Final = "_index"
 
-#: Error names the state machine retries before it gives up (class names in ``icegate.errors``).
-TRANSIENT_ERRORS: Final = ("CommitConflict", "StorageUnavailable")
+#: Error names the state machine retries before it gives up: exactly the ``TransientError`` classes of
+#: ``icegate.errors`` (which refuses a transient class missing here), matched by name by the local runner too.
+TRANSIENT_ERRORS: Final = ("CommitConflict", "StorageUnavailable", "CatalogUnavailable")
 
 #: Environment variables read by ``icegate.settings`` (set by CDK on every function).
 ENV_PREFIX: Final = "ICEGATE_"
@@ -46,6 +53,9 @@ ENV_CATALOG_URI: Final = "ICEGATE_CATALOG_URI"
 ENV_CATALOG_NAME: Final = "ICEGATE_CATALOG_NAME"
 ENV_WAREHOUSE: Final = "ICEGATE_WAREHOUSE"
 ENV_NAMESPACE: Final = "ICEGATE_NAMESPACE"
+#: The parser's size limits (``icegate.settings.Limits``), which CDK derives from the functions' memory.
+ENV_MAX_BYTES: Final = "ICEGATE_MAX_BYTES"
+ENV_MAX_UNCOMPRESSED_BYTES: Final = "ICEGATE_MAX_UNCOMPRESSED_BYTES"
 
 #: Retry of transient errors, shared by the state machine's Retry and the local runner: this many
 #: retries after the first attempt (Step Functions' MaxAttempts), waits growing from the interval by

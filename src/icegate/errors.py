@@ -7,6 +7,11 @@ retried with backoff first. Every message says what was wrong, where, and what t
 
 from __future__ import annotations
 
+from typing import Any
+
+from icegate.constants import TRANSIENT_ERRORS
+from icegate.payloads import bounded_text
+
 
 class IcegateError(Exception):
     """Base of every error the pipeline raises on purpose."""
@@ -18,7 +23,8 @@ class IcegateError(Exception):
         self.file = file
         self.location = location
         where = ", ".join(part for part in (file, location) if part)
-        super().__init__(f"{where}: {message}" if where else message)
+        # The message travels in the state machine's payload (the Catch's Cause): never unbounded.
+        super().__init__(bounded_text(f"{where}: {message}" if where else message))
 
     @property
     def error_type(self) -> str:
@@ -33,6 +39,13 @@ class TransientError(IcegateError):
     """A passing condition (conflict, throttling): the same input may succeed when retried."""
 
     transient = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # The state machine retries by name (constants.TRANSIENT_ERRORS, all cdk/ may import): a transient
+        # class it does not list would be dead-lettered in the cloud while retried locally.
+        super().__init_subclass__(**kwargs)
+        if cls.__name__ not in TRANSIENT_ERRORS:
+            raise TypeError(f"{cls.__name__} is transient but not in icegate.constants.TRANSIENT_ERRORS")
 
 
 class UnknownDataset(TerminalError):
@@ -59,6 +72,11 @@ class SchemaMismatch(TerminalError):
     """The header does not fit the dataset contract (missing required or colliding columns)."""
 
 
+class UnsafeSchemaChange(TerminalError):
+    """The table's schema and the contract differ in a way a load must not apply (a narrowed or
+    changed type, a changed, renamed or dropped key column)."""
+
+
 class QualityGateFailed(TerminalError):
     """The quality score is under the dataset's threshold (or a dimension under its floor)."""
 
@@ -73,6 +91,10 @@ class CommitConflict(TransientError):
 
 class StorageUnavailable(TransientError):
     """Object storage throttled or failed in a way that is worth retrying."""
+
+
+class CatalogUnavailable(TransientError):
+    """The Iceberg catalog is throttled, busy, unreachable or unreadable: not the file's fault, retried."""
 
 
 class SourceNotFound(TerminalError):

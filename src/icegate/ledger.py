@@ -147,7 +147,8 @@ def row_for_dead_letter(
     """The ledger row of a dead-lettered file, from the state it failed in and its DLQ entry."""
     source = state.get("source", state)
     return {
-        **_common({**state, "source": source, "run_id": entry.run_id}, report),
+        # A rerun that reuses an earlier DLQ entry is still its own outcome, under its own run id.
+        **_common({**state, "source": source, "run_id": state.get("run_id") or entry.run_id}, report),
         "outcome": "dead_lettered",
         "dataset": entry.dataset,
         "table_name": None,

@@ -32,9 +32,10 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from icegate.datasets import Column, Dataset
+from icegate.datasets import Column, Dataset, NormalizeContext
 from icegate.errors import EmptyFile, FileTooLarge, MalformedFile, SchemaMismatch, UnsupportedFormat
 from icegate.settings import Limits
+from icegate.sizing import format_weight
 
 __all__ = [
     "SUPPORTED_FORMATS",
@@ -102,12 +103,19 @@ class ParsedTable:
 
 
 def parse_bytes(
-    data: bytes, name: str, dataset: Dataset, *, limits: Limits, encoding: str | None = None
+    data: bytes,
+    name: str,
+    dataset: Dataset,
+    *,
+    limits: Limits,
+    encoding: str | None = None,
+    normalize: NormalizeContext = NormalizeContext(),  # noqa: B008 - immutable
 ) -> ParsedTable:
     """Decode one file (``name`` is its key or path) into ``dataset``'s columns.
 
     ``encoding`` is the source encoding of text formats when they are not UTF-8 (None: UTF-8, with
-    or without a byte-order mark, or UTF-16/32 with one; anything else is refused).
+    or without a byte-order mark, or UTF-16/32 with one; anything else is refused). ``normalize``
+    is what the contract's normalisers read (the phone region).
     """
     if len(data) > limits.max_bytes:
         raise FileTooLarge(
@@ -119,6 +127,7 @@ def parse_bytes(
     # Compression is recognised by its magic bytes: a ".gz" name on plain bytes still reads.
     if data.startswith(GZIP_MAGIC):
         data = decompress(data, name, limits=limits)
+    _check_decoded_size(data, fmt, name, limits)
     decoded, fmt = _decode(data, fmt, name, limits=limits, encoding=encoding)
     if decoded.num_rows == 0:
         raise EmptyFile(
@@ -126,8 +135,20 @@ def parse_bytes(
             + (f" (only a header: {', '.join(map(repr, decoded.column_names))})" if decoded.num_columns else ""),
             file=name,
         )
-    table, ignored = map_columns(decoded, dataset, file=name)
+    table, ignored = map_columns(decoded, dataset, file=name, normalize=normalize)
     return ParsedTable(table=table, format=fmt, ignored_columns=ignored)
+
+
+def _check_decoded_size(data: bytes, fmt: str, file: str, limits: Limits) -> None:
+    """Refuse text that decodes into more memory than the limit allows (JSON costs more per byte than CSV)."""
+    weight = format_weight(fmt)
+    if weight > 1 and len(data) * weight > limits.max_uncompressed_bytes:
+        raise FileTooLarge(
+            f"the {fmt.upper()} text is {len(data):,} bytes; decoding JSON takes about {weight:.1f} times the memory "
+            f"of CSV per byte, so the limit for it is {int(limits.max_uncompressed_bytes / weight):,} bytes "
+            "(ICEGATE_MAX_UNCOMPRESSED_BYTES / weight). Export it as CSV, or split it",
+            file=file,
+        )
 
 
 def _decode(data: bytes, fmt: str, file: str, *, limits: Limits, encoding: str | None) -> tuple[pa.Table, str]:
@@ -859,8 +880,14 @@ def canonical_name(header: str) -> str:
     return _NOT_WORD.sub("_", text.lower()).strip("_")
 
 
-def map_columns(table: pa.Table, dataset: Dataset, *, file: str) -> tuple[pa.Table, list[str]]:
-    """Rename source columns onto ``dataset``'s, trim values, empty -> null, apply normalizers.
+def map_columns(
+    table: pa.Table,
+    dataset: Dataset,
+    *,
+    file: str,
+    normalize: NormalizeContext = NormalizeContext(),  # noqa: B008 - immutable
+) -> tuple[pa.Table, list[str]]:
+    """Rename source columns onto ``dataset``'s, trim values, empty -> null, apply its normalisers.
 
     Returns the table in contract column order and the source headers that matched nothing.
     """
@@ -904,7 +931,7 @@ def map_columns(table: pa.Table, dataset: Dataset, *, file: str) -> tuple[pa.Tab
         if column.name not in found:
             return pa.chunked_array([pa.nulls(table.num_rows, pa.string())])
         values = _clean(table.column(found[column.name]))
-        return _NORMALIZERS[column.normalizer](values) if column.normalizer else values
+        return column.normalizer(values, normalize) if column.normalizer else values
 
     if table.num_rows < _PARALLEL_ROWS:
         arrays = [prepared(column) for column in dataset.columns]
@@ -925,31 +952,3 @@ def _empty_to_null(chunk: pa.Array) -> pa.Array:
     if chunk.offset != 0 or keep.offset != 0:  # kernel output starts at 0; stay correct if not
         return pc.if_else(keep, chunk, pa.scalar(None, chunk.type))
     return pa.Array.from_buffers(chunk.type, len(chunk), [keep.buffers()[1], *chunk.buffers()[1:]])
-
-
-def _normalize_phone(values: pa.ChunkedArray) -> pa.ChunkedArray:
-    """``+1 (555) 123-4567`` -> ``+15551234567``; a value without digits is left as it is."""
-    digits = pc.replace_substring_regex(values, pattern=r"[^0-9]", replacement="")
-    signed = pc.if_else(pc.starts_with(values, "+"), pc.binary_join_element_wise("+", digits, ""), digits)
-    return pc.if_else(pc.equal(digits, ""), values, signed)
-
-
-_INSTAGRAM_URL: Final = r"^(?:https?://)?(?:www\.|m\.)?(?:instagram\.com|instagr\.am)/"
-#: Paths under instagram.com that are not a profile (a post, a reel, ...): left for validation to flag.
-_NOT_A_PROFILE: Final = _INSTAGRAM_URL + r"(?:p|reels?|tv|explore|stories|accounts)(?:[/?#]|$)"
-
-
-def _normalize_handle(values: pa.ChunkedArray) -> pa.ChunkedArray:
-    """``@Name``, ``name``, ``https://www.instagram.com/Name/?hl=en`` -> ``@name``."""
-    lowered = pc.utf8_lower(values)
-    from_url = pc.replace_substring_regex(
-        lowered, pattern=_INSTAGRAM_URL + r"@?([^/?#\s]+)(?:[/?#].*)?$", replacement=r"@\1"
-    )
-    handle = pc.replace_substring_regex(from_url, pattern=r"^@?([^\s/:?#@]+)$", replacement=r"@\1")
-    return pc.if_else(pc.match_substring_regex(lowered, _NOT_A_PROFILE), lowered, handle)
-
-
-_NORMALIZERS: Final[dict[str, Callable[[pa.ChunkedArray], pa.ChunkedArray]]] = {
-    "phone": _normalize_phone,
-    "handle": _normalize_handle,
-}

@@ -12,7 +12,13 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Any, Self, Union
+from typing import Any, Final, Self, Union
+from urllib.parse import unquote_plus
+
+#: Bounds that keep every state far below Step Functions' 256 KB whatever the input (see ``bounded_*``).
+MAX_LIST_ITEMS: Final = 50
+MAX_ITEM_CHARS: Final = 200
+MAX_MESSAGE_CHARS: Final = 4_000
 
 
 class Payload:
@@ -29,6 +35,18 @@ class Payload:
             if f.name in data:
                 values[f.name] = _decode(hints[f.name], data[f.name])
         return cls(**values)
+
+
+def bounded_text(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``text`` cut to at most about ``limit`` characters, saying how many were cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit:,} more characters)"
+
+
+def bounded_list(items: typing.Sequence[str], limit: int = MAX_LIST_ITEMS) -> list[str]:
+    """The first ``limit`` items, each bounded to ``MAX_ITEM_CHARS``; the caller carries the full count."""
+    return [bounded_text(item, MAX_ITEM_CHARS) for item in items[:limit]]
 
 
 def _decode(hint: Any, value: Any) -> Any:
@@ -68,6 +86,19 @@ class SourceObject(Payload):
         """What identifies this upload among others of the same key."""
         return self.version_id or (self.etag.strip('"') if self.etag else None)
 
+    def key_candidates(self) -> tuple[str, ...]:
+        """The keys this object may have, most likely first.
+
+        S3 event notifications URL-encode the key (``"red flower.jpg"`` -> ``"red+flower.jpg"``); Powertools
+        decodes it with ``unquote_plus`` and so do we. A key that was already decoded (a rerun started by
+        hand) may not survive a second decoding (``a+b.csv``), hence the raw key as the fallback. A local
+        path is never encoded.
+        """
+        if not self.bucket:
+            return (self.key,)
+        decoded = unquote_plus(self.key)
+        return (decoded, self.key) if decoded != self.key else (self.key,)
+
 
 @dataclass(frozen=True)
 class Job(Payload):
@@ -103,8 +134,12 @@ class Parsed(Job):
     uploaded_at: str = ""
     rows: int = 0
     columns: list[str] = field(default_factory=list)
-    #: Source headers that match no contract column, so are not loaded (reported, never silent).
+    #: Source headers that match no contract column, so are not loaded (reported, never silent): the
+    #: first ``MAX_LIST_ITEMS``, each cut to ``MAX_ITEM_CHARS`` (a header can be anything).
     ignored_columns: list[str] = field(default_factory=list)
+    #: How many headers were ignored in all; the full list is at ``ignored_columns_uri`` when it was cut.
+    ignored_columns_count: int = 0
+    ignored_columns_uri: str = ""
     parsed_uri: str = ""
     #: Set when the ledger shows this content already loaded: the later stages pass the file through.
     prior_load: PriorLoad | None = None
@@ -172,3 +207,7 @@ class DeadLettered(Payload):
     message: str
     dlq_uri: str
     error_uri: str
+    #: The earlier run whose entry this one reuses: same content, same stage, same error (a rerun).
+    duplicate_of: str = ""
+    #: Why the source could not be copied to ``dlq_uri`` (error.json says it too); empty when it was.
+    copy_error: str = ""

@@ -14,6 +14,7 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import random
 import shutil
 import time
@@ -22,17 +23,18 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 import polars as pl
 
 from icegate import constants as c
 from icegate import ledger
-from icegate.datasets import detect_dataset, get_dataset
-from icegate.errors import FileTooLarge, NoValidRows, TransientError, UnknownDataset
-from icegate.lake import MARKER_RUN, SourceIdentity, build_catalog, find_loaded, load_batch
+from icegate.datasets import NormalizeContext, detect_dataset, get_dataset
+from icegate.errors import FileTooLarge, NoValidRows, SourceNotFound, TransientError, UnknownDataset
+from icegate.lake import SourceIdentity, build_catalog, find_loaded, load_batch
 from icegate.parse import parse_bytes
 from icegate.payloads import (
+    MAX_MESSAGE_CHARS,
     DeadLettered,
     ErrorInfo,
     Job,
@@ -45,10 +47,13 @@ from icegate.payloads import (
     Scored,
     SourceObject,
     Validated,
+    bounded_list,
+    bounded_text,
 )
 from icegate.quality import resolve_floors, resolve_weights, score_batch
 from icegate.settings import Settings
-from icegate.storage import Storage, join
+from icegate.storage import ObjectInfo, Storage, join
+from icegate.transient import as_transient
 from icegate.trend import baseline, trend_failures
 from icegate.validate import FAILED_CHECKS, ROW_NUMBER, validate_table
 
@@ -56,6 +61,8 @@ if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
 
 P = TypeVar("P", bound=Payload)
+R = TypeVar("R")
+A = ParamSpec("A")
 UNKNOWN_DATASET = "unknown"
 log = logging.getLogger(__name__)
 
@@ -78,7 +85,62 @@ def dlq_folder(settings: Settings, dataset: str, run_id: str) -> str:
     return join(settings.lake_path(c.DLQ_PREFIX), dataset, run_id)
 
 
+def resolve_source(source: SourceObject, storage: Storage) -> tuple[SourceObject, ObjectInfo]:
+    """The object an event names, under the key it really has (``SourceObject.key_candidates``)."""
+    candidates = source.key_candidates()
+    for key in candidates:
+        candidate = dataclasses.replace(source, key=key)
+        try:
+            return candidate, storage.stat(candidate.uri, source.version_id)
+        except SourceNotFound:
+            continue
+    version = f"version {source.version_id} of " if source.version_id else ""
+    keys = " nor under the key as the event gave it ".join(repr(key) for key in candidates)
+    raise SourceNotFound(
+        f"there is no {version}the object {keys}: it was deleted (or that version removed) since the event",
+        file=f"s3://{source.bucket}" if source.bucket else None,
+    )
+
+
+def _stage(run: Callable[A, R]) -> Callable[A, R]:
+    """A stage raises the transient errors of the libraries underneath as the retried ``TransientError``s.
+
+    One place for the Lambdas and the local runner alike, since both retry by class name: a corrupt
+    catalog is retried, then filed as ``CatalogUnavailable``, never as "DatabaseError at load" of a good file.
+    """
+
+    @functools.wraps(run)
+    def staged(*args: A.args, **kwargs: A.kwargs) -> R:
+        try:
+            return run(*args, **kwargs)
+        except Exception as exc:
+            source = getattr(args[0] if args else None, "source", None)
+            transient = as_transient(exc, file=source.uri if isinstance(source, SourceObject) else None)
+            if transient is not None:
+                raise transient from exc
+            # The Lambda runtime puts str(exc) into the Catch's Cause, which travels in the state: an
+            # unforeseen error quoting a whole row or header must not push the state over 256 KB.
+            if len(message := str(exc)) > MAX_MESSAGE_CHARS:
+                exc.args = (bounded_text(message),)
+            raise
+
+    return staged
+
+
+@_stage
+def open_catalog(settings: Settings) -> Catalog:
+    """The catalog the settings name; one that cannot be opened is a retried ``CatalogUnavailable``."""
+    return build_catalog(settings)
+
+
 # --- the stages -------------------------------------------------------------------------------
+
+
+def _resolve(catalog: Catalog | Callable[[], Catalog] | None, settings: Settings) -> Catalog:
+    """The catalog given, opened on demand (a callable), or the settings' one."""
+    if catalog is None:
+        return build_catalog(settings)
+    return catalog() if callable(catalog) else catalog
 
 
 def _timed(stage: str) -> Callable[[Callable[..., P]], Callable[..., P]]:
@@ -102,7 +164,7 @@ def _timed(stage: str) -> Callable[[Callable[..., P]], Callable[..., P]]:
 
 def _prior_load(
     settings: Settings,
-    catalog: Catalog | None,
+    catalog: Catalog | Callable[[], Catalog] | None,
     table: str,
     *,
     sha256: str | None = None,
@@ -111,7 +173,7 @@ def _prior_load(
     """The ledger's record of this content (or S3 object version) already loaded into ``table``; ``None``
     also when the ledger cannot be read — the loader's snapshot-marker check still keeps the load exactly-once."""
     try:
-        catalog = catalog or build_catalog(settings)
+        catalog = _resolve(catalog, settings)
         prior = ledger.find_prior_load(catalog, settings.namespace, table, sha256=sha256, version=version)
         if prior is None or not prior.sha256 or not catalog.table_exists(tuple(table.rsplit(".", 1))):
             return None
@@ -123,11 +185,14 @@ def _prior_load(
     return dataclasses.replace(prior, snapshot_id=snapshot_id) if snapshot_id is not None else None
 
 
+@_stage
 @_timed(c.PARSE)
-def run_parse(job: Job, settings: Settings, storage: Storage, catalog: Catalog | None = None) -> Parsed:
-    source = job.source
+def run_parse(
+    job: Job, settings: Settings, storage: Storage, catalog: Catalog | Callable[[], Catalog] | None = None
+) -> Parsed:
+    source, info = resolve_source(job.source, storage)
+    job = dataclasses.replace(job, source=source)
     dataset = detect_dataset(source.key)
-    info = storage.stat(source.uri, source.version_id)
     # Refuse an oversized object before downloading it into memory.
     if info.size > settings.limits.max_bytes:
         raise FileTooLarge(
@@ -152,9 +217,22 @@ def run_parse(job: Job, settings: Settings, storage: Storage, catalog: Catalog |
             uploaded_at=info.last_modified.isoformat(),
             prior_load=prior,
         )
-    parsed = parse_bytes(data, source.key, dataset, limits=settings.limits, encoding=settings.source_encoding)
+    parsed = parse_bytes(
+        data,
+        source.key,
+        dataset,
+        limits=settings.limits,
+        encoding=settings.source_encoding,
+        normalize=NormalizeContext(phone_region=settings.phone_region),
+    )
     parsed_uri = processing_uri(settings, job.run_id, "parsed.parquet")
     storage.write_parquet(parsed_uri, parsed.table)
+    ignored = parsed.ignored_columns
+    shown = bounded_list(ignored)
+    ignored_uri = ""
+    if shown != ignored:  # a header can be anything: the payload names a few, the full list is an object
+        ignored_uri = processing_uri(settings, job.run_id, "ignored_columns.json")
+        storage.write_json(ignored_uri, ignored)
     return _extend(
         Parsed,
         job,
@@ -164,11 +242,14 @@ def run_parse(job: Job, settings: Settings, storage: Storage, catalog: Catalog |
         uploaded_at=info.last_modified.isoformat(),
         rows=parsed.table.num_rows,
         columns=list(parsed.table.column_names),
-        ignored_columns=parsed.ignored_columns,
+        ignored_columns=shown,
+        ignored_columns_count=len(ignored),
+        ignored_columns_uri=ignored_uri,
         parsed_uri=parsed_uri,
     )
 
 
+@_stage
 @_timed(c.VALIDATE)
 def run_validate(parsed: Parsed, settings: Settings, storage: Storage) -> Validated:
     if parsed.prior_load is not None:
@@ -193,8 +274,11 @@ def run_validate(parsed: Parsed, settings: Settings, storage: Storage) -> Valida
     )
 
 
+@_stage
 @_timed(c.SCORE)
-def run_score(validated: Validated, settings: Settings, storage: Storage, catalog: Catalog | None = None) -> Scored:
+def run_score(
+    validated: Validated, settings: Settings, storage: Storage, catalog: Catalog | Callable[[], Catalog] | None = None
+) -> Scored:
     if (prior := validated.prior_load) is not None:
         # The gate lets it through to the loader, which records "already loaded": the score shown
         # is the one the content had when it was loaded.
@@ -242,14 +326,14 @@ def run_score(validated: Validated, settings: Settings, storage: Storage, catalo
     return _extend(Scored, validated, quality=summary)
 
 
-def _trend_failures(validated: Validated, score: float, settings: Settings, catalog: Catalog | None) -> list[str]:
+def _trend_failures(
+    validated: Validated, score: float, settings: Settings, catalog: Catalog | Callable[[], Catalog] | None
+) -> list[str]:
     """The trend gate against the dataset's last loaded files in the ledger (passes when it cannot be read)."""
     gate = get_dataset(validated.dataset).trend_gate
     assert gate is not None
     try:
-        recent = ledger.recent_loaded(
-            catalog or build_catalog(settings), settings.namespace, validated.dataset, gate.window
-        )
+        recent = ledger.recent_loaded(_resolve(catalog, settings), settings.namespace, validated.dataset, gate.window)
     except Exception:
         log.warning("could not read the ledger: the trend gate passes this file", exc_info=True)
         return []
@@ -274,10 +358,11 @@ def passes_gate(scored: Scored) -> bool:
     return scored.quality is not None and scored.quality.passed
 
 
+@_stage
 def run_load(scored: Scored, settings: Settings, storage: Storage, catalog: Catalog | None = None) -> Loaded:
     clock = time.perf_counter()
     dataset = get_dataset(scored.dataset)
-    catalog = catalog or build_catalog(settings)
+    catalog = catalog or open_catalog(settings)
     if (prior := scored.prior_load) is not None:
         table = f"{settings.namespace}.{dataset.table}"
         already = LoadSummary(table, dataset.strategy, 0, 0, 0, 0, prior.snapshot_id, already_loaded=True)
@@ -301,10 +386,6 @@ def _record_load(loaded: Loaded, settings: Settings, storage: Storage, catalog: 
     """The load's ledger row, after the data commit (a failure is logged, never raised)."""
     load = loaded.load
     assert load is not None
-    if load.already_loaded and (own := _own_commit(catalog, load, loaded.run_id)) is not None:
-        # This run's own commit, found by a retry after the first attempt died before answering
-        # (or before recording it): the outcome is "loaded", with the counts the snapshot knows.
-        load = own
     loaded = dataclasses.replace(
         loaded,
         load=load,
@@ -327,49 +408,59 @@ def _record_load(loaded: Loaded, settings: Settings, storage: Storage, catalog: 
     return loaded
 
 
-def _own_commit(catalog: Catalog, load: LoadSummary, run_id: str) -> LoadSummary | None:
-    """The load as "loaded" when the snapshot it found was committed by this very run, else ``None``.
+def _recorded_in_ledger(run: Callable[..., DeadLettered]) -> Callable[..., DeadLettered]:
+    """After the DLQ entry is filed (or an earlier one reused), its ledger row — never a condition of it."""
 
-    Rows inserted are the snapshot's added records for an append; an upsert's overwrite also
-    rewrites kept rows, so its counts stay unknown (0).
-    """
-    if load.snapshot_id is None:
-        return None
-    try:
-        snapshot = catalog.load_table(tuple(load.table.rsplit(".", 1))).snapshot_by_id(load.snapshot_id)
-    except Exception:
-        return None
-    if snapshot is None or snapshot.summary is None:
-        return None
-    props = snapshot.summary.additional_properties
-    if props.get(MARKER_RUN) != run_id:
-        return None
-    appended = snapshot.summary.operation.value == "append"
-    inserted = int(props.get("added-records", 0)) if appended else 0
-    return dataclasses.replace(load, already_loaded=False, inserted=inserted)
+    @functools.wraps(run)
+    def recorded(
+        state: Mapping[str, Any],
+        stage: str,
+        error: ErrorInfo,
+        settings: Settings,
+        storage: Storage,
+        catalog: Catalog | Callable[[], Catalog] | None = None,
+    ) -> DeadLettered:
+        entry = run(state, stage, error, settings, storage)
+        row = ledger.row_for_dead_letter(state, entry, report=_quality_report(state, storage)[0])
+        ledger.record(catalog or (lambda: build_catalog(settings)), settings.namespace, row)
+        return entry
+
+    return recorded
 
 
+@_recorded_in_ledger
+@_stage
 def run_dead_letter(
-    state: Mapping[str, Any],
-    stage: str,
-    error: ErrorInfo,
-    settings: Settings,
-    storage: Storage,
-    catalog: Catalog | Callable[[], Catalog] | None = None,
+    state: Mapping[str, Any], stage: str, error: ErrorInfo, settings: Settings, storage: Storage
 ) -> DeadLettered:
-    """Copy the source beside an ``error.json`` that says what failed, where and why."""
-    source = SourceObject.from_dict(state["source"]) if "source" in state else SourceObject.from_dict(state)
+    """Write an ``error.json`` that says what failed, where and why, then copy the source beside it.
+
+    ``error.json`` comes first and is written whatever happens to the copy (the object deleted, its version
+    gone, access refused): it then says that the copy failed and why, so a file is never lost without its
+    reason. A rerun that fails the same way on the same content reuses the first entry (see
+    ``_reuse_earlier_entry``) instead of filing the same file again.
+    """
+    given = SourceObject.from_dict(state["source"]) if "source" in state else SourceObject.from_dict(state)
     run_id = str(state.get("run_id") or new_run_id())
-    dataset = str(state.get("dataset") or _dataset_or_unknown(source.key))
     error_type, message = _describe(error)
+    message = bounded_text(message)
+    located: BaseException | None = None
+    try:
+        source, info = resolve_source(given, storage)
+    except Exception as exc:  # gone or unreadable: the reason is still filed, with why the copy failed
+        source, info, located = given, None, exc
+    dataset = str(state.get("dataset") or _dataset_or_unknown(source.key))
+    fingerprint = _fingerprint(state, source, info, dataset, stage, error_type, message)
+    index = join(settings.lake_path(c.DLQ_PREFIX), dataset, c.DLQ_INDEX)
+    index_uri = join(index, f"{fingerprint}.json") if fingerprint else ""
+    if index_uri and (earlier := _reuse_earlier_entry(index_uri, state, run_id, storage)):
+        return earlier
+
     folder = dlq_folder(settings, dataset, run_id)
     dlq_uri = join(folder, source.name)
-    storage.copy(source.uri, dlq_uri, source.version_id)
-    quality = state.get("quality") or {}
-    report: Any = None
-    if quality.get("report_uri"):
-        report = storage.read_json(quality["report_uri"])
-    document = {
+    error_uri = join(folder, "error.json")
+    report, report_error = _quality_report(state, storage)
+    document: dict[str, Any] = {
         "stage": stage,
         "error_type": error_type,
         "message": message,
@@ -378,17 +469,104 @@ def run_dead_letter(
         "time": datetime.now(UTC).isoformat(),
         "source": {**source.to_dict(), "uri": source.uri, "sha256": state.get("sha256") or None},
         "dead_letter_uri": dlq_uri,
+        "copy": {"status": "pending"},
         "rows": {k: state[k] for k in ("rows", "rows_valid", "rows_rejected") if k in state},
         "rejected_rows_uri": state.get("rejected_uri") or None,
         "quality": report,
+        **({"quality_error": report_error} if report_error else {}),
     }
-    error_uri = join(folder, "error.json")
     storage.write_json(error_uri, document)
-    entry = DeadLettered(run_id, dataset, stage, error_type, message, dlq_uri, error_uri)
-    # After error.json: the ledger row is the queryable copy of the DLQ entry, never a condition of it.
-    row = ledger.row_for_dead_letter(state, entry, report=report)
-    ledger.record(catalog or (lambda: build_catalog(settings)), settings.namespace, row)
-    return entry
+    copy_error = ""
+    try:
+        if located is not None:
+            raise located
+        storage.copy(source.uri, dlq_uri, source.version_id)
+    except Exception as exc:
+        copy_error = bounded_text(f"{type(exc).__name__}: {exc}")
+        document["copy"] = {"status": "failed", "error": copy_error}
+        storage.write_json(error_uri, document)
+        if isinstance(exc, TransientError) or as_transient(exc):
+            raise  # retried: the copy may yet succeed, and error.json already says why it has not
+    else:
+        document["copy"] = {"status": "copied"}
+        storage.write_json(error_uri, document)
+        if index_uri:
+            storage.write_json(index_uri, {"run_id": run_id, "error_uri": error_uri, "dlq_uri": dlq_uri})
+    return DeadLettered(run_id, dataset, stage, error_type, message, dlq_uri, error_uri, copy_error=copy_error)
+
+
+#: How many reruns an entry lists by run id (the count is kept in full).
+_MAX_RERUNS_LISTED = 20
+
+
+def _fingerprint(
+    state: Mapping[str, Any],
+    source: SourceObject,
+    info: ObjectInfo | None,
+    dataset: str,
+    stage: str,
+    error_type: str,
+    message: str,
+) -> str:
+    """Identity of "this content failed this way", or "" when the content cannot be identified."""
+    if state.get("sha256"):
+        content = f"sha256:{state['sha256']}"
+    elif info is not None and info.etag:
+        content = f"etag:{info.etag.strip(chr(34))}:{info.size}"  # S3's own content identity, no download
+    elif info is not None and not source.bucket:
+        content = f"sha256:{_file_sha256(source.key)}"
+    else:
+        return ""
+    reason = json.dumps([content, dataset, stage, error_type, message], ensure_ascii=False)
+    return hashlib.sha256(reason.encode()).hexdigest()
+
+
+def _file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _reuse_earlier_entry(
+    index_uri: str, state: Mapping[str, Any], run_id: str, storage: Storage
+) -> DeadLettered | None:
+    """The entry an earlier run filed for the same content and reason, now noting this rerun; else None."""
+    if not storage.exists(index_uri):
+        return None
+    index = storage.read_json(index_uri)
+    if index.get("run_id") == run_id or not storage.exists(index["error_uri"]):
+        return None  # this run's own entry (a retried dead-letter step), or one that is gone: file anew
+    entry = storage.read_json(index["error_uri"])
+    reruns = [*entry.get("reruns", []), run_id][-_MAX_RERUNS_LISTED:]
+    entry.update(reruns=reruns, rerun_count=int(entry.get("rerun_count", 0)) + 1)
+    storage.write_json(index["error_uri"], entry)
+    # The validator filed this run's rejected rows under its own run id: the first entry has the same rows.
+    rejected = str(state.get("rejected_uri") or "")
+    if rejected and run_id in rejected and rejected != entry.get("rejected_rows_uri"):
+        storage.delete(rejected)
+    return DeadLettered(
+        run_id,
+        str(entry["dataset"]),
+        str(entry["stage"]),
+        str(entry["error_type"]),
+        str(entry["message"]),
+        str(index["dlq_uri"]),
+        str(index["error_uri"]),
+        duplicate_of=str(index["run_id"]),
+    )
+
+
+def _quality_report(state: Mapping[str, Any], storage: Storage) -> tuple[Any, str]:
+    """The run's quality report for error.json, and why it could not be read (it must not stop the filing)."""
+    quality = state.get("quality") or {}
+    if not quality.get("report_uri"):
+        return None, ""
+    try:
+        return storage.read_json(quality["report_uri"]), ""
+    except Exception as exc:
+        return None, bounded_text(f"{type(exc).__name__}: {exc}")
 
 
 def error_info(exc: BaseException) -> ErrorInfo:
@@ -431,7 +609,8 @@ def _frame(table: Any) -> pl.DataFrame:
 
 # --- the local runner -------------------------------------------------------------------------
 
-Outcome = Literal["loaded", "already_loaded", "dead_lettered"]
+#: ``failed``: even the dead-letter step failed (the file is neither loaded nor filed; ``error`` says why).
+Outcome = Literal["loaded", "already_loaded", "dead_lettered", "failed"]
 
 
 @dataclass(frozen=True)
@@ -443,6 +622,7 @@ class FileOutcome:
     state: Payload
     dead_letter: DeadLettered | None = None
     seconds: float = 0.0
+    error: str = ""
 
 
 ProgressHook = Callable[[SourceObject, str], None]
@@ -461,7 +641,7 @@ class LocalRunner:
         if self._catalog is None:
             if self.settings.is_local:
                 Path(self.settings.lake_path()).mkdir(parents=True, exist_ok=True)
-            self._catalog = build_catalog(self.settings)
+            self._catalog = open_catalog(self.settings)
         return self._catalog
 
     def _ledger_catalog(self) -> Catalog:
@@ -484,11 +664,12 @@ class LocalRunner:
         settings, storage = self.settings, self.storage
         try:
             enter(c.PARSE)
-            parsed = state = _with_retries(lambda: run_parse(job, settings, storage, self.catalog))
+            # The ledger's catalog is opened only when asked for: a catalog that is down fails the load, not the parse.
+            parsed = state = _with_retries(lambda: run_parse(job, settings, storage, self._ledger_catalog))
             enter(c.VALIDATE)
             validated = state = _with_retries(lambda: run_validate(parsed, settings, storage))
             enter(c.SCORE)
-            scored = state = _with_retries(lambda: run_score(validated, settings, storage, self.catalog))
+            scored = state = _with_retries(lambda: run_score(validated, settings, storage, self._ledger_catalog))
             if not passes_gate(scored):
                 return self._dead_letter(job, scored, c.GATE, gate_error(scored), started, keep_processing)
             enter(c.LOAD)
@@ -503,8 +684,19 @@ class LocalRunner:
     def _dead_letter(
         self, job: Job, state: Payload, stage: str, error: ErrorInfo, started: float, keep_processing: bool
     ) -> FileOutcome:
-        entry = run_dead_letter(state.to_dict(), stage, error, self.settings, self.storage, self._ledger_catalog)
-        self._clean(job.run_id, keep_processing)
+        document = state.to_dict()
+        try:
+            entry = _with_retries(
+                lambda: run_dead_letter(document, stage, error, self.settings, self.storage, self._ledger_catalog)
+            )
+        except Exception as exc:
+            # As the state machine's DeadLetter Catch: this file failed loudly, the run goes on with the next.
+            reason = f"{_describe(error)[1]} — and the dead-letter step failed too: {type(exc).__name__}: {exc}"
+            return FileOutcome(
+                job.source, job.run_id, "failed", state, seconds=time.perf_counter() - started, error=reason
+            )
+        finally:
+            self._clean(job.run_id, keep_processing)
         return FileOutcome(job.source, job.run_id, "dead_lettered", state, entry, time.perf_counter() - started)
 
     def _clean(self, run_id: str, keep: bool) -> None:
@@ -514,39 +706,108 @@ class LocalRunner:
         shutil.rmtree(Path(self.settings.lake_path(c.PROCESSING_PREFIX, run_id)), ignore_errors=True)
 
 
-def _with_retries(call: Callable[[], P]) -> P:
-    """The state machine's Retry on transient errors: the same count, backoff, cap and full jitter."""
+def _with_retries(call: Callable[[], R]) -> R:
+    """The state machine's Retry on transient errors: the same names, count, backoff, cap and full jitter."""
     for retry in range(c.TRANSIENT_RETRIES + 1):
         try:
             return call()
-        except TransientError:
-            if retry == c.TRANSIENT_RETRIES:
+        except Exception as exc:
+            # By name, as ErrorEquals matches the Lambda's errorType: the same list, by construction.
+            if type(exc).__name__ not in c.TRANSIENT_ERRORS or retry == c.TRANSIENT_RETRIES:
                 raise
             ceiling = c.TRANSIENT_RETRY_INTERVAL_SECONDS * c.TRANSIENT_RETRY_BACKOFF_RATE**retry
             time.sleep(random.uniform(0, min(ceiling, c.TRANSIENT_RETRY_MAX_DELAY_SECONDS)))
     raise AssertionError("unreachable")
 
 
-def local_sources(paths: Iterable[str | Path]) -> tuple[list[SourceObject], list[str]]:
-    """Files named directly, plus the supported files found under folders (and what was passed over)."""
-    sources: list[SourceObject] = []
-    skipped: list[str] = []
+@dataclass(frozen=True)
+class LocalSources:
+    """What ``icegate run`` found under the paths it was given."""
+
+    files: list[SourceObject]
+    #: Files passed over because their format is not one the pipeline reads.
+    unsupported: list[str]
+    #: Files icegate wrote itself (a lake's warehouse, processing, DLQ records, catalog), with where.
+    own: list[tuple[str, str]]
+
+
+#: A lake root's own folders: Iceberg files, scratch, and dead letters.
+_LAKE_FOLDERS = (c.WAREHOUSE_PREFIX, c.PROCESSING_PREFIX, c.DLQ_PREFIX)
+
+
+def local_sources(paths: Iterable[str | Path], lake_root: str | Path | None = None) -> LocalSources:
+    """Files named directly, plus the supported files found under folders, minus what icegate wrote.
+
+    A folder holding ``catalog.db`` (or ``lake_root``) is a lake: a walk through it skips its
+    ``warehouse/``, ``processing/``, ``dlq/`` and catalog. A folder named inside a ``dlq/`` is a
+    rerun of what was dead-lettered there: its sources run again, its ``error.json`` and
+    ``rejected.parquet`` never do (re-ingesting them would dead-letter icegate's own records).
+    """
+    lakes = {Path(lake_root).resolve()} if lake_root is not None else set()
+
+    def is_lake(folder: Path) -> bool:
+        return folder.resolve() in lakes or (folder / c.CATALOG_DB).is_file()
+
+    found = LocalSources([], [], [])
     for raw in paths:
         path = Path(raw)
+        if (where := _inside_lake_folder(path, is_lake)) is not None:
+            found.own.extend((str(f), where) for f in _files_under(path))
+            continue
+        candidates: list[Path] = []
         if path.is_dir():
-            for child in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
-                if child.name.lower().endswith(c.SUPPORTED_SUFFIXES):
-                    sources.append(SourceObject(bucket="", key=str(child)))
-                else:
-                    skipped.append(str(child))
+            for folder, subfolders, names in os.walk(path):
+                here = Path(folder)
+                if is_lake(here):
+                    for name in [n for n in subfolders if n in _LAKE_FOLDERS]:
+                        subfolders.remove(name)
+                        found.own.extend((str(f), f"{name}/") for f in _files_under(here / name))
+                candidates.extend(here / name for name in names if not name.startswith("."))
         else:
-            sources.append(SourceObject(bucket="", key=str(path)))
-    return sources, skipped
+            candidates.append(path)
+        for file in sorted(candidates):
+            if where := _own_file(file, is_lake):
+                found.own.append((str(file), where))
+            elif file == path or file.name.lower().endswith(c.SUPPORTED_SUFFIXES):
+                found.files.append(SourceObject(bucket="", key=str(file)))
+            else:
+                found.unsupported.append(str(file))
+    return found
+
+
+def _inside_lake_folder(path: Path, is_lake: Callable[[Path], bool]) -> str | None:
+    """``warehouse/`` (etc.) when ``path`` lies in a lake's own folder or is its catalog; else None."""
+    resolved = path.resolve()
+    for ancestor in resolved.parents:
+        if is_lake(ancestor):
+            first = resolved.relative_to(ancestor).parts[0]
+            if first.startswith(c.CATALOG_DB):  # with SQLite's -journal / -wal / -shm files
+                return c.CATALOG_DB
+            # Inside dlq/ a named folder is a rerun of its sources: only the records are skipped.
+            return f"{first}/" if first in _LAKE_FOLDERS and first != c.DLQ_PREFIX else None
+    return None
+
+
+def _own_file(file: Path, is_lake: Callable[[Path], bool]) -> str | None:
+    """Where, for a dead-letter record (``dlq/<dataset>/<run_id>/error.json``, ``dlq/<dataset>/_index/…``)
+    or a lake's catalog."""
+    in_dlq_entry = file.name in c.DLQ_RECORDS and file.parent.parent.parent.name == c.DLQ_PREFIX
+    in_dlq_index = file.parent.name == c.DLQ_INDEX and file.parent.parent.parent.name == c.DLQ_PREFIX
+    if in_dlq_entry or in_dlq_index:
+        return f"{c.DLQ_PREFIX}/"
+    if file.name.startswith(c.CATALOG_DB) and is_lake(file.parent):
+        return c.CATALOG_DB
+    return None
+
+
+def _files_under(path: Path) -> list[Path]:
+    return [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
 
 
 __all__ = [
     "FileOutcome",
     "LocalRunner",
+    "LocalSources",
     "error_info",
     "local_sources",
     "new_run_id",

@@ -6,6 +6,7 @@ tests) beat the environment by way of :meth:`Settings.with_overrides`.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import os
@@ -15,7 +16,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from icegate.constants import ENV_PREFIX, WAREHOUSE_PREFIX
+import phonenumbers
+
+from icegate.constants import CATALOG_DB, ENV_PREFIX, WAREHOUSE_PREFIX
+from icegate.sizing import DEFAULT_MAX_INPUT_BYTES
 
 MiB = 1024 * 1024
 
@@ -26,8 +30,10 @@ QUALITY_DIMENSIONS = ("completeness", "accuracy", "consistency", "timeliness", "
 class Limits:
     """Guards applied by the parser before and while it decodes a file."""
 
-    max_bytes: int = 512 * MiB
-    max_uncompressed_bytes: int = 1024 * MiB
+    #: What a default deployment's memory holds (``icegate.sizing``); a deployment sets its own.
+    max_bytes: int = DEFAULT_MAX_INPUT_BYTES
+    #: Memory follows the decoded size, so a gzip or XLSX file may expand to no more than a plain one.
+    max_uncompressed_bytes: int = DEFAULT_MAX_INPUT_BYTES
     max_rows: int = 5_000_000
     max_columns: int = 256
     max_field_bytes: int = 1 * MiB
@@ -67,6 +73,15 @@ class Settings:
     #: Attempts of the loader's own commit loop before it raises ``CommitConflict``.
     commit_attempts: int = 8
     commit_backoff_seconds: float = 0.05
+    #: Region (ISO 3166 code) a phone number written without ``+`` is read in.
+    phone_region: str = "US"
+
+    def __post_init__(self) -> None:
+        if self.phone_region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(
+                f"{ENV_PREFIX}PHONE_REGION={self.phone_region!r} is not a region phonenumbers knows; "
+                "use a two-letter ISO 3166 code such as US, GB or DE"
+            )
 
     @property
     def is_local(self) -> bool:
@@ -81,16 +96,30 @@ class Settings:
         if self.catalog_uri:
             return self.catalog_uri
         if self.catalog_type == "sql" and self.is_local:
-            return f"sqlite:///{Path(self.lake_path('catalog.db')).resolve()}"
+            return f"sqlite:///{Path(self.lake_path(CATALOG_DB)).resolve()}"
         raise ValueError(
             f"{ENV_PREFIX}CATALOG_URI must be set for a {self.catalog_type!r} catalog on lake root {self.lake_root!r}"
         )
 
     def resolved_warehouse(self) -> str:
-        if self.warehouse:
-            return self.warehouse
-        location = self.lake_path(WAREHOUSE_PREFIX)
-        return Path(location).resolve().as_uri() if self.is_local else location
+        """The warehouse location exactly as pyiceberg will write under it.
+
+        A local warehouse is a plain absolute path, never a ``file://`` URI: ``Path.as_uri()``
+        percent-encodes (``my lake`` → ``my%20lake``) and pyiceberg writes that literal folder, and
+        a ``#`` or ``?`` in a URI would be cut off as a fragment or query. pyiceberg splits object
+        store URIs the same way, so a ``#`` or ``?`` there is refused rather than lost.
+        """
+        location = self.warehouse or self.lake_path(WAREHOUSE_PREFIX)
+        if "://" not in location:
+            return str(Path(location).resolve())
+        if location.startswith("file://"):
+            return location
+        if unsafe := sorted({c for c in location if c in "#?"}):
+            raise ValueError(
+                f"the warehouse location {location!r} holds {' and '.join(map(repr, unsafe))}, which Iceberg "
+                "cannot keep in an object key; choose a lake root or ICEGATE_WAREHOUSE without them"
+            )
+        return location
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with the given fields replaced; ``None`` values leave a field as it is."""
@@ -99,6 +128,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
+        _refuse_unknown(env, known_variables())
 
         def get(name: str) -> str | None:
             value = env.get(ENV_PREFIX + name)
@@ -111,33 +141,19 @@ class Settings:
                 continue
             simple[f.name] = _convert(raw, f.type, ENV_PREFIX + f.name.upper())
 
+        if "phone_region" in simple:
+            simple["phone_region"] = simple["phone_region"].upper()
         limit_values = {
             f.name: _convert(raw, "int", ENV_PREFIX + f.name.upper())
             for f in fields(Limits)
             if (raw := get(f.name.upper())) is not None
         }
-        weight_prefix = ENV_PREFIX + "QUALITY_WEIGHT_"
-        # A misspelt dimension would otherwise be ignored without a word, leaving the default weight.
-        misspelt = sorted(
-            n for n in env if n.startswith(weight_prefix) and n[len(weight_prefix) :].lower() not in QUALITY_DIMENSIONS
-        )
-        if misspelt:
-            raise ValueError(
-                f"{', '.join(misspelt)}: no such quality dimension; known: {', '.join(QUALITY_DIMENSIONS)}"
-            )
         weights = {
             dim: _convert(raw, "float", f"{ENV_PREFIX}QUALITY_WEIGHT_{dim.upper()}")
             for dim in QUALITY_DIMENSIONS
             if (raw := get(f"QUALITY_WEIGHT_{dim.upper()}")) is not None
         }
         floor_prefix = ENV_PREFIX + "QUALITY_FLOOR_"
-        misspelt = sorted(
-            n for n in env if n.startswith(floor_prefix) and n[len(floor_prefix) :].lower() not in QUALITY_DIMENSIONS
-        )
-        if misspelt:
-            raise ValueError(
-                f"{', '.join(misspelt)}: no such quality dimension; known: {', '.join(QUALITY_DIMENSIONS)}"
-            )
         floors = {
             dim: _convert(raw, "float", f"{floor_prefix}{dim.upper()}")
             for dim in QUALITY_DIMENSIONS
@@ -163,6 +179,33 @@ class Settings:
             quality_thresholds=thresholds,
             catalog_properties=properties,
         )
+
+
+def known_variables() -> frozenset[str]:
+    """Every ``ICEGATE_*`` variable :meth:`Settings.from_env` reads."""
+    # Imported here: the dataset contracts import this module (for the dimension names).
+    from icegate.datasets import all_datasets
+
+    names = {f.name.upper() for f in fields(Settings) if f.name not in _COMPOSITE_FIELDS} | {"CATALOG_PROPERTIES"}
+    names |= {f.name.upper() for f in fields(Limits)}
+    names |= {f"QUALITY_{kind}_{dimension.upper()}" for kind in ("WEIGHT", "FLOOR") for dimension in QUALITY_DIMENSIONS}
+    names |= {f"QUALITY_THRESHOLD_{dataset.upper()}" for dataset in all_datasets()}
+    return frozenset(ENV_PREFIX + name for name in names)
+
+
+def _refuse_unknown(env: Mapping[str, str], known: frozenset[str]) -> None:
+    """A misspelt variable would otherwise leave its default in place without a word."""
+    unknown = sorted(name for name in env if name.startswith(ENV_PREFIX) and name not in known)
+    if not unknown:
+        return
+    problems = []
+    for name in unknown:
+        closest = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        problems.append(f"{name} (did you mean {closest[0]}?)" if closest else name)
+    raise ValueError(
+        f"unknown setting{'s' if len(unknown) > 1 else ''} {'; '.join(problems)}: "
+        f"no {ENV_PREFIX}* variable of that name exists; rename or unset it"
+    )
 
 
 def _convert(raw: str, type_name: object, name: str) -> Any:

@@ -7,6 +7,7 @@ machine); a missing object becomes :class:`SourceNotFound`.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import shutil
@@ -93,6 +94,24 @@ class Storage:
         except FileNotFoundError:
             raise SourceNotFound("the file does not exist", file=uri) from None
         return ObjectInfo(size=st.st_size, last_modified=datetime.fromtimestamp(st.st_mtime, UTC))
+
+    def exists(self, uri: str) -> bool:
+        try:
+            self.stat(uri)
+        except SourceNotFound:
+            return False
+        return True
+
+    def delete(self, uri: str) -> None:
+        """Remove an object; a missing one is not an error. A local folder left empty goes too, as in S3."""
+        if is_s3(uri):
+            bucket, key = split_s3(uri)
+            self._s3_call("DELETE", uri, self._s3.delete_object, Bucket=bucket, Key=key)
+            return
+        path = Path(uri)
+        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty: other files live there
+            path.parent.rmdir()
 
     def read_bytes(self, uri: str, version_id: str | None = None) -> bytes:
         if is_s3(uri):

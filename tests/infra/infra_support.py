@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -129,6 +130,25 @@ class Synth:
         definition = Capture()
         self.template.has_resource_properties("AWS::StepFunctions::StateMachine", {"DefinitionString": definition})
         return dict(json.loads(substitute(definition.as_object(), self.doc["Resources"])))
+
+    @cached_property
+    def input_transformer(self) -> dict[str, Any]:
+        """The EventBridge rule target's InputTransformer: how an S3 event becomes the execution input."""
+        (rule,) = self.resources("AWS::Events::Rule").values()
+        (target,) = rule["Properties"]["Targets"]
+        return dict(target["InputTransformer"])
+
+
+def transform_event(transformer: Mapping[str, Any], event: Mapping[str, Any]) -> Any:
+    """What EventBridge sends the target: each <var> replaced by its JSON value (strings quoted, numbers bare)."""
+    values = {}
+    for var, path in transformer["InputPathsMap"].items():
+        value: Any = event
+        for part in path.removeprefix("$.").split("."):
+            value = value[part]
+        values[var] = value
+    text = re.sub(r"<([\w.-]+)>", lambda m: json.dumps(values[m.group(1)]), transformer["InputTemplate"])
+    return json.loads(text)
 
 
 def render(value: Any) -> str:

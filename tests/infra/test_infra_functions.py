@@ -13,6 +13,7 @@ from icegate.constants import (
     ENV_CATALOG_TYPE,
     ENV_LAKE_ROOT,
     ENV_NAMESPACE,
+    ENV_PREFIX,
     ENV_WAREHOUSE,
     HANDLERS,
     LOAD,
@@ -74,9 +75,10 @@ def test_image_asset_holds_only_what_the_image_needs(imported: Synth) -> None:
     (asset_dir,) = [p for p in imported.outdir.iterdir() if p.name.startswith("asset.") and p.is_dir()]
     # WHEN we list it
     top = {p.name for p in asset_dir.iterdir()}
-    # THEN it has the project metadata, the library and the stages, and nothing else (.dockerignore)
-    assert {"pyproject.toml", "README.md", "src", "stages"} <= top
+    # THEN it has the library, the stages and their locked dependencies, and nothing else (.dockerignore)
+    assert top - {".dockerignore"} == {"src", "stages"}
     assert (asset_dir / "stages" / "Dockerfile").is_file()
+    assert (asset_dir / "stages" / "requirements.txt").is_file()
     assert (asset_dir / "src" / "icegate" / "constants.py").is_file()
     assert not top & {".venv", "cdk.out", "lake", "tests", "node_modules", ".git", "cdk", "benchmarks", "samples"}
 
@@ -85,10 +87,25 @@ def test_dockerfile_builds_on_the_lambda_python_image_and_defaults_to_the_parser
     # GIVEN the Dockerfile that every stage function runs
     dockerfile = (REPO_ROOT / "stages" / "Dockerfile").read_text()
     # WHEN we read its instructions
-    # THEN it starts from the AWS Lambda Python 3.12 image, installs the project's runtime
-    # dependencies into the task root, copies the library and the stages, and defaults to the parser
-    assert re.search(r"^FROM public\.ecr\.aws/lambda/python:3\.12\s*$", dockerfile, re.MULTILINE)
-    assert re.search(r'pip install .*--target "\$\{LAMBDA_TASK_ROOT\}"', dockerfile)
+    # THEN it starts from the AWS Lambda Python 3.12 image, installs the locked runtime dependencies
+    # (hash-checked) into the task root, copies the library and the stages, and defaults to the parser
+    assert re.search(r"^ARG BASE_IMAGE=public\.ecr\.aws/lambda/python:3\.12(@sha256:[0-9a-f]{64})?$", dockerfile, re.M)
+    assert re.search(r"^FROM \$\{BASE_IMAGE\}$", dockerfile, re.MULTILINE)
+    assert re.search(r'pip install .*--require-hashes .*--target "\$\{LAMBDA_TASK_ROOT\}"', dockerfile)
+    assert "-r /tmp/requirements.txt" in dockerfile
     assert "COPY src/icegate ${LAMBDA_TASK_ROOT}/icegate" in dockerfile
     assert "COPY stages ${LAMBDA_TASK_ROOT}/stages" in dockerfile
     assert re.search(r'^CMD \["stages\.parser\.handler"\]\s*$', dockerfile, re.MULTILINE)
+
+
+@pytest.mark.parametrize("stage", sorted(HANDLERS))
+def test_every_icegate_variable_a_function_gets_is_a_known_setting(any_synth: Synth, stage: str) -> None:
+    # GIVEN the environment the stack gives a stage function
+    env = _function(any_synth, stage)["Environment"]["Variables"]
+    # WHEN we keep the ICEGATE_* names
+    ours = {name for name in env if name.startswith(ENV_PREFIX)}
+    # THEN settings know every one: an unknown one is refused, so the function would fail at its first start
+    from icegate.settings import known_variables
+
+    assert ours, "the stack configures icegate through ICEGATE_* variables"
+    assert ours <= known_variables()

@@ -10,7 +10,10 @@ from icegate.constants import DEAD_LETTER, DLQ_PREFIX, HANDLERS, LOAD, PARSE, PR
 READ = {"s3:GetObject"}
 READ_VERSIONS = {"s3:GetObject", "s3:GetObjectVersion"}
 WRITE = {"s3:PutObject", "s3:AbortMultipartUpload"}
-GLUE = {"glue:GetDatabase", "glue:GetTable", "glue:GetTables", "glue:CreateTable", "glue:UpdateTable"}
+#: The loader deletes under warehouse/ (lost commit attempts, old metadata.json); the dead letter a rerun's rejects.
+DELETE = {"s3:DeleteObject"}
+#: What pyiceberg's Glue catalog calls to load, create and commit; not CreateDatabase (the stack creates it).
+GLUE = {"glue:GetDatabase", "glue:GetTable", "glue:CreateTable", "glue:UpdateTable"}
 LOGS = {"logs:CreateLogStream", "logs:PutLogEvents"}
 XRAY = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
 
@@ -34,10 +37,16 @@ def _expected_data_grants(synth: Synth) -> dict[str, set[tuple[str, str]]]:
         VALIDATE: _pairs(READ | WRITE, [processing]) | _pairs(WRITE, [dlq]),
         SCORE: _pairs(READ | WRITE, [processing]) | _pairs(READ, [dlq]),
         LOAD: _pairs(READ, [processing])
-        | _pairs(READ | WRITE, [warehouse])
+        | _pairs(READ | WRITE | DELETE, [warehouse])
         | _pairs({"s3:ListBucket"}, [lake])
         | _pairs(GLUE, [f"{glue}:catalog", f"{glue}:database/{database}", f"{glue}:table/{database}/*"]),
-        DEAD_LETTER: read_landing | _pairs(READ, [processing]) | _pairs(WRITE, [dlq]),
+        # A rerun failing the same way reuses the first entry (reads its index and error.json, 404 needs
+        # ListBucket) and removes the rejected rows the validator filed again, and nothing else.
+        DEAD_LETTER: read_landing
+        | _pairs(READ, [processing])
+        | _pairs(READ | WRITE, [dlq])
+        | _pairs({"s3:ListBucket"}, [lake])
+        | _pairs({"s3:DeleteObject"}, [f"{lake}/{DLQ_PREFIX}/*/rejected.parquet"]),
     }
 
 
@@ -127,3 +136,19 @@ def test_eventbridge_may_start_only_this_state_machine(any_synth: Synth) -> None
     # THEN it may start executions of this state machine and do nothing else
     state_machine = any_synth.logical_id(any_synth.stack.pipeline.state_machine.state_machine_arn)
     assert [(s["Action"], s["Resource"]) for s in statements] == [(["states:StartExecution"], [f"<{state_machine}>"])]
+
+
+def test_deletes_are_only_the_loaders_warehouse_files_and_the_dead_letters_duplicate_rejects(any_synth: Synth) -> None:
+    # GIVEN every grant of every stage
+    deletes = {
+        (stage, resource)
+        for stage in HANDLERS
+        for action, resource in any_synth.grants(stage)
+        if action.startswith("s3:Delete")
+    }
+    # WHEN we look at who may delete what
+    # THEN it is the loader on warehouse/ objects (a delete marker in the versioned lake), and the dead letter on
+    # the rejected rows a rerun filed again before it found the earlier entry; nothing else
+    lake = f"<{any_synth.logical_id(any_synth.stack.storage.lake_bucket.bucket_arn)}.Arn>"
+    assert deletes == {(LOAD, f"{lake}/warehouse/*"), (DEAD_LETTER, f"{lake}/dlq/*/rejected.parquet")}
+    assert not any(action == "s3:DeleteObjectVersion" for stage in HANDLERS for action, _ in any_synth.grants(stage))

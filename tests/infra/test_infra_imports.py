@@ -1,4 +1,4 @@
-"""cdk/ and app.py stay light: no data libraries, and only icegate.constants from the library."""
+"""cdk/ and app.py stay light: no data libraries, and only icegate.constants and icegate.sizing from the library."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from infra_support import REPO_ROOT
 
 HEAVY = ("pyarrow", "pyiceberg", "pandera", "polars", "pandas", "openpyxl", "aws_lambda_powertools")
 #: What infrastructure code may import besides the standard library.
-ALLOWED_THIRD_PARTY = ("aws_cdk", "constructs", "cdk_nag", "cdk", "icegate.constants")
+ALLOWED_THIRD_PARTY = ("aws_cdk", "constructs", "cdk_nag", "cdk", "icegate.constants", "icegate.sizing")
 
 
 def _infra_sources() -> list[Path]:
@@ -35,7 +35,7 @@ def test_infrastructure_code_imports_only_cdk_and_icegate_constants() -> None:
         # WHEN we list what it imports
         for module in _imported_modules(path):
             top = module.split(".")[0]
-            # THEN each import is the standard library, CDK, or icegate.constants
+            # THEN each import is the standard library, CDK, or icegate's stdlib-only constants and sizing
             allowed = top in sys.stdlib_module_names or any(
                 module == name or module.startswith(f"{name}.") for name in ALLOWED_THIRD_PARTY
             )

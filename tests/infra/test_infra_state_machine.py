@@ -38,7 +38,7 @@ def test_state_machine_is_standard_logged_and_traced(imported: Synth) -> None:
     }
     assert props["TracingConfiguration"] == {"Enabled": True}
     log_group = imported.doc["Resources"][log_group_id]["Properties"]
-    assert log_group["LogGroupName"].startswith("/aws/vendedlogs/states/")
+    assert imported.render(log_group["LogGroupName"]).startswith("/aws/vendedlogs/states/")
     assert log_group["RetentionInDays"] == 14
     # AND executions have a timeout
     assert imported.definition["TimeoutSeconds"] == 240 * 60
@@ -79,6 +79,11 @@ def test_each_task_invokes_its_stage_function_with_explicit_retries(imported: Sy
     assert "OutputPath" not in task
     # AND it retries exactly: the Lambda service's errors, then our transient errors, with backoff + jitter
     assert [r["ErrorEquals"] for r in task["Retry"]] == [list(LAMBDA_SERVICE_ERRORS), list(TRANSIENT_ERRORS)]
+    # AND the Lambda errors AWS raises under load are among them: the account's concurrency limit during a
+    # burst, and the invoke call timing out
+    lambda_errors = task["Retry"][0]["ErrorEquals"]
+    assert {"Lambda.TooManyRequestsException", "Lambda.ClientExecutionTimeoutException"} <= set(lambda_errors)
+    assert {"CommitConflict", "StorageUnavailable", "CatalogUnavailable"} <= set(task["Retry"][1]["ErrorEquals"])
     for retrier in task["Retry"]:
         assert retrier["BackoffRate"] > 1
         assert retrier["JitterStrategy"] == "FULL"

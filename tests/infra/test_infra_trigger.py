@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 from aws_cdk.assertions import Match
-from infra_support import IMPORTED_CONTEXT, Synth
+from infra_support import IMPORTED_CONTEXT, Synth, transform_event
 
 from icegate.constants import SUPPORTED_SUFFIXES
 from icegate.payloads import Job, SourceObject
@@ -44,18 +43,6 @@ def _rule(synth: Synth) -> dict[str, Any]:
     return dict(rule["Properties"])
 
 
-def _transform(transformer: dict[str, Any], event: dict[str, Any]) -> Any:
-    """What EventBridge sends the target: each <var> replaced by its JSON value (strings quoted, numbers bare)."""
-    values = {}
-    for var, path in transformer["InputPathsMap"].items():
-        value: Any = event
-        for part in path.removeprefix("$.").split("."):
-            value = value[part]
-        values[var] = value
-    text = re.sub(r"<([\w.-]+)>", lambda m: json.dumps(values[m.group(1)]), transformer["InputTemplate"])
-    return json.loads(text)
-
-
 def test_rule_matches_object_created_in_the_landing_buckets_with_supported_suffixes(imported: Synth) -> None:
     # GIVEN the rule of the stack with two imported landing buckets
     pattern = _rule(imported)["EventPattern"]
@@ -79,10 +66,9 @@ def test_rule_matches_the_created_landing_bucket_by_reference(created: Synth) ->
 
 def test_input_transformer_builds_the_source_object_with_a_numeric_size(imported: Synth) -> None:
     # GIVEN the rule's single target
-    (target,) = _rule(imported)["Targets"]
-    transformer = target["InputTransformer"]
+    transformer = imported.input_transformer
     # WHEN EventBridge transforms an S3 event with it
-    execution_input = _transform(transformer, S3_EVENT)
+    execution_input = transform_event(transformer, S3_EVENT)
     # THEN the execution input is exactly the SourceObject payload, size a number (not a quoted string)
     assert execution_input == {
         "bucket": "scraper-posts",

@@ -8,8 +8,10 @@ real handler in-process and answers as the Lambda ``Invoke`` API does — the re
 name). The interpreter then turns that into Error = errorType and Cause = the document, as AWS does, so
 ``ErrorEquals``, ``Retry`` and ``Catch`` see what they would see in the cloud.
 
-S3 is moto; the Iceberg catalog is a real ``SqlCatalog`` on SQLite with a ``file://`` warehouse, while
-``processing/`` and ``dlq/`` live in the moto lake bucket (``ICEGATE_LAKE_ROOT=s3://lake``).
+S3 is moto; ``processing/`` and ``dlq/`` live in the moto lake bucket (``ICEGATE_LAKE_ROOT=s3://lake``).
+The Iceberg catalog is a real ``SqlCatalog`` on SQLite with a ``file://`` warehouse, or — as deployed —
+pyiceberg's Glue catalog (moto Glue) with the warehouse in the lake bucket, served over HTTP by moto's
+``ThreadedMotoServer`` so that pyarrow's own S3 client reaches it (``aws_support``).
 """
 
 from __future__ import annotations
@@ -21,12 +23,12 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Literal
 
 import boto3
 import polars as pl
@@ -38,6 +40,7 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda
 from icegate.constants import HANDLERS
 from icegate.settings import Settings, load_settings
 from tests.conftest import SAMPLES
+from tests.integration.aws_support import REGION, create_glue_database, glue_properties, s3_server
 
 LANDING, LAKE = "landing", "lake"
 #: How long an execution may run before the test gives up on it.
@@ -53,6 +56,12 @@ class Definition:
     asl: dict[str, Any]
     #: Lambda function name (the last part of the task's placeholder ARN) -> stage.
     stage_of_function: dict[str, str]
+    #: Stage -> every statement of its function's role, resources rendered (``<LakeBucket….Arn>/warehouse/*``).
+    statements: dict[str, list[dict[str, Any]]]
+    #: Rendered bucket ARN (``<LakeBucket….Arn>``) -> which bucket it is: ``lake`` or ``landing``.
+    buckets: dict[str, str]
+    #: The EventBridge rule target's InputTransformer: S3 event -> execution input.
+    input_transformer: dict[str, Any]
 
 
 @cache
@@ -67,7 +76,16 @@ def synthesised_definition() -> Definition:
             placeholder_arn(logical_id, resources).rsplit(":", 1)[-1]: stage
             for stage, logical_id in synth.functions_by_stage.items()
         }
-        return Definition(asl=synth.definition, stage_of_function=stage_of_function)
+        storage = synth.stack.storage
+        buckets = {synth.render(synth.stack.resolve(storage.lake_bucket.bucket_arn)): LAKE}
+        buckets.update({synth.render(synth.stack.resolve(b.bucket_arn)): LANDING for b in storage.landing_buckets})
+        return Definition(
+            asl=synth.definition,
+            stage_of_function=stage_of_function,
+            statements={stage: synth.function_statements(stage) for stage in synth.functions_by_stage},
+            buckets=buckets,
+            input_transformer=synth.input_transformer,
+        )
 
 
 @dataclass
@@ -89,6 +107,8 @@ class LambdaDispatcher:
     invocations: list[str] = field(default_factory=list)
     #: Exceptions to raise instead of calling a stage's handler, consumed one per invocation (fault injection).
     faults: dict[str, list[BaseException]] = field(default_factory=dict)
+    #: Stage -> what the handler runs inside (e.g. the credentials of that function's role); default: nothing.
+    invoke_as: Callable[[str], AbstractContextManager[object]] | None = None
 
     def __call__(self, parameters: dict[str, Any], region: str, state_credentials: Any) -> dict[str, Any]:
         arn = str(parameters["FunctionName"])
@@ -102,7 +122,8 @@ class LambdaDispatcher:
             pending = self.faults.get(stage)
             if pending:
                 raise pending.pop(0)
-            result = handler(event, context)
+            with self.invoke_as(stage) if self.invoke_as else nullcontext():
+                result = handler(event, context)
             # The Lambda service serialises the result: a payload that is not JSON fails here as it would there.
             payload = json.loads(json.dumps(result))
         except Exception as exc:
@@ -131,8 +152,8 @@ class CloudPipeline:
     dispatcher: LambdaDispatcher
     #: Seconds each Retry would have slept (the interpreter's sleep is replaced; see ``running_pipeline``).
     retry_waits: list[float]
-    warehouse: Path
-    catalog_uri: str
+    #: pyiceberg properties of the pipeline's catalog, for an independent reader.
+    catalog_properties: dict[str, str]
 
     def upload(self, sample: str, key: str | None = None, *, body: bytes | None = None) -> dict[str, Any]:
         """Put a sample (or ``body`` under that name) into the landing bucket; return the execution input
@@ -149,6 +170,13 @@ class CloudPipeline:
             "etag": put["ETag"].strip('"'),
             "size": head["ContentLength"],
         }
+
+    def execution_input(self, event: dict[str, Any]) -> dict[str, Any]:
+        """The execution input the EventBridge rule builds from an S3 event, by its synthesised transformer."""
+        from tests.infra.infra_support import transform_event
+
+        result: dict[str, Any] = transform_event(synthesised_definition().input_transformer, event)
+        return result
 
     def execute(self, execution_input: dict[str, Any]) -> dict[str, Any]:
         """Start an execution and wait for it to end; the ``describe_execution`` answer.
@@ -182,7 +210,10 @@ class CloudPipeline:
         return [self.read_json(key) for key in self.keys("dlq/") if key.endswith("/error.json")]
 
     def catalog(self) -> Any:
-        return sql_catalog(self.catalog_uri, self.warehouse.as_uri())
+        """A reader on the pipeline's catalog, straight from pyiceberg (independent of ``icegate.lake``)."""
+        from pyiceberg.catalog import load_catalog
+
+        return load_catalog(Settings().catalog_name, **self.catalog_properties)
 
     def table(self, name: str) -> pl.DataFrame:
         return table_frame(self.catalog(), name)
@@ -208,19 +239,41 @@ def table_frame(catalog: Any, name: str) -> pl.DataFrame:
 
 
 @contextmanager
-def running_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CloudPipeline]:
+def running_pipeline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, catalog: Literal["sql", "glue"] = "sql"
+) -> Iterator[CloudPipeline]:
     """The synthesised state machine in moto (executing), its Lambdas dispatched to the real handlers.
+
+    ``catalog="glue"`` is the deployed configuration: the functions' environment as the stack sets it
+    (Glue catalog, ``s3://lake/warehouse``), the Glue database as the stack creates it, and S3 served by
+    a moto server that boto3 and pyarrow both reach through ``ICEGATE_S3_ENDPOINT``.
 
     The interpreter's Retry sleeps ``random.uniform(0, interval)`` (JitterStrategy FULL) for real — up to
     5 s for our transient retrier — so its ``time.sleep`` is replaced by a recorder: the waits are
     asserted instead of endured.
     """
-    warehouse = tmp_path / "warehouse"
-    catalog_uri = f"sqlite:///{tmp_path / 'catalog.db'}"
-    monkeypatch.setenv("ICEGATE_LAKE_ROOT", f"s3://{LAKE}")
-    monkeypatch.setenv("ICEGATE_WAREHOUSE", warehouse.as_uri())
-    monkeypatch.setenv("ICEGATE_CATALOG_URI", catalog_uri)
-    load_settings.cache_clear()
+    with s3_server() if catalog == "glue" else nullcontext(None) as endpoint:
+        monkeypatch.setenv("ICEGATE_LAKE_ROOT", f"s3://{LAKE}")
+        if endpoint is None:
+            warehouse = (tmp_path / "warehouse").as_uri()
+            properties = {"type": "sql", "uri": f"sqlite:///{tmp_path / 'catalog.db'}", "warehouse": warehouse}
+            monkeypatch.setenv("ICEGATE_WAREHOUSE", warehouse)
+            monkeypatch.setenv("ICEGATE_CATALOG_URI", properties["uri"])
+        else:
+            properties = glue_properties(endpoint)
+            monkeypatch.setenv("ICEGATE_CATALOG_TYPE", "glue")
+            monkeypatch.setenv("ICEGATE_WAREHOUSE", f"s3://{LAKE}/warehouse")
+            monkeypatch.setenv("ICEGATE_S3_ENDPOINT", endpoint)
+            monkeypatch.setenv("ICEGATE_CATALOG_PROPERTIES", json.dumps({"s3.region": REGION}))
+        load_settings.cache_clear()
+        with _executing_state_machine(monkeypatch, endpoint, properties) as pipeline:
+            yield pipeline
+
+
+@contextmanager
+def _executing_state_machine(
+    monkeypatch: pytest.MonkeyPatch, s3_endpoint: str | None, catalog_properties: dict[str, str]
+) -> Iterator[CloudPipeline]:
     from stages._powertools import storage
 
     storage.cache_clear()  # its S3 client must be made inside the mock
@@ -230,10 +283,13 @@ def running_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     retry_waits: list[float] = []
     monkeypatch.setattr(retrier_decl, "time", SimpleNamespace(sleep=retry_waits.append))
     with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
-        s3 = boto3.client("s3")
+        s3 = boto3.client("s3", endpoint_url=s3_endpoint)
         for bucket in (LANDING, LAKE):
             s3.create_bucket(Bucket=bucket)
         s3.put_bucket_versioning(Bucket=LANDING, VersioningConfiguration={"Status": "Enabled"})
+        if catalog_properties["type"] == "glue":
+            s3.put_bucket_versioning(Bucket=LAKE, VersioningConfiguration={"Status": "Enabled"})
+            create_glue_database(boto3.client("glue"), NAMESPACE, LAKE)
         sfn = boto3.client("stepfunctions")
         state_machine_arn = sfn.create_state_machine(
             name="icegate-pipeline",
@@ -241,6 +297,6 @@ def running_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
             roleArn="arn:aws:iam::123456789012:role/icegate-state-machine",
             type="STANDARD",
         )["stateMachineArn"]
-        yield CloudPipeline(s3, sfn, state_machine_arn, dispatcher, retry_waits, warehouse, catalog_uri)
+        yield CloudPipeline(s3, sfn, state_machine_arn, dispatcher, retry_waits, catalog_properties)
     storage.cache_clear()
     load_settings.cache_clear()

@@ -74,7 +74,7 @@ def test_the_bundled_samples_land_where_expected(lake: Path, settings: Settings)
     restaurants = table_rows(settings, "restaurants")
     joes = restaurants.filter(pl.col("restaurant_name") == "Joe's Pizza")
     assert joes.height == 1, "the reformatted phone makes the second Joe's row the same key"
-    assert joes.select("followers", "posts_count", "phone").row(0) == (12600, 1210, "2123661182")
+    assert joes.select("followers", "posts_count", "phone").row(0) == (12600, 1210, "+12123661182")
     prince = restaurants.filter(pl.col("restaurant_name") == "Prince Street Pizza").row(0, named=True)
     assert (prince["followers"], prince["instagram_handle"]) == (1_200_000, "@prince_st_pizza")
 
@@ -118,6 +118,25 @@ def test_the_same_file_twice_adds_no_rows_and_says_already_loaded(lake: Path, se
     assert "already loaded" in second.output
     assert table_rows(settings, "posts").height == rows
     assert snapshot_count(settings, "posts") == snapshots
+
+
+def test_a_restaurant_with_another_vanity_phone_is_not_skipped_as_existing(
+    lake: Path, settings: Settings, tmp_path: Path
+) -> None:
+    """Regression: both phones normalised to "555", so the second restaurant was skipped as stored."""
+    header = "restaurant_name,city,phone,instagram_handle,followers,posts,bio,website,status"
+    files = []
+    for stamp, phone in (("20260114", "555-CALL-NOW"), ("20260115", "555-EAT-GOOD")):
+        files.append(tmp_path / f"instagram_results_{stamp}_093000.csv")
+        files[-1].write_text(f"{header}\nRoma,Austin,{phone},@roma,100,10,,https://roma.example,found\n")
+
+    # GIVEN one Roma in Austin loaded  WHEN a file has a Roma in Austin with another vanity phone
+    for file in files:
+        result = icegate("run", str(file), "--lake", str(lake))
+        assert result.exit_code == 0, result.output
+
+    # THEN it is a second restaurant, each phone stored as the digits it dials
+    assert sorted(table_rows(settings, "restaurants")["phone"]) == ["5552255669", "5553284663"]
 
 
 def test_a_file_under_the_quality_threshold_goes_to_the_dlq_with_its_report(

@@ -61,3 +61,33 @@ def test_maintain_refuses_a_duration_it_cannot_read(lake: Path) -> None:
     result = CliRunner().invoke(main, ["maintain", "posts", "--lake", str(lake), "--expire-older-than", "a week"])
     assert result.exit_code == 2
     assert "is not a duration like 30m, 12h or 7d" in result.output
+
+
+def test_orphan_removal_younger_than_a_day_is_refused_unless_forced(
+    lake: Path, settings: Settings, tmp_path: Path
+) -> None:
+    # GIVEN a loaded table and a data file a running load has written but not committed yet
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    shutil.copy(SAMPLES / POSTS_CSV, landing / POSTS_CSV)
+    assert icegate("run", str(landing / POSTS_CSV), "--lake", str(lake)).exit_code == 0
+    table = build_catalog(settings).load_table(("instagram_db", "posts"))
+    committed = next(iter(table.scan().plan_files())).file.file_path
+    uncommitted = Path(committed).with_name("00000-0-still-loading.parquet")
+    uncommitted.write_bytes(b"a loader's file, about to be committed")
+
+    # WHEN maintenance is asked to remove every orphan, however young
+    refused = CliRunner().invoke(main, ["maintain", "posts", "--lake", str(lake), "--orphans-older-than", "0m"])
+
+    # THEN it refuses (a usage error naming the option and why), and the loader's file survives
+    assert refused.exit_code == 2
+    assert "--orphans-older-than" in refused.output
+    assert "load that has not committed yet" in refused.output
+    assert uncommitted.exists()
+
+    # AND forced (no load running), it goes, and the table stays readable
+    forced = icegate("maintain", "posts", "--lake", str(lake), "--orphans-older-than", "0m", "--force")
+    assert forced.exit_code == 0, forced.output
+    assert "1 orphan files" in forced.output
+    assert not uncommitted.exists()
+    assert build_catalog(settings).load_table(("instagram_db", "posts")).scan().to_arrow().num_rows > 0

@@ -11,18 +11,22 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import polars as pl
 import pytest
+from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
 
 from icegate.constants import HANDLERS, TRANSIENT_RETRIES
 from icegate.errors import CommitConflict
+from icegate.lake import catalog as lake_catalog
 from icegate.settings import load_settings
-from tests.conftest import SAMPLES
+from tests.conftest import EVENTS, SAMPLES
 from tests.garbage import GARBAGE_POSTS_NAME, garbage_posts_csv
 from tests.integration.sfn_support import (
     LAKE,
+    LANDING,
     CloudPipeline,
     running_pipeline,
     synthesised_definition,
@@ -329,3 +333,251 @@ def test_a_failing_dead_letter_stage_still_fails_the_execution_with_the_original
     assert json.loads(execution["cause"])["errorType"] == "SchemaMismatch"
     assert cloud_pipeline.dispatcher.invocations == ["parse", "dead_letter"]
     assert failed_lambdas(cloud_pipeline, execution) == ["SchemaMismatch", "PermissionError"]
+
+
+# --- real S3 events: URL-encoded keys -------------------------------------------------------------
+
+#: EventBridge "Object Created" fixtures (tests/events/object_created/) -> the key the scraper wrote. S3
+#: URL-encodes the key in the event (space -> '+', '+' -> '%2B', '(' -> '%28', UTF-8 bytes -> '%XX').
+ENCODED_KEY_EVENTS = {
+    "space_and_parentheses": "scrapes/post_results_2026-01-13 (1).csv",
+    "plus": "scrapes/post_results_a+b_20260113_175319.csv",
+    "equals_in_prefix": "scrapes/date=2026-01-13/post_results_20260113_175319.csv",
+    "percent": "scrapes/post_results_100%_20260113_175319.csv",
+    "emoji_and_accents": "scrapes/café/post_results_📸_20260113_175319.csv",
+    "colon": "scrapes/post_results_2026-01-13T17:53:19.csv",
+}
+
+
+def object_created(fixture: str, version_id: str) -> dict[str, Any]:
+    """The fixture event, naming the version moto assigned to the upload (moto picks its own ids)."""
+    event: dict[str, Any] = json.loads((EVENTS / "object_created" / f"{fixture}.json").read_text())
+    event["detail"]["object"]["version-id"] = version_id
+    return event
+
+
+@pytest.mark.parametrize(("fixture", "key"), ENCODED_KEY_EVENTS.items(), ids=list(ENCODED_KEY_EVENTS))
+def test_an_object_created_event_with_an_encoded_key_loads_the_file(
+    cloud_pipeline: CloudPipeline, fixture: str, key: str
+) -> None:
+    # GIVEN a posts file the scraper wrote under a key that S3 URL-encodes in its event
+    body = (SAMPLES / POSTS_CSV).read_bytes()
+    version = cloud_pipeline.s3.put_object(Bucket=LANDING, Key=key, Body=body)["VersionId"]
+    event = object_created(fixture, version)
+    assert event["detail"]["object"]["key"] != key, "the fixture carries the key as S3 encodes it"
+
+    # WHEN the rule's input transformer (as synthesised) starts the execution with that event
+    execution = cloud_pipeline.execute(cloud_pipeline.execution_input(event))
+
+    # THEN the file loads, under the key it really has, and nothing is dead-lettered
+    assert execution["status"] == "SUCCEEDED", execution.get("cause")
+    assert cloud_pipeline.dispatcher.invocations == HAPPY_PATH
+    result = output(execution)
+    assert result["source"]["key"] == key
+    assert result["load"]["inserted"] == CSV_VALID_KEYS
+    assert set(cloud_pipeline.table("posts")["source_file"]) == {f"s3://{LANDING}/{key}"}
+    assert cloud_pipeline.dlq_entries() == []
+
+
+def test_a_bad_file_under_an_encoded_key_is_dead_lettered_with_its_copy(cloud_pipeline: CloudPipeline) -> None:
+    # GIVEN a file missing required columns, under a key with a space and parentheses
+    key = ENCODED_KEY_EVENTS["space_and_parentheses"]
+    body = (SAMPLES / MISSING_COLUMNS).read_bytes()
+    version = cloud_pipeline.s3.put_object(Bucket=LANDING, Key=key, Body=body)["VersionId"]
+
+    # WHEN its S3 event starts an execution
+    execution = cloud_pipeline.execute(cloud_pipeline.execution_input(object_created("space_and_parentheses", version)))
+
+    # THEN it is filed in dlq/ under its real name, with the source copied beside error.json
+    assert execution["status"] == "FAILED"
+    assert execution["error"] == "SchemaMismatch"
+    folder = f"dlq/posts/{execution['name']}/"
+    assert cloud_pipeline.keys(folder) == [folder + "error.json", folder + "post_results_2026-01-13 (1).csv"]
+    error = cloud_pipeline.read_json(folder + "error.json")
+    assert error["copy"] == {"status": "copied"}
+    assert error["source"]["key"] == key
+
+
+# --- the dead letter cannot lose a file -----------------------------------------------------------
+
+
+def test_a_source_deleted_before_the_run_still_gets_an_error_json_saying_the_copy_failed(
+    cloud_pipeline: CloudPipeline,
+) -> None:
+    # GIVEN an event for a version that was permanently deleted before the execution ran
+    source = cloud_pipeline.upload(POSTS_CSV)
+    cloud_pipeline.s3.delete_object(Bucket=LANDING, Key=source["key"], VersionId=source["version_id"])
+
+    # WHEN the execution runs
+    execution = cloud_pipeline.execute(source)
+
+    # THEN it fails with SourceNotFound, and error.json says why and that the copy failed (nothing to copy)
+    assert execution["status"] == "FAILED"
+    assert execution["error"] == "SourceNotFound"
+    assert cloud_pipeline.dispatcher.invocations == ["parse", "dead_letter"]
+    folder = f"dlq/posts/{execution['name']}/"
+    assert cloud_pipeline.keys(folder) == [folder + "error.json"]
+    error = cloud_pipeline.read_json(folder + "error.json")
+    assert (error["stage"], error["error_type"]) == ("parse", "SourceNotFound")
+    assert error["copy"]["status"] == "failed"
+    assert "SourceNotFound" in error["copy"]["error"]
+    assert source["version_id"] in error["message"]
+
+
+def test_a_rerun_that_fails_the_same_way_reuses_the_first_dlq_entry(cloud_pipeline: CloudPipeline) -> None:
+    # GIVEN a bad file already dead-lettered by one execution
+    source = cloud_pipeline.upload(MISSING_COLUMNS)
+    first = cloud_pipeline.execute(source)
+    assert first["status"] == "FAILED"
+
+    # WHEN a new execution reruns it, failing identically
+    second = cloud_pipeline.execute(source)
+
+    # THEN it fails the same way, but the DLQ holds one entry: the first, noting the rerun
+    assert second["status"] == "FAILED"
+    assert second["error"] == "SchemaMismatch"
+    entries = [key for key in cloud_pipeline.keys("dlq/") if key.endswith("/error.json")]
+    assert entries == [f"dlq/posts/{first['name']}/error.json"]
+    error = cloud_pipeline.read_json(entries[0])
+    assert (error["rerun_count"], error["reruns"]) == (1, [second["name"]])
+    dead_letter = output_of_dead_letter(cloud_pipeline, second)
+    assert dead_letter["duplicate_of"] == first["name"]
+
+
+def test_a_gate_failure_rerun_leaves_no_second_folder_of_rejected_rows(
+    cloud_pipeline: CloudPipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a flawed file under a threshold it cannot meet, dead-lettered once
+    monkeypatch.setenv("ICEGATE_QUALITY_THRESHOLD_POSTS", "99.5")
+    load_settings.cache_clear()
+    source = cloud_pipeline.upload(POSTS_CSV)
+    first = cloud_pipeline.execute(source)
+    assert first["error"] == "QualityGateFailed"
+
+    # WHEN it is rerun (the validator files its rejected rows again under the rerun's id)
+    second = cloud_pipeline.execute(source)
+
+    # THEN only the first folder remains (beside the index), with its source, error.json and rejected rows
+    assert second["error"] == "QualityGateFailed"
+    folder = f"dlq/posts/{first['name']}/"
+    assert {key.split("/")[2] for key in cloud_pipeline.keys("dlq/posts/")} == {first["name"], "_index"}
+    assert cloud_pipeline.keys(folder) == [folder + "error.json", folder + POSTS_CSV, folder + "rejected.parquet"]
+
+
+def output_of_dead_letter(pipeline: CloudPipeline, execution: dict[str, Any]) -> dict[str, Any]:
+    """What the DeadLetter function returned (the ``DeadLettered`` payload)."""
+    (result,) = [
+        json.loads(event["lambdaFunctionSucceededEventDetails"]["output"])
+        for event in pipeline.history(execution["executionArn"])
+        if event["type"] == "LambdaFunctionSucceeded"
+        and "error_uri" in json.loads(event["lambdaFunctionSucceededEventDetails"]["output"])
+    ]
+    return dict(result)
+
+
+# --- bounded payloads -----------------------------------------------------------------------------
+
+#: Step Functions fails a state over 256 KB with States.DataLimitExceeded, which no Catch of States.ALL sees.
+STATE_LIMIT_BYTES = 256 * 1024
+
+
+def pathological_header(sample: str, extra_columns: int = 240, name_chars: int = 1_100) -> bytes:
+    """``sample`` with many long, unknown header names appended (empty values): ~264 KB of names, within
+    the default column limit (256)."""
+    lines = (SAMPLES / sample).read_text(encoding="utf-8").splitlines()
+    extra = [f"scraper_debug_{i:03d}_{'x' * name_chars}" for i in range(extra_columns)]
+    rows = [lines[0] + "," + ",".join(extra), *(line + "," * extra_columns for line in lines[1:])]
+    return ("\n".join(rows) + "\n").encode()
+
+
+def state_sizes(pipeline: CloudPipeline, execution: dict[str, Any]) -> list[int]:
+    """Size in bytes of every state's input and output, and of every error's cause, in the execution."""
+    sizes = []
+    for event in pipeline.history(execution["executionArn"]):
+        for details in event.values():
+            if isinstance(details, dict):
+                sizes += [
+                    len(str(details[field]).encode()) for field in ("input", "output", "cause") if field in details
+                ]
+    return sizes
+
+
+@pytest.mark.parametrize(
+    ("sample", "status"),
+    [(POSTS_CSV, "SUCCEEDED"), (MISSING_COLUMNS, "FAILED")],
+    ids=["unknown-columns-loads", "unknown-columns-and-a-missing-one-is-dead-lettered"],
+)
+def test_a_pathological_header_keeps_every_state_far_below_the_limit(
+    cloud_pipeline: CloudPipeline, sample: str, status: str
+) -> None:
+    # GIVEN a file whose header carries 240 unknown columns of 1 100 characters each (~264 KB of names)
+    key = f"scrapes/{sample}"
+    body = pathological_header(sample)
+    assert len(body) > STATE_LIMIT_BYTES
+    put = cloud_pipeline.s3.put_object(Bucket=LANDING, Key=key, Body=body)
+    source = {
+        "bucket": LANDING,
+        "key": key,
+        "version_id": put["VersionId"],
+        "etag": put["ETag"].strip('"'),
+        "size": len(body),
+    }
+
+    # WHEN it is executed
+    execution = cloud_pipeline.execute(source)
+
+    # THEN it ends loaded or in dlq/, as the file deserves, and no state came near Step Functions' limit
+    assert execution["status"] == status, execution.get("cause")
+    assert max(state_sizes(cloud_pipeline, execution)) < STATE_LIMIT_BYTES / 16
+    if status == "SUCCEEDED":
+        result = output(execution)
+        assert result["ignored_columns_count"] == 240
+        assert len(result["ignored_columns"]) == 50
+        # AND the full list of what was not loaded is kept as an object, not in the state
+        assert len(cloud_pipeline.read_json(result["ignored_columns_uri"].removeprefix(f"s3://{LAKE}/"))) == 240
+    else:
+        (error,) = cloud_pipeline.dlq_entries()
+        assert error["error_type"] == "SchemaMismatch"
+        assert "more characters)" in error["message"]
+
+
+# --- transient errors as the libraries raise them --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("corrupt_for", "status"),
+    [(1, "SUCCEEDED"), (TRANSIENT_RETRIES + 1, "FAILED")],
+    ids=["catalog-repaired-before-the-retry-loads", "catalog-corrupt-for-good-is-catalog-unavailable"],
+)
+def test_a_corrupt_catalog_is_retried_by_the_state_machine_never_blamed_on_the_file(
+    cloud_pipeline: CloudPipeline, monkeypatch: pytest.MonkeyPatch, corrupt_for: int, status: str
+) -> None:
+    """SQLAlchemy's DatabaseError ("file is not a database") surfaces as CatalogUnavailable, which Retry matches."""
+    # GIVEN a good file, and a catalog database that is corrupt for the first `corrupt_for` Load attempts
+    source = cloud_pipeline.upload(POSTS_CSV)
+    catalog_db = Path(cloud_pipeline.catalog_properties["uri"].removeprefix("sqlite:///"))
+    catalog_db.write_bytes(b"this is not a SQLite database\n" * 64)
+
+    def wait(seconds: float) -> None:
+        cloud_pipeline.retry_waits.append(seconds)
+        if len(cloud_pipeline.retry_waits) == corrupt_for:
+            catalog_db.unlink()
+
+    monkeypatch.setattr(retrier_decl, "time", SimpleNamespace(sleep=wait))
+    monkeypatch.setattr(lake_catalog, "time", SimpleNamespace(sleep=lambda seconds: None))
+
+    # WHEN it is executed
+    execution = cloud_pipeline.execute(source)
+
+    # THEN Load was retried under the transient retrier, and the file either loaded or was filed as the catalog's fault
+    assert execution["status"] == status, execution.get("cause")
+    loads = cloud_pipeline.dispatcher.invocations.count("load")
+    assert loads == min(corrupt_for + 1, TRANSIENT_RETRIES + 1)
+    assert set(failed_lambdas(cloud_pipeline, execution)) == {"CatalogUnavailable"}
+    if status == "SUCCEEDED":
+        assert output(execution)["load"]["inserted"] == CSV_VALID_KEYS
+    else:
+        assert execution["error"] == "CatalogUnavailable"
+        (error,) = cloud_pipeline.dlq_entries()
+        assert (error["stage"], error["error_type"]) == ("load", "CatalogUnavailable")
+        assert "the file is not at fault" in error["message"]

@@ -8,10 +8,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 import icegate.datasets as datasets_package
-from icegate.datasets import Column, Dataset, all_datasets, detect_dataset, get_dataset
+from icegate.datasets import Column, Dataset, NormalizeContext, all_datasets, detect_dataset, get_dataset
+from icegate.datasets import _normalizers as normalizers
 from icegate.errors import UnknownDataset
 from icegate.settings import QUALITY_DIMENSIONS
 
@@ -191,8 +193,8 @@ def test_restaurants_contract() -> None:
         "followers": "long",
         "posts_count": "long",
     }
-    assert restaurants.column("phone").normalizer == "phone"
-    assert restaurants.column("instagram_handle").normalizer == "handle"
+    assert restaurants.column("phone").normalizer is normalizers.phone
+    assert restaurants.column("instagram_handle").normalizer is normalizers.instagram_handle
 
 
 def test_column_lookup_of_an_undeclared_name_raises_key_error() -> None:
@@ -244,3 +246,56 @@ def test_a_misspelt_quality_dimension_is_refused(field: str) -> None:
     posts = get_dataset("posts")
     with pytest.raises(ValueError, match="acuracy"):
         replace(posts, **{field: {"acuracy": 0.5}})
+
+
+# --- phone normaliser: what "the same phone" means in the restaurants key ---------------------------
+
+
+def normal_phones(*values: str | None, region: str = "US") -> list[str | None]:
+    return normalizers.phone(pa.chunked_array([list(values)], pa.string()), NormalizeContext(region)).to_pylist()
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("(212) 555-0100", "+12125550100"),
+        ("+1 212-555-0100", "+12125550100"),
+        ("212.555.0100", "+12125550100"),
+        ("tel:+1-212-555-0100", "+12125550100"),
+        ("212-555-0100 ext. 12", "+12125550100;ext=12"),
+        ("1-800-FLOWERS", "+18003569377"),
+        ("+44 20 7946 0958", "+442079460958"),
+        ("555-CALL-NOW", "5552255669"),
+        ("+1 (555) 123-4567", "+15551234567"),
+        ("n/a", "n/a"),
+    ],
+    ids=lambda value: repr(value),
+)
+def test_a_phone_is_e164_when_valid_and_its_dialled_digits_otherwise(raw: str, expected: str) -> None:
+    # GIVEN / WHEN a phone as scraped  THEN its normal form
+    assert normal_phones(raw) == [expected]
+
+
+def test_distinct_vanity_numbers_stay_distinct() -> None:
+    """Regression: every letter was dropped, so both became "555" and one restaurant was skipped."""
+    # GIVEN two vanity numbers that share only their digits  WHEN normalised
+    call_now, eat_good = normal_phones("555-CALL-NOW", "555-EAT-GOOD")
+
+    # THEN they stay two phones, each the digits its letters dial
+    assert call_now != eat_good
+    assert (call_now, eat_good) == ("5552255669", "5553284663")
+
+
+def test_spellings_of_one_number_are_one_phone_and_extensions_are_not() -> None:
+    assert len(set(normal_phones("(212) 555-0100", "+1 212 555 0100", "212-555-0100"))) == 1
+    assert len(set(normal_phones("212-555-0100 x1", "212-555-0100 x2", "212-555-0100"))) == 3
+
+
+def test_a_number_without_country_code_is_read_in_the_configured_region() -> None:
+    # GIVEN a London number written nationally  WHEN read in GB  THEN E.164 with +44; in US it is no valid number
+    assert normal_phones("020 7946 0958", region="GB") == ["+442079460958"]
+    assert normal_phones("020 7946 0958", region="US") == ["02079460958"]
+
+
+def test_empty_phones_stay_null() -> None:
+    assert normal_phones(None, "555-CALL-NOW", None) == [None, "5552255669", None]

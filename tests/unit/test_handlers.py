@@ -10,9 +10,13 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 
+from icegate.errors import StorageUnavailable
+from icegate.payloads import ErrorInfo
 from icegate.settings import QUALITY_DIMENSIONS, load_settings
+from icegate.storage import Storage
 from tests.conftest import EVENTS, SAMPLES
 
 LANDING, LAKE = "landing", "lake"
@@ -130,3 +134,151 @@ def test_the_dead_letter_handler_files_the_source_and_its_reason(aws: Any) -> No
     assert error["message"].startswith("scrapes/post_results_20260116_120000.csv, header")
     assert error["source"]["version_id"] == version
     assert error["run_id"] == "exec-9a8b7c6d"
+
+
+def test_the_parser_falls_back_to_the_raw_key_when_the_decoded_one_does_not_exist(aws: Any) -> None:
+    from stages import parser
+
+    # GIVEN a key with a literal '+', started by hand with the key as it is (not URL-encoded)
+    key = "scrapes/post_results_a+b_20260113_175319.csv"
+    version = upload(aws, "post_results_20260113_175319.csv", key)
+    job = event("job_posts.json")
+    job["source"].update(key=key, version_id=version)
+
+    # WHEN the parser decodes it ('+' -> ' ') and finds nothing there
+    parsed = parser.handler(job, FakeLambdaContext())
+
+    # THEN it reads the raw key instead, and the state carries that key on
+    assert parsed["rows"] == 28
+    assert parsed["source"]["key"] == key
+
+
+def _failed_state(aws: Any, run_id: str = "exec-9a8b7c6d", *, deleted: str | None = None) -> dict[str, Any]:
+    """A parse failure of the missing-columns sample; its object optionally deleted ("object" or "version")."""
+    key = "scrapes/post_results_20260116_120000.csv"
+    version = upload(aws, "post_results_20260116_120000.csv", key)
+    failed = event("parse_failed.json", run_id=run_id)
+    failed["source"]["version_id"] = version
+    if deleted == "version":
+        aws.delete_object(Bucket=LANDING, Key=key, VersionId=version)
+    elif deleted == "object":  # an unversioned event: the latest object is gone (a delete marker)
+        failed["source"]["version_id"] = None
+        aws.delete_object(Bucket=LANDING, Key=key)
+    return failed
+
+
+def _error_json(aws: Any, run_id: str) -> dict[str, Any]:
+    body = aws.get_object(Bucket=LAKE, Key=f"dlq/posts/{run_id}/error.json")["Body"].read()
+    result: dict[str, Any] = json.loads(body)
+    return result
+
+
+@pytest.mark.parametrize("deleted", ["object", "version"], ids=["object-deleted", "version-gone"])
+def test_the_dead_letter_writes_error_json_even_when_the_source_is_gone(aws: Any, deleted: str) -> None:
+    from stages import dead_letter
+
+    # GIVEN a failed state whose source object (or the version it names) no longer exists
+    failed = _failed_state(aws, deleted=deleted)
+
+    # WHEN the dead-letter handler runs
+    entry = dead_letter.handler(failed, FakeLambdaContext())
+
+    # THEN error.json keeps the original reason and says the copy failed, and why
+    error = _error_json(aws, "exec-9a8b7c6d")
+    assert (error["stage"], error["error_type"]) == ("parse", "SchemaMismatch")
+    assert error["copy"]["status"] == "failed"
+    assert error["copy"]["error"].startswith("SourceNotFound: ")
+    assert entry["copy_error"] == error["copy"]["error"]
+    keys = [o["Key"] for o in aws.list_objects_v2(Bucket=LAKE, Prefix="dlq/")["Contents"]]
+    assert keys == ["dlq/posts/exec-9a8b7c6d/error.json"]
+
+
+class _CopyRefused(Storage):
+    """S3 refusing the copy, as it answers when the role may not read the source."""
+
+    def __init__(self, code: str, status: int) -> None:
+        super().__init__()
+        self.code, self.status = code, status
+
+    def copy(self, source_uri: str, target_uri: str, version_id: str | None = None) -> None:
+        answer = {
+            "Error": {"Code": self.code, "Message": self.code},
+            "ResponseMetadata": {"HTTPStatusCode": self.status},
+        }
+
+        def refused() -> None:
+            raise ClientError(answer, "CopyObject")  # type: ignore[arg-type]
+
+        self._s3_call("COPY", source_uri, refused)
+
+
+def test_the_dead_letter_writes_error_json_when_the_copy_is_refused(aws: Any) -> None:
+    from icegate.pipeline import run_dead_letter
+
+    # GIVEN a failed state, and S3 refusing to copy its source (AccessDenied)
+    failed = _failed_state(aws)
+
+    # WHEN it is dead-lettered
+    entry = run_dead_letter(
+        failed, "parse", ErrorInfo.from_dict(failed["error"]), load_settings(), _CopyRefused("AccessDenied", 403)
+    )
+
+    # THEN the reason is filed, and error.json says the copy was refused
+    error = _error_json(aws, "exec-9a8b7c6d")
+    assert error["error_type"] == "SchemaMismatch"
+    assert error["copy"] == {"status": "failed", "error": entry.copy_error}
+    assert "AccessDenied" in entry.copy_error
+
+
+def test_a_throttled_copy_is_retried_with_error_json_already_filed(aws: Any) -> None:
+    from icegate.pipeline import run_dead_letter
+
+    # GIVEN a failed state, and S3 throttling the copy
+    failed = _failed_state(aws)
+
+    # WHEN it is dead-lettered
+    # THEN the step fails with the retried StorageUnavailable, error.json already there saying why
+    with pytest.raises(StorageUnavailable):
+        run_dead_letter(
+            failed, "parse", ErrorInfo.from_dict(failed["error"]), load_settings(), _CopyRefused("SlowDown", 503)
+        )
+    error = _error_json(aws, "exec-9a8b7c6d")
+    assert error["copy"]["status"] == "failed"
+    assert "SlowDown" in error["copy"]["error"]
+
+
+def test_dead_lettering_the_same_failure_again_reuses_the_first_entry(aws: Any) -> None:
+    from stages import dead_letter
+
+    # GIVEN a file dead-lettered by one execution
+    first = dead_letter.handler(_failed_state(aws, "exec-1"), FakeLambdaContext())
+
+    # WHEN the same content, uploaded again, fails the same way in a rerun
+    second = dead_letter.handler(_failed_state(aws, "exec-2"), FakeLambdaContext())
+
+    # THEN it points at the first entry instead of filing a second one, and the first notes the rerun
+    assert (second["duplicate_of"], second["error_uri"], second["dlq_uri"]) == (
+        "exec-1",
+        first["error_uri"],
+        first["dlq_uri"],
+    )
+    folders = {o["Key"].split("/")[2] for o in aws.list_objects_v2(Bucket=LAKE, Prefix="dlq/posts/")["Contents"]}
+    assert folders == {"exec-1", "_index"}
+    error = _error_json(aws, "exec-1")
+    assert (error["rerun_count"], error["reruns"]) == (1, ["exec-2"])
+
+
+def test_a_different_reason_for_the_same_content_is_filed_anew(aws: Any) -> None:
+    from stages import dead_letter
+
+    # GIVEN a file dead-lettered once at parse
+    dead_letter.handler(_failed_state(aws, "exec-1"), FakeLambdaContext())
+
+    # WHEN the same content fails differently in a later run (another stage, another error)
+    other = _failed_state(aws, "exec-2")
+    other.update(failed_stage="load", error={"Error": "CatalogUnavailable", "Cause": "catalog down"})
+    entry = dead_letter.handler(other, FakeLambdaContext())
+
+    # THEN it gets its own entry
+    assert entry["duplicate_of"] == ""
+    assert _error_json(aws, "exec-2")["error_type"] == "CatalogUnavailable"

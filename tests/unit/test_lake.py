@@ -8,6 +8,7 @@ failure.
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 import sys
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
@@ -18,6 +19,7 @@ import polars as pl
 import pytest
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
+from sqlalchemy.exc import OperationalError
 
 from icegate.datasets import Column, Dataset, get_dataset
 from icegate.errors import CommitConflict
@@ -34,6 +36,7 @@ from icegate.lake import (
     plan_insert_new,
 )
 from icegate.lake import commit as commit_module
+from icegate.lake import maintain as maintain_module
 from icegate.lake.catalog import TARGET_FILE_ROWS
 from icegate.lake.commit import candidate_files, with_lineage
 from icegate.lake.maintain import compact, expire_snapshots, remove_orphan_files
@@ -87,8 +90,8 @@ def identity(sha: str, run: str = "run-1") -> SourceIdentity:
     return SourceIdentity(sha256=sha, file=f"s3://landing/{sha}.csv", version="v1", run_id=run)
 
 
-def load(catalog: Catalog, dataset: Dataset, frame: pl.DataFrame, sha: str, **kwargs: Any) -> Any:
-    return load_batch(catalog, dataset, frame, identity(sha), namespace=NS, backoff_seconds=0, **kwargs)
+def load(catalog: Catalog, dataset: Dataset, frame: pl.DataFrame, sha: str, run: str = "run-1", **kwargs: Any) -> Any:
+    return load_batch(catalog, dataset, frame, identity(sha, run), namespace=NS, backoff_seconds=0, **kwargs)
 
 
 @pytest.fixture
@@ -114,7 +117,7 @@ def data_files(catalog: Catalog, dataset: Dataset = POSTS) -> set[str]:
 def parquet_on_disk(settings: Settings) -> set[str]:
     """Data files of the data tables (expiry also records markers in the ledger, a table of its own)."""
     warehouse = Path(settings.lake_root, "warehouse")
-    return {f"file://{p.resolve()}" for p in warehouse.rglob("*.parquet") if "icegate_loads" not in p.parts}
+    return {str(p.resolve()) for p in warehouse.rglob("*.parquet") if "icegate_loads" not in p.parts}
 
 
 def set_target_file_rows(catalog: Catalog, dataset: Dataset, rows: int) -> None:
@@ -199,6 +202,36 @@ def test_rerun_of_the_same_content_is_a_no_op_reporting_the_original_snapshot(ca
     assert rows_of(catalog).height == 2
 
 
+def test_a_commit_that_landed_before_the_catalog_call_failed_reports_what_it_inserted(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a catalog whose database errors right after our commit has landed (outcome unknown)
+    load(catalog, POSTS, posts("p1"), "earlier")
+    real = commit_module.commit_files
+    failures = []
+
+    def landed_then_locked(*args: Any, **kwargs: Any) -> int:
+        snapshot_id = real(*args, **kwargs)
+        if not failures:
+            failures.append(snapshot_id)
+            raise OperationalError("COMMIT", {}, sqlite3.OperationalError("database is locked"))
+        return snapshot_id
+
+    monkeypatch.setattr(commit_module, "commit_files", landed_then_locked)
+
+    # WHEN our load of p1 (stored) and p2, p3 (new) retries and finds its own marker
+    summary = load(catalog, POSTS, posts("p1", "p2", "p3"), "ours")
+
+    # THEN it reports what its commit did, in the snapshot that landed — not "already loaded"
+    assert not summary.already_loaded
+    assert (summary.inserted, summary.skipped, summary.snapshot_id) == (2, 1, failures[0])
+    assert sorted(rows_of(catalog)["post_id"]) == ["p1", "p2", "p3"]
+    # AND content loaded by another run is still "already loaded"
+    rerun = load_batch(catalog, POSTS, posts("p1", "p2", "p3"), identity("ours", "run-2"), namespace=NS)
+    assert rerun.already_loaded
+    assert (rerun.inserted, rerun.snapshot_id) == (0, failures[0])
+
+
 def test_a_file_whose_rows_all_exist_still_records_its_marker(catalog: Catalog) -> None:
     load(catalog, POSTS, posts("p1"), "aaa")
     summary = load(catalog, POSTS, posts("p1"), "bbb")
@@ -242,6 +275,46 @@ def test_ensure_table_is_idempotent(catalog: Catalog) -> None:
     first = ensure_table(catalog, POSTS, NS)
     second = ensure_table(catalog, POSTS, NS)
     assert first.metadata.table_uuid == second.metadata.table_uuid
+
+
+@pytest.mark.parametrize(
+    "folder", ["my lake", "100%", "lake#2", "lac-été"], ids=["space", "percent", "hash", "non-ascii"]
+)
+@pytest.mark.parametrize("dataset", [POSTS, UPSERT_POSTS], ids=["insert_new", "upsert"])
+def test_a_lake_whose_path_a_uri_would_encode_keeps_loading(tmp_path: Path, folder: str, dataset: Dataset) -> None:
+    # GIVEN a lake in a folder whose name a URI percent-encodes or cuts short, loaded once
+    settings = Settings(lake_root=str(tmp_path / folder / "lake"))
+    Path(settings.lake_root).mkdir(parents=True)
+    catalog = build_catalog(settings)
+    load(catalog, dataset, posts("p1", "p2"), "first")
+
+    # WHEN a second file is merged (which reads the first file's keys back)
+    summary = load(catalog, dataset, posts("p2", "p3", likes=5), "second")
+
+    # THEN the files were written and read in that very folder, and the merge saw the stored keys
+    assert (summary.inserted, summary.skipped + summary.updated) == (1, 1)
+    assert sorted(rows_of(catalog, dataset)["post_id"]) == ["p1", "p2", "p3"]
+    assert data_files(catalog, dataset) <= parquet_on_disk(settings)
+
+
+#: 15 characters, then U+D7FF as the 16th: pyiceberg's truncated upper bound becomes a lone surrogate.
+SURROGATE_TRAP = "x" * 15 + "\ud7ff" + "and more"
+
+
+@pytest.mark.parametrize("column", ["caption", "post_id"], ids=["plain-column", "key-column"])
+def test_a_string_max_whose_truncated_bound_is_not_utf8_does_not_fail_the_load(catalog: Catalog, column: str) -> None:
+    # GIVEN a row whose string value is the greatest in its file and ends its 16 characters with U+D7FF
+    frame = posts("p1").with_columns(pl.lit(SURROGATE_TRAP).alias(column))
+
+    # WHEN it is loaded, and then loaded again from another file
+    first = load(catalog, POSTS, frame, "first")
+    second = load(catalog, POSTS, frame, "second")
+
+    # THEN the load succeeds with the value intact; the file simply has no upper bound there
+    assert first.inserted == 1
+    assert rows_of(catalog)[column].to_list() == [SURROGATE_TRAP]
+    # AND the missing bound never hides the key from the next merge: the row is recognised, not doubled
+    assert (second.inserted, second.skipped) == (0, 1)
 
 
 # --- upsert and append ------------------------------------------------------------------------
@@ -314,6 +387,52 @@ def test_upsert_with_an_ordering_column_never_lets_an_older_row_overwrite_a_newe
     stored = dict(rows_of(catalog, PRICES).select("item_id", "price").iter_rows())
     assert stored == {"a": 111 if wins else 100, "b": 200, "c": 300}
     assert (summary.inserted, summary.updated, summary.skipped) == (1, int(wins), int(not wins))
+
+
+def test_with_an_ordering_column_the_newest_row_of_a_file_wins_not_the_last(catalog: Catalog) -> None:
+    # GIVEN posts upserted by likes (more likes = newer), p1 stored with 7 likes
+    by_likes = dataclasses.replace(UPSERT_POSTS, ordering_column="likes")
+    load(catalog, by_likes, posts("p1", likes=7), "stored")
+
+    # WHEN one file holds p1 twice: 10 likes, then (further down) 5 likes
+    summary = load(catalog, by_likes, pl.concat([posts("p1", likes=10), posts("p1", likes=5)]), "both")
+
+    # THEN the newest row of the file (10) is the one merged, and it replaces the stored 7
+    assert rows_of(catalog, by_likes)["likes"].to_list() == [10]
+    assert (summary.updated, summary.duplicates_in_file) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    ("scraped", "price"),
+    [
+        ([date(2026, 2, 1), date(2026, 1, 15)], 1),
+        ([date(2026, 1, 15), date(2026, 2, 1)], 2),
+        ([date(2026, 2, 1), date(2026, 2, 1)], 2),
+        ([date(2026, 1, 15), None], 1),
+        ([None, None], 2),
+    ],
+    ids=["newer-first", "newer-last", "tie-last-wins", "null-is-oldest", "all-null-last-wins"],
+)
+def test_dedupe_in_file_keeps_the_greatest_ordering_value_and_the_last_on_ties(
+    scraped: list[date | None], price: int
+) -> None:
+    # GIVEN two rows of one key, prices 1 and 2 in file order, plus another key between them
+    batch = pl.DataFrame(
+        {
+            "item_id": ["a", "b", "a"],
+            "shop": ["n"] * 3,
+            "price": [1, 9, 2],
+            "scraped_on": [scraped[0], None, scraped[1]],
+        },
+        schema_overrides={"scraped_on": pl.Date},
+    )
+
+    # WHEN the file is deduplicated by key with the ordering column
+    unique, duplicates = dedupe_in_file(batch, PRICES.key, "scraped_on")
+
+    # THEN one row per key remains: for "a" the newest by scraped_on
+    assert duplicates == 1
+    assert dict(unique.select("item_id", "price").iter_rows()) == {"a": price, "b": 9}
 
 
 def test_an_older_file_loaded_after_a_newer_one_changes_nothing(catalog: Catalog) -> None:
@@ -493,6 +612,102 @@ def test_endless_conflicts_end_in_a_transient_commit_conflict(
     assert parquet_on_disk(settings) == data_files(catalog)
 
 
+def test_maintenance_between_planning_and_reading_makes_the_load_re_plan(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN two small files, and maintenance (compaction, then expiry of all but the newest snapshot)
+    # that runs after our load planned which files to read, and before it reads them (once)
+    load(catalog, POSTS, posts("p1"), "one")
+    load(catalog, POSTS, posts("p2"), "two")
+    real = commit_module.read_files
+    maintained: list[str] = []
+
+    def maintenance_first(*args: Any, **kwargs: Any) -> Any:
+        if not maintained:
+            maintained.append("done")
+            compact(catalog, (NS, "posts"))
+            expire_snapshots(catalog, (NS, "posts"), older_than=datetime.now(UTC) + timedelta(days=1), retain_last=1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(commit_module, "read_files", maintenance_first)
+
+    # WHEN our load of p1 (stored) and p3 (new) finds its planned files deleted
+    summary = load(catalog, POSTS, posts("p1", "p3"), "ours")
+
+    # THEN it re-planned against the compacted snapshot: p1 skipped, p3 inserted, nothing doubled
+    assert maintained
+    assert (summary.inserted, summary.skipped) == (1, 1)
+    assert sorted(rows_of(catalog)["post_id"]) == ["p1", "p2", "p3"]
+
+
+def test_a_data_file_missing_from_the_current_snapshot_is_not_mistaken_for_a_race(catalog: Catalog) -> None:
+    # GIVEN a table whose only data file was deleted behind Iceberg's back (no newer snapshot)
+    load(catalog, POSTS, posts("p1"), "one")
+    [path] = data_files(catalog)
+    Path(path).unlink()
+
+    # WHEN a load needs to read it THEN the load fails rather than retry forever or load blind
+    with pytest.raises(FileNotFoundError):
+        load(catalog, POSTS, posts("p1", "p2"), "two")
+    assert find_loaded(table_of(catalog), "two") is None
+
+
+def test_compaction_that_keeps_losing_to_loads_says_so(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN small files to compact, and a loader that commits before each compaction commit
+    for n in range(3):
+        load(catalog, POSTS, posts(f"p{n}"), f"load-{n}")
+    real = maintain_module._commit_swap
+    raced: list[int] = []
+
+    def load_first(*args: Any, **kwargs: Any) -> None:
+        raced.append(1)
+        load(catalog, POSTS, posts(f"racer{len(raced)}"), f"racer-{len(raced)}")
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(maintain_module, "_commit_swap", load_first)
+
+    # WHEN compaction runs out of attempts
+    with pytest.raises(CommitConflict, match=r"instagram_db\.posts: compaction lost 5 commits") as raised:
+        compact(catalog, (NS, "posts"))
+
+    # THEN it says so (transient: worth running again) instead of reporting "compacted 0"; rows intact
+    assert raised.value.transient
+    assert len(raced) == 5
+    assert rows_of(catalog).height == 3 + 5
+
+
+def test_snapshot_expiry_that_keeps_losing_to_loads_says_so(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN snapshots to expire, and a loader that commits inside each expiry commit (after the
+    # catalog read the table, before it swaps the metadata pointer: expiry asserts nothing else)
+    for n in range(3):
+        load(catalog, POSTS, posts(f"p{n}"), f"load-{n}")
+    real = catalog._write_metadata  # type: ignore[attr-defined]
+    raced: list[int] = []
+    racing = False
+
+    def load_in_between(*args: Any, **kwargs: Any) -> None:
+        nonlocal racing
+        real(*args, **kwargs)
+        # not the racer's own commit, nor the ledger's (expiry records markers there first)
+        if not racing and "icegate_loads" not in str(kwargs.get("metadata_path", args[-1] if args else "")):
+            racing = True
+            try:
+                raced.append(1)
+                load(catalog, POSTS, posts(f"racer{len(raced)}"), f"racer-{len(raced)}")
+            finally:
+                racing = False
+
+    monkeypatch.setattr(catalog, "_write_metadata", load_in_between)
+
+    # WHEN expiry runs out of attempts
+    with pytest.raises(CommitConflict, match=r"instagram_db\.posts: snapshot expiry lost 5 commits") as raised:
+        expire_snapshots(catalog, (NS, "posts"), older_than=datetime.now(UTC) + timedelta(days=1), retain_last=1)
+
+    # THEN it says so instead of reporting "expired 0", and nothing was expired
+    assert raised.value.transient
+    assert len(table_of(catalog).metadata.snapshots) == 3 + 5
+
+
 def test_upserts_replacing_files_in_many_partitions_survive_thread_switches(catalog: Catalog) -> None:
     # GIVEN one row in each of 40 daily partitions, each in its own manifest
     daily = dataclasses.replace(PRICES, name="daily", partition=(("scraped_on", "day"),))
@@ -554,7 +769,7 @@ def test_compaction_merges_small_files_into_key_sorted_ones_without_changing_row
     assert (replaced, written) == (6, 1)
     assert len(data_files(catalog)) == 1
     assert rows_of(catalog).sort("post_id").equals(before)
-    assert load(catalog, POSTS, posts("p0a", "p0b"), "load-0").already_loaded
+    assert load(catalog, POSTS, posts("p0a", "p0b"), "load-0", run="rerun").already_loaded
 
 
 def test_expiring_snapshots_deletes_what_only_they_used_and_keeps_their_markers(
@@ -578,7 +793,7 @@ def test_expiring_snapshots_deletes_what_only_they_used_and_keeps_their_markers(
     assert rows_of(catalog, UPSERT_POSTS)["likes"].to_list() == [3]
     # AND a rerun of an expired load is still recognised as already loaded
     assert len(table_of(catalog, UPSERT_POSTS).metadata.snapshots) == 1
-    rerun = load(catalog, UPSERT_POSTS, posts("p1", likes=1), "one")
+    rerun = load(catalog, UPSERT_POSTS, posts("p1", likes=1), "one", run="rerun")
     assert rerun.already_loaded
     assert rows_of(catalog, UPSERT_POSTS)["likes"].to_list() == [3]
 

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from icegate.datasets import Column, Dataset, get_dataset
+from icegate.datasets import Column, Dataset, NormalizeContext, get_dataset
 from icegate.errors import EmptyFile, FileTooLarge, MalformedFile, SchemaMismatch, UnsupportedFormat
 from icegate.parse import (
     canonical_name,
@@ -966,6 +966,23 @@ def test_phone_keeps_a_leading_plus_and_the_digits(raw: str, expected: str | Non
 def test_handle_is_lowercased_with_one_at_sign(raw: str, expected: str | None) -> None:
     # GIVEN / WHEN an Instagram handle or profile URL  THEN "@name" (other URLs are left for validation)
     assert column(restaurants_with("555", raw), "instagram_handle") == [expected]
+
+
+def test_vanity_phones_that_share_digits_are_not_merged() -> None:
+    """Regression: ``555-CALL-NOW`` and ``555-EAT-GOOD`` both became ``555`` (one key, one restaurant)."""
+    # GIVEN two restaurants with the same name and city and different vanity phones  WHEN mapped
+    phones = [column(restaurants_with(raw, "@roma"), "phone")[0] for raw in ("555-CALL-NOW", "555-EAT-GOOD")]
+
+    # THEN their phones, and so their keys, differ
+    assert phones == ["5552255669", "5553284663"]
+
+
+def test_the_phone_region_reaches_the_normaliser() -> None:
+    data = f"{RESTAURANTS_HEADER}\nRoma,London,020 7946 0958,@roma,1,2,,,found\n".encode()
+
+    parsed = parse_bytes(data, RESTAURANTS_FILE, RESTAURANTS, limits=LIMITS, normalize=NormalizeContext("GB"))
+
+    assert parsed.table.column("phone").to_pylist() == ["+442079460958"]
 
 
 def test_normalisers_apply_through_parse_bytes() -> None:

@@ -9,7 +9,11 @@ import pyarrow as pa
 import pytest
 
 from icegate.datasets import get_dataset
+from icegate.errors import SchemaMismatch
 from icegate.payloads import (
+    MAX_ITEM_CHARS,
+    MAX_LIST_ITEMS,
+    MAX_MESSAGE_CHARS,
     DeadLettered,
     ErrorInfo,
     Job,
@@ -21,6 +25,8 @@ from icegate.payloads import (
     Scored,
     SourceObject,
     Validated,
+    bounded_list,
+    bounded_text,
 )
 from icegate.validate import validate_table
 
@@ -236,3 +242,64 @@ def test_a_loaded_state_stays_far_below_the_step_functions_limit_for_a_bad_big_f
     assert result.rejected.num_rows == rows
     assert len(result.failed_checks) >= 4
     assert size < STATE_LIMIT_BYTES / 32, size
+
+
+# --- S3 event keys --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("event_key", "candidates"),
+    [
+        (
+            "in/post_results_2026-01-13+%281%29.csv",
+            ("in/post_results_2026-01-13 (1).csv", "in/post_results_2026-01-13+%281%29.csv"),
+        ),
+        ("in/post_results_a%2Bb.csv", ("in/post_results_a+b.csv", "in/post_results_a%2Bb.csv")),
+        ("in/post_results_a+b.csv", ("in/post_results_a b.csv", "in/post_results_a+b.csv")),
+        ("in/post_results_100%.csv", ("in/post_results_100%.csv",)),
+        ("in/post_results_20260113_175319.csv", ("in/post_results_20260113_175319.csv",)),
+    ],
+    ids=["encoded-space-and-parentheses", "encoded-plus", "literal-plus-or-space", "bare-percent", "plain"],
+)
+def test_an_s3_key_is_tried_decoded_first_then_as_given(event_key: str, candidates: tuple[str, ...]) -> None:
+    assert SourceObject("landing", event_key).key_candidates() == candidates
+
+
+def test_a_local_path_is_never_decoded() -> None:
+    assert SourceObject("", "/data/post_results_a+b%20c.csv").key_candidates() == ("/data/post_results_a+b%20c.csv",)
+
+
+# --- bounds ---------------------------------------------------------------------------------------
+
+
+def test_a_long_text_is_cut_saying_how_much() -> None:
+    text = "x" * (MAX_MESSAGE_CHARS + 1234)
+
+    bounded = bounded_text(text)
+
+    assert bounded.startswith("x" * MAX_MESSAGE_CHARS)
+    assert bounded.endswith("… (1,234 more characters)")
+    assert bounded_text("short") == "short"
+
+
+def test_a_long_list_keeps_its_first_items_each_bounded() -> None:
+    items = [f"{i}-" + "y" * 5_000 for i in range(1_000)]
+
+    bounded = bounded_list(items)
+
+    assert len(bounded) == MAX_LIST_ITEMS
+    assert all(len(item) < MAX_ITEM_CHARS + 40 for item in bounded)
+    assert bounded[0].startswith("0-yyy")
+
+
+def test_an_error_message_is_bounded_whatever_it_quotes() -> None:
+    # GIVEN an error quoting a header of thousands of long names
+    header = ", ".join(f"'{'h' * 300}{i}'" for i in range(3_000))
+
+    # WHEN it is raised
+    error = SchemaMismatch(f"required column likes missing; the header has {header}", file="f.csv")
+
+    # THEN its message (the Catch's Cause) stays small, and says it was cut
+    assert len(str(error)) < MAX_MESSAGE_CHARS + 100
+    assert str(error).startswith("f.csv: required column likes missing")
+    assert "more characters)" in str(error)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from icegate.settings import Limits, Settings, load_settings
+from icegate.settings import Limits, Settings, known_variables, load_settings
 
 # --- defaults -------------------------------------------------------------------------------------
 
@@ -22,8 +23,7 @@ def test_defaults_run_the_embedded_local_mode(tmp_path: Path, monkeypatch: pytes
     assert settings.catalog_type == "sql"
     assert settings.namespace == "instagram_db"
     assert settings.resolved_catalog_uri() == f"sqlite:///{tmp_path.resolve() / 'lake' / 'catalog.db'}"
-    assert settings.resolved_warehouse() == (tmp_path.resolve() / "lake" / "warehouse").as_uri()
-    assert settings.resolved_warehouse().startswith("file:///")
+    assert settings.resolved_warehouse() == str(tmp_path.resolve() / "lake" / "warehouse")
     assert settings.limits == Limits()
 
 
@@ -182,22 +182,65 @@ def test_invalid_number_raises_naming_the_variable(variable: str, value: str) ->
     assert repr(value) in str(caught.value)
 
 
-def test_misspelt_quality_weight_variable_is_refused() -> None:
-    """A typo would otherwise leave the default weight in place without a word."""
-    env = {"ICEGATE_QUALITY_WEIGHT_ACURACY": "40", "ICEGATE_QUALITY_WEIGHT_VALIDITY": "5"}
+@pytest.mark.parametrize(
+    ("misspelt", "closest"),
+    [
+        ("ICEGATE_QUALITY_THRESHOLD_POSTZ", "ICEGATE_QUALITY_THRESHOLD_POSTS"),
+        ("ICEGATE_QUALITY_WEIGHT_ACURACY", "ICEGATE_QUALITY_WEIGHT_ACCURACY"),
+        ("ICEGATE_LAKE_ROT", "ICEGATE_LAKE_ROOT"),
+        ("ICEGATE_MAX_ROW", "ICEGATE_MAX_ROWS"),
+        ("ICEGATE_PHONE_REGOIN", "ICEGATE_PHONE_REGION"),
+    ],
+    ids=["threshold-dataset", "weight-dimension", "simple", "limit", "phone-region"],
+)
+def test_an_unknown_variable_is_refused_naming_the_closest_valid_one(misspelt: str, closest: str) -> None:
+    """Regression: a misspelt threshold (unlike a weight) was ignored, leaving the default gate in place."""
+    # GIVEN a misspelt variable beside a correct one
+    env = {misspelt: "40", "ICEGATE_QUALITY_WEIGHT_VALIDITY": "5"}
 
-    with pytest.raises(ValueError, match="ICEGATE_QUALITY_WEIGHT_ACURACY") as caught:
+    # WHEN the settings are read  THEN it is refused by name, with the variable that was probably meant
+    with pytest.raises(ValueError, match=misspelt) as caught:
         Settings.from_env(env)
+    assert f"did you mean {closest}?" in str(caught.value)
+    assert "VALIDITY" not in str(caught.value), "only the unknown variable is named"
 
-    assert "VALIDITY" not in str(caught.value)
-    assert "accuracy" in str(caught.value), "the message lists the dimensions to choose from"
+
+def test_every_unknown_variable_is_named_at_once() -> None:
+    with pytest.raises(ValueError, match="unknown settings") as caught:
+        Settings.from_env({"ICEGATE_NAMESPCE": "x", "ICEGATE_ZZZ": "1"})
+
+    assert "ICEGATE_NAMESPCE (did you mean ICEGATE_NAMESPACE?)" in str(caught.value)
+    assert "ICEGATE_ZZZ" in str(caught.value)
+
+
+def test_every_documented_variable_is_known() -> None:
+    """The refusal must never hit a real setting: each one the README lists is accepted."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    documented = set(re.findall(r"`(ICEGATE_[A-Z0-9_]+)`", readme))
+
+    assert {"ICEGATE_S3_ENDPOINT", "ICEGATE_MAX_ROWS", "ICEGATE_PHONE_REGION"} <= documented
+    assert documented <= known_variables()
+    assert {"ICEGATE_QUALITY_THRESHOLD_POSTS", "ICEGATE_QUALITY_THRESHOLD_RESTAURANTS"} <= known_variables()
+
+
+# --- phone region --------------------------------------------------------------------------------
+
+
+def test_phone_region_defaults_to_us_and_reads_any_case() -> None:
+    assert Settings.from_env({}).phone_region == "US"
+    assert Settings.from_env({"ICEGATE_PHONE_REGION": "gb"}).phone_region == "GB"
+
+
+def test_an_unknown_phone_region_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"ICEGATE_PHONE_REGION='XX'.*ISO 3166"):
+        Settings.from_env({"ICEGATE_PHONE_REGION": "xx"})
 
 
 def test_misspelt_quality_floor_variable_is_refused() -> None:
     with pytest.raises(ValueError, match="ICEGATE_QUALITY_FLOOR_VALIDTY") as caught:
         Settings.from_env({"ICEGATE_QUALITY_FLOOR_VALIDTY": "0.8"})
 
-    assert "validity" in str(caught.value), "the message lists the dimensions to choose from"
+    assert "ICEGATE_QUALITY_FLOOR_VALIDITY?" in str(caught.value), "the message names the closest valid variable"
 
 
 @pytest.mark.parametrize(
@@ -228,3 +271,22 @@ def test_with_overrides_replaces_given_fields_and_ignores_none() -> None:
 def test_with_overrides_rejects_unknown_fields() -> None:
     with pytest.raises(TypeError):
         Settings().with_overrides(lake="x")
+
+
+@pytest.mark.parametrize(
+    "name", ["my lake", "100%", "lake#2", "lac-été"], ids=["space", "percent", "hash", "non-ascii"]
+)
+def test_a_local_warehouse_is_the_plain_path_not_a_percent_encoded_uri(tmp_path: Path, name: str) -> None:
+    # GIVEN a lake folder whose name a URI would encode or cut WHEN the warehouse is resolved
+    # THEN it is the folder itself, character for character
+    assert Settings(lake_root=str(tmp_path / name)).resolved_warehouse() == str(tmp_path.resolve() / name / "warehouse")
+
+
+@pytest.mark.parametrize("root", ["s3://bucket/lake#2", "s3://bucket/why?"], ids=["hash", "question-mark"])
+def test_an_object_store_warehouse_that_iceberg_would_cut_short_is_refused(root: str) -> None:
+    with pytest.raises(ValueError, match="cannot keep in an object key"):
+        Settings(lake_root=root).resolved_warehouse()
+
+
+def test_an_object_store_warehouse_with_a_space_is_kept_as_is() -> None:
+    assert Settings(lake_root="s3://bucket/my lake").resolved_warehouse() == "s3://bucket/my lake/warehouse"

@@ -10,13 +10,23 @@ import pkgutil
 from functools import cache
 from pathlib import PurePosixPath
 
-from icegate.datasets._contract import POLARS_TYPES, Column, Dataset, QualityContext, QualityRule
+from icegate.datasets._contract import (
+    POLARS_TYPES,
+    Column,
+    Dataset,
+    NormalizeContext,
+    Normalizer,
+    QualityContext,
+    QualityRule,
+)
 from icegate.errors import UnknownDataset
 
 __all__ = [
     "POLARS_TYPES",
     "Column",
     "Dataset",
+    "NormalizeContext",
+    "Normalizer",
     "QualityContext",
     "QualityRule",
     "all_datasets",

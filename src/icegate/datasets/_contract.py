@@ -15,18 +15,29 @@ from icegate.trend import TrendGate
 
 if TYPE_CHECKING:
     import pandera.polars as pa
+    import pyarrow
 
 #: Value types a contract column can have (Iceberg: string, long, date).
 ColumnType = Literal["string", "long", "date"]
 #: How each column type is held in polars, from validation to the loader.
 POLARS_TYPES: Mapping[ColumnType, pl.DataType] = {"string": pl.String(), "long": pl.Int64(), "date": pl.Date()}
-#: Canonicalisations applied to a string column's values before validation.
-Normalizer = Literal["phone", "handle"]
 #: How a load merges into the table: skip stored keys, replace them (latest wins), or add every row.
 MergeStrategy = Literal["insert_new", "upsert", "append"]
 Dimension = Literal["accuracy", "consistency", "timeliness"]
 #: Partition transforms a contract may use (pyiceberg writes all of these without extras).
 Transform = Literal["identity", "year", "month", "day"]
+
+
+@dataclass(frozen=True)
+class NormalizeContext:
+    """What a normaliser may depend on besides the values (from the settings)."""
+
+    #: Region (ISO 3166 code) a phone number written without ``+`` is read in (``ICEGATE_PHONE_REGION``).
+    phone_region: str = "US"
+
+
+#: Canonicalises a string column's values (trimmed, empty as null) before validation.
+Normalizer = Callable[["pyarrow.ChunkedArray", NormalizeContext], "pyarrow.ChunkedArray"]
 
 
 @dataclass(frozen=True)

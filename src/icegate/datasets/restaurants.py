@@ -1,4 +1,11 @@
-"""Restaurant Instagram profiles: ``instagram_results_<yyyymmdd>_<hhmmss>.csv``."""
+"""Restaurant Instagram profiles: ``instagram_results_<yyyymmdd>_<hhmmss>.csv``.
+
+Two rows are the same restaurant when name, city and phone are equal. Phones are compared in their
+normal form (:func:`icegate.datasets._normalizers.phone`): a valid number as E.164, so
+``(212) 555-0100`` and ``+1 212-555-0100`` are one phone (read in ``ICEGATE_PHONE_REGION`` when written
+without ``+``); any other number by all its digits, vanity letters as the keypad digits they dial, so
+``555-CALL-NOW`` and ``555-EAT-GOOD`` are two phones.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,7 @@ import pandera.polars as pa
 import polars as pl
 
 from icegate.datasets._contract import Column, Dataset, QualityRule
+from icegate.datasets._normalizers import instagram_handle, phone
 
 STATUSES = ("found", "not_found", "private", "error")
 NON_NEGATIVE = pa.Check.ge(0)
@@ -16,8 +24,8 @@ DATASET = Dataset(
     columns=(
         Column("restaurant_name", nullable=False, aliases=("name", "restaurant")),
         Column("city", nullable=False),
-        Column("phone", normalizer="phone", aliases=("phone_number", "telephone")),
-        Column("instagram_handle", normalizer="handle", aliases=("handle", "instagram", "username")),
+        Column("phone", normalizer=phone, aliases=("phone_number", "telephone")),
+        Column("instagram_handle", normalizer=instagram_handle, aliases=("handle", "instagram", "username")),
         Column("followers", "long", aliases=("follower_count", "followers_count"), checks=(NON_NEGATIVE,)),
         Column("posts_count", "long", aliases=("posts", "post_count"), checks=(NON_NEGATIVE,)),
         Column("bio", required=False, aliases=("biography",)),

@@ -2,8 +2,9 @@
 
 ``catalog`` builds the catalog and creates tables; ``markers`` records which source each snapshot
 loaded; ``files`` writes and reads data files (the one home of pyiceberg internals); ``merge``
-decides what a load inserts, replaces and skips; ``commit`` runs a load to one snapshot under
-concurrent writers; ``maintain`` expires snapshots and compacts small files.
+decides what a load inserts, replaces and skips; ``evolve`` fits the contract onto a table whose
+schema changed and evolves it safely; ``commit`` runs a load to one snapshot under concurrent
+writers; ``maintain`` expires snapshots, compacts small files and removes orphans.
 """
 
 from __future__ import annotations

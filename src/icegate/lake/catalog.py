@@ -54,6 +54,8 @@ TABLE_PROPERTIES = {
     "commit.manifest.min-count-to-merge": "16",
     TARGET_FILE_ROWS: str(DEFAULT_TARGET_FILE_ROWS),
 }
+#: Table property: the merge key the table was created with, comma-separated.
+MERGE_KEY_PROPERTY = "icegate.merge-key"
 #: SQLite waits this long for another writer's lock before "database is locked" (Python's default: 5 s).
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
 
@@ -128,18 +130,23 @@ def ensure_table(catalog: Catalog, dataset: Dataset, namespace: str) -> Table:
         return catalog.load_table(identifier)
     except NoSuchTableError:
         pass
-    try:
-        catalog.create_namespace_if_not_exists(namespace)
-    except (NamespaceAlreadyExistsError, DBAPIError):
-        # Two first loads raced: the SQL catalog reports the loser as an integrity error.
-        if not catalog.namespace_exists(namespace):
-            raise
+    # Ask before creating. pyiceberg's create_namespace_if_not_exists tries CreateDatabase first and
+    # only then catches "already exists"; on Glue, IAM refuses a loader without glue:CreateDatabase
+    # before Glue can say so. The deployed database is the stack's (CDK creates it), so the loader
+    # is not granted CreateDatabase at all: it only reads the database (GetDatabase).
+    if not catalog.namespace_exists(namespace):
+        try:
+            catalog.create_namespace(namespace)
+        except (NamespaceAlreadyExistsError, DBAPIError):
+            # Two first loads raced: the SQL catalog reports the loser as an integrity error.
+            if not catalog.namespace_exists(namespace):
+                raise
     schema = iceberg_schema(dataset)
     return catalog.create_table_if_not_exists(
         identifier,
         schema=schema,
         partition_spec=partition_spec(dataset, schema),
-        properties={**TABLE_PROPERTIES, "icegate.merge-key": ",".join(dataset.key)},
+        properties={**TABLE_PROPERTIES, MERGE_KEY_PROPERTY: ",".join(dataset.key)},
     )
 
 

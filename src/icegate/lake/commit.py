@@ -5,7 +5,8 @@ merge, so two loaders could both insert the same new key. Tables are created wit
 ``commit.retry.num-retries=0`` and :func:`load_batch` owns the loop: on a conflict it reloads the
 table, re-checks the source marker, recomputes the merge against the new snapshot and commits
 again — a bounded number of times with jittered backoff, then :class:`CommitConflict`, which the
-state machine retries.
+state machine retries. Each attempt first fits the contract onto the table's current schema
+(``evolve``), and re-plans too when maintenance removed the files its plan was reading.
 
 One snapshot per load, carrying the source marker: an ``append`` of new files, or for an
 ``upsert`` that replaces stored rows an ``overwrite`` that swaps the rewritten files for new ones
@@ -14,9 +15,10 @@ One snapshot per load, carrying the source marker: an ``append`` of new files, o
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -28,8 +30,16 @@ from sqlalchemy.exc import DBAPIError
 from icegate.datasets import POLARS_TYPES
 from icegate.errors import CommitConflict
 from icegate.lake.catalog import ensure_table, target_file_rows
+from icegate.lake.evolve import evolve_table
 from icegate.lake.files import key_probe, may_hold_keys, overwrite, read_files, transaction, write_data_files
-from icegate.lake.markers import SourceIdentity, find_loaded
+from icegate.lake.markers import (
+    MARKER_INSERTED,
+    MARKER_RUN,
+    MARKER_SKIPPED,
+    MARKER_UPDATED,
+    SourceIdentity,
+    find_marker,
+)
 from icegate.lake.merge import ROW_INDEX, dedupe_in_file, drop_replaced, plan_insert_new, plan_upsert
 from icegate.payloads import LoadSummary
 
@@ -39,6 +49,8 @@ if TYPE_CHECKING:
     from pyiceberg.table import FileScanTask, Table
 
     from icegate.datasets import Dataset
+
+logger = logging.getLogger(__name__)
 
 #: Longest pause between two commit attempts.
 MAX_BACKOFF_SECONDS = 2.0
@@ -57,7 +69,6 @@ def with_lineage(
     )
 
 
-
 @dataclass(frozen=True)
 class LoadPlan:
     """What one commit attempt writes and replaces, decided against one snapshot."""
@@ -71,10 +82,22 @@ class LoadPlan:
     skipped: int
     #: Which incoming rows go in (their ``ROW_INDEX``): with the same replaced files, the same files.
     incoming: pl.Series = field(repr=False)
+    #: The table schema the plan was made against: files written for another carry other field ids.
+    schema_id: int
+
+    def counts(self) -> dict[str, str]:
+        """The counts as snapshot-summary entries of the marker."""
+        return {
+            MARKER_INSERTED: str(self.inserted),
+            MARKER_UPDATED: str(self.updated),
+            MARKER_SKIPPED: str(self.skipped),
+        }
 
     def same_output(self, other: LoadPlan) -> bool:
-        return {f.file_path for f in self.replaced_files} == {f.file_path for f in other.replaced_files} and (
-            self.incoming.equals(other.incoming)
+        return (
+            self.schema_id == other.schema_id
+            and {f.file_path for f in self.replaced_files} == {f.file_path for f in other.replaced_files}
+            and self.incoming.equals(other.incoming)
         )
 
 
@@ -98,27 +121,41 @@ def load_batch(
 ) -> LoadSummary:
     """Merge validated rows into the dataset's table, exactly once per source content."""
     table_name = f"{namespace}.{dataset.table}"
-    rows, duplicates = (batch, 0) if dataset.strategy == "append" else dedupe_in_file(batch, dataset.key)
+    rows, duplicates = (
+        (batch, 0) if dataset.strategy == "append" else dedupe_in_file(batch, dataset.key, dataset.ordering_column)
+    )
     incoming = with_lineage(rows, dataset, identity, datetime.now(UTC)).with_row_index(ROW_INDEX)
     table = ensure_table(catalog, dataset, namespace)
     written: _Written | None = None
     for attempt in range(attempts):
         if attempt:
             _sleep_before_retry(attempt, backoff_seconds)
+        planned_against: int | None = None
         try:
             if attempt:
                 table = catalog.load_table((namespace, dataset.table))
-            if (snapshot_id := find_loaded(table, identity.sha256)) is not None:
+            if (found := find_marker(table, identity.sha256)) is not None:
                 _discard(table, written)
-                return LoadSummary(table_name, dataset.strategy, 0, 0, 0, duplicates, snapshot_id, already_loaded=True)
-            plan = plan_load(table, dataset, incoming)
+                return _summary_of_loaded(table_name, dataset, identity, duplicates, *found)
+            # Another tool may have added, renamed or dropped columns, or the contract gained some.
+            table, fit = evolve_table(table, dataset, file=identity.file)
+            ordering = fit.names[dataset.ordering_column] if dataset.ordering_column else None
+            planned_against = _head(table)
+            plan = plan_load(table, dataset, incoming.rename(fit.renames), ordering)
             if written is None or not written.plan.same_output(plan):
                 _discard(table, written)
                 written = _Written(plan, write_files(table, dataset, plan))
-            snapshot_id = commit_files(table, written.files, plan.replaced_files, identity)
+            snapshot_id = commit_files(table, written.files, plan.replaced_files, identity, plan.counts())
         except (CommitFailedException, ValidationException):
             # pyiceberg raises these only when the commit did not land: another writer won the
             # race, or its own checks found the plan's snapshot no longer matching. Re-plan.
+            continue
+        except FileNotFoundError:
+            # Maintenance replaced (compaction) and deleted (expiry) files this plan was reading:
+            # a newer snapshot no longer needs them, so re-plan against it. A file missing from
+            # the snapshot that is still current is a damaged table, not a race.
+            if _head(catalog.load_table((namespace, dataset.table))) == planned_against:
+                raise
             continue
         except DBAPIError as exc:
             if not is_contention(exc):
@@ -138,24 +175,56 @@ def load_batch(
     )
 
 
-def plan_load(table: Table, dataset: Dataset, incoming: pl.DataFrame) -> LoadPlan:
-    """The merge of ``incoming`` (rows with lineage and ``ROW_INDEX``) against the table's current snapshot."""
+def _summary_of_loaded(
+    table_name: str,
+    dataset: Dataset,
+    identity: SourceIdentity,
+    duplicates: int,
+    snapshot_id: int,
+    marker: dict[str, str],
+) -> LoadSummary:
+    """What to report for content the table already holds.
+
+    If this very run committed it (a commit that landed although the catalog call then failed, or
+    a retried invocation), the load is reported with the counts its marker recorded; otherwise
+    the content came in with an earlier run and this one is "already loaded".
+    """
+    if marker.get(MARKER_RUN) == identity.run_id and MARKER_INSERTED in marker:
+        counts = (int(marker[MARKER_INSERTED]), int(marker[MARKER_UPDATED]), int(marker[MARKER_SKIPPED]))
+        return LoadSummary(table_name, dataset.strategy, *counts, duplicates, snapshot_id)
+    return LoadSummary(table_name, dataset.strategy, 0, 0, 0, duplicates, snapshot_id, already_loaded=True)
+
+
+def plan_load(table: Table, dataset: Dataset, incoming: pl.DataFrame, ordering: str | None) -> LoadPlan:
+    """The merge of ``incoming`` against the table's current snapshot.
+
+    ``incoming`` holds rows with lineage and ``ROW_INDEX``, its columns named as the table names
+    them; ``ordering`` is the table's name of the contract's ordering column.
+    """
+    schema_id = table.metadata.current_schema_id
     if dataset.strategy == "append" or table.current_snapshot() is None:
-        return LoadPlan(incoming.drop(ROW_INDEX), [], incoming.height, 0, 0, incoming.get_column(ROW_INDEX))
+        return LoadPlan(
+            incoming.drop(ROW_INDEX), [], incoming.height, 0, 0, incoming.get_column(ROW_INDEX), schema_id
+        )
     key = dataset.key
     candidates = candidate_files(table, dataset, incoming)
     if dataset.strategy == "insert_new":
         stored_keys = read_files(table.metadata, table.io, candidates, key)
         new_rows, skipped = plan_insert_new(incoming, stored_keys, key)
-        return LoadPlan(new_rows.drop(ROW_INDEX), [], new_rows.height, 0, skipped, new_rows.get_column(ROW_INDEX))
+        return LoadPlan(
+            new_rows.drop(ROW_INDEX), [], new_rows.height, 0, skipped, new_rows.get_column(ROW_INDEX), schema_id
+        )
 
-    ordering = dataset.ordering_column
     stored = read_files(table.metadata, table.io, candidates, [*key, *([ordering] if ordering else [])])
     upsert = plan_upsert(incoming, stored, key, ordering)
     rewritten = [candidates[i] for i in upsert.files_to_rewrite]
     stored_rows = read_files(table.metadata, table.io, rewritten, indexes=upsert.files_to_rewrite)
     kept = drop_replaced(stored_rows, upsert.replaced_rows)
-    rows = pl.concat([upsert.rows.drop(ROW_INDEX), kept], how="vertical_relaxed")
+    new_rows = upsert.rows.drop(ROW_INDEX)
+    # Stored rows may carry table columns the contract lacks (added by another tool): the writer
+    # fills them with nulls for the new rows.
+    same_columns = new_rows.columns == kept.columns
+    rows = pl.concat([new_rows, kept], how="vertical_relaxed" if same_columns else "diagonal_relaxed")
     return LoadPlan(
         rows,
         [task.file for task in rewritten],
@@ -163,6 +232,7 @@ def plan_load(table: Table, dataset: Dataset, incoming: pl.DataFrame) -> LoadPla
         upsert.updated,
         upsert.skipped,
         upsert.rows.get_column(ROW_INDEX).sort(),
+        schema_id,
     )
 
 
@@ -181,14 +251,20 @@ def write_files(table: Table, dataset: Dataset, plan: LoadPlan) -> list[DataFile
     return write_data_files(table.metadata, table.io, plan.rows, dataset.key[0], target_file_rows(table))
 
 
-def commit_files(table: Table, added: list[DataFile], replaced: list[DataFile], identity: SourceIdentity) -> int:
-    """Commit one snapshot that adds ``added``, removes ``replaced`` and carries the source marker.
+def commit_files(
+    table: Table,
+    added: list[DataFile],
+    replaced: list[DataFile],
+    identity: SourceIdentity,
+    counts: Mapping[str, str] | None = None,
+) -> int:
+    """Commit one snapshot that adds ``added``, removes ``replaced`` and carries the source marker (and ``counts``).
 
     The snapshot asserts that the table's head is still the snapshot the plan was made against, so
     a concurrent commit makes this one fail with ``CommitFailedException`` rather than apply.
     """
     pending = transaction(table)
-    properties = identity.snapshot_properties()
+    properties = {**identity.snapshot_properties(), **(counts or {})}
     # An append merges small manifests as it goes (``commit.manifest-merge.enabled``), so that
     # planning does not read one manifest per load ever made.
     producer = (
@@ -203,6 +279,11 @@ def commit_files(table: Table, added: list[DataFile], replaced: list[DataFile], 
             producer.append_data_file(data_file)
     pending.commit_transaction()
     return producer.snapshot_id
+
+
+def _head(table: Table) -> int | None:
+    snapshot = table.current_snapshot()
+    return snapshot.snapshot_id if snapshot is not None else None
 
 
 def is_contention(exc: DBAPIError) -> bool:
@@ -220,9 +301,18 @@ def _sleep_before_retry(attempt: int, backoff_seconds: float) -> None:
 
 
 def _discard(table: Table, written: _Written | None) -> None:
-    """Delete files a lost attempt wrote (never files that may have been committed)."""
+    """Delete files a lost attempt wrote (never files that may have been committed).
+
+    A file that cannot be deleted does not fail the load (its rows are safely committed or safely
+    not), but it is said: a denied delete means the role lacks ``s3:DeleteObject`` on the
+    warehouse, and ``maintain`` would have to collect the orphan.
+    """
     if written is None or written.maybe_committed:
         return
     for data_file in written.files:
-        with contextlib.suppress(OSError):
+        try:
             table.io.delete(data_file.file_path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            logger.warning("could not delete %s, written by a lost commit attempt: %s", data_file.file_path, exc)

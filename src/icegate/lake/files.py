@@ -23,7 +23,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from io import BytesIO
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
 
 import polars as pl
 import pyarrow as pa
@@ -33,6 +32,7 @@ from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.expressions.visitors import manifest_evaluator
 from pyiceberg.io.pyarrow import (
     ArrowScan,
+    PyArrowFileIO,
     compute_statistics_plan,
     data_file_statistics_from_parquet_metadata,
     parquet_path_to_id_mapping,
@@ -50,7 +50,9 @@ from pyiceberg.utils.properties import property_as_int
 
 if TYPE_CHECKING:
     from pyiceberg.io import FileIO
+    from pyiceberg.io.pyarrow import DataFileStatistics
     from pyiceberg.manifest import ManifestFile
+    from pyiceberg.schema import Schema
     from pyiceberg.table import FileScanTask, Table
     from pyiceberg.table.metadata import TableMetadata
 
@@ -76,6 +78,7 @@ def write_data_files(
         return []
     schema = metadata.schema()
     spec = metadata.spec()
+    frame = _in_table_layout(frame, schema)
     partition_names = [f"{_PARTITION_PREFIX}{i}" for i in range(len(spec.fields))]
     with_order = frame.with_columns(
         *(
@@ -176,6 +179,7 @@ class _FileWriter:
             stats_columns=self._statistics_plan,
             parquet_column_mapping=self._column_ids,
         )
+        _drop_unserializable_bounds(statistics)
         return DataFile.from_args(
             content=DataFileContent.DATA,
             file_path=path,
@@ -188,6 +192,41 @@ class _FileWriter:
             key_metadata=None,
             **statistics.to_serialized_dict(),
         )
+
+
+def _in_table_layout(frame: pl.DataFrame, schema: Schema) -> pl.DataFrame:
+    """The rows with exactly the table's columns, in its order and types: fields they lack are null.
+
+    The table may hold columns the contract does not (added by another tool); each column the
+    rows hold was mapped onto a table field before the load planned (see ``evolve``).
+    """
+    layout = pl.from_arrow(schema_to_pyarrow(schema).empty_table()).schema  # type: ignore[union-attr]
+    if frame.schema == layout:
+        return frame
+    unknown = [name for name in frame.columns if name not in layout]
+    if unknown:
+        raise ValueError(f"the columns {unknown} are not in the table's schema")  # a bug: evolve maps every column
+    return frame.select(
+        pl.col(name).cast(dtype) if name in frame.columns else pl.lit(None, dtype).alias(name)
+        for name, dtype in layout.items()
+    )
+
+
+def _drop_unserializable_bounds(statistics: DataFileStatistics) -> None:
+    """Leave out a column bound that pyiceberg cannot serialise, so that statistics never fail a load.
+
+    pyiceberg truncates a string max to 16 characters and increments the last one: U+D7FF becomes
+    a lone surrogate, which UTF-8 cannot encode. A missing bound only means "may hold any value".
+    """
+    for aggregate in statistics.column_aggregates.values():
+        try:
+            aggregate.max_as_bytes()
+        except ValueError:  # UnicodeEncodeError is one
+            aggregate.current_max = None
+        try:
+            aggregate.min_as_bytes()
+        except ValueError:
+            aggregate.current_min = None
 
 
 def _sort_key(frame: pl.DataFrame, partition_names: list[str]) -> pl.Series | list[str]:
@@ -335,8 +374,10 @@ def read_files(
     A file's index is its position in ``tasks``, or the matching entry of ``indexes``. Positions are
     stable: reading the same file again yields the same rows in the same order.
 
-    Local files of a table whose schema never changed, with no delete files, are read by polars'
-    own Parquet reader (several times faster); anything else goes through pyiceberg's projection.
+    Local files without delete files are read by polars' own Parquet reader (several times faster)
+    when every schema the table ever had holds the wanted columns under the same name and type, so
+    that every file has them as they are asked for; anything else goes through pyiceberg's
+    projection (renamed, added or widened columns).
     """
     schema = metadata.schema()
     projected = schema.select(*columns) if columns is not None else schema
@@ -352,12 +393,12 @@ def read_files(
     if not tasks:
         return empty
     tags = list(indexes) if indexes is not None else list(range(len(tasks)))
-    one_schema = len(metadata.schemas) == 1
+    stable = _unchanged_in_every_schema(metadata, projected)
 
     def read(position: int) -> pl.DataFrame:
         task = tasks[position]
         local = _local_path(task.file.file_path)
-        if local is not None and one_schema and not task.delete_files:
+        if local is not None and stable and not task.delete_files:
             frame = pl.read_parquet(local, columns=names)
         else:
             converted = pl.from_arrow(scan.to_table([task]))
@@ -373,10 +414,19 @@ def read_files(
     return pl.concat([empty, *frames], how="vertical_relaxed")
 
 
+def _unchanged_in_every_schema(metadata: TableMetadata, projected: Schema) -> bool:
+    for field in projected.fields:
+        for schema in metadata.schemas:
+            earlier = next((f for f in schema.fields if f.field_id == field.field_id), None)
+            if earlier is None or earlier.name != field.name or earlier.field_type != field.field_type:
+                return False
+    return True
+
+
 def _local_path(location: str) -> str | None:
-    if location.startswith("file://"):
-        return unquote(location.removeprefix("file://"))
-    return location if "://" not in location else None
+    # Exactly as pyiceberg's FileIO resolved it when it wrote the file: no percent-decoding.
+    scheme, _, path = PyArrowFileIO.parse_location(location)
+    return path if scheme == "file" else None
 
 
 class LeanTransaction(Transaction):

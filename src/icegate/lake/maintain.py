@@ -28,7 +28,8 @@ from pyarrow import fs as pafs
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table.update.snapshot import ExpireSnapshots
 
-from icegate.lake.catalog import target_file_rows
+from icegate.errors import CommitConflict
+from icegate.lake.catalog import MERGE_KEY_PROPERTY, target_file_rows
 from icegate.lake.files import FILE_INDEX, ROW_POSITION, overwrite, read_files, transaction, write_data_files
 from icegate.lake.ledger import record_markers
 
@@ -41,6 +42,13 @@ if TYPE_CHECKING:
 #: Snapshot-summary key naming the maintenance operation that made a snapshot.
 MAINTENANCE = "icegate.maintenance"
 _ATTEMPTS = 5
+#: The youngest unreferenced file orphan removal may delete without ``force``: longer than any
+#: load takes between writing its files and committing them (a younger file may be one of those).
+MIN_ORPHAN_AGE = timedelta(days=1)
+
+
+class UnsafeOrphanAge(ValueError):
+    """An orphan age so short that removal could delete a running load's uncommitted files."""
 
 
 @dataclass(frozen=True)
@@ -63,8 +71,20 @@ def maintain(
     retain_last: int = 10,
     compact_files: bool = True,
     orphans_older_than: timedelta | None = timedelta(days=3),
+    force: bool = False,
 ) -> MaintenanceReport:
-    """Compact, then expire, then remove orphans — each step its own commit."""
+    """Compact, then expire, then remove orphans — each step its own commit.
+
+    Orphan removal younger than :data:`MIN_ORPHAN_AGE` is refused (:class:`UnsafeOrphanAge`) unless
+    ``force``: it would delete files that a running load has written and is about to commit.
+    A step that keeps losing its commit to loads raises :class:`CommitConflict`, naming the step.
+    """
+    if orphans_older_than is not None and orphans_older_than < MIN_ORPHAN_AGE and not force:
+        raise UnsafeOrphanAge(
+            f"removing orphans younger than {_days(MIN_ORPHAN_AGE)} could delete the files of a load that has not "
+            "committed yet, and the table would then reference missing files; use a longer age, or force it only "
+            "when no load is running"
+        )
     compacted, written = compact(catalog, identifier) if compact_files else (0, 0)
     expired, deleted = expire_snapshots(
         catalog, identifier, older_than=datetime.now(UTC) - expire_older_than, retain_last=retain_last
@@ -96,15 +116,19 @@ def compact(catalog: Catalog, identifier: tuple[str, str], *, min_files: int = 2
         if not small:
             return 0, 0
         rows = read_files(table.metadata, table.io, small).drop(FILE_INDEX, ROW_POSITION)
-        cluster_by = table.properties.get("icegate.merge-key", rows.columns[0]).split(",")[0]
+        cluster_by = table.properties.get(MERGE_KEY_PROPERTY, rows.columns[0]).split(",")[0]
         added = write_data_files(table.metadata, table.io, rows, cluster_by, target)
         try:
             _commit_swap(table, [task.file for task in small], added)
         except CommitFailedException:
-            _delete_quietly(table, (f.file_path for f in added))
+            _delete(table, (f.file_path for f in added))
             continue
         return len(small), len(added)
-    return 0, 0
+    raise CommitConflict(
+        f"compaction lost {_ATTEMPTS} commits in a row to concurrent writers; nothing was compacted, "
+        "run maintenance again when loads are quieter",
+        location=".".join(identifier),
+    )
 
 
 def _commit_swap(table: Table, removed: list[DataFile], added: list[DataFile]) -> None:
@@ -146,9 +170,17 @@ def expire_snapshots(
         except CommitFailedException:
             continue
         unreferenced = _referenced(updated, gone) - _referenced(updated, updated.metadata.snapshots)
-        _delete_quietly(updated, unreferenced)
+        _delete(updated, unreferenced)
         return len(expired), len(unreferenced)
-    return 0, 0
+    raise CommitConflict(
+        f"snapshot expiry lost {_ATTEMPTS} commits in a row to concurrent writers; nothing was expired, "
+        "run maintenance again when loads are quieter",
+        location=".".join(identifier),
+    )
+
+
+def _days(age: timedelta) -> str:
+    return f"{age.days} day" + ("s" if age.days != 1 else "")
 
 
 def _referenced(table: Table, snapshots: Iterable[Snapshot]) -> set[str]:
@@ -188,7 +220,7 @@ def remove_orphan_files(table: Table, *, older_than: datetime) -> int:
                 continue
             if (uri := prefix + info.path) not in referenced:
                 orphans.append(uri)
-    _delete_quietly(table, orphans)
+    _delete(table, orphans)
     return len(orphans)
 
 
@@ -202,7 +234,11 @@ def _filesystem(table: Table, scheme: str, netloc: str | None) -> pafs.FileSyste
     return pafs.FileSystem.from_uri(table.location())[0]
 
 
-def _delete_quietly(table: Table, paths: Iterable[str]) -> None:
+def _delete(table: Table, paths: Iterable[str]) -> None:
+    """Delete files; one already gone is fine, one that cannot be deleted (access denied) fails the run.
+
+    Swallowing a denied delete would report files as deleted that are still there.
+    """
     for path in paths:
-        with contextlib.suppress(OSError, FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError):
             table.io.delete(path)

@@ -24,6 +24,10 @@ MARKER_SHA256 = "icegate.source-sha256"
 MARKER_FILE = "icegate.source-file"
 MARKER_VERSION = "icegate.source-version"
 MARKER_RUN = "icegate.run-id"
+#: Snapshot-summary keys with what the load did, so that the run that committed it can say so again.
+MARKER_INSERTED = "icegate.inserted"
+MARKER_UPDATED = "icegate.updated"
+MARKER_SKIPPED = "icegate.skipped"
 #: Table-property prefix of the markers older versions kept for expired snapshots (moved to the ledger).
 LEDGER_PREFIX = "icegate.loaded."
 
@@ -54,20 +58,27 @@ def loaded_snapshots(table: Table) -> Iterator[tuple[int, dict[str, str]]]:
 
 def find_loaded(table: Table, sha256: str) -> int | None:
     """The snapshot that already loaded a source with this content hash, if any (expired ones included)."""
+    found = find_marker(table, sha256)
+    return found[0] if found is not None else None
+
+
+def find_marker(table: Table, sha256: str) -> tuple[int, dict[str, str]] | None:
+    """The snapshot that loaded this content and its marker (empty once the snapshot expired)."""
     if (recorded := table.properties.get(LEDGER_PREFIX + sha256)) is not None:
-        return int(recorded)
-    in_history = (sid for sid, props in loaded_snapshots(table) if props[MARKER_SHA256] == sha256)
+        return int(recorded), {}
+    in_history = ((sid, props) for sid, props in loaded_snapshots(table) if props[MARKER_SHA256] == sha256)
     if (found := next(in_history, None)) is not None:
         return found
     from icegate.lake.ledger import loaded_snapshot  # the ledger module builds on this one
 
     try:
-        return loaded_snapshot(table, sha256)
+        snapshot_id = loaded_snapshot(table, sha256)
     except Exception as exc:
         # Unknown is not "not loaded": loading now could load the file twice. Retry later.
         raise StorageUnavailable(
             f"could not read the ledger to tell whether this content was loaded before ({exc}); retry"
         ) from exc
+    return (snapshot_id, {}) if snapshot_id is not None else None
 
 
 def ledger_entries(table: Table, snapshot_ids: set[int]) -> dict[str, str]:

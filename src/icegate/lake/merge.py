@@ -17,8 +17,12 @@ from icegate.lake.files import FILE_INDEX, ROW_POSITION
 ROW_INDEX = "_icegate_row"
 
 
-def dedupe_in_file(batch: pl.DataFrame, key: tuple[str, ...]) -> tuple[pl.DataFrame, int]:
-    """One row per key; the last occurrence wins (a scraper appends, so later rows are newer)."""
+def dedupe_in_file(batch: pl.DataFrame, key: tuple[str, ...], ordering: str | None = None) -> tuple[pl.DataFrame, int]:
+    """One row per key: the one with the greatest ``ordering`` value, else (and on ties) the last.
+
+    A scraper appends, so a later row is newer, unless the contract names an ordering column:
+    then that column says which row is newest, as it does against stored rows (a null is oldest).
+    """
     if batch.height < 2:
         return batch, 0
     # Hashing the key and counting distinct hashes is several times cheaper than a unique(); a
@@ -26,7 +30,19 @@ def dedupe_in_file(batch: pl.DataFrame, key: tuple[str, ...]) -> tuple[pl.DataFr
     hashes = pl.select(pl.struct([batch.get_column(k) for k in key]).hash()).to_series()
     if hashes.n_unique() == batch.height:
         return batch, 0
-    unique = batch.filter(pl.struct(list(key)).is_last_distinct())
+    if ordering is None:
+        unique = batch.filter(pl.struct(list(key)).is_last_distinct())
+    else:
+        # A stable sort by the ordering column (nulls first) puts each key's newest row last,
+        # keeping file order among equals; the winners then go back to file order.
+        position = "_icegate_file_row"
+        unique = (
+            batch.with_row_index(position)
+            .sort(ordering, nulls_last=False, maintain_order=True)
+            .filter(pl.struct(list(key)).is_last_distinct())
+            .sort(position)
+            .drop(position)
+        )
     return unique, batch.height - unique.height
 
 

@@ -1,0 +1,95 @@
+"""Which errors of the libraries underneath are passing conditions, as AWS and the catalogs really raise them.
+
+A stage that meets one re-raises it as an :mod:`icegate.errors` ``TransientError`` (``StorageUnavailable``,
+``CatalogUnavailable``), whose class name the state machine retries and the local runner retries the same
+way. Anything not recognised here stays what it was: the Catch sends the file to the dead-letter prefix.
+Classification is by the exceptions' own attributes (error codes, class names): botocore, SQLAlchemy,
+requests and pyiceberg's REST client are imported by the catalogs, never here.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from icegate.errors import CatalogUnavailable, IcegateError, StorageUnavailable, TransientError
+
+#: S3 error codes (botocore ``ClientError``) that mean "slow down or try again".
+S3_TRANSIENT_CODES = frozenset(
+    {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "ServiceUnavailable", "InternalError", "503"}
+)
+#: Glue error codes that mean "busy, try again": throttling, and a concurrent update of the same table or
+#: database outside pyiceberg's commit (which already turns it into a retried commit conflict).
+CATALOG_TRANSIENT_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "ConcurrentModificationException",
+        "InternalServiceException",
+        "OperationTimeoutException",
+        "ResourceNotReadyException",
+        "ServiceUnavailableException",
+    }
+)
+#: A ``ClientError`` of these operations is the Glue catalog's (S3's are GetObject, PutObject, ...).
+_CATALOG_OPERATION = re.compile(r"(?:Table|Database|Partition)s?$")
+#: pyarrow's S3 filesystem does not use botocore: its errors are ``OSError`` with the AWS SDK's error type
+#: in the text, ``AWS Error SLOW_DOWN during GetObject operation: ...`` (arrow/filesystem/s3_internal.h),
+#: or ``AWS Error UNKNOWN (HTTP status 503) ...`` when the SDK has no name for it.
+_ARROW_S3_TRANSIENT = re.compile(
+    r"AWS Error (?:SLOW_DOWN|THROTTLING|SERVICE_UNAVAILABLE|INTERNAL_FAILURE|REQUEST_TIMEOUT|NETWORK_CONNECTION)\b"
+    r"|AWS Error UNKNOWN \(HTTP status (?:429|5\d\d)\)"
+)
+#: botocore's exceptions for an endpoint it could not reach or that did not answer in time.
+_BOTOCORE_CONNECTION = frozenset(
+    {"EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError"}
+)
+#: SQLAlchemy's errors for a catalog database that is down, unreachable, locked or unreadable. A plain
+#: ``DatabaseError`` is what a corrupt SQLite file raises ("file is not a database"); its subclasses that
+#: mean a wrong statement or value (IntegrityError, ProgrammingError, DataError) are not in this set.
+_SQL_UNAVAILABLE = frozenset({"OperationalError", "InterfaceError", "DatabaseError"})
+#: requests' errors when a REST catalog cannot be reached.
+_HTTP_CONNECTION = frozenset({"ConnectionError", "ConnectTimeout", "ReadTimeout", "Timeout"})
+#: pyiceberg's REST catalog errors for HTTP 503, 5xx and 429.
+_REST_UNAVAILABLE = frozenset({"ServiceUnavailableError", "ServerError", "TooManyRequestsError"})
+
+
+def as_transient(exc: BaseException, *, file: str | None = None) -> TransientError | None:
+    """The ``TransientError`` that ``exc`` really is, or ``None`` when retrying cannot be expected to help."""
+    if isinstance(exc, IcegateError):
+        return None
+    name = type(exc).__name__
+    module = type(exc).__module__
+    detail = f"{name}: {exc}"
+    code = _client_error_code(exc)
+    if code is not None:
+        if _CATALOG_OPERATION.search(str(getattr(exc, "operation_name", ""))):
+            if code in CATALOG_TRANSIENT_CODES:
+                return CatalogUnavailable(f"the catalog is busy or throttled ({detail}); retry later", file=file)
+            return None
+        if code in S3_TRANSIENT_CODES:
+            return StorageUnavailable(f"S3 throttled or failed ({detail}); retry later", file=file)
+        return None
+    if module.startswith("botocore") and name in _BOTOCORE_CONNECTION:
+        if "glue." in str(exc):
+            return CatalogUnavailable(f"the catalog cannot be reached ({detail}); retry later", file=file)
+        return StorageUnavailable(f"object storage cannot be reached ({detail}); retry later", file=file)
+    if module.startswith("sqlalchemy") and name in _SQL_UNAVAILABLE:
+        return CatalogUnavailable(
+            f"the SQL catalog is unavailable or unreadable ({detail}); the file is not at fault — check the "
+            "catalog database, the load is retried",
+            file=file,
+        )
+    if (module.startswith("requests") and name in _HTTP_CONNECTION) or (
+        module.startswith("pyiceberg") and name in _REST_UNAVAILABLE
+    ):
+        return CatalogUnavailable(f"the catalog cannot be reached ({detail}); retry later", file=file)
+    if isinstance(exc, OSError) and _ARROW_S3_TRANSIENT.search(str(exc)):
+        return StorageUnavailable(f"S3 throttled or failed ({detail}); retry later", file=file)
+    return None
+
+
+def _client_error_code(exc: BaseException) -> str | None:
+    response: Any = getattr(exc, "response", None)
+    if not isinstance(response, dict) or not isinstance(response.get("Error"), dict):
+        return None
+    return str(response["Error"].get("Code", ""))

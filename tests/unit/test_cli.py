@@ -1,0 +1,253 @@
+"""The ``icegate`` command line as a new user meets it: user errors in one line, and ``run`` ingests
+only the files it was meant to — never the files icegate wrote itself."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import boto3
+import pytest
+from click.testing import CliRunner, Result
+from moto import mock_aws
+
+from icegate.cli import main
+from icegate.pipeline import local_sources
+from tests.conftest import SAMPLES
+
+POSTS_CSV = "post_results_20260113_175319.csv"
+RESTAURANTS_CSV = "instagram_results_20260114_093000.csv"
+MISSING_COLUMNS = "post_results_20260116_120000.csv"
+
+
+def icegate(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args))
+
+
+def assert_fails_cleanly(result: Result, message: str, exit_code: int = 1) -> None:
+    """A user error: the message, a non-zero exit, and no traceback (click's own SystemExit only)."""
+    assert result.exit_code == exit_code, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+
+
+def everything_under(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*"))
+
+
+def dlq_errors(lake: Path) -> list[dict[str, object]]:
+    return [json.loads(p.read_text()) for p in sorted((lake / "dlq").rglob("error.json"))]
+
+
+@pytest.fixture
+def fresh_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A new user's empty working directory (the default lake would be ./lake)."""
+    folder = tmp_path / "work"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    return folder
+
+
+# --- user errors: one line, non-zero exit, nothing left behind ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run"], "nothing to ingest: no PATHS given and there is no"),
+        (["tables"], "no catalog at"),
+        (["maintain", "posts"], "no catalog at"),
+        (["dlq"], "no lake at"),
+        (["tables", "--lake", "s3://foo"], "ICEGATE_CATALOG_URI must be set"),
+        (["maintain", "posts", "--lake", "s3://foo"], "ICEGATE_CATALOG_URI must be set"),
+        (["run", str(SAMPLES / POSTS_CSV), "--lake", "s3://foo"], "ICEGATE_CATALOG_URI must be set"),
+        (["run", "--lake", "s3://foo"], "with an S3 lake, name the local files or folders"),
+    ],
+    ids=[
+        "run-without-paths",
+        "tables",
+        "maintain",
+        "dlq",
+        "tables-on-s3-without-catalog-uri",
+        "maintain-on-s3-without-catalog-uri",
+        "run-on-s3-without-catalog-uri",
+        "run-on-s3-without-paths",
+    ],
+)
+def test_a_command_in_a_fresh_folder_says_what_is_wrong_and_leaves_nothing(
+    fresh_folder: Path, args: list[str], message: str
+) -> None:
+    """Regression: `icegate run` gave a SourceNotFound traceback and left dlq/unknown/<run>/ behind;
+    `icegate tables --lake s3://foo` a ValueError traceback; `tables` created an empty catalog.db."""
+    # GIVEN an empty working directory  WHEN a command is run as a new user would
+    result = icegate(*args)
+
+    # THEN one line says what is wrong, the exit code is 1, and nothing was created
+    assert_fails_cleanly(result, message)
+    assert everything_under(fresh_folder) == []
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("ICEGATE_CATALOG_TYPE", "glu", "cannot open the glu catalog"),
+        ("ICEGATE_CATALOG_URI", "sqlite:////nonexistent/folder/catalog.db", "cannot open the sql catalog at sqlite:"),
+        ("ICEGATE_QUALITY_THRESHOLD_POSTZ", "80", "did you mean ICEGATE_QUALITY_THRESHOLD_POSTS?"),
+    ],
+    ids=["unknown-catalog-type", "unreachable-catalog", "misspelt-setting"],
+)
+def test_a_bad_setting_stops_run_before_any_file_is_touched(
+    fresh_folder: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
+    """A configuration error is not a bad file: nothing may be dead-lettered for it."""
+    monkeypatch.setenv(variable, value)
+
+    result = icegate("run", str(SAMPLES / POSTS_CSV))
+
+    assert_fails_cleanly(result, message)
+    assert everything_under(fresh_folder) == []
+
+
+def test_a_password_in_the_catalog_uri_is_not_shown(fresh_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ICEGATE_CATALOG_URI", "postgresql+psycopg://icegate:s3cret@127.0.0.1:1/icegate")
+
+    result = icegate("run", str(SAMPLES / POSTS_CSV))
+
+    assert_fails_cleanly(result, "postgresql+psycopg://icegate:***@127.0.0.1:1/icegate")
+    assert "s3cret" not in result.output
+
+
+@pytest.mark.parametrize("age", ["infd", "-1d", "7", "d", "soon"], ids=repr)
+def test_maintain_refuses_a_duration_it_cannot_use(lake: Path, age: str) -> None:
+    """Regression: `inf` overflowed into a traceback; a negative age would reach every file."""
+    result = icegate("maintain", "posts", "--lake", str(lake), "--orphans-older-than", age)
+
+    assert_fails_cleanly(result, "is not a duration like 30m, 12h or 7d", exit_code=2)
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["not json", '["a.csv"]', '{"a.csv": "maybe"}'],
+    ids=["not-json", "not-an-object", "unknown-outcome"],
+)
+def test_a_bad_expect_file_is_refused_before_any_file_runs(tmp_path: Path, lake: Path, content: str) -> None:
+    """Regression: it was read after every file had run, and then raised a traceback."""
+    expect = tmp_path / "expected.json"
+    expect.write_text(content)
+
+    result = icegate("run", str(SAMPLES / POSTS_CSV), "--lake", str(lake), "--expect", str(expect))
+
+    assert_fails_cleanly(result, "--expect", exit_code=2)
+    assert not lake.exists()
+
+
+def test_dlq_lists_a_damaged_error_json_instead_of_crashing(lake: Path) -> None:
+    damaged = lake / "dlq" / "posts" / "run-1" / "error.json"
+    damaged.parent.mkdir(parents=True)
+    damaged.write_text('{"stage": "parse"}')
+
+    result = icegate("dlq", "--lake", str(lake))
+
+    assert result.exit_code == 0, result.output
+    assert "unreadable error.json" in result.output
+    assert "KeyError" in result.output
+
+
+def test_a_missing_bucket_is_one_line() -> None:
+    with mock_aws():
+        boto3.client("s3").create_bucket(Bucket="another-bucket")
+
+        result = icegate("dlq", "--lake", "s3://no-such-bucket")
+
+    assert_fails_cleanly(result, "s3://no-such-bucket/dlq: S3 LIST: the object does not exist (NoSuchBucket)")
+
+
+def test_missing_aws_credentials_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN no AWS credentials anywhere (and no instance metadata to ask)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # no credentials cached by an earlier test
+
+    # WHEN a command reads an S3 lake  THEN botocore's error is the one line
+    result = icegate("dlq", "--lake", "s3://some-bucket")
+
+    assert_fails_cleanly(result, "S3: Unable to locate credentials")
+
+
+# --- run: never ingest what icegate wrote ----------------------------------------------------------
+
+
+@pytest.fixture
+def used_lake(lake: Path) -> Path:
+    """A lake after a good file loaded and a bad one was dead-lettered (tables, metadata, DLQ records)."""
+    result = icegate("run", str(SAMPLES / RESTAURANTS_CSV), str(SAMPLES / MISSING_COLUMNS), "--lake", str(lake))
+    assert result.exit_code == 1, result.output
+    assert len(dlq_errors(lake)) == 1
+    return lake
+
+
+def test_running_the_lake_root_skips_its_own_folders(used_lake: Path) -> None:
+    """Regression: `icegate run lake` dead-lettered every warehouse, metadata and DLQ file it found."""
+    # GIVEN a used lake with one new file in its landing folder
+    (used_lake / "landing").mkdir()
+    shutil.copy(SAMPLES / POSTS_CSV, used_lake / "landing" / POSTS_CSV)
+
+    # WHEN the whole lake root is run
+    result = icegate("run", str(used_lake), "--lake", str(used_lake))
+
+    # THEN only the landing file ran, nothing new was dead-lettered, and the skip is reported
+    assert result.exit_code == 0, result.output
+    assert len(dlq_errors(used_lake)) == 1
+    assert "files icegate wrote (warehouse/" in result.output
+    assert "catalog.db 1" in result.output
+
+
+def test_rerunning_a_dlq_folder_runs_its_source_but_not_icegates_records(used_lake: Path) -> None:
+    """Regression: a rerun of a DLQ folder dead-lettered its own error.json and rejected.parquet."""
+    # GIVEN the DLQ folder of the dead-lettered file
+    (entry,) = dlq_errors(used_lake)
+    folder = Path(str(entry["dead_letter_uri"])).parent
+
+    # WHEN it is run again
+    result = icegate("run", str(folder), "--lake", str(used_lake))
+
+    # THEN the source ran again (and, still bad, went back to the DLQ for the same reason) ...
+    assert result.exit_code == 1, result.output
+    errors = dlq_errors(used_lake)
+    assert {e["error_type"] for e in errors} == {"SchemaMismatch"}, "error.json itself was not ingested"
+    # ... and the skip of its error.json is reported
+    assert "skipped 1 file icegate wrote (dlq/ 1)" in result.output
+
+
+@pytest.mark.parametrize("inside", ["warehouse", "catalog.db", "dlq/posts"], ids=str)
+def test_paths_inside_another_lake_are_recognised_by_its_catalog(used_lake: Path, tmp_path: Path, inside: str) -> None:
+    """A lake is known by its catalog.db even when --lake names a different one."""
+    found = local_sources([used_lake / inside], lake_root=tmp_path / "elsewhere")
+
+    assert found.own, "something was skipped"
+    assert all(where.rstrip("/") in inside for _, where in found.own)
+    assert not any(Path(f.key).name in ("error.json", "rejected.parquet") for f in found.files)
+    if inside.startswith("dlq"):
+        assert [Path(f.key).name for f in found.files] == [MISSING_COLUMNS], "a DLQ folder reruns its source"
+    else:
+        assert found.files == []
+
+
+def test_a_plain_folder_of_files_is_still_ingested_whole(tmp_path: Path) -> None:
+    folder = tmp_path / "incoming"
+    (folder / "nested").mkdir(parents=True)
+    shutil.copy(SAMPLES / POSTS_CSV, folder / POSTS_CSV)
+    shutil.copy(SAMPLES / RESTAURANTS_CSV, folder / "nested" / RESTAURANTS_CSV)
+    (folder / "notes.txt").write_text("x")
+    (folder / "error.json").write_text("{}")  # a user's file of that name: not in a DLQ layout
+
+    found = local_sources([folder], lake_root=tmp_path / "lake")
+
+    assert sorted(Path(f.key).name for f in found.files) == sorted([POSTS_CSV, RESTAURANTS_CSV, "error.json"])
+    assert found.unsupported == [str(folder / "notes.txt")]
+    assert found.own == []
