@@ -25,7 +25,8 @@ HANDLERS: Final[dict[str, str]] = {
     DEAD_LETTER: "stages.dead_letter.handler",
 }
 
-#: File suffixes the pipeline accepts (the EventBridge rule filters on these too).
+#: File suffixes the pipeline accepts (the EventBridge rule filters on these too). A copy of the parser
+#: registry's (``icegate.parse.FORMATS`` plus ``.gz``), which cdk/ cannot import; a test ties the two.
 SUPPORTED_SUFFIXES: Final = (".csv", ".tsv", ".xlsx", ".json", ".ndjson", ".jsonl", ".parquet", ".gz")
 
 #: Prefixes inside the lake root (a local folder or ``s3://<lake bucket>``).

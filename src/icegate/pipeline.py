@@ -27,9 +27,9 @@ import polars as pl
 
 from icegate import constants as c
 from icegate.datasets import NormalizeContext, detect_dataset, get_dataset
-from icegate.errors import FileTooLarge, NoValidRows, TransientError, UnknownDataset
+from icegate.errors import NoValidRows, TransientError, UnknownDataset
 from icegate.lake import SourceIdentity, build_catalog, load_batch
-from icegate.parse import parse_bytes
+from icegate.parse import check_size, parse_bytes
 from icegate.payloads import (
     DeadLettered,
     ErrorInfo,
@@ -79,11 +79,7 @@ def run_parse(job: Job, settings: Settings, storage: Storage) -> Parsed:
     source = job.source
     dataset = detect_dataset(source.key)
     info = storage.stat(source.uri, source.version_id)
-    # Refuse an oversized object before downloading it into memory.
-    if info.size > settings.limits.max_bytes:
-        raise FileTooLarge(
-            f"{info.size} bytes is over the limit of {settings.limits.max_bytes} (ICEGATE_MAX_BYTES)", file=source.uri
-        )
+    check_size(info.size, source.uri, settings.limits)  # before downloading it into memory
     data = storage.read_bytes(source.uri, source.version_id)
     parsed = parse_bytes(
         data,
