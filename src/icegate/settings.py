@@ -19,10 +19,9 @@ from typing import Any
 import phonenumbers
 
 from icegate.constants import CATALOG_DB, ENV_PREFIX, WAREHOUSE_PREFIX
+from icegate.dimensions import QUALITY_DIMENSIONS
 
 MiB = 1024 * 1024
-
-QUALITY_DIMENSIONS = ("completeness", "accuracy", "consistency", "timeliness", "uniqueness", "validity")
 
 
 @dataclass(frozen=True)
@@ -166,7 +165,7 @@ class Settings:
 
 def known_variables() -> frozenset[str]:
     """Every ``ICEGATE_*`` variable :meth:`Settings.from_env` reads."""
-    # Imported here: the dataset contracts import this module (for the dimension names).
+    # Imported here: the dataset contracts import polars, which `icegate --help` must not pay for.
     from icegate.datasets import all_datasets
 
     names = {f.name.upper() for f in fields(Settings) if f.name not in _COMPOSITE_FIELDS} | {"CATALOG_PROPERTIES"}
