@@ -33,7 +33,6 @@ SUPPORTED_SUFFIXES: Final = (".csv", ".tsv", ".xlsx", ".json", ".ndjson", ".json
 PROCESSING_PREFIX: Final = "processing"
 WAREHOUSE_PREFIX: Final = "warehouse"
 DLQ_PREFIX: Final = "dlq"
-ARCHIVE_PREFIX: Final = "archive"
 LANDING_PREFIX: Final = "landing"
 #: The embedded SQLite catalog, directly under a local lake root.
 CATALOG_DB: Final = "catalog.db"
@@ -47,8 +46,6 @@ TRANSIENT_ERRORS: Final = ("CommitConflict", "StorageUnavailable")
 ENV_PREFIX: Final = "ICEGATE_"
 ENV_LAKE_ROOT: Final = "ICEGATE_LAKE_ROOT"
 ENV_CATALOG_TYPE: Final = "ICEGATE_CATALOG_TYPE"
-ENV_CATALOG_URI: Final = "ICEGATE_CATALOG_URI"
-ENV_CATALOG_NAME: Final = "ICEGATE_CATALOG_NAME"
 ENV_WAREHOUSE: Final = "ICEGATE_WAREHOUSE"
 ENV_NAMESPACE: Final = "ICEGATE_NAMESPACE"
 

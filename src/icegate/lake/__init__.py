@@ -11,7 +11,6 @@ from __future__ import annotations
 from icegate.lake.catalog import (
     LINEAGE_COLUMNS,
     TABLE_PROPERTIES,
-    arrow_schema,
     build_catalog,
     ensure_table,
     iceberg_schema,
@@ -37,7 +36,6 @@ __all__ = [
     "MARKER_VERSION",
     "TABLE_PROPERTIES",
     "SourceIdentity",
-    "arrow_schema",
     "build_catalog",
     "dedupe_in_file",
     "ensure_table",
