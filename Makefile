@@ -1,9 +1,13 @@
-# Every target creates .venv and installs the project on first use, so `make demo` and
-# `make test` are all a fresh clone needs (Python 3.11+ and pip).
+# Every target creates .venv and installs what it needs on first use, so `make demo` and
+# `make test` are all a fresh clone needs (Python 3.11+ and pip). The demo needs the runtime
+# dependencies only; test, lint and synth add the dev extra (pytest, moto, CDK, linters).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-INSTALLED := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+# Stamps named after pyproject.toml's checksum: each installs once per change of the dependencies.
+PYPROJECT_SUM := $(shell cksum < pyproject.toml | cut -d' ' -f1)
+RUNTIME := $(VENV)/.runtime-$(PYPROJECT_SUM)
+DEV := $(VENV)/.dev-$(PYPROJECT_SUM)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -12,34 +16,38 @@ PYTEST_ARGS ?=
 help: ## Show the targets and what they do
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-8s %s\n", $$1, $$2}'
 
-$(INSTALLED): pyproject.toml
+$(RUNTIME): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	rm -f $(VENV)/.runtime-* $(VENV)/.installed-* && touch $@
+
+$(DEV): $(RUNTIME)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	rm -f $(VENV)/.installed-* && touch $@
+	rm -f $(VENV)/.dev-* && touch $@
 
-install: $(INSTALLED) ## Create .venv and install icegate with its dev tools
+install: $(DEV) ## Create .venv and install icegate with its dev tools (tests, linters, CDK)
 
-demo: $(INSTALLED) ## Ingest the bundled samples into ./lake and print the summary
+demo: $(RUNTIME) ## Ingest the bundled samples into ./lake and print the summary
 	$(BIN)/icegate run samples/landing --lake lake --expect samples/expected.json
 	$(BIN)/icegate tables --lake lake
 
-test: $(INSTALLED) ## Run the whole test suite
+test: $(DEV) ## Run the whole test suite
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-lint: $(INSTALLED) ## ruff (lint + format check) and mypy
+lint: $(DEV) ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-format: $(INSTALLED) ## Apply ruff's fixes and formatting
+format: $(DEV) ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: $(INSTALLED) ## End-to-end benchmark: 1,000,000 posts rows through `icegate run`
+bench: $(RUNTIME) ## End-to-end benchmark: 1,000,000 posts rows through `icegate run`
 	$(BIN)/python benchmarks/bench_run.py --rows 1000000
 
-synth: $(INSTALLED) ## Synthesise the CDK app into cdk.out (no Docker needed)
+synth: $(DEV) ## Synthesise the CDK app into cdk.out (no Docker needed)
 	$(BIN)/python app.py
 
 clean: ## Remove the local lake and caches (keeps .venv)
