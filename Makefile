@@ -44,8 +44,8 @@ format: $(DEV) ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: $(RUNTIME) ## End-to-end benchmark: 1,000,000 posts rows through `icegate run`
-	$(BIN)/python benchmarks/bench_run.py --rows 1000000
+bench: $(RUNTIME) ## 1,000,000 posts rows: raw floor, dlt's append (own venv, .bench-venv/), `icegate run`
+	$(BIN)/python benchmarks/bench_run.py --rows 1000000 --with-dlt
 
 synth: $(DEV) ## Synthesise the CDK app into cdk.out (no Docker needed)
 	$(BIN)/python app.py
