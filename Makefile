@@ -1,5 +1,6 @@
-# Every target creates .venv and installs the project on first use, so `make demo` and
-# `make test` are all a fresh clone needs (Python 3.11+ and pip).
+# Every target creates .venv and installs what it needs on first use, so `make demo` and
+# `make test` are all a fresh clone needs (Python 3.11+ and pip). The demo needs the runtime
+# dependencies only; test, lint and synth add the dev extra (pytest, moto, CDK, linters).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -8,7 +9,11 @@ LOCK := stages/requirements.txt
 #: The image's platform: the base image's Python, Amazon Linux 2023's glibc, cdk.json's x86_64.
 LOCK_TARGET := --python-version 3.12 --python-platform x86_64-manylinux_2_34
 LOCK_ARGS ?=
-INSTALLED := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d' ' -f1)
+# Stamps named after the dependencies' checksum: each installs once per change of pyproject.toml or the lock.
+DEPS_SUM := $(shell cat pyproject.toml $(LOCK) | cksum | cut -d' ' -f1)
+RUNTIME := $(VENV)/.runtime-$(DEPS_SUM)
+DEV := $(VENV)/.dev-$(DEPS_SUM)
+CONSTRAINTS := $(VENV)/lock-constraints.txt
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -17,37 +22,41 @@ PYTEST_ARGS ?=
 help: ## Show the targets and what they do
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-8s %s\n", $$1, $$2}'
 
-$(INSTALLED): pyproject.toml
+$(RUNTIME): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	@# The tests run the versions the image ships: the lock's pins as constraints (without their hashes, which
+	@# Local runs use the versions the image ships: the lock's pins as constraints (without their hashes, which
 	@# would switch pip to hash-checking mode, impossible for an editable install).
-	sed -n 's/^\([A-Za-z0-9._-]*==[^ ]*\).*/\1/p' $(LOCK) > $(VENV)/lock-constraints.txt
-	$(BIN)/python -m pip install --quiet -e '.[dev]' -c $(VENV)/lock-constraints.txt
-	rm -f $(VENV)/.installed-* && touch $@
+	sed -n 's/^\([A-Za-z0-9._-]*==[^ ]*\).*/\1/p' $(LOCK) > $(CONSTRAINTS)
+	$(BIN)/python -m pip install --quiet -e . -c $(CONSTRAINTS)
+	rm -f $(VENV)/.runtime-* $(VENV)/.installed-* && touch $@
 
-install: $(INSTALLED) ## Create .venv and install icegate with its dev tools
+$(DEV): $(RUNTIME)
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -c $(CONSTRAINTS)
+	rm -f $(VENV)/.dev-* && touch $@
 
-demo: $(INSTALLED) ## Ingest the bundled samples into ./lake and print the summary
+install: $(DEV) ## Create .venv and install icegate with its dev tools (tests, linters, CDK)
+
+demo: $(RUNTIME) ## Ingest the bundled samples into ./lake and print the summary
 	$(BIN)/icegate run samples/landing --lake lake --expect samples/expected.json
 	$(BIN)/icegate tables --lake lake
 
-test: $(INSTALLED) ## Run the whole test suite
+test: $(DEV) ## Run the whole test suite
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-lint: $(INSTALLED) ## ruff (lint + format check) and mypy
+lint: $(DEV) ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-format: $(INSTALLED) ## Apply ruff's fixes and formatting
+format: $(DEV) ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: $(INSTALLED) ## End-to-end benchmark: 1,000,000 posts rows through `icegate run`
-	$(BIN)/python benchmarks/bench_run.py --rows 1000000
+bench: $(RUNTIME) ## 1,000,000 posts rows: raw floor, dlt's append (own venv, .bench-venv/), `icegate run`
+	$(BIN)/python benchmarks/bench_run.py --rows 1000000 --with-dlt
 
-synth: $(INSTALLED) ## Synthesise the CDK app into cdk.out (no Docker needed)
+synth: $(DEV) ## Synthesise the CDK app into cdk.out (no Docker needed)
 	$(BIN)/python app.py
 
 lock: ## Re-pin stages/requirements.txt from pyproject.toml (needs PyPI; LOCK_ARGS=--upgrade for newer versions)

@@ -1,8 +1,16 @@
-"""End-to-end benchmark: ``icegate run`` on a deterministic posts CSV of N rows, on a fresh lake.
+"""End-to-end benchmark: one posts CSV of N rows through the raw floor, dlt (optional) and ``icegate run``.
 
-Prints wall time and the peak RSS of the ``icegate`` process. Not part of the test run.
+Each contender runs in its own child process on the same file; the table gives the median wall time
+and the peak RSS (the child's high-water mark) over ``--repeat`` runs. Not part of the test run.
 
-    .venv/bin/python benchmarks/bench_run.py --rows 1000000 [--repeat 3]
+- **raw floor**: pyarrow ``read_csv`` + ``write_table`` to Parquet — reading and writing the bytes,
+  nothing else;
+- **dlt append** (``--with-dlt``): dlt's plain append to an Iceberg table, no validation and no
+  dedup. dlt is installed into ``.bench-venv/`` (created on first use, from PyPI), never into the
+  project's venv;
+- **icegate run**: parse, validate, score, dedup-merge, commit, into a fresh lake.
+
+    .venv/bin/python benchmarks/bench_run.py --rows 1000000 [--repeat 3] [--with-dlt]
 """
 
 from __future__ import annotations
@@ -14,61 +22,104 @@ import subprocess
 import sys
 import tempfile
 import time
+import venv
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from generate import write_posts_csv
 
+HERE = Path(__file__).resolve().parent
 ICEGATE = Path(sys.executable).with_name("icegate")
+BENCH_VENV = HERE.parent / ".bench-venv"
+DLT_REQUIREMENT = "dlt[filesystem,pyiceberg]>=1.10,<2"
+#: Measures its command's peak RSS: the rusage of children is a high-water mark over all of them,
+#: so each run gets a fresh wrapper.
+_WRAPPER = (
+    "import resource, subprocess, sys; "
+    "code = subprocess.call(sys.argv[1:]); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)"
+)
+#: Captions hold line breaks inside quotes, as scraped text does: every reader must allow them.
+_FLOOR = (
+    "import sys, pyarrow.csv as c, pyarrow.parquet as pq; "
+    "t = c.read_csv(sys.argv[1], parse_options=c.ParseOptions(newlines_in_values=True)); "
+    "pq.write_table(t, sys.argv[2] + '/floor.parquet')"
+)
 
 
-def run_once(source: Path, lake: Path) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of one ``icegate run`` in a child process."""
-    shutil.rmtree(lake, ignore_errors=True)
+def measure(command: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of ``command`` in a child process."""
     started = time.perf_counter()
-    # The rusage of children is a high-water mark over all of them: run each in a fresh wrapper.
-    wrapper = (
-        "import resource, subprocess, sys; "
-        "code = subprocess.call(sys.argv[1:]); "
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", wrapper, str(ICEGATE), "run", str(source), "--lake", str(lake)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = subprocess.run([sys.executable, "-c", _WRAPPER, *command], capture_output=True, text=True, check=False)
     wall = time.perf_counter() - started
     if done.returncode != 0:
-        sys.exit(f"icegate run failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    peak_kib = int(done.stdout.strip().splitlines()[-1])
-    return wall, peak_kib / 1024
+        sys.exit(f"{' '.join(command[:3])} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return wall, int(done.stdout.strip().splitlines()[-1]) / 1024
+
+
+def dlt_python() -> Path:
+    """The benchmark venv's interpreter, with dlt installed (created once)."""
+    python = BENCH_VENV / "bin" / "python"
+    if not python.exists():
+        print(f"creating {BENCH_VENV} with {DLT_REQUIREMENT} (once)", flush=True)
+        venv.create(BENCH_VENV, with_pip=True)
+        subprocess.run([python, "-m", "pip", "install", "--quiet", DLT_REQUIREMENT], check=True)
+    return python
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--with-dlt", action="store_true", help=f"add dlt's append (installs {BENCH_VENV.name}/)")
     parser.add_argument("--data", type=Path, default=Path("bench-data"), help="where generated files are cached")
     args = parser.parse_args()
 
-    source = args.data / f"{args.rows}" / "post_results_20260113_175319.csv"
+    source = (args.data / f"{args.rows}" / "post_results_20260113_175319.csv").resolve()
     if not source.exists():
-        print(f"generating {args.rows:,} rows -> {source}")
+        print(f"generating {args.rows:,} rows -> {source}", flush=True)
         write_posts_csv(source, args.rows)
-    size_mb = source.stat().st_size / 1e6
-    runs = []
+
+    floor = "raw floor: pyarrow read_csv + write Parquet"
+    contenders: dict[str, Callable[[Path], list[str]]] = {
+        floor: lambda out: [sys.executable, "-c", _FLOOR, str(source), str(out)],
+    }
+    if args.with_dlt:
+        python = dlt_python()
+        contenders["dlt plain append to Iceberg"] = lambda out: [
+            str(python),
+            str(HERE / "dlt_append.py"),
+            str(source),
+            str(out),
+        ]
+    contenders["icegate run (parse, validate, score, merge, commit)"] = lambda out: [
+        str(ICEGATE),
+        "run",
+        str(source),
+        "--lake",
+        str(out / "lake"),
+    ]
+
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
     with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "out"
         for i in range(args.repeat):
-            wall, rss = run_once(source, Path(scratch) / "lake")
-            runs.append((wall, rss))
-            print(f"run {i + 1}: {wall:.2f} s wall, {rss:,.0f} MiB peak RSS")
-    walls = [w for w, _ in runs]
-    print(
-        f"icegate run, {args.rows:,} posts rows ({size_mb:.0f} MB CSV): "
-        f"median {statistics.median(walls):.2f} s wall (min {min(walls):.2f}), "
-        f"peak RSS {max(r for _, r in runs):,.0f} MiB"
-    )
+            for name, command in contenders.items():  # interleaved: a busy spell hits every row alike
+                shutil.rmtree(out, ignore_errors=True)
+                out.mkdir()
+                results[name].append(measure(command(out)))
+                print(f"run {i + 1}: {name}: {results[name][-1][0]:.2f} s", flush=True)
+
+    size_mb = source.stat().st_size / 1e6
+    print(f"\n{args.rows:,} posts rows, {size_mb:.0f} MB CSV, {args.repeat} run(s) each, median wall / max peak RSS\n")
+    width = max(map(len, results))
+    print(f"| {'':<{width}} | {'wall':>8} | {'peak RSS':>9} |")
+    print(f"|{'-' * (width + 2)}|{'-' * 9}:|{'-' * 10}:|")
+    for name, runs in results.items():
+        wall = statistics.median(w for w, _ in runs)
+        rss = max(r for _, r in runs)
+        print(f"| {name:<{width}} | {wall:>6.2f} s | {rss / 1024:>6.2f} GB |")
 
 
 if __name__ == "__main__":

@@ -22,8 +22,8 @@ class StorageConstruct(Construct):
     """The landing bucket(s), new or imported by name, and the lake bucket.
 
     The lake holds ``processing/`` (per-run intermediates, expired by lifecycle), ``warehouse/``
-    (Iceberg data and metadata), ``dlq/`` (dead-lettered sources and their ``error.json``) and
-    ``archive/``. S3 prefixes need no creation: each appears with its first object.
+    (Iceberg data and metadata) and ``dlq/`` (dead-lettered sources and their ``error.json``). S3
+    prefixes need no creation: each appears with its first object.
     """
 
     def __init__(

@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from icegate import constants as c
+from icegate.dimensions import ABBREVIATIONS
 from icegate.errors import IcegateError
 from icegate.settings import Settings, load_settings
 
@@ -29,14 +30,6 @@ if TYPE_CHECKING:
 
 # Piped output (CI logs, `| tee`) gets a wide table rather than rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 160)
-_DIMENSION_ABBREVIATIONS = {
-    "completeness": "C",
-    "accuracy": "A",
-    "consistency": "Co",
-    "timeliness": "T",
-    "uniqueness": "U",
-    "validity": "V",
-}
 lake_option = click.option(
     "--lake",
     "lake_root",
@@ -247,9 +240,7 @@ def _summary_table(outcomes: list[FileOutcome]) -> Table:
         state: Any = outcome.state
         quality = getattr(state, "quality", None)
         load = getattr(state, "load", None)
-        dims = (
-            " ".join(f"{_DIMENSION_ABBREVIATIONS[k]}{v:.2f}" for k, v in quality.dimensions.items()) if quality else ""
-        )
+        dims = " ".join(f"{ABBREVIATIONS[k]}{v:.2f}" for k, v in quality.dimensions.items()) if quality else ""
         if outcome.dead_letter:
             result = f"[red]DLQ[/] {outcome.dead_letter.error_type}"
         elif outcome.outcome == "failed":

@@ -25,14 +25,14 @@ HANDLERS: Final[dict[str, str]] = {
     DEAD_LETTER: "stages.dead_letter.handler",
 }
 
-#: File suffixes the pipeline accepts (the EventBridge rule filters on these too).
+#: File suffixes the pipeline accepts (the EventBridge rule filters on these too). A copy of the parser
+#: registry's (``icegate.parse.FORMATS`` plus ``.gz``), which cdk/ cannot import; a test ties the two.
 SUPPORTED_SUFFIXES: Final = (".csv", ".tsv", ".xlsx", ".json", ".ndjson", ".jsonl", ".parquet", ".gz")
 
 #: Prefixes inside the lake root (a local folder or ``s3://<lake bucket>``).
 PROCESSING_PREFIX: Final = "processing"
 WAREHOUSE_PREFIX: Final = "warehouse"
 DLQ_PREFIX: Final = "dlq"
-ARCHIVE_PREFIX: Final = "archive"
 LANDING_PREFIX: Final = "landing"
 #: The embedded SQLite catalog, directly under a local lake root.
 CATALOG_DB: Final = "catalog.db"
@@ -49,8 +49,6 @@ TRANSIENT_ERRORS: Final = ("CommitConflict", "StorageUnavailable", "CatalogUnava
 ENV_PREFIX: Final = "ICEGATE_"
 ENV_LAKE_ROOT: Final = "ICEGATE_LAKE_ROOT"
 ENV_CATALOG_TYPE: Final = "ICEGATE_CATALOG_TYPE"
-ENV_CATALOG_URI: Final = "ICEGATE_CATALOG_URI"
-ENV_CATALOG_NAME: Final = "ICEGATE_CATALOG_NAME"
 ENV_WAREHOUSE: Final = "ICEGATE_WAREHOUSE"
 ENV_NAMESPACE: Final = "ICEGATE_NAMESPACE"
 #: The parser's size limits (``icegate.settings.Limits``), which CDK derives from the functions' memory.

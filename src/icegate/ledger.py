@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 
+from icegate.dimensions import QUALITY_DIMENSIONS
 from icegate.lake.ledger import (
     COLUMN_NAMES,
     LEDGER_TABLE,
@@ -33,7 +34,6 @@ from icegate.lake.ledger import (
     where,
 )
 from icegate.payloads import PriorLoad
-from icegate.settings import QUALITY_DIMENSIONS
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog

@@ -30,9 +30,9 @@ import polars as pl
 from icegate import constants as c
 from icegate import ledger
 from icegate.datasets import NormalizeContext, detect_dataset, get_dataset
-from icegate.errors import FileTooLarge, NoValidRows, SourceNotFound, TransientError, UnknownDataset
+from icegate.errors import NoValidRows, SourceNotFound, TransientError, UnknownDataset
 from icegate.lake import SourceIdentity, build_catalog, find_loaded, load_batch
-from icegate.parse import parse_bytes
+from icegate.parse import check_size, parse_bytes
 from icegate.payloads import (
     MAX_MESSAGE_CHARS,
     DeadLettered,
@@ -193,11 +193,7 @@ def run_parse(
     source, info = resolve_source(job.source, storage)
     job = dataclasses.replace(job, source=source)
     dataset = detect_dataset(source.key)
-    # Refuse an oversized object before downloading it into memory.
-    if info.size > settings.limits.max_bytes:
-        raise FileTooLarge(
-            f"{info.size} bytes is over the limit of {settings.limits.max_bytes} (ICEGATE_MAX_BYTES)", file=source.uri
-        )
+    check_size(info.size, source.uri, settings.limits)  # before downloading it into memory
     # A rerun of content already loaded is answered from the ledger, before any parsing: an S3 object
     # version is immutable, so a loaded one is known before downloading it; other files by their hash.
     table = f"{settings.namespace}.{dataset.table}"

@@ -19,31 +19,9 @@ from typing import Any
 import polars as pl
 
 from icegate.datasets import Dataset, QualityContext
-from icegate.settings import QUALITY_DIMENSIONS
+from icegate.dimensions import DEFAULT_FLOORS, DEFAULT_WEIGHTS, QUALITY_DIMENSIONS, RULE_DIMENSIONS
 from icegate.validate import coerce_columns
 
-#: Default weights (points out of 100) from the product's source documents.
-DEFAULT_WEIGHTS: Mapping[str, float] = {
-    "completeness": 20,
-    "accuracy": 25,
-    "consistency": 20,
-    "timeliness": 10,
-    "uniqueness": 15,
-    "validity": 10,
-}
-#: Default floors (0–1): a dimension under its floor fails the gate whatever the weights and the score,
-#: so no dimension can collapse while the others carry the file over the threshold. Under 0.5, most of
-#: what the dimension measures is wrong — a broken export, a scraper looping on one page — while a
-#: working scrape sits far above (the samples score 0.83–1.0 on each). Timeliness has none: a backfill
-#: of last year's posts is stale by design and must still load.
-DEFAULT_FLOORS: Mapping[str, float] = {
-    "completeness": 0.5,
-    "accuracy": 0.5,
-    "consistency": 0.5,
-    "timeliness": 0.0,
-    "uniqueness": 0.5,
-    "validity": 0.5,
-}
 _FILE_STAMP = re.compile(r"(?<!\d)(20\d{2})(\d{2})(\d{2})(?:[_T-]?\d{6})?(?!\d)")
 
 
@@ -131,7 +109,7 @@ def score_batch(
     stamp = file_stamp(file)
     context = QualityContext(reference_date=stamp or upload_date, upload_date=upload_date)
 
-    rule_checks: dict[str, list[CheckResult]] = {"accuracy": [], "consistency": [], "timeliness": []}
+    rule_checks: dict[str, list[CheckResult]] = {name: [] for name in RULE_DIMENSIONS}
     # Every rule in one pass over every row read: polars evaluates the expressions side by side.
     outcomes = _rows_read(valid, rejected, dataset).select(
         rule.expression(context).alias(str(i)) for i, rule in enumerate(dataset.quality_rules)

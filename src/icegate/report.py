@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from icegate.dimensions import QUALITY_DIMENSIONS
 from icegate.lake.ledger import SCORE_COLUMN_PREFIX
-from icegate.settings import QUALITY_DIMENSIONS
 from icegate.storage import Storage, is_s3, join, split_s3
 
 if TYPE_CHECKING:

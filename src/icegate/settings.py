@@ -16,14 +16,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import phonenumbers
-
 from icegate.constants import CATALOG_DB, ENV_PREFIX, WAREHOUSE_PREFIX
+from icegate.dimensions import QUALITY_DIMENSIONS
 from icegate.sizing import DEFAULT_MAX_INPUT_BYTES
 
 MiB = 1024 * 1024
-
-QUALITY_DIMENSIONS = ("completeness", "accuracy", "consistency", "timeliness", "uniqueness", "validity")
 
 
 @dataclass(frozen=True)
@@ -77,6 +74,8 @@ class Settings:
     phone_region: str = "US"
 
     def __post_init__(self) -> None:
+        import phonenumbers  # here: its 70 ms import is not paid by `icegate --help`
+
         if self.phone_region not in phonenumbers.SUPPORTED_REGIONS:
             raise ValueError(
                 f"{ENV_PREFIX}PHONE_REGION={self.phone_region!r} is not a region phonenumbers knows; "
@@ -183,7 +182,7 @@ class Settings:
 
 def known_variables() -> frozenset[str]:
     """Every ``ICEGATE_*`` variable :meth:`Settings.from_env` reads."""
-    # Imported here: the dataset contracts import this module (for the dimension names).
+    # Imported here: the dataset contracts import polars, which `icegate --help` must not pay for.
     from icegate.datasets import all_datasets
 
     names = {f.name.upper() for f in fields(Settings) if f.name not in _COMPOSITE_FIELDS} | {"CATALOG_PROPERTIES"}

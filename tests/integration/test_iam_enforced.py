@@ -258,8 +258,8 @@ def _race_once(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     real_plan_load = commit_module.plan_load
     rival_inserted: list[int] = []
 
-    def plan_then_lose_the_race(table: Any, dataset: Any, incoming: pl.DataFrame) -> Any:
-        plan = real_plan_load(table, dataset, incoming)
+    def plan_then_lose_the_race(table: Any, dataset: Any, incoming: pl.DataFrame, ordering: str | None) -> Any:
+        plan = real_plan_load(table, dataset, incoming, ordering)
         if not rival_inserted:
             rival_inserted.append(-1)  # the rival's own load plans through here too
             rival = incoming.drop(ROW_INDEX).head(5).select(dataset.column_names)
@@ -328,6 +328,7 @@ def test_maintain_runs_with_the_loader_grants_and_deletes_what_it_reports(deploy
             expire_older_than=timedelta(0),
             retain_last=1,
             orphans_older_than=timedelta(0),
+            force=True,  # no load is running, so orphans of any age are safe to remove
         )
 
     # THEN it compacted and expired, and the files it says it deleted are gone from S3
@@ -397,4 +398,5 @@ def test_without_delete_maintain_fails_instead_of_reporting_deletes(deployed: De
             expire_older_than=timedelta(0),
             retain_last=1,
             orphans_older_than=timedelta(0),
+            force=True,  # no load is running, so orphans of any age are safe to remove
         )

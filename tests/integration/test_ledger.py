@@ -13,12 +13,13 @@ from click.testing import CliRunner, Result
 
 from icegate import pipeline
 from icegate.cli import main
+from icegate.dimensions import QUALITY_DIMENSIONS
 from icegate.lake import build_catalog
 from icegate.lake import ledger as lake_ledger
 from icegate.lake.ledger import LEDGER_TABLE, append_rows
 from icegate.payloads import SourceObject
 from icegate.pipeline import LocalRunner
-from icegate.settings import QUALITY_DIMENSIONS, Settings
+from icegate.settings import Settings
 from tests.conftest import SAMPLES
 from tests.ledger_support import ledger_rows, posts_csv, write_posts
 

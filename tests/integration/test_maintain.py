@@ -51,7 +51,9 @@ def test_maintain_compacts_and_expires_and_reruns_are_still_recognised(
 
 
 def test_maintain_names_a_missing_table(lake: Path, settings: Settings) -> None:
+    # GIVEN a lake whose catalog exists but holds no such table
     lake.mkdir()
+    build_catalog(settings).create_namespace_if_not_exists(settings.namespace)
     result = CliRunner().invoke(main, ["maintain", "nosuch", "--lake", str(lake)])
     assert result.exit_code == 1
     assert "no table instagram_db.nosuch in the catalog" in result.output

@@ -14,8 +14,8 @@ import pytest
 import icegate.datasets as datasets_package
 from icegate.datasets import Column, Dataset, NormalizeContext, all_datasets, detect_dataset, get_dataset
 from icegate.datasets import _normalizers as normalizers
+from icegate.dimensions import QUALITY_DIMENSIONS
 from icegate.errors import UnknownDataset
-from icegate.settings import QUALITY_DIMENSIONS
 
 #: What the loader adds to every row; a contract must not claim these names.
 LINEAGE_COLUMNS = ("ingested_at", "source_file", "source_version", "run_id")

@@ -17,16 +17,14 @@ import pyarrow as pa
 import pytest
 
 from icegate.datasets import Dataset, all_datasets, get_dataset
+from icegate.dimensions import DEFAULT_FLOORS, DEFAULT_WEIGHTS, QUALITY_DIMENSIONS
 from icegate.quality import (
-    DEFAULT_FLOORS,
-    DEFAULT_WEIGHTS,
     QualityReport,
     file_stamp,
     resolve_floors,
     resolve_weights,
     score_batch,
 )
-from icegate.settings import QUALITY_DIMENSIONS
 from icegate.validate import FAILED_CHECKS, ROW_NUMBER, validate_table
 from tests.garbage import garbage_posts_rows
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Literal
 
 import polars as pl
 
-from icegate.settings import QUALITY_DIMENSIONS
+from icegate.dimensions import QUALITY_DIMENSIONS, RuleDimension
 from icegate.trend import TrendGate
 
 if TYPE_CHECKING:
@@ -23,7 +23,6 @@ ColumnType = Literal["string", "long", "date"]
 POLARS_TYPES: Mapping[ColumnType, pl.DataType] = {"string": pl.String(), "long": pl.Int64(), "date": pl.Date()}
 #: How a load merges into the table: skip stored keys, replace them (latest wins), or add every row.
 MergeStrategy = Literal["insert_new", "upsert", "append"]
-Dimension = Literal["accuracy", "consistency", "timeliness"]
 #: Partition transforms a contract may use (pyiceberg writes all of these without extras).
 Transform = Literal["identity", "year", "month", "day"]
 
@@ -75,7 +74,7 @@ class QualityRule:
     """
 
     name: str
-    dimension: Dimension
+    dimension: RuleDimension
     expression: Callable[[QualityContext], pl.Expr]
 
 
@@ -96,7 +95,7 @@ class Dataset:
     quality_threshold: float = 70.0
     #: Per-dimension weights replacing the defaults (0–100 scale, any subset).
     quality_weights: Mapping[str, float] = field(default_factory=dict)
-    #: Per-dimension minimum scores (0–1) replacing ``icegate.quality.DEFAULT_FLOORS`` (any subset; 0
+    #: Per-dimension minimum scores (0–1) replacing ``icegate.dimensions.DEFAULT_FLOORS`` (any subset; 0
     #: disables one); any dimension under its floor fails the gate whatever the score.
     quality_floors: Mapping[str, float] = field(default_factory=dict)
     quality_rules: tuple[QualityRule, ...] = ()

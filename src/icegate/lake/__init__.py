@@ -12,7 +12,6 @@ from __future__ import annotations
 from icegate.lake.catalog import (
     LINEAGE_COLUMNS,
     TABLE_PROPERTIES,
-    arrow_schema,
     build_catalog,
     ensure_table,
     iceberg_schema,
@@ -38,7 +37,6 @@ __all__ = [
     "MARKER_VERSION",
     "TABLE_PROPERTIES",
     "SourceIdentity",
-    "arrow_schema",
     "build_catalog",
     "dedupe_in_file",
     "ensure_table",

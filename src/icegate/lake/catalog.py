@@ -30,7 +30,6 @@ LINEAGE_COLUMNS: tuple[tuple[str, IcebergType, pa.DataType], ...] = (
     ("run_id", StringType(), pa.large_string()),
 )
 _ICEBERG_TYPES: dict[str, IcebergType] = {"string": StringType(), "long": LongType(), "date": DateType()}
-_ARROW_TYPES: dict[str, pa.DataType] = {"string": pa.large_string(), "long": pa.int64(), "date": pa.date32()}
 _TRANSFORMS: dict[str, Callable[[], Transform[Any, Any]]] = {
     "identity": IdentityTransform,
     "year": YearTransform,
@@ -98,12 +97,6 @@ def iceberg_schema(dataset: Dataset) -> Schema:
     return Schema(
         *(NestedField(i, name, t, required=False) for i, (name, t) in enumerate(columns, start=1)),
     )
-
-
-def arrow_schema(dataset: Dataset) -> pa.Schema:
-    fields = [pa.field(c.name, _ARROW_TYPES[c.type]) for c in dataset.columns]
-    fields += [pa.field(name, arrow_type) for name, _, arrow_type in LINEAGE_COLUMNS]
-    return pa.schema(fields)
 
 
 def partition_spec(dataset: Dataset, schema: Schema) -> PartitionSpec:

@@ -30,6 +30,7 @@ from pyiceberg.types import (
 )
 from sqlalchemy.exc import DBAPIError
 
+from icegate.dimensions import QUALITY_DIMENSIONS
 from icegate.lake.catalog import TABLE_PROPERTIES
 from icegate.lake.commit import is_contention
 from icegate.lake.markers import LEDGER_PREFIX, MARKER_FILE, MARKER_RUN, MARKER_SHA256, MARKER_VERSION, loaded_snapshots
@@ -75,12 +76,7 @@ _COLUMNS: tuple[tuple[str, IcebergType | str, str], ...] = (
     ("rows_duplicate_in_file", _LONG, "rows dropped for a later row of the same key in the file"),
     ("quality_score", _DOUBLE, "0–100"),
     ("quality_threshold", _DOUBLE, "the gate's threshold"),
-    ("score_completeness", _DOUBLE, "0–1"),
-    ("score_accuracy", _DOUBLE, "0–1"),
-    ("score_consistency", _DOUBLE, "0–1"),
-    ("score_timeliness", _DOUBLE, "0–1"),
-    ("score_uniqueness", _DOUBLE, "0–1"),
-    ("score_validity", _DOUBLE, "0–1"),
+    *((f"score_{name}", _DOUBLE, f"{name}, 0–1") for name in QUALITY_DIMENSIONS),
     ("failed_checks", "map<string,long>", "schema check → rows it rejected"),
     ("quality_checks", "map<string,long>", "dimension/quality check → rows it cost points on"),
     ("snapshot_id", _LONG, "the data snapshot the file went into (loaded, already_loaded)"),

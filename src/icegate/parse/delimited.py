@@ -1,0 +1,194 @@
+"""CSV and TSV: pyarrow's multi-threaded reader, every field a string, with the errors Python's csv hides.
+
+Python's csv module silently accepts NUL bytes and swallows an unterminated quote into one field;
+this reader refuses both, and names the line of a row with the wrong number of fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final, NoReturn
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+
+from icegate.errors import EmptyFile, MalformedFile
+from icegate.parse.limits import check_limits
+from icegate.parse.text import line_at, to_utf8
+from icegate.settings import Limits
+
+#: Big enough for pyarrow to parse ~175 MB on two cores in parallel, small enough to split the work.
+_CSV_BLOCK_SIZE: Final = 4 * 1024 * 1024
+#: The reader gives up listing rows with the wrong number of fields after this many.
+_MAX_INVALID_ROWS: Final = 100
+
+
+class _InvalidRows:
+    """``invalid_row_handler`` for pyarrow: skips blank lines, remembers rows of the wrong width."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, int, str]] = []
+
+    def __call__(self, row: Any) -> str:
+        if not row.text.strip():
+            return "skip"  # a line of spaces is a blank line too
+        self.rows.append((row.expected_columns, row.actual_columns, row.text))
+        return "error" if len(self.rows) >= _MAX_INVALID_ROWS else "skip"
+
+
+def decode_csv(
+    data: bytes, file: str, *, limits: Limits, delimiter: str = ",", encoding: str | None = None
+) -> pa.Table:
+    """Every field of a delimited text file as a string, under the header row's names.
+
+    Quoted fields may hold delimiters, doubled quotes and line breaks; blank lines are skipped;
+    empty fields stay empty strings (:func:`map_columns` turns them into nulls).
+    """
+    text = to_utf8(data, file, encoding)
+    if not text or text.isspace():
+        raise EmptyFile("the file is empty: no header row and no data", file=file)
+    names = _csv_header(text, file, delimiter)
+    if len(names) > limits.max_columns:
+        raise MalformedFile(
+            f"the header has {len(names):,} columns; the limit is {limits.max_columns:,} (ICEGATE_MAX_COLUMNS). "
+            "Check the delimiter, or drop unused columns",
+            file=file,
+            location="line 1",
+        )
+    invalid = _InvalidRows()
+    table = _read_csv(text, file, delimiter, names, invalid)
+    if invalid.rows:
+        _raise_invalid_row(text, file, delimiter, invalid.rows)
+    _refuse_unclosed_quote(text, table, file, delimiter)
+    check_limits(table, file, limits)
+    return table
+
+
+def _parse_options(delimiter: str, handler: Callable[[Any], str]) -> Any:
+    return pa_csv.ParseOptions(
+        delimiter=delimiter,
+        quote_char='"',
+        double_quote=True,
+        escape_char=False,
+        newlines_in_values=True,
+        ignore_empty_lines=True,
+        invalid_row_handler=handler,
+    )
+
+
+def _csv_header(text: bytes, file: str, delimiter: str) -> list[str]:
+    """The header row's names as pyarrow will read them (duplicates kept), from the first block only."""
+    block = 1 << 20
+    while True:
+        try:
+            reader = pa_csv.open_csv(
+                pa.BufferReader(text),
+                read_options=pa_csv.ReadOptions(block_size=block, use_threads=False),
+                parse_options=_parse_options(delimiter, lambda row: "skip"),
+                convert_options=pa_csv.ConvertOptions(check_utf8=False),
+            )
+        except pa.ArrowInvalid as exc:
+            if "straddl" in str(exc) and block < len(text):
+                block *= 4
+                continue
+            raise _csv_error(exc, text, file) from None
+        names: list[str] = reader.schema.names
+        reader.close()
+        return names
+
+
+def _read_csv(text: bytes, file: str, delimiter: str, names: list[str], invalid: _InvalidRows) -> pa.Table:
+    convert = pa_csv.ConvertOptions(
+        column_types={n: pa.string() for n in names},
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
+        check_utf8=False,  # to_utf8 validated the whole file; fields are cut at ASCII bytes
+    )
+    block = _CSV_BLOCK_SIZE
+    while True:
+        try:
+            return pa_csv.read_csv(
+                pa.BufferReader(text),
+                read_options=pa_csv.ReadOptions(block_size=block, use_threads=True),
+                parse_options=_parse_options(delimiter, invalid),
+                convert_options=convert,
+            )
+        except pa.ArrowInvalid as exc:
+            if invalid.rows:
+                return pa.table({})  # reported by the caller, with the line
+            # A row longer than a block: read the file as one block (serial, still correct).
+            if "straddl" in str(exc) and block <= len(text):
+                block = len(text) + 1
+                continue
+            raise _csv_error(exc, text, file) from None
+
+
+def _csv_error(exc: Exception, text: bytes, file: str) -> MalformedFile:
+    message = str(exc)
+    if "Empty CSV file" in message:  # the text is not blank, yet pyarrow found no complete row
+        quote = text.find(b'"')
+        return MalformedFile(
+            "no complete header row: a quoted value opened here is never closed; close the quote",
+            file=file,
+            location=f"line {line_at(text, quote)}" if quote >= 0 else None,
+        )
+    return MalformedFile(f"the file cannot be read as delimited text: {message}", file=file)
+
+
+def _raise_invalid_row(text: bytes, file: str, delimiter: str, rows: list[tuple[int, int, str]]) -> NoReturn:
+    located = sorted(
+        ((_find_row(text, row_text), expected, actual, row_text) for expected, actual, row_text in rows),
+        key=lambda item: (item[0] is None, item[0] or 0),
+    )
+    offset, expected, actual, row_text = located[0]
+    shown = "a tab" if delimiter == "\t" else repr(delimiter)
+    hint = (
+        f"a value that contains {shown} must be quoted"
+        if actual > expected
+        else "a field is missing, or a quote opened in this row is never closed"
+        if '"' in row_text
+        else "a field is missing"
+    )
+    more = f" ({len(rows)}{'+' if len(rows) >= _MAX_INVALID_ROWS else ''} such rows)" if len(rows) > 1 else ""
+    preview = row_text if len(row_text) <= 80 else row_text[:77] + "..."
+    raise MalformedFile(
+        f"a row has {actual} fields but the header has {expected}{more}: {preview!r}; {hint}",
+        file=file,
+        location=f"line {line_at(text, offset)}" if offset is not None else None,
+    )
+
+
+def _find_row(text: bytes, row_text: str) -> int | None:
+    """Byte offset where a whole row with exactly this raw text starts, or None."""
+    needle = row_text.encode("utf-8")
+    at = text.find(needle)
+    while at >= 0:
+        end = at + len(needle)
+        starts_line = at == 0 or text[at - 1] in b"\r\n"
+        ends_line = end == len(text) or text[end] in b"\r\n"
+        if starts_line and ends_line:
+            return at
+        at = text.find(needle, at + 1)
+    return None
+
+
+def _refuse_unclosed_quote(text: bytes, table: pa.Table, file: str, delimiter: str) -> None:
+    """pyarrow reads an unclosed quote in the last column to the end of the file without a word.
+
+    Then, and only then, the file ends with the opening quote plus the (re-escaped) last value,
+    and that quote starts a field.
+    """
+    if table.num_rows == 0 or table.num_columns == 0:
+        return
+    last = table.column(table.num_columns - 1)[-1].as_py()
+    tail = b'"' + last.replace('"', '""').encode("utf-8")
+    if not text.endswith(tail):
+        return
+    opening = len(text) - len(tail)
+    if opening == 0 or text[opening - 1] in (delimiter.encode() + b"\r\n"):
+        raise MalformedFile(
+            "a quoted value opened here is never closed, so the rest of the file was read into it; "
+            'close the quote (a quote inside a quoted value is written twice: "")',
+            file=file,
+            location=f"line {line_at(text, opening)}",
+        )

@@ -1,0 +1,100 @@
+"""Header mapping: source headers onto the contract's columns, values trimmed, empty -> null, normalised."""
+
+from __future__ import annotations
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+from typing import Final
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from icegate.datasets import Column, Dataset, NormalizeContext
+from icegate.errors import SchemaMismatch
+
+#: From this many rows on, columns are cleaned in parallel.
+_PARALLEL_ROWS: Final = 100_000
+_CAMEL_LOWER_UPPER: Final = re.compile(r"([a-z0-9])([A-Z])")
+_CAMEL_ACRONYM: Final = re.compile(r"([A-Z]+)([A-Z][a-z])")
+_NOT_WORD: Final = re.compile(r"[\W_]+")
+
+
+def canonical_name(header: str) -> str:
+    """``" Posted Date"``, ``postedDate``, ``POSTED-DATE`` -> ``posted_date``."""
+    text = header.replace("\ufeff", "").strip()
+    text = _CAMEL_ACRONYM.sub(r"\1_\2", _CAMEL_LOWER_UPPER.sub(r"\1_\2", text))
+    return _NOT_WORD.sub("_", text.lower()).strip("_")
+
+
+def map_columns(
+    table: pa.Table,
+    dataset: Dataset,
+    *,
+    file: str,
+    normalize: NormalizeContext = NormalizeContext(),  # noqa: B008 - immutable
+) -> tuple[pa.Table, list[str]]:
+    """Rename source columns onto ``dataset``'s, trim values, empty -> null, apply its normalisers.
+
+    Returns the table in contract column order and the source headers that matched nothing.
+    """
+    spellings: dict[str, str] = {}
+    for column in dataset.columns:  # a column's own name wins over another column's alias
+        spellings.setdefault(canonical_name(column.name), column.name)
+    for column in dataset.columns:
+        for alias in column.aliases:
+            spellings.setdefault(canonical_name(alias), column.name)
+
+    found: dict[str, int] = {}
+    ignored: list[str] = []
+    headers = table.column_names
+    for index, header in enumerate(headers):
+        target = spellings.get(canonical_name(header))
+        if target is None:
+            ignored.append(header)
+        elif target in found:
+            first = found[target]
+            raise SchemaMismatch(
+                f"the headers {headers[first]!r} (column {first + 1}) and {header!r} (column {index + 1}) both "
+                f"mean column {target!r}; remove or rename one of them",
+                file=file,
+                location=f"column {target!r}",
+            )
+        else:
+            found[target] = index
+
+    missing = [c for c in dataset.columns if c.required and c.name not in found]
+    if missing:
+        accepted = "; ".join(f"{c.name}: {', '.join((c.name, *c.aliases))}" for c in missing)
+        raise SchemaMismatch(
+            f"required column(s) {', '.join(c.name for c in missing)} missing for dataset {dataset.name!r}; "
+            f"the header has {', '.join(map(repr, headers)) or 'no columns'}. "
+            f"Rename the header(s); accepted spellings (any case, spaces or underscores): {accepted}",
+            file=file,
+            location="header",
+        )
+
+    def prepared(column: Column) -> pa.ChunkedArray:
+        if column.name not in found:
+            return pa.chunked_array([pa.nulls(table.num_rows, pa.string())])
+        values = _clean(table.column(found[column.name]))
+        return column.normalizer(values, normalize) if column.normalizer else values
+
+    if table.num_rows < _PARALLEL_ROWS:
+        arrays = [prepared(column) for column in dataset.columns]
+    else:  # Arrow kernels release the GIL: clean columns side by side on all cores
+        with ThreadPoolExecutor(max_workers=pa.cpu_count()) as pool:
+            arrays = list(pool.map(prepared, dataset.columns))
+    return pa.table(arrays, names=list(dataset.column_names)), ignored
+
+
+def _clean(values: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Trim surrounding (Unicode) whitespace; an empty value becomes null (without another copy)."""
+    trimmed = pc.utf8_trim_whitespace(values)
+    return pa.chunked_array([_empty_to_null(chunk) for chunk in trimmed.chunks], type=trimmed.type)
+
+
+def _empty_to_null(chunk: pa.Array) -> pa.Array:
+    keep = pc.fill_null(pc.greater(pc.binary_length(chunk), 0), False)
+    if chunk.offset != 0 or keep.offset != 0:  # kernel output starts at 0; stay correct if not
+        return pc.if_else(keep, chunk, pa.scalar(None, chunk.type))
+    return pa.Array.from_buffers(chunk.type, len(chunk), [keep.buffers()[1], *chunk.buffers()[1:]])

@@ -1,0 +1,125 @@
+"""XLSX: the first worksheet through openpyxl (read-only, defusedxml), every cell as the text a user typed."""
+
+from __future__ import annotations
+
+import io
+import warnings
+import zipfile
+from collections.abc import Iterable
+from datetime import date, datetime, time
+from typing import Any
+
+import pyarrow as pa
+
+from icegate.errors import EmptyFile, FileTooLarge, MalformedFile
+from icegate.parse.limits import limited_table, too_many_rows
+from icegate.parse.text import OLE2_MAGIC
+from icegate.settings import Limits
+
+
+def decode_xlsx(data: bytes, file: str, *, limits: Limits) -> pa.Table:
+    """The first worksheet as strings; its first non-empty row is the header."""
+    if data.startswith(OLE2_MAGIC):
+        raise MalformedFile("the file is a legacy .xls workbook; save it as .xlsx (or CSV)", file=file)
+    _check_zip(data, file, limits)
+    import openpyxl  # imported here: a cold start pays for it only when a workbook arrives
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # style and data-validation warnings say nothing about the data
+            workbook = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+    except Exception as exc:  # openpyxl raises many kinds (KeyError, ValueError, XML errors) for a broken file
+        raise MalformedFile(f"the workbook cannot be opened ({type(exc).__name__}: {exc})", file=file) from None
+    try:
+        if not workbook.worksheets:
+            raise EmptyFile("the workbook has no worksheet", file=file)
+        sheet = workbook.worksheets[0]
+        sheet.reset_dimensions()  # a wrong <dimension> tag would otherwise cut rows short
+        return _sheet_table(sheet.iter_rows(values_only=True), file, limits)
+    except (EmptyFile, MalformedFile, FileTooLarge):
+        raise
+    except Exception as exc:  # a sheet part that is broken only shows while reading
+        raise MalformedFile(f"the worksheet cannot be read ({type(exc).__name__}: {exc})", file=file) from None
+    finally:
+        workbook.close()
+
+
+def _check_zip(data: bytes, file: str, limits: Limits) -> None:
+    """Refuse a zip whose members would expand past the cap (zipfile stops at the declared sizes)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            expanded = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise MalformedFile(
+            f"the file is not a valid .xlsx workbook (not a readable zip archive: {exc})", file=file
+        ) from None
+    if expanded > limits.max_uncompressed_bytes:
+        raise FileTooLarge(
+            f"the workbook expands to {expanded:,} bytes; the limit is {limits.max_uncompressed_bytes:,} "
+            "(ICEGATE_MAX_UNCOMPRESSED_BYTES). Export it as CSV, or split it",
+            file=file,
+        )
+
+
+def _sheet_table(rows: Iterable[tuple[Any, ...]], file: str, limits: Limits) -> pa.Table:
+    from openpyxl.utils import get_column_letter
+
+    header: list[str] | None = None
+    columns: list[list[str | None]] = []
+    count = 0
+    for number, row in enumerate(rows, start=1):
+        values = [_cell_text(value) for value in row]
+        while values and values[-1] is None:
+            values.pop()
+        if not any(v is not None and v.strip() for v in values):
+            continue
+        if header is None:
+            if len(values) > limits.max_columns:
+                raise MalformedFile(
+                    f"the header has {len(values):,} columns; the limit is {limits.max_columns:,} "
+                    "(ICEGATE_MAX_COLUMNS)",
+                    file=file,
+                    location=f"row {number}",
+                )
+            header = [v or "" for v in values]
+            columns = [[] for _ in header]
+            continue
+        if len(values) > len(header):
+            cell, last = get_column_letter(len(values)), get_column_letter(len(header))
+            raise MalformedFile(
+                f"cell {cell}{number} holds a value right of the last header (column {last}); "
+                "give that column a header or delete the cell",
+                file=file,
+                location=f"row {number}, column {cell}",
+            )
+        if count >= limits.max_rows:
+            raise too_many_rows(file, limits)
+        count += 1
+        values.extend([None] * (len(header) - len(values)))
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    if header is None:
+        raise EmptyFile("the first worksheet is empty", file=file)
+    return limited_table(header, columns, file, limits)
+
+
+def _cell_text(value: Any) -> str | None:
+    """A cell as the text a user typed: 123, 1.5, 2026-01-13, 2026-01-13T17:53:19, true."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value.is_integer():
+            return str(int(value))
+        # Excel keeps 15 significant digits; beyond them a double only carries binary noise.
+        return repr(float(f"{value:.15g}"))
+    if isinstance(value, datetime):
+        return value.date().isoformat() if value.time() == time(0) else value.isoformat()
+    if isinstance(value, (date, time)):
+        return value.isoformat()
+    return str(value)
