@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -43,13 +43,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Outcome = Literal["loaded", "already_loaded", "dead_lettered"]
-OUTCOMES: tuple[Outcome, ...] = ("loaded", "already_loaded", "dead_lettered")
 
 __all__ = [
     "COLUMN_NAMES",
     "LEDGER_TABLE",
-    "OUTCOMES",
     "RECORDED_BY_MAINTAIN",
     "find_prior_load",
     "history",

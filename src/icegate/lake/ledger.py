@@ -87,7 +87,6 @@ _COLUMNS: tuple[tuple[str, IcebergType | str, str], ...] = (
 )
 MAP_COLUMNS = {name for name, kind, _ in _COLUMNS if isinstance(kind, str)}
 COLUMN_NAMES = tuple(name for name, _, _ in _COLUMNS)
-COLUMN_DOCS = {name: doc for name, _, doc in _COLUMNS}
 SCORE_COLUMN_PREFIX = "score_"
 
 

@@ -79,10 +79,3 @@ def find_marker(table: Table, sha256: str) -> tuple[int, dict[str, str]] | None:
             f"could not read the ledger to tell whether this content was loaded before ({exc}); retry"
         ) from exc
     return (snapshot_id, {}) if snapshot_id is not None else None
-
-
-def ledger_entries(table: Table, snapshot_ids: set[int]) -> dict[str, str]:
-    """Table properties that keep the markers of these snapshots once they are expired."""
-    return {
-        LEDGER_PREFIX + props[MARKER_SHA256]: str(sid) for sid, props in loaded_snapshots(table) if sid in snapshot_ids
-    }
