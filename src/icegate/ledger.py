@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from icegate.constants import LEDGER_TABLE
 from icegate.dimensions import QUALITY_DIMENSIONS
 from icegate.lake.ledger import (
     COLUMN_NAMES,
-    LEDGER_TABLE,
     RECORDED_BY_MAINTAIN,
     SCORE_COLUMN_PREFIX,
     append_rows,

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from icegate.constants import REPORTS_PREFIX
 from icegate.dimensions import QUALITY_DIMENSIONS
 from icegate.lake.ledger import SCORE_COLUMN_PREFIX
 from icegate.storage import Storage, is_s3, join, split_s3
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Where the cloud keeps the latest report (under the lake root), rewritten after each load.
-REPORTS_PREFIX = "reports"
 REPORT_NAME = "icegate-report.html"
 #: The per-file table shows this many newest outcomes (the charts use every row).
 MAX_FILES = 2000

@@ -9,8 +9,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from icegate.constants import REPORTS_PREFIX
 from icegate.lake.ledger import LEDGER_TABLE
-from icegate.report import REPORT_NAME, REPORTS_PREFIX
+from icegate.report import REPORT_NAME
 from tests.integration.sfn_support import LAKE, CloudPipeline, running_pipeline
 
 POSTS_CSV = "post_results_20260113_175319.csv"

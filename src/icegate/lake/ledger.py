@@ -30,6 +30,7 @@ from pyiceberg.types import (
 )
 from sqlalchemy.exc import DBAPIError
 
+from icegate.constants import LEDGER_TABLE
 from icegate.dimensions import QUALITY_DIMENSIONS
 from icegate.lake.catalog import TABLE_PROPERTIES
 from icegate.lake.commit import is_contention
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
     from pyiceberg.table import Table
 
-LEDGER_TABLE = "icegate_loads"
 #: ``recorded_by`` of a row rebuilt from a snapshot marker (lost ledger write, expiry, migration).
 RECORDED_BY_MAINTAIN = "maintain"
 #: Snapshot-summary key of a ledger commit: how many rows it recorded.
