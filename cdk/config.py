@@ -87,6 +87,9 @@ class PipelineConfig:
     namespace: str = "instagram_db"
     functions: Mapping[str, FunctionSettings] = field(default_factory=lambda: DEFAULT_FUNCTIONS)
     processing_expiry_days: int = 7
+    #: Days a deleted or overwritten object under the lake's warehouse/ and dlq/ stays restorable (as a
+    #: noncurrent version) before lifecycle removes it for good.
+    noncurrent_version_expiry_days: int = 7
     log_retention_days: int = 30
     lambda_architecture: str = "x86_64"
     #: Generous on purpose: with retries a run can legitimately take hours (the loader alone may run
@@ -123,6 +126,7 @@ class PipelineConfig:
         if self.lambda_architecture not in ("x86_64", "arm64"):
             raise ValueError(f"context 'lambda_architecture' must be x86_64 or arm64: {self.lambda_architecture!r}")
         _check_range("processing_expiry_days", self.processing_expiry_days, 1, 3650)
+        _check_range("noncurrent_version_expiry_days", self.noncurrent_version_expiry_days, 1, 3650)
         _check_range("execution_timeout_minutes", self.execution_timeout_minutes, 1, 525_600)
         # EventBridge's own limits for a target's retry policy.
         _check_range("event_max_age_hours", self.event_max_age_hours, 1, 24)

@@ -42,6 +42,7 @@ class PipelineStack(Stack):
             lake_bucket_name=self.config.lake_bucket_name,
             import_lake=self.config.import_lake,
             processing_expiry_days=self.config.processing_expiry_days,
+            noncurrent_expiry_days=self.config.noncurrent_version_expiry_days,
         )
 
     def _build_catalog(self) -> CatalogConstruct:

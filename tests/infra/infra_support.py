@@ -35,6 +35,7 @@ IMPORTED_CONTEXT: Mapping[str, Any] = {
     "lake_bucket_name": "icegate-lake-test",
     "namespace": "instagram_db",
     "processing_expiry_days": 5,
+    "noncurrent_version_expiry_days": 3,
     "log_retention_days": 14,
     "functions": {"load": {"memory_mb": 4096, "timeout_seconds": 600}},
     "alarms": {"topic_arn": "arn:aws:sns:eu-west-1:123456789012:icegate-alarms"},
