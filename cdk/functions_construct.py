@@ -54,7 +54,7 @@ _DELETE = ("s3:DeleteObject",)
 #: and never creates the database: the stack does). tests/integration/test_iam_enforced.py runs on exactly these.
 _GLUE_TABLE_ACTIONS = ("glue:GetDatabase", "glue:GetTable", "glue:CreateTable", "glue:UpdateTable")
 
-_ARCHITECTURES = {
+ARCHITECTURES = {
     "x86_64": (lambda_.Architecture.X86_64, ecr_assets.Platform.LINUX_AMD64),
     "arm64": (lambda_.Architecture.ARM_64, ecr_assets.Platform.LINUX_ARM64),
 }
@@ -118,9 +118,10 @@ class FunctionsConstruct(Construct):
         super().__init__(scope, construct_id)
         self._storage = storage
         self._catalog = catalog
-        lambda_architecture, platform = _ARCHITECTURES[architecture]
+        lambda_architecture, platform = ARCHITECTURES[architecture]
         lake = storage.lake_bucket.bucket_name
-        environment = {
+        #: What every function of the deployment reads (icegate.settings); the maintainer gets it too.
+        self.environment = environment = {
             ENV_LAKE_ROOT: f"s3://{lake}",
             ENV_CATALOG_TYPE: "glue",
             ENV_WAREHOUSE: f"s3://{lake}/{WAREHOUSE_PREFIX}",

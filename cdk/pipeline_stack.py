@@ -10,6 +10,7 @@ from constructs import Construct
 from cdk.catalog_construct import CatalogConstruct
 from cdk.config import PipelineConfig
 from cdk.functions_construct import FunctionsConstruct, retention
+from cdk.maintenance_construct import MaintenanceConstruct
 from cdk.monitoring_construct import MonitoringConstruct
 from cdk.state_machine_construct import StateMachineConstruct
 from cdk.storage_construct import StorageConstruct
@@ -31,6 +32,7 @@ class PipelineStack(Stack):
         self.pipeline = self._build_state_machine()
         self.trigger = self._build_trigger()
         self.monitoring = self._build_monitoring()
+        self.maintenance = self._build_maintenance()
         self._build_outputs()
 
     def _build_storage(self) -> StorageConstruct:
@@ -96,6 +98,18 @@ class PipelineStack(Stack):
             settings=self.config.alarms,
         )
 
+    def _build_maintenance(self) -> MaintenanceConstruct:
+        return MaintenanceConstruct(
+            self,
+            "Maintenance",
+            storage=self.storage,
+            catalog=self.catalog,
+            settings=self.config.maintenance,
+            environment=self.functions.environment,
+            architecture=self.config.lambda_architecture,
+            log_retention_days=self.config.log_retention_days,
+        )
+
     def _build_outputs(self) -> None:
         CfnOutput(self, "LakeBucketName", value=self.storage.lake_bucket.bucket_name)
         CfnOutput(
@@ -116,5 +130,11 @@ class PipelineStack(Stack):
             "LoaderRoleArn",
             value=self.functions.roles[LOAD].role_arn,
             description="The role that calls Glue: grant it Lake Formation permissions where those govern the catalog",
+        )
+        CfnOutput(
+            self,
+            "MaintainerRoleArn",
+            value=self.maintenance.role.role_arn,
+            description="The scheduled maintainer also calls Glue: grant it Lake Formation permissions like the loader",
         )
         CfnOutput(self, "UndeliveredEventsQueueUrl", value=self.trigger.dead_letter_queue.queue_url)

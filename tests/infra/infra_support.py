@@ -86,6 +86,18 @@ class Synth:
                 found[stage_of_handler[command[0]]] = logical_id
         return found
 
+    @cached_property
+    def maintainer(self) -> str:
+        """Logical id of the scheduled maintainer's Lambda, found by its handler in the image CMD."""
+        from icegate.constants import MAINTAIN, UPKEEP_HANDLERS
+
+        (found,) = [
+            logical_id
+            for logical_id, resource in self.resources("AWS::Lambda::Function").items()
+            if resource["Properties"].get("ImageConfig", {}).get("Command", [None])[0] == UPKEEP_HANDLERS[MAINTAIN]
+        ]
+        return found
+
     def role_statements(self, role_logical_id: str) -> list[dict[str, Any]]:
         """Every statement of every policy attached to a role, with actions and resources as lists of text."""
         statements = []

@@ -62,6 +62,8 @@ class Definition:
     buckets: dict[str, str]
     #: The EventBridge rule target's InputTransformer: S3 event -> execution input.
     input_transformer: dict[str, Any]
+    #: Every statement of the scheduled maintainer's role, rendered like ``statements``.
+    maintainer_statements: list[dict[str, Any]] = field(default_factory=list)
 
 
 @cache
@@ -85,6 +87,9 @@ def synthesised_definition() -> Definition:
             statements={stage: synth.function_statements(stage) for stage in synth.functions_by_stage},
             buckets=buckets,
             input_transformer=synth.input_transformer,
+            maintainer_statements=synth.role_statements(
+                synth.doc["Resources"][synth.maintainer]["Properties"]["Role"]["Fn::GetAtt"][0]
+            ),
         )
 
 

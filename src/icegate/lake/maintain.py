@@ -51,6 +51,41 @@ class UnsafeOrphanAge(ValueError):
     """An orphan age so short that removal could delete a running load's uncommitted files."""
 
 
+class MaintenanceIncomplete(RuntimeError):
+    """Some tables of a namespace could not be maintained; the others were, and their reports are kept."""
+
+    def __init__(self, reports: list[MaintenanceReport], failures: dict[str, str]) -> None:
+        self.reports = reports
+        self.failures = failures
+        named = "; ".join(f"{table}: {reason}" for table, reason in sorted(failures.items()))
+        super().__init__(f"maintenance failed for {len(failures)} of {len(failures) + len(reports)} tables: {named}")
+
+
+@dataclass(frozen=True)
+class MaintenanceRequest:
+    """What a scheduled run does to every table of a namespace (the maintainer Lambda's event)."""
+
+    expire_after_days: int = 7
+    retain_last: int = 10
+    #: ``None`` keeps orphans; below :data:`MIN_ORPHAN_AGE` is refused (no ``force`` on a schedule: loads run).
+    orphan_after_days: int | None = 3
+    compact_files: bool = True
+
+    def __post_init__(self) -> None:
+        if self.expire_after_days < 0 or self.retain_last < 1:
+            raise ValueError(
+                f"expire_after_days must be >= 0 and retain_last >= 1, got {self.expire_after_days}, {self.retain_last}"
+            )
+
+    @classmethod
+    def from_dict(cls, event: dict[str, Any]) -> MaintenanceRequest:
+        known = {f: event[f] for f in cls.__dataclass_fields__ if f in event}
+        unknown = set(event) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown maintenance settings {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+        return cls(**known)
+
+
 @dataclass(frozen=True)
 class MaintenanceReport:
     table: str
@@ -95,6 +130,38 @@ def maintain(
         else 0
     )
     return MaintenanceReport(".".join(identifier), compacted, written, expired, deleted, orphans)
+
+
+def maintain_namespace(catalog: Catalog, namespace: str, request: MaintenanceRequest) -> list[MaintenanceReport]:
+    """:func:`maintain` every table of ``namespace``, one after the other; one table's failure spares the rest.
+
+    Raises :class:`MaintenanceIncomplete` after the last table when any failed, so a scheduled run that
+    left a table unmaintained fails visibly (alarm, retry) instead of reporting success.
+    """
+    orphan_age = None if request.orphan_after_days is None else timedelta(days=request.orphan_after_days)
+    if orphan_age is not None and orphan_age < MIN_ORPHAN_AGE:
+        # Checked before any table is touched: a schedule runs while loads run, so there is no ``force``.
+        raise UnsafeOrphanAge(f"orphan_after_days must be at least {_days(MIN_ORPHAN_AGE)} on a schedule")
+    reports: list[MaintenanceReport] = []
+    failures: dict[str, str] = {}
+    for identifier in sorted(catalog.list_tables(namespace)):
+        table = (identifier[0], identifier[-1])
+        try:
+            reports.append(
+                maintain(
+                    catalog,
+                    table,
+                    expire_older_than=timedelta(days=request.expire_after_days),
+                    retain_last=request.retain_last,
+                    compact_files=request.compact_files,
+                    orphans_older_than=orphan_age,
+                )
+            )
+        except Exception as exc:  # any cause (a lost race, AccessDenied, a bad file) must spare the other tables
+            failures[".".join(table)] = f"{type(exc).__name__}: {exc}"
+    if failures:
+        raise MaintenanceIncomplete(reports, failures)
+    return reports
 
 
 def compact(catalog: Catalog, identifier: tuple[str, str], *, min_files: int = 2) -> tuple[int, int]:
