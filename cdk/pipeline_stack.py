@@ -7,6 +7,7 @@ from typing import Any
 from aws_cdk import CfnOutput, Duration, Stack
 from constructs import Construct
 
+from cdk.backfill_construct import BackfillConstruct
 from cdk.catalog_construct import CatalogConstruct
 from cdk.config import PipelineConfig
 from cdk.functions_construct import FunctionsConstruct, retention
@@ -33,6 +34,7 @@ class PipelineStack(Stack):
         self.trigger = self._build_trigger()
         self.monitoring = self._build_monitoring()
         self.maintenance = self._build_maintenance()
+        self.backfill = self._build_backfill()
         self._build_outputs()
 
     def _build_storage(self) -> StorageConstruct:
@@ -110,6 +112,19 @@ class PipelineStack(Stack):
             log_retention_days=self.config.log_retention_days,
         )
 
+    def _build_backfill(self) -> BackfillConstruct:
+        return BackfillConstruct(
+            self,
+            "Backfill",
+            landing_buckets=self.storage.landing_buckets,
+            lake_bucket=self.storage.lake_bucket,
+            ingestion=self.pipeline.state_machine,
+            settings=self.config.backfill,
+            log_retention=retention(self.config.log_retention_days),
+            # A backfill of months of files runs for a long time; a Standard execution may run a year.
+            timeout=Duration.days(7),
+        )
+
     def _build_outputs(self) -> None:
         CfnOutput(self, "LakeBucketName", value=self.storage.lake_bucket.bucket_name)
         CfnOutput(
@@ -118,6 +133,12 @@ class PipelineStack(Stack):
             value=",".join(bucket.bucket_name for bucket in self.storage.landing_buckets),
         )
         CfnOutput(self, "StateMachineArn", value=self.pipeline.state_machine.state_machine_arn)
+        CfnOutput(
+            self,
+            "BackfillStateMachineArn",
+            value=self.backfill.state_machine.state_machine_arn,
+            description='Start with --input \'{"bucket": "<landing bucket>", "prefix": "<optional prefix>"}\'',
+        )
         CfnOutput(self, "GlueDatabaseName", value=self.catalog.database_name)
         CfnOutput(
             self,

@@ -39,6 +39,8 @@ SUPPORTED_SUFFIXES: Final = (".csv", ".tsv", ".xlsx", ".json", ".ndjson", ".json
 PROCESSING_PREFIX: Final = "processing"
 WAREHOUSE_PREFIX: Final = "warehouse"
 DLQ_PREFIX: Final = "dlq"
+#: Where the backfill state machine's ResultWriter puts each run's results (in the lake bucket).
+BACKFILL_RESULTS_PREFIX: Final = "backfill-results"
 LANDING_PREFIX: Final = "landing"
 #: The embedded SQLite catalog, directly under a local lake root.
 CATALOG_DB: Final = "catalog.db"
