@@ -85,6 +85,9 @@ class MaintenanceSettings:
     retain_last: int = 10
     #: Unreferenced files older than this are deleted (never below a day: loads write before they commit).
     orphan_after_days: int = 3
+    #: Compaction merges small files into files of this size; loads write each table's own
+    #: ``write.target-file-size-bytes`` (128 MB when icegate created the table): keep the two equal.
+    target_file_size_mb: int = 128
     #: Compaction holds a partition's small files in memory (and writes files of the target size).
     memory_mb: int = 4096
     timeout_seconds: int = 900
@@ -97,6 +100,7 @@ class MaintenanceSettings:
         _check_range("maintenance.expire_after_days", self.expire_after_days, 0, 3650)
         _check_range("maintenance.retain_last", self.retain_last, 1, 10_000)
         _check_range("maintenance.orphan_after_days", self.orphan_after_days, MIN_ORPHAN_DAYS, 3650)
+        _check_range("maintenance.target_file_size_mb", self.target_file_size_mb, 1, 10_240)
         _check_range("maintenance.memory_mb", self.memory_mb, *_MEMORY_RANGE)
         _check_range("maintenance.timeout_seconds", self.timeout_seconds, *_TIMEOUT_RANGE)
 
@@ -106,6 +110,7 @@ class MaintenanceSettings:
             "expire_after_days": self.expire_after_days,
             "retain_last": self.retain_last,
             "orphan_after_days": self.orphan_after_days,
+            "target_file_size_bytes": self.target_file_size_mb * 1024 * 1024,
         }
 
 

@@ -36,6 +36,7 @@ def test_the_schedule_invokes_the_maintainer_with_the_configured_request(any_syn
         expire_after_days=settings.expire_after_days,
         retain_last=settings.retain_last,
         orphan_after_days=settings.orphan_after_days,
+        target_file_size_bytes=settings.target_file_size_mb * 1024 * 1024,
     )
     # AND the scheduler's own role may invoke only the maintainer (and its versions)
     statements = any_synth.role_statements(schedule["Target"]["RoleArn"]["Fn::GetAtt"][0])
@@ -51,7 +52,13 @@ def test_context_sets_the_schedule_ages_and_the_maintainer_size(tmp_path: Any) -
         {
             **IMPORTED_CONTEXT,
             "maintenance": json.dumps(
-                {"schedule": "rate(6 hours)", "expire_after_days": "2", "orphan_after_days": 1, "memory_mb": 6144}
+                {
+                    "schedule": "rate(6 hours)",
+                    "expire_after_days": "2",
+                    "orphan_after_days": 1,
+                    "target_file_size_mb": 256,
+                    "memory_mb": 6144,
+                }
             ),
         },
         tmp_path,
@@ -65,6 +72,7 @@ def test_context_sets_the_schedule_ages_and_the_maintainer_size(tmp_path: Any) -
         "expire_after_days": 2,
         "retain_last": MaintenanceSettings().retain_last,
         "orphan_after_days": 1,
+        "target_file_size_bytes": 256 * 1024 * 1024,
     }
     assert function["MemorySize"] == 6144
     assert function["Timeout"] == MaintenanceSettings().timeout_seconds
