@@ -5,11 +5,13 @@ cron is UTC only), its own retry policy on delivery, and it is the service AWS d
 needs no rule on the default bus beside the trigger's.
 
 Why a Lambda running ``icegate.lake.maintain`` and not AWS's optimizers: the Glue Data Catalog table
-optimizers (compaction, snapshot retention, orphan deletion) act on Iceberg tables through a role the
-service assumes and, for compaction, rewrite with their own engine, ignoring icegate's key-sorted layout
-that the loader's key-range pruning relies on; snapshot retention would drop the snapshots whose source
-markers icegate carries into table properties before expiry (``markers.ledger_entries``); S3 Tables'
-maintenance only exists for tables in S3 table buckets, not for a warehouse in a general-purpose bucket.
+optimizers do run on self-managed Iceberg tables in a general-purpose bucket (a role they assume, plus Lake
+Formation permissions where it governs the catalog), but their snapshot retention expires snapshots without
+carrying icegate's source markers into table properties (``markers.ledger_entries``), so an old file would
+no longer be recognised as "already loaded"; their compaction is binpack unless the table declares a sort
+order, and starts only past ``minInputFiles`` (100) small files, where ours keeps files key-sorted for the
+loader's key-range pruning; and they are billed per DPU-hour. S3 Tables' automatic maintenance exists only
+for tables in S3 table buckets. Ours is the code ``icegate maintain`` runs locally, tested the same way.
 """
 
 from __future__ import annotations
