@@ -17,11 +17,14 @@ for tables in S3 table buckets. Ours is the code ``icegate maintain`` runs local
 from __future__ import annotations
 
 from aws_cdk import Duration, TimeZone
+from aws_cdk import aws_cloudwatch as cw
+from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_scheduler_targets as targets
+from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from cdk.catalog_construct import CatalogConstruct
@@ -52,6 +55,7 @@ class MaintenanceConstruct(Construct):
         environment: dict[str, str],
         architecture: str,
         log_retention_days: int,
+        alarm_topic_arn: str = "",
     ) -> None:
         super().__init__(scope, construct_id)
         handler = UPKEEP_HANDLERS[MAINTAIN]
@@ -114,6 +118,25 @@ class MaintenanceConstruct(Construct):
             "('<function arn>:*'); the role can invoke nothing else.",
             applies_to=[nag_resource(self, f"{self.function.function_arn}:*")],
         )
+        self.alarm = self._build_alarm(alarm_topic_arn)
+
+    def _build_alarm(self, topic_arn: str) -> cw.Alarm:
+        """A failed run (after the asynchronous retry) is the only sign that upkeep stopped: alarm on it."""
+        alarm = cw.Alarm(
+            self,
+            "MaintenanceFailed",
+            metric=self.function.metric_errors(period=Duration.hours(1), statistic=cw.Stats.SUM),
+            threshold=1,
+            evaluation_periods=1,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,  # no run this hour is not a failure
+            alarm_description="icegate: scheduled table maintenance failed; its log names the tables and why",
+        )
+        if topic_arn:
+            topic = sns.Topic.from_topic_arn(self, "AlarmTopic", topic_arn)
+            alarm.add_alarm_action(cw_actions.SnsAction(topic))
+            alarm.add_ok_action(cw_actions.SnsAction(topic))
+        return alarm
 
     def _grant(self, storage: StorageConstruct, catalog: CatalogConstruct) -> None:
         role = self.role

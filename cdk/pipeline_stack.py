@@ -110,6 +110,7 @@ class PipelineStack(Stack):
             environment=self.functions.environment,
             architecture=self.config.lambda_architecture,
             log_retention_days=self.config.log_retention_days,
+            alarm_topic_arn=self.config.alarms.topic_arn,
         )
 
     def _build_backfill(self) -> BackfillConstruct:

@@ -145,3 +145,20 @@ def test_the_maintainer_role_arn_is_an_output_for_lake_formation_grants(any_synt
     # THEN MaintainerRoleArn is the maintainer function's role
     function = any_synth.doc["Resources"][any_synth.maintainer]["Properties"]
     assert function["Role"] == {"Fn::GetAtt": [role_id, "Arn"]}
+
+
+def test_a_failed_maintenance_run_raises_an_alarm_to_the_topic(imported: Synth) -> None:
+    # GIVEN the stack with an alarm topic in context
+    maintainer = imported.maintainer
+    # WHEN we look for the alarm on the maintainer's errors
+    (alarm,) = [
+        a["Properties"]
+        for a in imported.resources("AWS::CloudWatch::Alarm").values()
+        if {"Name": "FunctionName", "Value": {"Ref": maintainer}} in a["Properties"].get("Dimensions", [])
+    ]
+    # THEN one error raises it and notifies the topic (and its recovery too)
+    assert alarm["MetricName"] == "Errors"
+    assert alarm["Threshold"] == 1
+    assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert alarm["AlarmActions"] == [IMPORTED_CONTEXT["alarms"]["topic_arn"]]
+    assert alarm["OKActions"] == [IMPORTED_CONTEXT["alarms"]["topic_arn"]]
