@@ -12,8 +12,9 @@ loader's content-hash marker), so a backfill can be run again over the same pref
 Dead-lettered files fail their child execution; ``ToleratedFailurePercentage`` says how many may before
 the backfill itself stops.
 
-Written as the state's JSON (``CustomState``): CDK's ``DistributedMap`` renders a path-given bucket without
-``.$``, cannot take the prefix from the input, and grants ``s3:ListBucket`` on ``*``.
+Written as the state's JSON (``CustomState``): CDK's ``DistributedMap`` (aws-cdk-lib 2.275) renders the
+``S3ObjectsItemReader`` prefix as a fixed string (not from the input) and, for a bucket given by path,
+grants ``s3:ListBucket`` on ``*``; here the role may list the landing buckets only.
 """
 
 from __future__ import annotations
