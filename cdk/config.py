@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 from constructs import Node
 
@@ -68,6 +68,67 @@ class AlarmSettings:
             _check_range(name, getattr(self, name), 1, 10_000)
 
 
+#: The youngest unreferenced file a scheduled orphan removal may delete (``icegate.lake.maintain.MIN_ORPHAN_AGE``,
+#: which cdk/ cannot import): a load writes its files before it commits them, and loads run during maintenance.
+MIN_ORPHAN_DAYS = 1
+
+
+@dataclass(frozen=True)
+class MaintenanceSettings:
+    """The scheduled upkeep of every table of the namespace (``stages.maintainer``)."""
+
+    #: EventBridge Scheduler expression: ``cron(...)``, ``rate(...)``; evaluated in ``schedule_timezone``.
+    schedule: str = "cron(0 3 * * ? *)"
+    schedule_timezone: str = "UTC"
+    #: Snapshots older than this (beyond the ``retain_last`` newest) expire; their files are deleted.
+    expire_after_days: int = 7
+    retain_last: int = 10
+    #: Unreferenced files older than this are deleted (never below a day: loads write before they commit).
+    orphan_after_days: int = 3
+    #: Compaction merges small files into files of this size; loads write each table's own
+    #: ``write.target-file-size-bytes`` (128 MB when icegate created the table): keep the two equal.
+    target_file_size_mb: int = 128
+    #: Compaction holds a partition's small files in memory (and writes files of the target size).
+    memory_mb: int = 4096
+    timeout_seconds: int = 900
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"(cron|rate|at)\(.+\)", self.schedule):
+            raise ValueError(
+                f"context 'maintenance.schedule' must be cron(...), rate(...) or at(...): {self.schedule!r}"
+            )
+        _check_range("maintenance.expire_after_days", self.expire_after_days, 0, 3650)
+        _check_range("maintenance.retain_last", self.retain_last, 1, 10_000)
+        _check_range("maintenance.orphan_after_days", self.orphan_after_days, MIN_ORPHAN_DAYS, 3650)
+        _check_range("maintenance.target_file_size_mb", self.target_file_size_mb, 1, 10_240)
+        _check_range("maintenance.memory_mb", self.memory_mb, *_MEMORY_RANGE)
+        _check_range("maintenance.timeout_seconds", self.timeout_seconds, *_TIMEOUT_RANGE)
+
+    def request(self) -> dict[str, int]:
+        """The maintainer's event (``icegate.lake.maintain.MaintenanceRequest``)."""
+        return {
+            "expire_after_days": self.expire_after_days,
+            "retain_last": self.retain_last,
+            "orphan_after_days": self.orphan_after_days,
+            "target_file_size_bytes": self.target_file_size_mb * 1024 * 1024,
+        }
+
+
+@dataclass(frozen=True)
+class BackfillSettings:
+    """The backfill state machine's Distributed Map: how many files at once, how many may fail."""
+
+    #: Ingestion executions running at once; they commit to the same tables, so more mostly adds retries.
+    max_concurrency: int = 10
+    #: Share of files that may fail (dead-lettered files fail their execution) before the backfill stops.
+    tolerated_failure_percentage: int = 10
+
+    def __post_init__(self) -> None:
+        # Distributed Map's own limits.
+        _check_range("backfill.max_concurrency", self.max_concurrency, 1, 10_000)
+        _check_range("backfill.tolerated_failure_percentage", self.tolerated_failure_percentage, 0, 100)
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     #: Existing landing buckets to import by name; empty means the stack creates one.
@@ -87,6 +148,9 @@ class PipelineConfig:
     namespace: str = "instagram_db"
     functions: Mapping[str, FunctionSettings] = field(default_factory=lambda: DEFAULT_FUNCTIONS)
     processing_expiry_days: int = 7
+    #: Days a deleted or overwritten object under the lake's warehouse/ and dlq/ stays restorable (as a
+    #: noncurrent version) before lifecycle removes it for good.
+    noncurrent_version_expiry_days: int = 7
     log_retention_days: int = 30
     lambda_architecture: str = "x86_64"
     #: Generous on purpose: with retries a run can legitimately take hours (the loader alone may run
@@ -95,6 +159,8 @@ class PipelineConfig:
     event_max_age_hours: int = 24
     event_retry_attempts: int = 185
     alarms: AlarmSettings = field(default_factory=AlarmSettings)
+    maintenance: MaintenanceSettings = field(default_factory=MaintenanceSettings)
+    backfill: BackfillSettings = field(default_factory=BackfillSettings)
 
     def __post_init__(self) -> None:
         if set(self.functions) != set(HANDLERS):
@@ -123,6 +189,7 @@ class PipelineConfig:
         if self.lambda_architecture not in ("x86_64", "arm64"):
             raise ValueError(f"context 'lambda_architecture' must be x86_64 or arm64: {self.lambda_architecture!r}")
         _check_range("processing_expiry_days", self.processing_expiry_days, 1, 3650)
+        _check_range("noncurrent_version_expiry_days", self.noncurrent_version_expiry_days, 1, 3650)
         _check_range("execution_timeout_minutes", self.execution_timeout_minutes, 1, 525_600)
         # EventBridge's own limits for a target's retry policy.
         _check_range("event_max_age_hours", self.event_max_age_hours, 1, 24)
@@ -158,6 +225,10 @@ class PipelineConfig:
                 changes[f.name] = _as_functions(raw)
             elif f.name == "alarms":
                 changes[f.name] = _as_alarms(raw)
+            elif f.name == "maintenance":
+                changes[f.name] = _as_settings(f.name, MaintenanceSettings, raw)
+            elif f.name == "backfill":
+                changes[f.name] = _as_settings(f.name, BackfillSettings, raw)
             elif isinstance(getattr(config, f.name), bool):
                 changes[f.name] = _as_bool(f.name, raw)
             elif isinstance(getattr(config, f.name), int):
@@ -220,6 +291,24 @@ def _as_functions(raw: Any) -> Mapping[str, FunctionSettings]:
             ),
         )
     return MappingProxyType(merged)
+
+
+_Settings = TypeVar("_Settings", "MaintenanceSettings", "BackfillSettings")
+
+
+def _as_settings(name: str, cls: type[_Settings], raw: Any) -> _Settings:
+    """A nested settings object from context: known keys only, numbers as numbers, the rest as text."""
+    values = _as_object(name, raw)
+    defaults = cls()
+    known = {f.name for f in fields(cls)}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"context {name!r} has unknown keys {sorted(unknown)}; known: {sorted(known)}")
+    typed: dict[str, Any] = {}
+    for key, value in values.items():
+        default = getattr(defaults, key)
+        typed[key] = _as_int(f"{name}.{key}", value) if isinstance(default, int) else str(value)
+    return cls(**typed)
 
 
 def _as_alarms(raw: Any) -> AlarmSettings:

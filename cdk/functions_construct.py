@@ -57,7 +57,7 @@ _GLUE_TABLE_ACTIONS = ("glue:GetDatabase", "glue:GetTable", "glue:CreateTable", 
 #: Reading a table through pyiceberg's Glue catalog: its entry, then its metadata and data files.
 _GLUE_READ_ACTIONS = ("glue:GetDatabase", "glue:GetTable")
 
-_ARCHITECTURES = {
+ARCHITECTURES = {
     "x86_64": (lambda_.Architecture.X86_64, ecr_assets.Platform.LINUX_AMD64),
     "arm64": (lambda_.Architecture.ARM_64, ecr_assets.Platform.LINUX_ARM64),
 }
@@ -121,9 +121,10 @@ class FunctionsConstruct(Construct):
         super().__init__(scope, construct_id)
         self._storage = storage
         self._catalog = catalog
-        lambda_architecture, platform = _ARCHITECTURES[architecture]
+        lambda_architecture, platform = ARCHITECTURES[architecture]
         lake = storage.lake_bucket.bucket_name
-        environment = {
+        #: What every function of the deployment reads (icegate.settings); the maintainer gets it too.
+        self.environment = environment = {
             ENV_LAKE_ROOT: f"s3://{lake}",
             ENV_CATALOG_TYPE: "glue",
             ENV_WAREHOUSE: f"s3://{lake}/{WAREHOUSE_PREFIX}",

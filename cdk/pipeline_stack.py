@@ -7,9 +7,11 @@ from typing import Any
 from aws_cdk import CfnOutput, Duration, Stack
 from constructs import Construct
 
+from cdk.backfill_construct import BackfillConstruct
 from cdk.catalog_construct import CatalogConstruct
 from cdk.config import PipelineConfig
 from cdk.functions_construct import FunctionsConstruct, retention
+from cdk.maintenance_construct import MaintenanceConstruct
 from cdk.monitoring_construct import MonitoringConstruct
 from cdk.state_machine_construct import StateMachineConstruct
 from cdk.storage_construct import StorageConstruct
@@ -31,6 +33,8 @@ class PipelineStack(Stack):
         self.pipeline = self._build_state_machine()
         self.trigger = self._build_trigger()
         self.monitoring = self._build_monitoring()
+        self.maintenance = self._build_maintenance()
+        self.backfill = self._build_backfill()
         self._build_outputs()
 
     def _build_storage(self) -> StorageConstruct:
@@ -42,6 +46,7 @@ class PipelineStack(Stack):
             lake_bucket_name=self.config.lake_bucket_name,
             import_lake=self.config.import_lake,
             processing_expiry_days=self.config.processing_expiry_days,
+            noncurrent_expiry_days=self.config.noncurrent_version_expiry_days,
         )
 
     def _build_catalog(self) -> CatalogConstruct:
@@ -95,6 +100,32 @@ class PipelineStack(Stack):
             settings=self.config.alarms,
         )
 
+    def _build_maintenance(self) -> MaintenanceConstruct:
+        return MaintenanceConstruct(
+            self,
+            "Maintenance",
+            storage=self.storage,
+            catalog=self.catalog,
+            settings=self.config.maintenance,
+            environment=self.functions.environment,
+            architecture=self.config.lambda_architecture,
+            log_retention_days=self.config.log_retention_days,
+            alarm_topic_arn=self.config.alarms.topic_arn,
+        )
+
+    def _build_backfill(self) -> BackfillConstruct:
+        return BackfillConstruct(
+            self,
+            "Backfill",
+            landing_buckets=self.storage.landing_buckets,
+            lake_bucket=self.storage.lake_bucket,
+            ingestion=self.pipeline.state_machine,
+            settings=self.config.backfill,
+            log_retention=retention(self.config.log_retention_days),
+            # A backfill of months of files runs for a long time; a Standard execution may run a year.
+            timeout=Duration.days(7),
+        )
+
     def _build_outputs(self) -> None:
         CfnOutput(self, "LakeBucketName", value=self.storage.lake_bucket.bucket_name)
         CfnOutput(
@@ -103,6 +134,12 @@ class PipelineStack(Stack):
             value=",".join(bucket.bucket_name for bucket in self.storage.landing_buckets),
         )
         CfnOutput(self, "StateMachineArn", value=self.pipeline.state_machine.state_machine_arn)
+        CfnOutput(
+            self,
+            "BackfillStateMachineArn",
+            value=self.backfill.state_machine.state_machine_arn,
+            description='Start with --input \'{"bucket": "<landing bucket>", "prefix": "<optional prefix>"}\'',
+        )
         CfnOutput(self, "GlueDatabaseName", value=self.catalog.database_name)
         CfnOutput(
             self,
@@ -115,5 +152,11 @@ class PipelineStack(Stack):
             "LoaderRoleArn",
             value=self.functions.roles[LOAD].role_arn,
             description="The role that calls Glue: grant it Lake Formation permissions where those govern the catalog",
+        )
+        CfnOutput(
+            self,
+            "MaintainerRoleArn",
+            value=self.maintenance.role.role_arn,
+            description="The scheduled maintainer also calls Glue: grant it Lake Formation permissions like the loader",
         )
         CfnOutput(self, "UndeliveredEventsQueueUrl", value=self.trigger.dead_letter_queue.queue_url)

@@ -10,7 +10,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from cdk.nag import suppress
-from icegate.constants import PROCESSING_PREFIX
+from icegate.constants import DLQ_PREFIX, PROCESSING_PREFIX, WAREHOUSE_PREFIX
 
 #: Server access logs are for audits and incident reviews; a year covers both.
 _ACCESS_LOG_EXPIRY = Duration.days(365)
@@ -35,6 +35,7 @@ class StorageConstruct(Construct):
         enable_eventbridge_on_imported: bool,
         lake_bucket_name: str,
         processing_expiry_days: int,
+        noncurrent_expiry_days: int = 7,
         import_lake: bool = False,
     ) -> None:
         super().__init__(scope, construct_id)
@@ -42,7 +43,7 @@ class StorageConstruct(Construct):
         self.lake_bucket: s3.IBucket = (
             self._import_lake_bucket(lake_bucket_name)
             if import_lake
-            else self._build_lake_bucket(lake_bucket_name, processing_expiry_days)
+            else self._build_lake_bucket(lake_bucket_name, processing_expiry_days, noncurrent_expiry_days)
         )
         if landing_bucket_names:
             self.landing_buckets = self._import_landing_buckets(landing_bucket_names, enable_eventbridge_on_imported)
@@ -93,7 +94,21 @@ class StorageConstruct(Construct):
         )
         return bucket
 
-    def _build_lake_bucket(self, name: str, processing_expiry_days: int) -> s3.Bucket:
+    def _build_lake_bucket(self, name: str, processing_expiry_days: int, noncurrent_expiry_days: int) -> s3.Bucket:
+        # Versioned: a file that snapshot expiry, orphan removal or compaction deletes (warehouse/), or a
+        # duplicate rejected-rows file the dead-letter stage removes (dlq/), only gets a delete marker and
+        # stays billed as a noncurrent version forever unless a rule expires it. The window is the time
+        # to undo a wrong delete.
+        noncurrent = [
+            s3.LifecycleRule(
+                id=f"expire-noncurrent-{prefix}",
+                prefix=f"{prefix}/",
+                noncurrent_version_expiration=Duration.days(noncurrent_expiry_days),
+                # Once its last noncurrent version is gone, the delete marker is clutter that slows listings.
+                expired_object_delete_marker=True,
+            )
+            for prefix in (WAREHOUSE_PREFIX, DLQ_PREFIX)
+        ]
         return self._secure_bucket(
             "LakeBucket",
             log_prefix="lake/",
@@ -107,6 +122,7 @@ class StorageConstruct(Construct):
                     # Versioned: expiry only adds a delete marker; this frees the bytes a day later.
                     noncurrent_version_expiration=Duration.days(1),
                 ),
+                *noncurrent,
                 s3.LifecycleRule(
                     id="abort-incomplete-uploads",
                     abort_incomplete_multipart_upload_after=_ABORT_INCOMPLETE_UPLOADS,

@@ -25,6 +25,12 @@ HANDLERS: Final[dict[str, str]] = {
     DEAD_LETTER: "stages.dead_letter.handler",
 }
 
+#: Table upkeep, outside the ingestion state machine: a scheduled function on the same image.
+MAINTAIN: Final = "maintain"
+#: Handlers that run on a schedule rather than as an ingestion stage (kept apart from ``HANDLERS``, which the
+#: state machine, the stage sizing and the per-stage settings are built from).
+UPKEEP_HANDLERS: Final[dict[str, str]] = {MAINTAIN: "stages.maintainer.handler"}
+
 #: File suffixes the pipeline accepts (the EventBridge rule filters on these too). A copy of the parser
 #: registry's (``icegate.parse.FORMATS`` plus ``.gz``), which cdk/ cannot import; a test ties the two.
 SUPPORTED_SUFFIXES: Final = (".csv", ".tsv", ".xlsx", ".json", ".ndjson", ".jsonl", ".parquet", ".gz")
@@ -33,6 +39,8 @@ SUPPORTED_SUFFIXES: Final = (".csv", ".tsv", ".xlsx", ".json", ".ndjson", ".json
 PROCESSING_PREFIX: Final = "processing"
 WAREHOUSE_PREFIX: Final = "warehouse"
 DLQ_PREFIX: Final = "dlq"
+#: Where the backfill state machine's ResultWriter puts each run's results (in the lake bucket).
+BACKFILL_RESULTS_PREFIX: Final = "backfill-results"
 LANDING_PREFIX: Final = "landing"
 #: Where the HTML quality report is published, under the lake root.
 REPORTS_PREFIX: Final = "reports"

@@ -23,7 +23,7 @@ if str(REPO_ROOT) not in sys.path:
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "18,20")
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
 
-from aws_cdk.assertions import Annotations, Capture, Template  # noqa: E402
+from aws_cdk.assertions import Annotations, Template  # noqa: E402
 
 from app import build_app  # noqa: E402
 from cdk.pipeline_stack import PipelineStack  # noqa: E402
@@ -35,6 +35,7 @@ IMPORTED_CONTEXT: Mapping[str, Any] = {
     "lake_bucket_name": "icegate-lake-test",
     "namespace": "instagram_db",
     "processing_expiry_days": 5,
+    "noncurrent_version_expiry_days": 3,
     "log_retention_days": 14,
     "functions": {"load": {"memory_mb": 4096, "timeout_seconds": 600}},
     "alarms": {"topic_arn": "arn:aws:sns:eu-west-1:123456789012:icegate-alarms"},
@@ -85,6 +86,18 @@ class Synth:
                 found[stage_of_handler[command[0]]] = logical_id
         return found
 
+    @cached_property
+    def maintainer(self) -> str:
+        """Logical id of the scheduled maintainer's Lambda, found by its handler in the image CMD."""
+        from icegate.constants import MAINTAIN, UPKEEP_HANDLERS
+
+        (found,) = [
+            logical_id
+            for logical_id, resource in self.resources("AWS::Lambda::Function").items()
+            if resource["Properties"].get("ImageConfig", {}).get("Command", [None])[0] == UPKEEP_HANDLERS[MAINTAIN]
+        ]
+        return found
+
     def role_statements(self, role_logical_id: str) -> list[dict[str, Any]]:
         """Every statement of every policy attached to a role, with actions and resources as lists of text."""
         statements = []
@@ -121,15 +134,24 @@ class Synth:
 
     @cached_property
     def state_machine(self) -> dict[str, Any]:
-        (resource,) = self.resources("AWS::StepFunctions::StateMachine").values()
-        return dict(resource["Properties"])
+        """The ingestion state machine's properties."""
+        logical_id = self.logical_id(self.stack.pipeline.state_machine.state_machine_arn)
+        return dict(self.doc["Resources"][logical_id]["Properties"])
 
     @cached_property
     def definition(self) -> dict[str, Any]:
-        """The state machine definition as JSON, with placeholder ARNs where the template has references."""
-        definition = Capture()
-        self.template.has_resource_properties("AWS::StepFunctions::StateMachine", {"DefinitionString": definition})
-        return dict(json.loads(substitute(definition.as_object(), self.doc["Resources"])))
+        """The ingestion state machine's definition as JSON, with placeholder ARNs where the template has references."""
+        return dict(json.loads(substitute(self.state_machine["DefinitionString"], self.doc["Resources"])))
+
+    @cached_property
+    def backfill_state_machine(self) -> dict[str, Any]:
+        logical_id = self.logical_id(self.stack.backfill.state_machine.state_machine_arn)
+        return dict(self.doc["Resources"][logical_id]["Properties"])
+
+    @cached_property
+    def backfill_definition(self) -> dict[str, Any]:
+        """The backfill state machine's definition, with placeholder ARNs and bucket names."""
+        return dict(json.loads(substitute(self.backfill_state_machine["DefinitionString"], self.doc["Resources"])))
 
     @cached_property
     def input_transformer(self) -> dict[str, Any]:
@@ -191,8 +213,21 @@ def substitute(value: Any, resources: Mapping[str, Any]) -> Any:
         return placeholder_arn(logical_id, resources) if attribute == "Arn" else f"{logical_id}-{attribute}"
     if "Ref" in value:
         ref = value["Ref"]
+        if resources.get(ref, {}).get("Type") == "AWS::StepFunctions::StateMachine":
+            return f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{ref}"  # a state machine's Ref is its ARN
         return PSEUDO.get(ref) or (ref.lower() if ref in resources else ref)
     return {key: substitute(item, resources) for key, item in value.items()}
+
+
+def for_moto(definition: dict[str, Any]) -> dict[str, Any]:
+    """The definition as moto 5's ASL grammar takes it: ``ToleratedFailurePercentage`` as a decimal (``10.0``).
+
+    AWS (and cfn-lint) take any number 0-100; moto's parser rejects an integer there (and ignores the
+    value when it runs: "ToleratedFailurePercentage declarations currently have no effect").
+    """
+    text = re.sub(r'("ToleratedFailurePercentage":\s*)(\d+)(?=[,}])', r"\1\2.0", json.dumps(definition))
+    result: dict[str, Any] = json.loads(text)
+    return result
 
 
 #: Let cdk-nag's errors reach the assertions (test_infra_nag) instead of failing synthesis for every test.

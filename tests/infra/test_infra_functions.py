@@ -17,6 +17,7 @@ from icegate.constants import (
     ENV_WAREHOUSE,
     HANDLERS,
     LOAD,
+    UPKEEP_HANDLERS,
     WAREHOUSE_PREFIX,
 )
 
@@ -29,11 +30,12 @@ def test_one_container_function_per_stage_with_its_own_handler(any_synth: Synth)
     # GIVEN the synthesised stack
     # WHEN we collect the container-image functions
     images = {k: v for k, v in any_synth.resources("AWS::Lambda::Function").items() if "ImageConfig" in v["Properties"]}
-    # THEN there is one per stage, each running its own handler from constants.HANDLERS
-    assert len(images) == len(HANDLERS) == 5
-    assert sorted(v["Properties"]["ImageConfig"]["Command"][0] for v in images.values()) == sorted(HANDLERS.values())
+    # THEN there is one per stage and one for the scheduled maintainer, each running its own handler
+    handlers = {**HANDLERS, **UPKEEP_HANDLERS}
+    assert len(images) == len(handlers) == 6
+    assert sorted(v["Properties"]["ImageConfig"]["Command"][0] for v in images.values()) == sorted(handlers.values())
     assert all(v["Properties"]["PackageType"] == "Image" for v in images.values())
-    # AND all five run the same image, so it is built and pushed once
+    # AND all six run the same image, so it is built and pushed once
     assert len({str(v["Properties"]["Code"]["ImageUri"]) for v in images.values()}) == 1
 
 

@@ -85,9 +85,9 @@ def test_undelivered_events_alarm_on_any_message_in_the_queue(imported: Synth) -
 def test_alarms_without_a_topic_only_change_state(created: Synth) -> None:
     # GIVEN the default context (no alarm topic)
     # WHEN we read the alarms
-    # THEN there are five, none with actions
+    # THEN there are six (five of the pipeline, one of the scheduled maintenance), none with actions
     alarms = created.resources("AWS::CloudWatch::Alarm")
-    assert len(alarms) == 5
+    assert len(alarms) == 6
     created.template.all_resources_properties("AWS::CloudWatch::Alarm", {"AlarmActions": Match.absent()})
 
 

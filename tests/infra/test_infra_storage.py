@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from aws_cdk.assertions import Match
 from infra_support import IMPORTED_CONTEXT, Synth
 
-from icegate.constants import PROCESSING_PREFIX
+from icegate.constants import DLQ_PREFIX, PROCESSING_PREFIX, WAREHOUSE_PREFIX
 
 
 def _bucket_policy_statements(synth: Synth, bucket_id: str) -> list[dict[str, object]]:
@@ -89,6 +90,23 @@ def test_lake_bucket_is_versioned_logged_and_expires_processing(imported: Synth)
             },
         },
     )
+
+
+@pytest.mark.parametrize("prefix", [WAREHOUSE_PREFIX, DLQ_PREFIX])
+def test_lake_bucket_expires_noncurrent_versions_of_deleted_lake_files(imported: Synth, prefix: str) -> None:
+    # GIVEN the stack with noncurrent_version_expiry_days=3 (the lake is versioned, so deletes leave old versions)
+    lake_id = imported.logical_id(imported.stack.storage.lake_bucket.bucket_arn)
+    # WHEN we read the lake bucket's lifecycle rules
+    rules = imported.doc["Resources"][lake_id]["Properties"]["LifecycleConfiguration"]["Rules"]
+    (rule,) = [r for r in rules if r.get("Prefix") == f"{prefix}/"]
+    # THEN the prefix's noncurrent versions expire after the configured days, current objects never do,
+    # and the delete markers left behind are cleaned up
+    assert {k: v for k, v in rule.items() if k != "Id"} == {
+        "Prefix": f"{prefix}/",
+        "NoncurrentVersionExpiration": {"NoncurrentDays": IMPORTED_CONTEXT["noncurrent_version_expiry_days"]},
+        "ExpiredObjectDeleteMarker": True,
+        "Status": "Enabled",
+    }
 
 
 def test_access_log_bucket_receives_logs_by_bucket_policy_and_is_not_logged_itself(any_synth: Synth) -> None:

@@ -62,12 +62,19 @@ class Definition:
     buckets: dict[str, str]
     #: The EventBridge rule target's InputTransformer: S3 event -> execution input.
     input_transformer: dict[str, Any]
+    #: Every statement of the scheduled maintainer's role, rendered like ``statements``.
+    maintainer_statements: list[dict[str, Any]] = field(default_factory=list)
+    #: The backfill state machine's definition (as moto's grammar takes it), and the placeholders in it
+    #: for the ingestion state machine's ARN and the lake bucket's name.
+    backfill_asl: dict[str, Any] = field(default_factory=dict)
+    ingestion_arn_placeholder: str = ""
+    lake_name_placeholder: str = ""
 
 
 @cache
 def synthesised_definition() -> Definition:
     """The definition from the real CDK stack (cdk.json defaults), synthesised once per process."""
-    from tests.infra.infra_support import CREATED_CONTEXT, placeholder_arn, synthesise
+    from tests.infra.infra_support import CREATED_CONTEXT, for_moto, placeholder_arn, substitute, synthesise
 
     with tempfile.TemporaryDirectory(prefix="icegate-sfn-synth-") as outdir:
         synth = synthesise(CREATED_CONTEXT, Path(outdir))
@@ -85,6 +92,14 @@ def synthesised_definition() -> Definition:
             statements={stage: synth.function_statements(stage) for stage in synth.functions_by_stage},
             buckets=buckets,
             input_transformer=synth.input_transformer,
+            maintainer_statements=synth.role_statements(
+                synth.doc["Resources"][synth.maintainer]["Properties"]["Role"]["Fn::GetAtt"][0]
+            ),
+            backfill_asl=for_moto(synth.backfill_definition),
+            ingestion_arn_placeholder=substitute(
+                synth.stack.resolve(synth.stack.pipeline.state_machine.state_machine_arn), resources
+            ),
+            lake_name_placeholder=substitute(synth.stack.resolve(storage.lake_bucket.bucket_name), resources),
         )
 
 

@@ -43,7 +43,7 @@ DATASET = Dataset(
     strategy="insert_new",
     # Queries slice posts by time, so partitions are months. The merge key does not determine the
     # month, so the loader finds stored keys by column statistics instead: it writes each month's
-    # rows sorted by post_id and cut into files of icegate.target-file-rows, each a narrow key
+    # rows sorted by post_id and cut into files of write.target-file-size-bytes, each a narrow key
     # range that a merge reads only when the range can hold a batch key. Not bucket(post_id): a
     # batch of thousands of keys touches every bucket anyway, buckets would multiply the files per
     # load, and time slicing would lose its partitions.

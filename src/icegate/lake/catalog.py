@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -37,10 +38,14 @@ _TRANSFORMS: dict[str, Callable[[], Transform[Any, Any]]] = {
     "day": DayTransform,
 }
 
-#: Table property: the most rows one data file holds. Files are cut by key range inside a
-#: partition, so an upsert rewrites (copy-on-write) only the few files whose range holds its keys.
+#: Iceberg's table property for the size of the data files a writer aims at (bytes on disk). Files are
+#: cut by key range inside a partition, so an upsert rewrites (copy-on-write) only the few files whose
+#: range holds its keys. 128 MB: large enough for Athena/Trino to read efficiently, small enough that a
+#: copy-on-write rewrite of one file stays cheap.
+TARGET_FILE_SIZE_BYTES = "write.target-file-size-bytes"
+DEFAULT_TARGET_FILE_SIZE_BYTES = 128 * 1024 * 1024
+#: Optional table property: at most this many rows per file, on top of the size (none by default).
 TARGET_FILE_ROWS = "icegate.target-file-rows"
-DEFAULT_TARGET_FILE_ROWS = 40_000
 TABLE_PROPERTIES = {
     # Our loop re-validates on conflict; pyiceberg's own retry would not (see commit.py).
     "commit.retry.num-retries": "0",
@@ -51,7 +56,7 @@ TABLE_PROPERTIES = {
     # Appends merge small manifests, so that planning reads a few manifests, not one per load.
     "commit.manifest-merge.enabled": "true",
     "commit.manifest.min-count-to-merge": "16",
-    TARGET_FILE_ROWS: str(DEFAULT_TARGET_FILE_ROWS),
+    TARGET_FILE_SIZE_BYTES: str(DEFAULT_TARGET_FILE_SIZE_BYTES),
 }
 #: Table property: the merge key the table was created with, comma-separated.
 MERGE_KEY_PROPERTY = "icegate.merge-key"
@@ -143,5 +148,16 @@ def ensure_table(catalog: Catalog, dataset: Dataset, namespace: str) -> Table:
     )
 
 
-def target_file_rows(table: Table) -> int:
-    return max(1, int(table.properties.get(TARGET_FILE_ROWS, DEFAULT_TARGET_FILE_ROWS)))
+@dataclass(frozen=True)
+class FileTarget:
+    """The data files a writer aims at: about ``size_bytes`` on disk, never more than ``max_rows`` rows."""
+
+    size_bytes: int = DEFAULT_TARGET_FILE_SIZE_BYTES
+    max_rows: int | None = None
+
+
+def file_target(table: Table, size_bytes: int | None = None) -> FileTarget:
+    """The table's target (``write.target-file-size-bytes``, ``icegate.target-file-rows``); ``size_bytes`` overrides."""
+    size = size_bytes or int(table.properties.get(TARGET_FILE_SIZE_BYTES, DEFAULT_TARGET_FILE_SIZE_BYTES))
+    rows = table.properties.get(TARGET_FILE_ROWS)
+    return FileTarget(size_bytes=max(1, size), max_rows=max(1, int(rows)) if rows else None)

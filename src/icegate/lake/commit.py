@@ -29,7 +29,7 @@ from sqlalchemy.exc import DBAPIError
 
 from icegate.datasets import POLARS_TYPES
 from icegate.errors import CommitConflict
-from icegate.lake.catalog import ensure_table, target_file_rows
+from icegate.lake.catalog import ensure_table, file_target
 from icegate.lake.evolve import evolve_table
 from icegate.lake.files import key_probe, may_hold_keys, overwrite, read_files, transaction, write_data_files
 from icegate.lake.markers import (
@@ -246,7 +246,7 @@ def candidate_files(table: Table, dataset: Dataset, incoming: pl.DataFrame) -> l
 
 
 def write_files(table: Table, dataset: Dataset, plan: LoadPlan) -> list[DataFile]:
-    return write_data_files(table.metadata, table.io, plan.rows, dataset.key[0], target_file_rows(table))
+    return write_data_files(table.metadata, table.io, plan.rows, dataset.key[0], file_target(table))
 
 
 def commit_files(

@@ -56,6 +56,8 @@ if TYPE_CHECKING:
     from pyiceberg.table import FileScanTask, Table
     from pyiceberg.table.metadata import TableMetadata
 
+    from icegate.lake.catalog import FileTarget
+
 #: Columns that tag each row read by :func:`read_files` with its file's index and its position there.
 FILE_INDEX = "_icegate_file"
 ROW_POSITION = "_icegate_pos"
@@ -65,14 +67,19 @@ _READ_THREADS = 4
 _WRITE_THREADS = 4
 
 
+#: Rows written (in memory) to measure what a row of this batch takes on disk.
+_SIZE_SAMPLE_ROWS = 10_000
+
+
 def write_data_files(
-    metadata: TableMetadata, io: FileIO, frame: pl.DataFrame, cluster_by: str, target_rows: int
+    metadata: TableMetadata, io: FileIO, frame: pl.DataFrame, cluster_by: str, target: FileTarget
 ) -> list[DataFile]:
     """Write rows as data files of the table: one run of files per partition, each file a key range.
 
     Rows are ordered by partition, then by ``cluster_by`` (the first key column), and each
-    partition's run is cut into files of at most ``target_rows`` rows. Each file then covers a
-    narrow key range, so its min/max statistics let a later merge skip it.
+    partition's run is cut into files of about ``target.size_bytes`` on disk (and at most
+    ``target.max_rows`` rows). Each file then covers a narrow key range, so its min/max statistics
+    let a later merge skip it.
     """
     if frame.height == 0:
         return []
@@ -101,6 +108,7 @@ def write_data_files(
         runs = iter([{"_rows": ordered.height}])
     rows_in_order = ordered.drop([*partition_names, _CLUSTER])
     writer = _FileWriter(metadata, io)
+    rows_per_file = writer.rows_per_file(rows_in_order, target)
     slices: list[tuple[pl.DataFrame, PartitionKey | None]] = []
     offset = 0
     for run in runs:
@@ -118,7 +126,7 @@ def write_data_files(
             else None
         )
         # Balanced cuts (10 rows at 4 per file: 4, 3, 3), so that no file is a sliver.
-        files = math.ceil(rows / target_rows)
+        files = math.ceil(rows / rows_per_file)
         start = offset
         for part in range(files):
             length = rows // files + (1 if part < rows % files else 0)
@@ -160,9 +168,22 @@ class _FileWriter:
         self._uuid = uuid.uuid4()
         self._counter = itertools.count()
 
-    def write(self, rows: pl.DataFrame, partition_key: PartitionKey | None) -> DataFile:
-        name = f"00000-{next(self._counter)}-{self._uuid}.parquet"
-        path = self._locations.new_data_location(data_file_name=name, partition_key=partition_key)
+    def rows_per_file(self, rows: pl.DataFrame, target: FileTarget) -> int:
+        """How many of these rows make a file of about ``target.size_bytes`` on disk.
+
+        Measured, not guessed: a contiguous run of rows (files are contiguous key ranges, which is how
+        they compress) is encoded as the files will be. In-memory size bounds the encoded size from
+        above, so a batch smaller than the target in memory is one file per partition without measuring.
+        """
+        cap = target.max_rows or max(rows.height, 1)
+        if rows.height == 0 or rows.estimated_size() <= target.size_bytes:
+            return cap
+        sample_rows = min(rows.height, _SIZE_SAMPLE_ROWS)
+        sample = rows.slice((rows.height - sample_rows) // 2, sample_rows)
+        bytes_per_row = len(self._encode(sample)) / sample_rows
+        return max(1, min(cap, int(target.size_bytes / bytes_per_row)))
+
+    def _encode(self, rows: pl.DataFrame) -> bytes:
         buffer = BytesIO()
         rows.write_parquet(
             buffer,
@@ -171,7 +192,12 @@ class _FileWriter:
             row_group_size=self._row_group_rows,
             arrow_schema=self._arrow_schema,
         )
-        content = buffer.getvalue()
+        return buffer.getvalue()
+
+    def write(self, rows: pl.DataFrame, partition_key: PartitionKey | None) -> DataFile:
+        name = f"00000-{next(self._counter)}-{self._uuid}.parquet"
+        path = self._locations.new_data_location(data_file_name=name, partition_key=partition_key)
+        content = self._encode(rows)
         with self._io.new_output(path).create(overwrite=True) as stream:
             stream.write(content)
         statistics = data_file_statistics_from_parquet_metadata(

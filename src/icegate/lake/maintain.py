@@ -29,7 +29,7 @@ from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table.update.snapshot import ExpireSnapshots
 
 from icegate.errors import CommitConflict
-from icegate.lake.catalog import MERGE_KEY_PROPERTY, target_file_rows
+from icegate.lake.catalog import MERGE_KEY_PROPERTY, file_target
 from icegate.lake.files import FILE_INDEX, ROW_POSITION, overwrite, read_files, transaction, write_data_files
 from icegate.lake.ledger import record_markers
 
@@ -49,6 +49,44 @@ MIN_ORPHAN_AGE = timedelta(days=1)
 
 class UnsafeOrphanAge(ValueError):
     """An orphan age so short that removal could delete a running load's uncommitted files."""
+
+
+class MaintenanceIncomplete(RuntimeError):
+    """Some tables of a namespace could not be maintained; the others were, and their reports are kept."""
+
+    def __init__(self, reports: list[MaintenanceReport], failures: dict[str, str]) -> None:
+        self.reports = reports
+        self.failures = failures
+        named = "; ".join(f"{table}: {reason}" for table, reason in sorted(failures.items()))
+        super().__init__(f"maintenance failed for {len(failures)} of {len(failures) + len(reports)} tables: {named}")
+
+
+@dataclass(frozen=True)
+class MaintenanceRequest:
+    """What a scheduled run does to every table of a namespace (the maintainer Lambda's event)."""
+
+    expire_after_days: int = 7
+    retain_last: int = 10
+    #: ``None`` keeps orphans; below :data:`MIN_ORPHAN_AGE` is refused (no ``force`` on a schedule: loads run).
+    orphan_after_days: int | None = 3
+    compact_files: bool = True
+    #: Compaction's target; ``None`` is each table's own ``write.target-file-size-bytes`` (what loads write).
+    target_file_size_bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.expire_after_days < 0 or self.retain_last < 1:
+            raise ValueError(
+                f"expire_after_days must be >= 0 and retain_last >= 1, got {self.expire_after_days}, {self.retain_last}"
+            )
+
+    @classmethod
+    def from_dict(cls, event: dict[str, Any]) -> MaintenanceRequest:
+        known = {f: event[f] for f in cls.__dataclass_fields__ if f in event}
+        unknown = set(event) - set(cls.__dataclass_fields__)
+        if unknown:
+            known_names = sorted(cls.__dataclass_fields__)
+            raise ValueError(f"unknown maintenance settings {sorted(unknown)}; known: {known_names}")
+        return cls(**known)
 
 
 @dataclass(frozen=True)
@@ -72,6 +110,7 @@ def maintain(
     compact_files: bool = True,
     orphans_older_than: timedelta | None = timedelta(days=3),
     force: bool = False,
+    target_file_size_bytes: int | None = None,
 ) -> MaintenanceReport:
     """Compact, then expire, then remove orphans — each step its own commit.
 
@@ -85,7 +124,9 @@ def maintain(
             "committed yet, and the table would then reference missing files; use a longer age, or force it only "
             "when no load is running"
         )
-    compacted, written = compact(catalog, identifier) if compact_files else (0, 0)
+    compacted, written = (
+        compact(catalog, identifier, target_file_size_bytes=target_file_size_bytes) if compact_files else (0, 0)
+    )
     expired, deleted = expire_snapshots(
         catalog, identifier, older_than=datetime.now(UTC) - expire_older_than, retain_last=retain_last
     )
@@ -97,20 +138,59 @@ def maintain(
     return MaintenanceReport(".".join(identifier), compacted, written, expired, deleted, orphans)
 
 
-def compact(catalog: Catalog, identifier: tuple[str, str], *, min_files: int = 2) -> tuple[int, int]:
+def maintain_namespace(catalog: Catalog, namespace: str, request: MaintenanceRequest) -> list[MaintenanceReport]:
+    """:func:`maintain` every table of ``namespace``, one after the other; one table's failure spares the rest.
+
+    Raises :class:`MaintenanceIncomplete` after the last table when any failed, so a scheduled run that
+    left a table unmaintained fails visibly (alarm, retry) instead of reporting success.
+    """
+    orphan_age = None if request.orphan_after_days is None else timedelta(days=request.orphan_after_days)
+    if orphan_age is not None and orphan_age < MIN_ORPHAN_AGE:
+        # Checked before any table is touched: a schedule runs while loads run, so there is no ``force``.
+        raise UnsafeOrphanAge(f"orphan_after_days must be at least {_days(MIN_ORPHAN_AGE)} on a schedule")
+    reports: list[MaintenanceReport] = []
+    failures: dict[str, str] = {}
+    for identifier in sorted(catalog.list_tables(namespace)):
+        table = (identifier[0], identifier[-1])
+        try:
+            reports.append(
+                maintain(
+                    catalog,
+                    table,
+                    expire_older_than=timedelta(days=request.expire_after_days),
+                    retain_last=request.retain_last,
+                    compact_files=request.compact_files,
+                    orphans_older_than=orphan_age,
+                    target_file_size_bytes=request.target_file_size_bytes,
+                )
+            )
+        except Exception as exc:  # any cause (a lost race, AccessDenied, a bad file) must spare the other tables
+            failures[".".join(table)] = f"{type(exc).__name__}: {exc}"
+    if failures:
+        raise MaintenanceIncomplete(reports, failures)
+    return reports
+
+
+def compact(
+    catalog: Catalog, identifier: tuple[str, str], *, min_files: int = 2, target_file_size_bytes: int | None = None
+) -> tuple[int, int]:
     """Merge each partition's small files into key-sorted files of the target size.
 
-    A file is small below half the target rows. Files with delete files attached are left alone.
-    Returns (files replaced, files written).
+    The target is the table's (``write.target-file-size-bytes``, as loads write) unless given. A file is
+    small below half the target size (or half its row cap). Files with delete files attached are left
+    alone. Returns (files replaced, files written).
     """
     for _ in range(_ATTEMPTS):
         table = catalog.load_table(identifier)
         if table.current_snapshot() is None:
             return 0, 0
-        target = target_file_rows(table)
+        target = file_target(table, target_file_size_bytes)
         groups: dict[tuple[int, Any], list[FileScanTask]] = defaultdict(list)
         for task in table.scan().plan_files():
-            if not task.delete_files and task.file.record_count < target // 2:
+            below_target = task.file.file_size_in_bytes < target.size_bytes // 2 and (
+                target.max_rows is None or task.file.record_count < target.max_rows // 2
+            )
+            if not task.delete_files and below_target:
                 groups[(task.file.spec_id, task.file.partition)].append(task)
         small = [task for tasks in groups.values() if len(tasks) >= min_files for task in tasks]
         if not small:
