@@ -150,6 +150,7 @@ def test_the_principals_hold_the_template_statements_with_exact_s3_resources(dep
     assert s3_resources == {
         f"arn:aws:s3:::{LAKE}/processing/*",
         f"arn:aws:s3:::{LAKE}/warehouse/*",
+        f"arn:aws:s3:::{LAKE}/{REPORTS_PREFIX}/*",
         f"arn:aws:s3:::{LAKE}",
     }
     # AND the loader may not create the Glue database (the stack does)
