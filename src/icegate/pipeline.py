@@ -495,11 +495,14 @@ class LocalRunner:
                 on_stage(source, name)
 
         settings, storage = self.settings, self.storage
+        # The stages share this process: processing/ objects pass in memory, never written (unless kept).
+        storage.hold(None if keep_processing else processing_uri(settings, job.run_id, ""))
         try:
             enter(c.PARSE)
             parsed = state = _with_retries(lambda: run_parse(job, settings, storage))
             enter(c.VALIDATE)
             validated = state = _with_retries(lambda: run_validate(parsed, settings, storage))
+            storage.forget(parsed.parsed_uri)  # its only reader is done: free the file's raw strings
             enter(c.SCORE)
             scored = state = _with_retries(lambda: run_score(validated, settings, storage))
             if not passes_gate(scored):
@@ -531,6 +534,7 @@ class LocalRunner:
 
     def _clean(self, run_id: str, keep: bool) -> None:
         """Processing files are scratch: locally they go once the file is done (S3 expires them)."""
+        self.storage.release()
         if keep or not self.settings.is_local:
             return
         shutil.rmtree(Path(self.settings.lake_path(c.PROCESSING_PREFIX, run_id)), ignore_errors=True)
