@@ -29,7 +29,6 @@ import polars as pl
 from icegate import constants as c
 from icegate.datasets import NormalizeContext, detect_dataset, get_dataset
 from icegate.errors import NoValidRows, SourceNotFound, TransientError, UnknownDataset
-from icegate.lake import SourceIdentity, build_catalog, load_batch
 from icegate.parse import check_size, parse_bytes
 from icegate.payloads import (
     MAX_MESSAGE_CHARS,
@@ -124,6 +123,8 @@ def _stage(run: Callable[A, R]) -> Callable[A, R]:
 @_stage
 def open_catalog(settings: Settings) -> Catalog:
     """The catalog the settings name; one that cannot be opened is a retried ``CatalogUnavailable``."""
+    from icegate.lake import build_catalog  # pyiceberg + sqlalchemy: only the stages that commit pay for them
+
     return build_catalog(settings)
 
 
@@ -249,6 +250,8 @@ def passes_gate(scored: Scored) -> bool:
 
 @_stage
 def run_load(scored: Scored, settings: Settings, storage: Storage, catalog: Catalog | None = None) -> Loaded:
+    from icegate.lake import SourceIdentity, load_batch  # see open_catalog
+
     dataset = get_dataset(scored.dataset)
     identity = SourceIdentity(
         sha256=scored.sha256, file=scored.source.uri, version=scored.source.version, run_id=scored.run_id
