@@ -57,16 +57,30 @@ def date_expr(raw: pl.Expr) -> pl.Expr:
 
 def coerce_columns(raw: pl.DataFrame, dataset: Dataset) -> pl.DataFrame:
     """The contract's columns typed as validation types them; a value that does not parse becomes null."""
-    return raw.select(_coerce(c).alias(c.name) for c in dataset.columns)
+    return pl.DataFrame([_coerce(raw.get_column(c.name), c).alias(c.name) for c in dataset.columns])
 
 
-def _coerce(column: Column) -> pl.Expr:
-    raw = pl.col(column.name)
+#: The plain form nearly every value of a type takes, parsed directly; the full grammar
+#: (``count_expr``, ``date_expr``) runs only on the values that are not in it.
+_ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
+
+
+def _coerce(values: pl.Series, column: Column) -> pl.Series:
+    value = pl.col(values.name)
     if column.type == "long":
-        return count_expr(raw)
-    if column.type == "date":
-        return date_expr(raw)
-    return raw
+        quick, full = value.str.to_integer(strict=False), count_expr
+    elif column.type == "date":
+        # Only exact ISO dates: chrono's %Y/%m would also take forms date_expr refuses ("2026-1-5").
+        quick = pl.when(value.str.contains(_ISO_DATE)).then(value.str.to_date("%Y-%m-%d", strict=False))
+        full = date_expr
+    else:
+        return values
+    typed = values.to_frame().select(quick).to_series()
+    rest = typed.is_null() & values.is_not_null()
+    if not rest.any():
+        return typed
+    slow = values.filter(rest).to_frame().select(full(value)).to_series()
+    return typed.scatter(rest.arg_true(), slow)
 
 
 @cache
