@@ -121,7 +121,7 @@ def validate_table(table: pyarrow.Table, dataset: Dataset, *, file: str) -> Vali
     numbered = raw.with_row_index("index")
     is_rejected = numbered.get_column("index").is_in(rejected_index.implode())
 
-    valid = typed.filter(~is_rejected)
+    valid = _valid_rows(table, typed, None if rejected_index.is_empty() else ~is_rejected, dataset)
     rejected = (
         numbered.filter(is_rejected)
         .join(per_row, on="index", how="left")
@@ -129,7 +129,31 @@ def validate_table(table: pyarrow.Table, dataset: Dataset, *, file: str) -> Vali
         .select(ROW_NUMBER, *dataset.column_names, FAILED_CHECKS)
         .sort(ROW_NUMBER)
     )
-    return ValidationResult(valid=valid.to_arrow(), rejected=rejected.to_arrow(), failed_checks=counts)
+    return ValidationResult(valid=valid, rejected=rejected.to_arrow(), failed_checks=counts)
+
+
+def _valid_rows(source: pyarrow.Table, typed: pl.DataFrame, keep: pl.Series | None, dataset: Dataset) -> pyarrow.Table:
+    """The typed valid rows as Arrow; text columns are the source's own buffers, not a copy back from polars.
+
+    For a big file that copy would be the validator's peak: the source, polars' copy and this one at once.
+    """
+    mask = None if keep is None else keep.to_arrow()
+    converted = typed.select(c.name for c in dataset.columns if not _reusable(source, c))
+    if keep is not None:
+        converted = converted.filter(keep)
+    columns = []
+    for column in dataset.columns:
+        if _reusable(source, column):
+            text = source.column(column.name).cast(pyarrow.large_string())  # offsets widened, text shared
+            columns.append(text if mask is None else text.filter(mask))
+        else:
+            columns.append(converted.get_column(column.name).to_arrow())
+    return pyarrow.table(columns, names=list(dataset.column_names))
+
+
+def _reusable(source: pyarrow.Table, column: Column) -> bool:
+    kind = source.schema.field(column.name).type
+    return column.type == "string" and (pyarrow.types.is_string(kind) or pyarrow.types.is_large_string(kind))
 
 
 def _empty_failures() -> pl.DataFrame:

@@ -455,3 +455,20 @@ def test_coercion_gives_exactly_what_the_full_grammar_gives(seed: int) -> None:
     assert typed.get_column("likes").to_list() == expected.get_column("likes").to_list()
     assert typed.get_column("posted_date").to_list() == expected.get_column("posted_date").to_list()
     assert typed.columns == list(dataset.column_names)
+
+
+def test_valid_text_columns_share_the_parsed_tables_text_instead_of_copying_it() -> None:
+    # GIVEN a parsed table whose rows are all valid
+    dataset = get_dataset("posts")
+    rows = {c.name: [f"{c.name}-{i}" for i in range(3)] for c in dataset.columns}
+    rows.update(likes=["1", "2,000", "3"], comments=["0", "0", "0"], posted_date=["2026-01-13"] * 3)
+    rows["post_url"] = [f"https://www.instagram.com/p/{i}" for i in range(3)]
+    source = pa.table(rows)
+    # WHEN it is validated
+    result = validate_table(source, dataset, file="f")
+    # THEN the rows are typed, and their text lives in the parsed table's buffer (a big file is not copied)
+    assert result.valid.column("caption").to_pylist() == ["caption-0", "caption-1", "caption-2"]
+    assert result.valid.column("likes").to_pylist() == [1, 2000, 3]
+    shared = result.valid.column("caption").chunk(0).buffers()[2]
+    assert shared is not None
+    assert shared.address == source.column("caption").chunk(0).buffers()[2].address
