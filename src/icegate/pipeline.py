@@ -197,9 +197,9 @@ def run_score(validated: Validated, settings: Settings, storage: Storage) -> Sco
     dataset = get_dataset(validated.dataset)
     if validated.rows_valid == 0:
         raise _no_valid_rows(validated)
-    valid = _frame(storage.read_parquet(validated.valid_uri))
+    valid = storage.read_frame(validated.valid_uri)
     if validated.rejected_uri:
-        rejected = _frame(storage.read_parquet(validated.rejected_uri))
+        rejected = storage.read_frame(validated.rejected_uri)
     else:
         rejected = pl.DataFrame(
             schema={
@@ -259,7 +259,7 @@ def run_load(scored: Scored, settings: Settings, storage: Storage, catalog: Cata
     summary = load_batch(
         catalog or open_catalog(settings),
         dataset,
-        _frame(storage.read_parquet(scored.valid_uri)),
+        storage.read_frame(scored.valid_uri),
         identity,
         namespace=settings.namespace,
         attempts=settings.commit_attempts,
@@ -438,12 +438,6 @@ def _dataset_or_unknown(key: str) -> str:
         return detect_dataset(key).name
     except UnknownDataset:
         return UNKNOWN_DATASET
-
-
-def _frame(table: Any) -> pl.DataFrame:
-    frame = pl.from_arrow(table)
-    assert isinstance(frame, pl.DataFrame)
-    return frame
 
 
 # --- the local runner -------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from icegate.errors import SourceNotFound, StorageUnavailable
 
 if TYPE_CHECKING:
+    import polars as pl
     from mypy_boto3_s3 import S3Client
 
 _THROTTLING = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "ServiceUnavailable", "InternalError"}
@@ -63,8 +64,9 @@ class Storage:
 
     def __init__(self, s3_endpoint: str | None = None) -> None:
         self._endpoint = s3_endpoint
-        #: URI -> table (or bytes, under the scratch prefix) written since :meth:`hold`; None when not holding.
-        self._held: dict[str, pa.Table | bytes] | None = None
+        #: URI -> table (or bytes, under the scratch prefix) written since :meth:`hold`, or the polars frame a
+        #: reader made of it (see :meth:`read_frame`); None when not holding.
+        self._held: dict[str, pa.Table | pl.DataFrame | bytes] | None = None
         self._scratch: str | None = None
 
     def hold(self, scratch_prefix: str | None = None) -> None:
@@ -85,7 +87,7 @@ class Storage:
     def _in_scratch(self, uri: str) -> bool:
         return self._held is not None and self._scratch is not None and uri.startswith(self._scratch)
 
-    def _held_object(self, uri: str) -> pa.Table | bytes | None:
+    def _held_object(self, uri: str) -> pa.Table | pl.DataFrame | bytes | None:
         return None if self._held is None else self._held.get(uri)
 
     @cached_property
@@ -111,7 +113,13 @@ class Storage:
         if self._in_scratch(uri):
             if (held := self._held_object(uri)) is None:
                 raise SourceNotFound("the object does not exist", file=uri)
-            size = len(held) if isinstance(held, bytes) else held.nbytes
+            size = (
+                len(held)
+                if isinstance(held, bytes)
+                else held.nbytes
+                if isinstance(held, pa.Table)
+                else int(held.estimated_size())
+            )
             return ObjectInfo(size=size, last_modified=datetime.now(UTC))
         if is_s3(uri):
             bucket, key = split_s3(uri)
@@ -158,7 +166,9 @@ class Storage:
             if isinstance(held, bytes):
                 return held
             sink = io.BytesIO()
-            pq.write_table(held, sink, compression=_PROCESSING_COMPRESSION)
+            pq.write_table(
+                held if isinstance(held, pa.Table) else held.to_arrow(), sink, compression=_PROCESSING_COMPRESSION
+            )
             return sink.getvalue()
         if is_s3(uri):
             bucket, key = split_s3(uri)
@@ -196,6 +206,8 @@ class Storage:
             return held
         if isinstance(held, bytes):
             return pq.read_table(pa.BufferReader(held))
+        if held is not None:
+            return held.to_arrow()
         if self._in_scratch(uri):
             raise SourceNotFound("the object does not exist", file=uri)
         if is_s3(uri):
@@ -204,6 +216,20 @@ class Storage:
             return pq.read_table(uri)
         except FileNotFoundError:
             raise SourceNotFound("the file does not exist", file=uri) from None
+
+    def read_frame(self, uri: str) -> pl.DataFrame:
+        """A Parquet object as a polars frame. A held table becomes that frame: later readers share it, and the
+        Arrow copy is freed (both at once would be the run's peak)."""
+        import polars as pl
+
+        held = self._held_object(uri)
+        if isinstance(held, pl.DataFrame):
+            return held
+        frame = pl.from_arrow(self.read_parquet(uri))
+        assert isinstance(frame, pl.DataFrame)
+        if held is not None and self._held is not None:
+            self._held[uri] = frame
+        return frame
 
     def write_parquet(self, uri: str, table: pa.Table) -> None:
         if self._held is not None:

@@ -97,7 +97,7 @@ def test_parquet_round_trip_keeps_types_and_nulls(storage: Storage, root: str) -
 
     storage.write_parquet(uri, table)
 
-    assert storage.read_parquet(uri).equals(table)
+    assert storage.read_parquet(uri).to_pylist() == table.to_pylist()
 
 
 # --- stat -----------------------------------------------------------------------------------------
@@ -426,3 +426,24 @@ def test_without_a_scratch_prefix_held_tables_are_written_and_read_from_memory(
     # THEN the file is on disk, and the held table is the one read back
     assert Path(uri).is_file()
     assert storage.read_parquet(uri) is table
+
+
+def test_a_held_table_read_as_a_frame_is_converted_once_and_still_reads_as_arrow(storage: Storage, root: str) -> None:
+    # GIVEN a held table (the valid rows the scorer and the loader both read)
+    scratch = join(root, "processing", "run-1")
+    storage.hold(scratch)
+    uri = join(scratch, "valid.parquet")
+    table = pa.table({"post_id": ["a", "b"], "likes": [1, None]})
+    storage.write_parquet(uri, table)
+    # WHEN two readers ask for it as a polars frame
+    first, second = storage.read_frame(uri), storage.read_frame(uri)
+    # THEN they share one frame with the table's rows, and an Arrow reader still gets the same rows
+    assert first is second
+    assert first.to_dict(as_series=False) == {"post_id": ["a", "b"], "likes": [1, None]}
+    assert storage.read_parquet(uri).to_pylist() == table.to_pylist()
+
+
+def test_a_frame_of_an_object_that_is_not_held_is_read_from_storage(storage: Storage, root: str) -> None:
+    uri = join(root, "dlq", "rejected.parquet")
+    storage.write_parquet(uri, pa.table({"row_number": [3]}))
+    assert storage.read_frame(uri).to_dict(as_series=False) == {"row_number": [3]}
