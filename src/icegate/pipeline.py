@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 import polars as pl
+import pyarrow as pa
 
 from icegate import constants as c
 from icegate.datasets import NormalizeContext, detect_dataset, get_dataset
@@ -488,6 +489,9 @@ class LocalRunner:
         def enter(name: str) -> None:
             nonlocal stage
             stage = name
+            # What the last stage freed goes back to the OS: polars' allocator cannot reuse Arrow's free pages,
+            # so without this the stages' peaks stack up (1M rows: ~1.1 GB -> ~0.97 GB).
+            pa.default_memory_pool().release_unused()
             if on_stage:
                 on_stage(source, name)
 
