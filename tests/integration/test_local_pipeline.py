@@ -319,3 +319,16 @@ def test_the_runner_hands_stages_over_in_memory_and_writes_no_processing_files(
     assert not [w for w in written if "/processing/" in w]
     assert any(w.endswith("rejected.parquet") and "/dlq/" in w for w in written)
     assert not (lake / "processing").exists()
+
+
+def test_keep_processing_still_writes_every_intermediate_object(lake: Path) -> None:
+    # GIVEN --keep-processing  WHEN a file runs through every stage
+    result = icegate("run", str(SAMPLES / POSTS_CSV), "--lake", str(lake), "--keep-processing")
+    assert result.exit_code == 0, result.output
+    # THEN the run's processing/ folder holds what the Lambdas would have written, readable as such
+    (run_folder,) = (lake / "processing").iterdir()
+    assert {p.name for p in run_folder.iterdir()} >= {"parsed.parquet", "valid.parquet", "quality.json"}
+    parsed = pl.read_parquet(run_folder / "parsed.parquet")
+    valid = pl.read_parquet(run_folder / "valid.parquet")
+    assert parsed.height > valid.height > 0
+    assert json.loads((run_folder / "quality.json").read_text())["rows"] == parsed.height
