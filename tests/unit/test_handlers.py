@@ -293,3 +293,9 @@ def test_a_stage_that_commits_nothing_does_not_import_the_catalog_libraries(modu
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     # THEN pyiceberg and sqlalchemy (≈0.4–0.7 s of a cold start) did not come with it
     assert out.strip() == "[]"
+
+
+def test_the_loader_stage_imports_the_catalog_libraries_at_init_not_on_its_first_event() -> None:
+    code = "import sys, stages.loader; print(sorted({'pyiceberg', 'sqlalchemy'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['pyiceberg', 'sqlalchemy']"
