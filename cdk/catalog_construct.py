@@ -7,7 +7,7 @@ from aws_cdk import aws_glue as glue
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from icegate.constants import WAREHOUSE_PREFIX
+from icegate.constants import LEDGER_TABLE, WAREHOUSE_PREFIX
 
 
 class CatalogConstruct(Construct):
@@ -44,3 +44,9 @@ class CatalogConstruct(Construct):
         self.catalog_arn = stack.format_arn(service="glue", resource="catalog")
         self.database_arn = stack.format_arn(service="glue", resource="database", resource_name=database_name)
         self.tables_arn = stack.format_arn(service="glue", resource="table", resource_name=f"{database_name}/*")
+        #: The ingestion ledger, which every stage that records or consults outcomes touches (and nothing else).
+        self.ledger_table_arn = stack.format_arn(
+            service="glue", resource="table", resource_name=f"{database_name}/{LEDGER_TABLE}"
+        )
+        #: Where pyiceberg puts the ledger's files: <database location>/<table>.
+        self.ledger_prefix = f"{WAREHOUSE_PREFIX}/{database_name}.db/{LEDGER_TABLE}"

@@ -29,6 +29,7 @@ from icegate.constants import (
     LOAD,
     PARSE,
     PROCESSING_PREFIX,
+    REPORTS_PREFIX,
     SCORE,
     VALIDATE,
     WAREHOUSE_PREFIX,
@@ -53,6 +54,8 @@ _DELETE = ("s3:DeleteObject",)
 #: What pyiceberg's Glue catalog calls to load, create and commit a table (the loader never lists tables,
 #: and never creates the database: the stack does). tests/integration/test_iam_enforced.py runs on exactly these.
 _GLUE_TABLE_ACTIONS = ("glue:GetDatabase", "glue:GetTable", "glue:CreateTable", "glue:UpdateTable")
+#: Reading a table through pyiceberg's Glue catalog: its entry, then its metadata and data files.
+_GLUE_READ_ACTIONS = ("glue:GetDatabase", "glue:GetTable")
 
 _ARCHITECTURES = {
     "x86_64": (lambda_.Architecture.X86_64, ecr_assets.Platform.LINUX_AMD64),
@@ -242,6 +245,15 @@ class FunctionsConstruct(Construct):
             [self._storage.lake_objects_arn(PROCESSING_PREFIX)],
             "Writes processing/<run id>/parsed.parquet; the run id is the execution name, known only at run time.",
         )
+        # A rerun of content already loaded is answered before parsing: the ledger says so, and the dataset
+        # table's own snapshot marker confirms it. Read-only.
+        self._allow_read_tables(
+            PARSE,
+            [self._catalog.tables_arn],
+            [self._storage.lake_objects_arn(WAREHOUSE_PREFIX)],
+            "Reads the ledger and the dataset table it names (created by the loader on first load, so their "
+            "names are not known to the stack) to answer a rerun of loaded content before parsing; read-only.",
+        )
 
     def _grant_validator(self) -> None:
         self._allow(
@@ -273,6 +285,13 @@ class FunctionsConstruct(Construct):
             [self._storage.lake_objects_arn(DLQ_PREFIX)],
             "Reads the rejected rows of its run, dlq/<dataset>/<run id>/rejected.parquet, to score them.",
         )
+        # The trend gate compares a file with the dataset's recent loads in the ledger. Read-only.
+        self._allow_read_tables(
+            SCORE,
+            [self._catalog.ledger_table_arn],
+            [self._storage.lake_objects_arn(self._catalog.ledger_prefix)],
+            "Reads the ledger table's metadata and data files, whose names Iceberg generates.",
+        )
 
     def _grant_loader(self) -> None:
         storage, catalog = self._storage, self._catalog
@@ -300,6 +319,7 @@ class FunctionsConstruct(Construct):
             "Tables are created by the loader on first load (one per dataset), so their names are not known "
             "to the stack; the grant is limited to the tables of the icegate database.",
         )
+        self._allow_publish_report(LOAD)
 
     def _grant_dead_letter(self) -> None:
         self._allow_read_landing(DEAD_LETTER)
@@ -331,6 +351,41 @@ class FunctionsConstruct(Construct):
             [self._storage.lake_bucket.arn_for_objects(f"{DLQ_PREFIX}/*/rejected.parquet")],
             "A rerun that reuses the first entry removes the duplicate rejected rows the validator filed under "
             "the rerun's id (dlq/<dataset>/<run id>/rejected.parquet); it can delete nothing else.",
+        )
+        # It records the dead-lettered outcome in the ledger: that table only, never a dataset's.
+        catalog = self._catalog
+        self._allow(
+            DEAD_LETTER,
+            _GLUE_TABLE_ACTIONS,
+            [catalog.catalog_arn, catalog.database_arn, catalog.ledger_table_arn],
+        )
+        self._allow(
+            DEAD_LETTER,
+            (*_READ, *_WRITE, *_DELETE),
+            [self._storage.lake_objects_arn(catalog.ledger_prefix)],
+            "Appends its row to the ledger table: Iceberg writes data, manifest and metadata files with generated "
+            "names under the ledger's own prefix, and deletes those of a lost commit attempt.",
+        )
+        self._allow_publish_report(DEAD_LETTER)
+
+    def _allow_read_tables(
+        self, stage: str, table_arns: Sequence[str], object_arns: Sequence[str], wildcard_reason: str
+    ) -> None:
+        catalog = self._catalog
+        self._allow(
+            stage, _GLUE_READ_ACTIONS, [catalog.catalog_arn, catalog.database_arn, *table_arns], wildcard_reason
+        )
+        self._allow(stage, _READ, object_arns, wildcard_reason)
+        # pyiceberg checks whether a file exists with a HEAD: without ListBucket a missing key is a 403.
+        self._allow(stage, ("s3:ListBucket",), [self._storage.lake_bucket.bucket_arn])
+
+    def _allow_publish_report(self, stage: str) -> None:
+        """The stages that end a file's story rewrite the HTML report (see icegate.report)."""
+        self._allow(
+            stage,
+            _WRITE,
+            [self._storage.lake_bucket.arn_for_objects(f"{REPORTS_PREFIX}/*")],
+            "Rewrites the HTML quality report under reports/ after each file.",
         )
 
     def _grant_landing_decrypt(self, key_arns: Sequence[str]) -> None:

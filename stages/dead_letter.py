@@ -9,6 +9,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from icegate.payloads import ErrorInfo
 from icegate.pipeline import run_dead_letter
+from icegate.report import publish_quietly
 from icegate.settings import load_settings
 from stages._powertools import logger, metrics, storage, tracer
 
@@ -28,4 +29,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if entry.copy_error:  # error.json is filed, but the source itself is not in dlq/
         logger.error("source not copied to the DLQ", extra={"copy_error": entry.copy_error})
         metrics.add_metric(name="DeadLetterCopyFailed", unit=MetricUnit.Count, value=1)
+    # The latest quality report, rebuilt from the ledger after every file (see the README).
+    publish_quietly(load_settings(), storage())
     return entry.to_dict()

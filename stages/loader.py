@@ -10,6 +10,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 import icegate.lake  # noqa: F401 - the pipeline imports it lazily; this stage needs it, so at init, not per event
 from icegate.payloads import Scored
 from icegate.pipeline import run_load
+from icegate.report import publish_quietly
 from icegate.settings import load_settings
 from stages._powertools import logger, metrics, storage, tracer
 
@@ -26,4 +27,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     metrics.add_metric(name="RowsInserted", unit=MetricUnit.Count, value=loaded.load.inserted)
     metrics.add_metric(name="RowsSkipped", unit=MetricUnit.Count, value=loaded.load.skipped)
     logger.info("loaded", extra={"load": loaded.load.to_dict()})
+    # The latest quality report, rebuilt from the ledger after every file (see the README).
+    publish_quietly(load_settings(), storage())
     return loaded.to_dict()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import re
 import shutil
 import sys
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +32,9 @@ if TYPE_CHECKING:
 
 # Piped output (CI logs, `| tee`) gets a wide table rather than rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 160)
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print a JSON document for scripts instead (schema: README, 'Scripting')."
+)
 lake_option = click.option(
     "--lake",
     "lake_root",
@@ -120,7 +125,10 @@ def main() -> None:
     help="JSON object {file name: loaded|dlq}; exit 0 only when every file ended as expected.",
 )
 @click.option("--keep-processing", is_flag=True, help="Keep the intermediate files under processing/<run_id>/.")
-def run(paths: tuple[Path, ...], lake_root: str | None, expect: Path | None, keep_processing: bool) -> None:
+@json_option
+def run(
+    paths: tuple[Path, ...], lake_root: str | None, expect: Path | None, keep_processing: bool, as_json: bool
+) -> None:
     """Ingest files (or every supported file under folders) through parse → validate → score → load.
 
     With no PATHS, ingests <lake>/landing/. Each file ends loaded into its dataset's Iceberg table,
@@ -133,46 +141,108 @@ def run(paths: tuple[Path, ...], lake_root: str | None, expect: Path | None, kee
     expected = _read_expectations(expect) if expect else None
     targets = list(paths) or [_landing(settings)]
     found = local_sources(targets, settings.lake_path() if settings.is_local else None)
-    for path in found.unsupported:
-        console.print(f"[yellow]skipped[/] {path}: not a supported format ({', '.join(c.SUPPORTED_SUFFIXES)})")
-    own_line = _own_files_line(found.own)
-    sources = found.files
-    if not sources:
+    # With --json, the human output (progress, summary, notes) goes to stderr and stdout is the document.
+    with console.capture() if as_json else contextlib.nullcontext() as captured:
+        for path in found.unsupported:
+            console.print(f"[yellow]skipped[/] {path}: not a supported format ({', '.join(c.SUPPORTED_SUFFIXES)})")
+        own_line = _own_files_line(found.own)
+        sources = found.files
+        if not sources:
+            if own_line:
+                console.print(own_line)
+            raise click.ClickException("no files to ingest")
+
+        runner = LocalRunner(settings, catalog=_catalog(settings, create=True))
+        outcomes: list[FileOutcome] = []
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} files"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+            disable=as_json,
+        ) as progress:
+            task = progress.add_task("starting", total=len(sources))
+
+            def on_stage(source: Any, stage: str) -> None:
+                progress.update(task, description=f"{source.name}: {stage}")
+
+            for source in sources:
+                outcomes.append(runner.run(source, on_stage=on_stage, keep_processing=keep_processing))
+                progress.advance(task)
+
+        console.print(_summary_table(outcomes))
         if own_line:
             console.print(own_line)
-        raise click.ClickException("no files to ingest")
+        for outcome in outcomes:
+            if outcome.dead_letter:
+                entry = outcome.dead_letter
+                console.print(
+                    f"[red]DLQ[/] {escape(outcome.source.name)}: [bold]{entry.error_type}[/] at {entry.stage}:"
+                )
+                console.print(f"    {escape(entry.message)}\n    → {escape(entry.error_uri)}")
+            elif outcome.outcome == "failed":
+                console.print(
+                    f"[red]FAILED[/] {escape(outcome.source.name)}, not dead-lettered: {escape(outcome.error)}"
+                )
+        code = _exit_code(outcomes, expected, expect)
+    if captured is not None:  # --json
+        click.echo(captured.get(), err=True, nl=False)
+        click.echo(json.dumps({"files": [_outcome_document(o) for o in outcomes], "exit_code": code}, indent=2))
+    sys.exit(code)
 
-    runner = LocalRunner(settings, catalog=_catalog(settings, create=True))
-    outcomes: list[FileOutcome] = []
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} files"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        task = progress.add_task("starting", total=len(sources))
 
-        def on_stage(source: Any, stage: str) -> None:
-            progress.update(task, description=f"{source.name}: {stage}")
-
-        for source in sources:
-            outcomes.append(runner.run(source, on_stage=on_stage, keep_processing=keep_processing))
-            progress.advance(task)
-
-    console.print(_summary_table(outcomes))
-    if own_line:
-        console.print(own_line)
-    for outcome in outcomes:
-        if outcome.dead_letter:
-            entry = outcome.dead_letter
-            console.print(f"[red]DLQ[/] {escape(outcome.source.name)}: [bold]{entry.error_type}[/] at {entry.stage}:")
-            console.print(f"    {escape(entry.message)}\n    → {escape(entry.error_uri)}")
-        elif outcome.outcome == "failed":
-            console.print(f"[red]FAILED[/] {escape(outcome.source.name)}, not dead-lettered: {escape(outcome.error)}")
-    sys.exit(_exit_code(outcomes, expected, expect))
+def _outcome_document(outcome: FileOutcome) -> dict[str, Any]:
+    """One file of ``run --json`` (schema in the README, 'Scripting')."""
+    state: Any = outcome.state
+    quality, load, entry = getattr(state, "quality", None), getattr(state, "load", None), outcome.dead_letter
+    return {
+        "file": outcome.source.name,
+        "source": outcome.source.uri,
+        "run_id": outcome.run_id,
+        "outcome": outcome.outcome,
+        "dataset": getattr(state, "dataset", "") or (entry.dataset if entry else None) or None,
+        "rows_read": state.rows if hasattr(state, "parsed_uri") and state.parsed_uri else None,
+        "rows_valid": state.rows_valid if hasattr(state, "valid_uri") and state.valid_uri else None,
+        "rows_rejected": state.rows_rejected if hasattr(state, "valid_uri") and state.valid_uri else None,
+        "rejected_rows_uri": getattr(state, "rejected_uri", "") or None,
+        "quality": (
+            {
+                "score": quality.score,
+                "threshold": quality.threshold,
+                "passed": quality.passed,
+                "dimensions": quality.dimensions,
+            }
+            if quality
+            else None
+        ),
+        "load": (
+            {
+                "table": load.table,
+                "inserted": load.inserted,
+                "updated": load.updated,
+                "skipped": load.skipped,
+                "duplicates_in_file": load.duplicates_in_file,
+                "snapshot_id": load.snapshot_id,
+            }
+            if load
+            else None
+        ),
+        "dead_letter": (
+            {
+                "stage": entry.stage,
+                "error_type": entry.error_type,
+                "message": entry.message,
+                "error_uri": entry.error_uri,
+            }
+            if entry
+            else None
+        ),
+        "error": outcome.error or None,
+        "seconds": round(outcome.seconds, 3),
+    }
 
 
 def _landing(settings: Settings) -> Path:
@@ -263,15 +333,20 @@ def _summary_table(outcomes: list[FileOutcome]) -> Table:
 
 @main.command()
 @lake_option
-def tables(lake_root: str | None) -> None:
+@json_option
+def tables(lake_root: str | None, as_json: bool) -> None:
     """List the Iceberg tables with their row counts and snapshots."""
     from icegate.lake import loaded_snapshots
 
     settings = _settings(lake_root)
     catalog = _catalog(settings, create=False)
     if settings.namespace not in {ns[0] for ns in catalog.list_namespaces()}:
+        if as_json:
+            click.echo("[]")
+            return
         console.print(f"no tables yet in namespace {settings.namespace!r}")
         return
+    documents: list[dict[str, Any]] = []
     table = Table(title=f"tables in {settings.namespace}")
     for header in ("table", "rows", "data files", "snapshots", "current snapshot", "last source"):
         table.add_column(header)
@@ -280,20 +355,35 @@ def tables(lake_root: str | None) -> None:
         snapshot = iceberg.current_snapshot()
         summary = snapshot.summary.additional_properties if snapshot and snapshot.summary else {}
         sources = list(loaded_snapshots(iceberg))
+        last_source = sources[-1][1].get("icegate.source-file", "") if sources else ""
         table.add_row(
             ".".join(identifier),
             summary.get("total-records", "0"),
             summary.get("total-data-files", "0"),
             str(len(iceberg.metadata.snapshots)),
             str(snapshot.snapshot_id) if snapshot else "-",
-            sources[-1][1].get("icegate.source-file", "") if sources else "",
+            last_source,
         )
+        documents.append(
+            {
+                "table": ".".join(identifier),
+                "rows": int(summary.get("total-records", "0")),
+                "data_files": int(summary.get("total-data-files", "0")),
+                "snapshots": len(iceberg.metadata.snapshots),
+                "current_snapshot_id": snapshot.snapshot_id if snapshot else None,
+                "last_source": last_source or None,
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(documents, indent=2))
+        return
     console.print(table)
 
 
 @main.command()
 @lake_option
-def dlq(lake_root: str | None) -> None:
+@json_option
+def dlq(lake_root: str | None, as_json: bool) -> None:
     """List dead-lettered files with their reasons, and runs that rejected rows."""
     from icegate.storage import Storage
 
@@ -306,17 +396,27 @@ def dlq(lake_root: str | None) -> None:
     table = Table(title="dead-letter entries")
     for header in ("dataset", "run id", "file", "stage", "error", "message"):
         table.add_column(header, overflow="fold")
+    documents: list[dict[str, Any]] = []
     for uri in entries:
         parts = uri.split("/")
         if parts[-1] == "error.json":
-            table.add_row(*(Text(str(cell)) for cell in _dlq_cells(storage, uri, parts)))
+            cells = _dlq_cells(storage, uri, parts)
+            table.add_row(*(Text(str(cell)) for cell in cells))
+            documents.append({"kind": "dead_lettered", **dict(zip(_DLQ_KEYS, cells, strict=True)), "uri": uri})
         elif parts[-1] == "rejected.parquet" and f"{'/'.join(parts[:-1])}/error.json" not in listed:
             cells = (parts[-3], parts[-2], "-", "validate", "rows rejected", f"loaded; rejected rows in {uri}")
             table.add_row(*(Text(cell) for cell in cells))
+            documents.append({"kind": "rows_rejected", **dict(zip(_DLQ_KEYS, cells, strict=True)), "uri": uri})
+    if as_json:
+        click.echo(json.dumps(documents, indent=2, ensure_ascii=False, default=str))
+        return
     if table.row_count:
         console.print(table)
     else:
         console.print("the dead-letter prefix is empty")
+
+
+_DLQ_KEYS = ("dataset", "run_id", "file", "stage", "error_type", "message")
 
 
 def _dlq_cells(storage: Any, uri: str, parts: list[str]) -> tuple[object, ...]:
@@ -357,6 +457,7 @@ def _duration(value: str) -> timedelta:
     is_flag=True,
     help="Allow --orphans-older-than under 1d: only when no load is running, or its uncommitted files go.",
 )
+@json_option
 def maintain(
     table_name: str,
     lake_root: str | None,
@@ -365,6 +466,7 @@ def maintain(
     no_compact: bool,
     orphans_older_than: str,
     force: bool,
+    as_json: bool,
 ) -> None:
     """Compact small files, expire old snapshots and delete files nothing references, for TABLE.
 
@@ -382,6 +484,8 @@ def maintain(
     namespace, _, name = table_name.rpartition(".")
     identifier = (namespace or settings.namespace, name)
     catalog = _catalog(settings, create=False)
+    # Before expiry: a snapshot's marker names the run whose lost ledger row it can rebuild.
+    repaired = _repair_ledger(catalog, identifier)
     try:
         report = run_maintenance(
             catalog,
@@ -398,8 +502,120 @@ def maintain(
         raise click.BadParameter(str(exc), param_hint="--orphans-older-than") from None
     except IcegateError as exc:
         raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps({**dataclasses.asdict(report), "ledger_rows_recorded": repaired}, indent=2))
+        return
     console.print(
         f"{report.table}: compacted {report.files_compacted} small files into {report.files_written}, "
         f"expired {report.snapshots_expired} snapshots, deleted {report.files_deleted} files they alone used "
         f"and {report.orphans_deleted} orphan files"
     )
+    if repaired:
+        console.print(f"recorded {repaired} loads missing from the ledger (rebuilt from their snapshot markers)")
+
+
+def _repair_ledger(catalog: Catalog, identifier: tuple[str, str]) -> int:
+    """Ledger rows of loads whose own ledger write was lost, rebuilt from the table's snapshot markers."""
+    from pyiceberg.exceptions import NoSuchTableError
+
+    from icegate import ledger
+    from icegate.datasets import all_datasets
+
+    if identifier[1] == ledger.LEDGER_TABLE:
+        return 0
+    try:
+        table = catalog.load_table(identifier)
+    except NoSuchTableError:
+        return 0  # the maintenance itself says so
+    dataset = next((d.name for d in all_datasets().values() if d.table == identifier[1]), identifier[1])
+    return ledger.repair_from_markers(catalog, identifier[0], table, dataset)
+
+
+def _since(value: str | None) -> datetime | None:
+    """``--since``: a duration back from now (30m, 12h, 7d) or an ISO date/time (UTC unless it says)."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return datetime.now(UTC) - _duration(value)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@main.command()
+@click.argument("dataset", required=False)
+@lake_option
+@click.option("--since", metavar="WHEN", help="Only outcomes since: a duration (30m, 12h, 7d) or an ISO date/time.")
+@click.option(
+    "--outcome",
+    type=click.Choice(["loaded", "already_loaded", "dead_lettered"]),
+    help="Only outcomes of this kind.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the ledger rows as a JSON array (every column).")
+def history(dataset: str | None, lake_root: str | None, since: str | None, outcome: str | None, as_json: bool) -> None:
+    """Show the ledger: one line per file outcome (loaded, already loaded, dead-lettered), oldest first.
+
+    The ledger is the Iceberg table icegate_loads in the namespace; DATASET limits it to one dataset.
+    With --json, each row is an object with the ledger's columns (see the README), times in ISO 8601 UTC.
+    """
+    from icegate import ledger
+
+    since_time = _since(since)
+    settings = _settings(lake_root)
+    catalog = _catalog(settings, create=False)
+    rows = ledger.history(catalog, settings.namespace, dataset=dataset, since=since_time, outcome=outcome)
+    if as_json:
+        click.echo(json.dumps([_jsonable(row) for row in rows.to_dicts()], indent=2, ensure_ascii=False))
+        return
+    if rows.is_empty():
+        console.print("the ledger has no matching outcome")
+        return
+    table = Table(title=f"ledger {settings.namespace}.{ledger.LEDGER_TABLE}")
+    for header in ("finished (UTC)", "dataset", "file", "outcome", "score", "read/valid/rej", "ins/upd/skip", "detail"):
+        table.add_column(header, overflow="fold")
+    for row in rows.to_dicts():
+        finished = row["finished_at"].strftime("%Y-%m-%d %H:%M:%S") if row["finished_at"] else ""
+        counts = _counts(row, "rows_read", "rows_valid", "rows_rejected")
+        loads = _counts(row, "rows_inserted", "rows_updated", "rows_skipped")
+        if row["outcome"] == "dead_lettered":
+            detail = f"{row['error_type']} at {row['stage']}: {row['error_uri']}"
+        else:
+            detail = f"snapshot {row['snapshot_id']}"
+        score = f"{row['quality_score']:.1f}" if row["quality_score"] is not None else ""
+        cells = (finished, row["dataset"] or "", Path(row["source_key"] or "").name, row["outcome"], score)
+        table.add_row(*(Text(str(c)) for c in cells), counts, loads, Text(detail))
+    console.print(table)
+
+
+def _counts(row: dict[str, Any], *columns: str) -> str:
+    """``18/15/3``, or nothing when the run never got that far."""
+    values = [row[c] for c in columns]
+    return "" if all(v is None for v in values) else "/".join("-" if v is None else str(v) for v in values)
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
+
+
+@main.command()
+@lake_option
+@click.option(
+    "--out",
+    default="report.html",
+    show_default=True,
+    metavar="PATH",
+    help="Where to write the HTML file: a local path or s3://bucket/key.",
+)
+def report(lake_root: str | None, out: str) -> None:
+    """Write the quality report: one self-contained HTML file (opens offline) drawn from the ledger.
+
+    Charts of each dataset's score and dimensions over time, rows loaded per day, dead-letter
+    reasons and the top failing checks, and a table of every file with a link to its DLQ entry.
+    """
+    from icegate.report import build
+    from icegate.storage import Storage
+
+    settings = _settings(lake_root)
+    page = build(_catalog(settings, create=False), settings)
+    Storage(settings.s3_endpoint).write_bytes(out, page.encode("utf-8"))
+    console.print(f"wrote {escape(out)} ({len(page) // 1024} KiB)")

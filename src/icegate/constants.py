@@ -34,6 +34,10 @@ PROCESSING_PREFIX: Final = "processing"
 WAREHOUSE_PREFIX: Final = "warehouse"
 DLQ_PREFIX: Final = "dlq"
 LANDING_PREFIX: Final = "landing"
+#: Where the HTML quality report is published, under the lake root.
+REPORTS_PREFIX: Final = "reports"
+#: The ingestion ledger, an Iceberg table in the namespace (cdk grants the stages that touch it).
+LEDGER_TABLE: Final = "icegate_loads"
 #: The embedded SQLite catalog, directly under a local lake root.
 CATALOG_DB: Final = "catalog.db"
 #: What the dead-letter and validate stages write beside a dead-lettered file.

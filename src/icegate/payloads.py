@@ -106,6 +106,22 @@ class Job(Payload):
 
     source: SourceObject
     run_id: str
+    #: ISO-8601 time the first stage started, and seconds each stage took (for the ledger).
+    started_at: str = ""
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PriorLoad(Payload):
+    """The ledger's record of an earlier load of the same content into the same table."""
+
+    run_id: str
+    snapshot_id: int | None = None
+    #: Content hash of what was loaded (known without reading the object when found by its version).
+    sha256: str = ""
+    quality_score: float | None = None
+    quality_threshold: float | None = None
+    dimensions: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -125,6 +141,8 @@ class Parsed(Job):
     ignored_columns_count: int = 0
     ignored_columns_uri: str = ""
     parsed_uri: str = ""
+    #: Set when the ledger shows this content already loaded: the later stages pass the file through.
+    prior_load: PriorLoad | None = None
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import logging
 import os
 import random
 import shutil
@@ -37,8 +38,10 @@ from icegate.payloads import (
     ErrorInfo,
     Job,
     Loaded,
+    LoadSummary,
     Parsed,
     Payload,
+    PriorLoad,
     QualitySummary,
     Scored,
     SourceObject,
@@ -50,6 +53,7 @@ from icegate.quality import resolve_floors, resolve_weights, score_batch
 from icegate.settings import Settings
 from icegate.storage import ObjectInfo, Storage, join
 from icegate.transient import as_transient
+from icegate.trend import baseline, trend_failures
 from icegate.validate import FAILED_CHECKS, ROW_NUMBER, validate_table
 
 if TYPE_CHECKING:
@@ -59,6 +63,7 @@ P = TypeVar("P", bound=Payload)
 R = TypeVar("R")
 A = ParamSpec("A")
 UNKNOWN_DATASET = "unknown"
+log = logging.getLogger(__name__)
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -132,13 +137,88 @@ def open_catalog(settings: Settings) -> Catalog:
 # --- the stages -------------------------------------------------------------------------------
 
 
+def _resolve(catalog: Catalog | Callable[[], Catalog] | None, settings: Settings) -> Catalog:
+    """The catalog given, opened on demand (a callable), or the settings' one."""
+    from icegate.lake import build_catalog  # see open_catalog
+
+    if catalog is None:
+        return build_catalog(settings)
+    return catalog() if callable(catalog) else catalog
+
+
+def _timed(stage: str) -> Callable[[Callable[..., P]], Callable[..., P]]:
+    """Record when the run started and how long this stage took, in the payload (for the ledger)."""
+
+    def decorate(run: Callable[..., P]) -> Callable[..., P]:
+        @functools.wraps(run)
+        def timed(state: Job, *args: Any, **kwargs: Any) -> P:
+            started, clock = datetime.now(UTC), time.perf_counter()
+            result = run(state, *args, **kwargs)
+            return dataclasses.replace(
+                result,  # type: ignore[type-var]
+                started_at=state.started_at or started.isoformat(),
+                stage_seconds={**state.stage_seconds, stage: round(time.perf_counter() - clock, 4)},
+            )
+
+        return timed
+
+    return decorate
+
+
+def _prior_load(
+    settings: Settings,
+    catalog: Catalog | Callable[[], Catalog] | None,
+    table: str,
+    *,
+    sha256: str | None = None,
+    version: tuple[str, str, str] | None = None,
+) -> PriorLoad | None:
+    """The ledger's record of this content (or S3 object version) already loaded into ``table``; ``None``
+    also when the ledger cannot be read — the loader's snapshot-marker check still keeps the load exactly-once."""
+    from icegate import ledger  # the ledger is an Iceberg table: see open_catalog
+    from icegate.lake import find_loaded
+
+    try:
+        catalog = _resolve(catalog, settings)
+        prior = ledger.find_prior_load(catalog, settings.namespace, table, sha256=sha256, version=version)
+        if prior is None or not prior.sha256 or not catalog.table_exists(tuple(table.rsplit(".", 1))):
+            return None
+        # The ledger tells fast; the table's own marker confirms (a ledger row cannot outlive the data).
+        snapshot_id = find_loaded(catalog.load_table(tuple(table.rsplit(".", 1))), prior.sha256)
+    except Exception:
+        log.warning("could not read the ledger; parsing the file in full", exc_info=True)
+        return None
+    return dataclasses.replace(prior, snapshot_id=snapshot_id) if snapshot_id is not None else None
+
+
 @_stage
-def run_parse(job: Job, settings: Settings, storage: Storage) -> Parsed:
+@_timed(c.PARSE)
+def run_parse(
+    job: Job, settings: Settings, storage: Storage, catalog: Catalog | Callable[[], Catalog] | None = None
+) -> Parsed:
     source, info = resolve_source(job.source, storage)
     job = dataclasses.replace(job, source=source)
     dataset = detect_dataset(source.key)
     check_size(info.size, source.uri, settings.limits)  # before downloading it into memory
-    data = storage.read_bytes(source.uri, source.version_id)
+    # A rerun of content already loaded is answered from the ledger, before any parsing: an S3 object
+    # version is immutable, so a loaded one is known before downloading it; other files by their hash.
+    table = f"{settings.namespace}.{dataset.table}"
+    prior = None
+    if source.version_id:
+        prior = _prior_load(settings, catalog, table, version=(source.bucket, source.key, source.version_id))
+    if prior is None:
+        data = storage.read_bytes(source.uri, source.version_id)
+        sha256 = hashlib.sha256(data).hexdigest()
+        prior = _prior_load(settings, catalog, table, sha256=sha256)
+    if prior is not None:
+        return _extend(
+            Parsed,
+            job,
+            dataset=dataset.name,
+            sha256=prior.sha256,
+            uploaded_at=info.last_modified.isoformat(),
+            prior_load=prior,
+        )
     parsed = parse_bytes(
         data,
         source.key,
@@ -160,7 +240,7 @@ def run_parse(job: Job, settings: Settings, storage: Storage) -> Parsed:
         job,
         dataset=dataset.name,
         format=parsed.format,
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=sha256,
         uploaded_at=info.last_modified.isoformat(),
         rows=parsed.table.num_rows,
         columns=list(parsed.table.column_names),
@@ -172,7 +252,10 @@ def run_parse(job: Job, settings: Settings, storage: Storage) -> Parsed:
 
 
 @_stage
+@_timed(c.VALIDATE)
 def run_validate(parsed: Parsed, settings: Settings, storage: Storage) -> Validated:
+    if parsed.prior_load is not None:
+        return _extend(Validated, parsed)
     dataset = get_dataset(parsed.dataset)
     result = validate_table(storage.read_parquet(parsed.parsed_uri), dataset, file=parsed.source.uri)
     valid_uri = processing_uri(settings, parsed.run_id, "valid.parquet")
@@ -194,7 +277,15 @@ def run_validate(parsed: Parsed, settings: Settings, storage: Storage) -> Valida
 
 
 @_stage
-def run_score(validated: Validated, settings: Settings, storage: Storage) -> Scored:
+@_timed(c.SCORE)
+def run_score(
+    validated: Validated, settings: Settings, storage: Storage, catalog: Catalog | Callable[[], Catalog] | None = None
+) -> Scored:
+    if (prior := validated.prior_load) is not None:
+        # The gate lets it through to the loader, which records "already loaded": the score shown
+        # is the one the content had when it was loaded.
+        quality = QualitySummary(prior.quality_score or 0.0, prior.quality_threshold or 0.0, True, prior.dimensions, "")
+        return _extend(Scored, validated, quality=quality)
     dataset = get_dataset(validated.dataset)
     if validated.rows_valid == 0:
         raise _no_valid_rows(validated)
@@ -219,17 +310,39 @@ def run_score(validated: Validated, settings: Settings, storage: Storage) -> Sco
         floors=resolve_floors(dataset, settings.quality_floors),
         threshold=settings.quality_thresholds.get(dataset.name, dataset.quality_threshold),
     )
+    document = report.to_dict()
+    if dataset.trend_gate is not None and (failures := _trend_failures(validated, report.score, settings, catalog)):
+        document["passed"] = False
+        document["reason"] = "; ".join(filter(None, [report.reason, *failures]))
+        document["trend_failures"] = failures
     report_uri = processing_uri(settings, validated.run_id, "quality.json")
-    storage.write_json(report_uri, report.to_dict())
+    storage.write_json(report_uri, document)
     summary = QualitySummary(
         score=report.score,
         threshold=report.threshold,
-        passed=report.passed,
+        passed=document["passed"],
         dimensions=report.dimension_scores(),
         report_uri=report_uri,
-        reason=report.reason,
+        reason=document["reason"],
     )
     return _extend(Scored, validated, quality=summary)
+
+
+def _trend_failures(
+    validated: Validated, score: float, settings: Settings, catalog: Catalog | Callable[[], Catalog] | None
+) -> list[str]:
+    """The trend gate against the dataset's last loaded files in the ledger (passes when it cannot be read)."""
+    from icegate import ledger  # see open_catalog
+
+    gate = get_dataset(validated.dataset).trend_gate
+    assert gate is not None
+    try:
+        recent = ledger.recent_loaded(_resolve(catalog, settings), settings.namespace, validated.dataset, gate.window)
+    except Exception:
+        log.warning("could not read the ledger: the trend gate passes this file", exc_info=True)
+        return []
+    base = baseline(recent["quality_score"].to_list(), recent["rows_read"].to_list())
+    return trend_failures(gate, base, dataset=validated.dataset, score=score, rows=validated.rows)
 
 
 def _no_valid_rows(validated: Validated) -> NoValidRows:
@@ -253,12 +366,18 @@ def passes_gate(scored: Scored) -> bool:
 def run_load(scored: Scored, settings: Settings, storage: Storage, catalog: Catalog | None = None) -> Loaded:
     from icegate.lake import SourceIdentity, load_batch  # see open_catalog
 
+    clock = time.perf_counter()
     dataset = get_dataset(scored.dataset)
+    catalog = catalog or open_catalog(settings)
+    if (prior := scored.prior_load) is not None:
+        table = f"{settings.namespace}.{dataset.table}"
+        already = LoadSummary(table, dataset.strategy, 0, 0, 0, 0, prior.snapshot_id, already_loaded=True)
+        return _record_load(_extend(Loaded, scored, load=already), settings, storage, catalog, clock)
     identity = SourceIdentity(
         sha256=scored.sha256, file=scored.source.uri, version=scored.source.version, run_id=scored.run_id
     )
     summary = load_batch(
-        catalog or open_catalog(settings),
+        catalog,
         dataset,
         storage.read_frame(scored.valid_uri),
         identity,
@@ -266,9 +385,61 @@ def run_load(scored: Scored, settings: Settings, storage: Storage, catalog: Cata
         attempts=settings.commit_attempts,
         backoff_seconds=settings.commit_backoff_seconds,
     )
-    return _extend(Loaded, scored, load=summary)
+    return _record_load(_extend(Loaded, scored, load=summary), settings, storage, catalog, clock)
 
 
+def _record_load(loaded: Loaded, settings: Settings, storage: Storage, catalog: Catalog, clock: float) -> Loaded:
+    """The load's ledger row, after the data commit (a failure is logged, never raised)."""
+    from icegate import ledger  # see open_catalog
+
+    load = loaded.load
+    assert load is not None
+    loaded = dataclasses.replace(
+        loaded,
+        load=load,
+        started_at=loaded.started_at or datetime.now(UTC).isoformat(),
+        stage_seconds={**loaded.stage_seconds, c.LOAD: round(time.perf_counter() - clock, 4)},
+    )
+    report = None
+    if loaded.quality is not None and loaded.quality.report_uri:
+        try:
+            report = storage.read_json(loaded.quality.report_uri)
+        except Exception:
+            log.warning("no quality report for the ledger at %s", loaded.quality.report_uri, exc_info=True)
+    table_uuid = None
+    try:
+        table_uuid = str(catalog.load_table(tuple(load.table.rsplit(".", 1))).metadata.table_uuid)
+    except Exception:
+        log.warning("could not read the uuid of %s for the ledger", load.table, exc_info=True)
+    row = ledger.row_for_load(loaded, namespace=settings.namespace, report=report, table_uuid=table_uuid)
+    ledger.record(catalog, settings.namespace, row)
+    return loaded
+
+
+def _recorded_in_ledger(run: Callable[..., DeadLettered]) -> Callable[..., DeadLettered]:
+    """After the DLQ entry is filed (or an earlier one reused), its ledger row — never a condition of it."""
+
+    @functools.wraps(run)
+    def recorded(
+        state: Mapping[str, Any],
+        stage: str,
+        error: ErrorInfo,
+        settings: Settings,
+        storage: Storage,
+        catalog: Catalog | Callable[[], Catalog] | None = None,
+    ) -> DeadLettered:
+        from icegate import ledger  # see open_catalog
+        from icegate.lake import build_catalog
+
+        entry = run(state, stage, error, settings, storage)
+        row = ledger.row_for_dead_letter(state, entry, report=_quality_report(state, storage)[0])
+        ledger.record(catalog or (lambda: build_catalog(settings)), settings.namespace, row)
+        return entry
+
+    return recorded
+
+
+@_recorded_in_ledger
 @_stage
 def run_dead_letter(
     state: Mapping[str, Any], stage: str, error: ErrorInfo, settings: Settings, storage: Storage
@@ -478,6 +649,9 @@ class LocalRunner:
             self._catalog = open_catalog(self.settings)
         return self._catalog
 
+    def _ledger_catalog(self) -> Catalog:
+        return self.catalog
+
     def run(
         self, source: SourceObject, *, on_stage: ProgressHook | None = None, keep_processing: bool = False
     ) -> FileOutcome:
@@ -500,12 +674,13 @@ class LocalRunner:
         storage.hold(None if keep_processing else processing_uri(settings, job.run_id, ""))
         try:
             enter(c.PARSE)
-            parsed = state = _with_retries(lambda: run_parse(job, settings, storage))
+            # The ledger's catalog is opened only when asked for: a catalog that is down fails the load, not the parse.
+            parsed = state = _with_retries(lambda: run_parse(job, settings, storage, self._ledger_catalog))
             enter(c.VALIDATE)
             validated = state = _with_retries(lambda: run_validate(parsed, settings, storage))
             storage.forget(parsed.parsed_uri)  # its only reader is done: free the file's raw strings
             enter(c.SCORE)
-            scored = state = _with_retries(lambda: run_score(validated, settings, storage))
+            scored = state = _with_retries(lambda: run_score(validated, settings, storage, self._ledger_catalog))
             if not passes_gate(scored):
                 return self._dead_letter(job, scored, c.GATE, gate_error(scored), started, keep_processing)
             enter(c.LOAD)
@@ -522,7 +697,9 @@ class LocalRunner:
     ) -> FileOutcome:
         document = state.to_dict()
         try:
-            entry = _with_retries(lambda: run_dead_letter(document, stage, error, self.settings, self.storage))
+            entry = _with_retries(
+                lambda: run_dead_letter(document, stage, error, self.settings, self.storage, self._ledger_catalog)
+            )
         except Exception as exc:
             # As the state machine's DeadLetter Catch: this file failed loudly, the run goes on with the next.
             reason = f"{_describe(error)[1]} — and the dead-letter step failed too: {type(exc).__name__}: {exc}"

@@ -5,15 +5,28 @@ from __future__ import annotations
 import pytest
 from infra_support import Synth
 
-from icegate.constants import DEAD_LETTER, DLQ_PREFIX, HANDLERS, LOAD, PARSE, PROCESSING_PREFIX, SCORE, VALIDATE
+from icegate.constants import (
+    DEAD_LETTER,
+    DLQ_PREFIX,
+    HANDLERS,
+    LEDGER_TABLE,
+    LOAD,
+    PARSE,
+    PROCESSING_PREFIX,
+    REPORTS_PREFIX,
+    SCORE,
+    VALIDATE,
+)
 
 READ = {"s3:GetObject"}
 READ_VERSIONS = {"s3:GetObject", "s3:GetObjectVersion"}
 WRITE = {"s3:PutObject", "s3:AbortMultipartUpload"}
-#: The loader deletes under warehouse/ (lost commit attempts, old metadata.json); the dead letter a rerun's rejects.
+#: The loader deletes under warehouse/ (lost commit attempts, old metadata.json); the dead letter a rerun's
+#: duplicate rejects and its own lost ledger commits.
 DELETE = {"s3:DeleteObject"}
 #: What pyiceberg's Glue catalog calls to load, create and commit; not CreateDatabase (the stack creates it).
 GLUE = {"glue:GetDatabase", "glue:GetTable", "glue:CreateTable", "glue:UpdateTable"}
+GLUE_READ = {"glue:GetDatabase", "glue:GetTable"}
 LOGS = {"logs:CreateLogStream", "logs:PutLogEvents"}
 XRAY = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
 
@@ -31,12 +44,27 @@ def _expected_data_grants(synth: Synth) -> dict[str, set[tuple[str, str]]]:
     glue = "arn:<AWS::Partition>:glue:<AWS::Region>:<AWS::AccountId>"
     database = synth.stack.catalog.database_name
     read_landing = _pairs(READ_VERSIONS, landing_objects) | _pairs({"s3:ListBucket"}, landing)
+    catalog, tables = f"{glue}:catalog", f"{glue}:database/{database}"
+    ledger_table = f"{glue}:table/{database}/{LEDGER_TABLE}"
+    ledger_files = f"{lake}/warehouse/{database}.db/{LEDGER_TABLE}/*"
+    reports = f"{lake}/{REPORTS_PREFIX}/*"
     return {
-        PARSE: read_landing | _pairs(WRITE, [processing]),
+        # It answers a rerun of loaded content from the ledger, confirmed by the table's marker: read-only.
+        PARSE: read_landing
+        | _pairs(WRITE, [processing])
+        | _pairs(GLUE_READ, [catalog, tables, f"{glue}:table/{database}/*"])
+        | _pairs(READ, [warehouse])
+        | _pairs({"s3:ListBucket"}, [lake]),
         # Rejected rows are kept under dlq/ (processing/ expires): the validator writes them, the scorer reads them.
         VALIDATE: _pairs(READ | WRITE, [processing]) | _pairs(WRITE, [dlq]),
-        SCORE: _pairs(READ | WRITE, [processing]) | _pairs(READ, [dlq]),
+        # The trend gate reads the ledger, and only the ledger.
+        SCORE: _pairs(READ | WRITE, [processing])
+        | _pairs(READ, [dlq])
+        | _pairs(GLUE_READ, [catalog, tables, ledger_table])
+        | _pairs(READ, [ledger_files])
+        | _pairs({"s3:ListBucket"}, [lake]),
         LOAD: _pairs(READ, [processing])
+        | _pairs(WRITE, [reports])
         | _pairs(READ | WRITE | DELETE, [warehouse])
         | _pairs({"s3:ListBucket"}, [lake])
         | _pairs(GLUE, [f"{glue}:catalog", f"{glue}:database/{database}", f"{glue}:table/{database}/*"]),
@@ -46,7 +74,11 @@ def _expected_data_grants(synth: Synth) -> dict[str, set[tuple[str, str]]]:
         | _pairs(READ, [processing])
         | _pairs(READ | WRITE, [dlq])
         | _pairs({"s3:ListBucket"}, [lake])
-        | _pairs({"s3:DeleteObject"}, [f"{lake}/{DLQ_PREFIX}/*/rejected.parquet"]),
+        | _pairs({"s3:DeleteObject"}, [f"{lake}/{DLQ_PREFIX}/*/rejected.parquet"])
+        # It records the dead-lettered outcome in the ledger table (never a dataset's) and rewrites the report.
+        | _pairs(GLUE, [catalog, tables, ledger_table])
+        | _pairs(READ | WRITE | DELETE, [ledger_files])
+        | _pairs(WRITE, [reports]),
     }
 
 
@@ -75,7 +107,7 @@ def test_stage_logs_only_to_its_own_log_group_and_traces(imported: Synth, stage:
     assert grants == _pairs(LOGS, [log_group]) | _pairs(XRAY, ["*"])
 
 
-def test_only_the_loader_can_write_the_warehouse(any_synth: Synth) -> None:
+def test_only_the_loader_can_write_the_warehouse_beyond_the_ledger(any_synth: Synth) -> None:
     # GIVEN the lake bucket
     lake = f"<{any_synth.logical_id(any_synth.stack.storage.lake_bucket.bucket_arn)}.Arn>"
     covering_warehouse = {"*", f"{lake}/*", f"{lake}/warehouse/*"}
@@ -110,10 +142,13 @@ def test_no_function_role_has_wildcard_actions_or_unscoped_data_access(any_synth
             assert not any("*" in action for action in statement["Action"]), (stage, statement)
             if "*" in statement["Resource"]:
                 assert set(statement["Action"]) <= XRAY, (stage, statement)
-            # AND Glue is never granted on '*'
+            # AND Glue is never granted on '*', and only the loader writes tables other than the ledger
             if any(action.startswith("glue:") for action in statement["Action"]):
-                assert stage == LOAD
                 assert "*" not in statement["Resource"]
+                if set(statement["Action"]) - GLUE_READ and stage != LOAD:
+                    assert all(
+                        r.endswith(("catalog", f"/{LEDGER_TABLE}")) or ":database/" in r for r in statement["Resource"]
+                    )
 
 
 def test_state_machine_may_invoke_only_the_stage_functions(any_synth: Synth) -> None:
@@ -150,5 +185,10 @@ def test_deletes_are_only_the_loaders_warehouse_files_and_the_dead_letters_dupli
     # THEN it is the loader on warehouse/ objects (a delete marker in the versioned lake), and the dead letter on
     # the rejected rows a rerun filed again before it found the earlier entry; nothing else
     lake = f"<{any_synth.logical_id(any_synth.stack.storage.lake_bucket.bucket_arn)}.Arn>"
-    assert deletes == {(LOAD, f"{lake}/warehouse/*"), (DEAD_LETTER, f"{lake}/dlq/*/rejected.parquet")}
+    database = any_synth.stack.catalog.database_name
+    assert deletes == {
+        (LOAD, f"{lake}/warehouse/*"),
+        (DEAD_LETTER, f"{lake}/dlq/*/rejected.parquet"),
+        (DEAD_LETTER, f"{lake}/warehouse/{database}.db/{LEDGER_TABLE}/*"),
+    }
     assert not any(action == "s3:DeleteObjectVersion" for stage in HANDLERS for action, _ in any_synth.grants(stage))

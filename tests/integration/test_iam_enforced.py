@@ -29,12 +29,13 @@ import polars as pl
 import pytest
 
 import icegate.datasets
-from icegate.constants import HANDLERS, LOAD, PARSE
+from icegate.constants import DEAD_LETTER, HANDLERS, LEDGER_TABLE, LOAD, PARSE, REPORTS_PREFIX
 from icegate.datasets import all_datasets
 from icegate.lake import SourceIdentity, build_catalog, load_batch
 from icegate.lake import commit as commit_module
 from icegate.lake.maintain import maintain
 from icegate.lake.merge import ROW_INDEX
+from icegate.report import REPORT_NAME
 from icegate.settings import load_settings
 from tests.conftest import SAMPLES
 from tests.integration.aws_support import (
@@ -337,6 +338,55 @@ def test_maintain_runs_with_the_loader_grants_and_deletes_what_it_reports(deploy
     assert report.files_deleted > 0
     assert deployed.warehouse_files() == deployed.referenced_files()
     assert deployed.pipeline.table("posts").sort("post_id", "creator").equals(rows_before)
+
+
+def _ledger(deployed: Deployed) -> list[tuple[str, str, Any]]:
+    """(run id, outcome, rows read) of every ledger row, oldest first."""
+    rows = deployed.pipeline.catalog().load_table((NAMESPACE, LEDGER_TABLE)).scan().to_arrow()
+    frame = pl.from_arrow(rows)
+    assert isinstance(frame, pl.DataFrame)
+    return frame.sort("finished_at").select("run_id", "outcome", "rows_read").rows()
+
+
+def test_every_outcome_is_recorded_in_the_ledger_and_the_report_under_each_role(deployed: Deployed) -> None:
+    """The loader and the dead letter write the ledger and the report, the parser reads it, each as deployed."""
+    report_key = f"{REPORTS_PREFIX}/{REPORT_NAME}"
+    # GIVEN a good file that loads (the loader writes the ledger row and the report)
+    good = deployed.pipeline.upload(POSTS_CSV)
+    first = deployed.run(good)
+    assert first["status"] == "SUCCEEDED", first.get("cause")
+    assert deployed.pipeline.keys(report_key) == [report_key]
+    deployed.pipeline.s3.delete_object(Bucket=LAKE, Key=report_key)
+
+    # WHEN the same object runs again (a duplicate event), then a bad file
+    again = deployed.run(good)
+    bad = deployed.run(deployed.pipeline.upload(MISSING_COLUMNS))
+
+    # THEN the ledger holds one row per execution: the rerun answered by the parser from the ledger before any
+    # parsing (no rows read), the bad file recorded by the dead-letter role
+    assert (again["status"], bad["status"]) == ("SUCCEEDED", "FAILED")
+    assert _ledger(deployed) == [
+        (first["name"], "loaded", 28),
+        (again["name"], "already_loaded", None),
+        (bad["name"], "dead_lettered", None),
+    ]
+    # AND the dead-letter role rewrote the report, which names all three runs
+    page = deployed.pipeline.s3.get_object(Bucket=LAKE, Key=report_key)["Body"].read().decode()
+    assert all(execution["name"] in page for execution in (first, again, bad))
+
+
+@pytest.mark.parametrize("dropped", [(DEAD_LETTER, "s3:PutObject", f"/{LEDGER_TABLE}/*")], ids=["no-ledger-write"])
+def test_without_the_ledger_grant_the_dead_letter_still_files_but_records_nothing(
+    deployed: Deployed, dropped: Dropped
+) -> None:
+    """Negative control: the dead-lettered row above is the dead-letter role's own write."""
+    # WHEN a bad file runs while the dead letter may not write the ledger's files
+    bad = deployed.run(deployed.pipeline.upload(MISSING_COLUMNS))
+
+    # THEN the file is still filed (the ledger never stands in the way of the DLQ), and no row is recorded
+    assert bad["status"] == "FAILED"
+    assert deployed.pipeline.dlq_entries()
+    assert not deployed.pipeline.catalog().table_exists((NAMESPACE, LEDGER_TABLE)) or _ledger(deployed) == []
 
 
 # --- negative controls: without a needed statement, the run fails with AccessDenied -----------------------

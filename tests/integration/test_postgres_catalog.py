@@ -52,7 +52,11 @@ def test_icegate_run_loads_into_tables_registered_in_postgresql(
         host=postgres_server.host, port=postgres_server.port, user=postgres_server.user, dbname=postgres_env
     ) as connection:
         registered = connection.execute("SELECT table_namespace, table_name FROM iceberg_tables").fetchall()
-    assert sorted(registered) == [("instagram_db", "posts"), ("instagram_db", "restaurants")]
+    assert sorted(registered) == [
+        ("instagram_db", "icegate_loads"),  # the ledger
+        ("instagram_db", "posts"),
+        ("instagram_db", "restaurants"),
+    ]
     assert not (lake / "catalog.db").exists()
 
     # AND a rerun finds the source markers through the PostgreSQL catalog

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Literal
 import polars as pl
 
 from icegate.dimensions import QUALITY_DIMENSIONS, RuleDimension
+from icegate.trend import TrendGate
 
 if TYPE_CHECKING:
     import pandera.polars as pa
@@ -100,6 +101,8 @@ class Dataset:
     quality_rules: tuple[QualityRule, ...] = ()
     #: Iceberg table name; defaults to the dataset name.
     table_name: str | None = None
+    #: Fail files far below the dataset's recent loaded files (score drop, row collapse); off when None.
+    trend_gate: TrendGate | None = None
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.columns]

@@ -203,9 +203,7 @@ def plan_load(table: Table, dataset: Dataset, incoming: pl.DataFrame, ordering: 
     """
     schema_id = table.metadata.current_schema_id
     if dataset.strategy == "append" or table.current_snapshot() is None:
-        return LoadPlan(
-            incoming.drop(ROW_INDEX), [], incoming.height, 0, 0, incoming.get_column(ROW_INDEX), schema_id
-        )
+        return LoadPlan(incoming.drop(ROW_INDEX), [], incoming.height, 0, 0, incoming.get_column(ROW_INDEX), schema_id)
     key = dataset.key
     candidates = candidate_files(table, dataset, incoming)
     if dataset.strategy == "insert_new":

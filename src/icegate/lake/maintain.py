@@ -4,8 +4,8 @@ What pyiceberg 0.12 offers and what we add:
 
 - ``ExpireSnapshots`` removes snapshots from the metadata but deletes no file; we delete the
   manifests, manifest lists and data files that only expired snapshots referenced, after the
-  expiry committed. The source markers of expired snapshots move to table properties in the same
-  commit (see ``markers``), so a rerun of an old file is still recognised.
+  expiry committed. The ledger holds a ``loaded`` row for every expired snapshot's source marker,
+  recorded before the expiry commits (see ``markers``), so a rerun of an old file is still recognised.
 - There is no ``rewrite_data_files``: :func:`compact` reads a partition's small files and writes
   them back as key-sorted files of the table's target size, in one ``overwrite`` snapshot.
 - There is no ``rewrite_manifests``; manifests are merged as loads append (``merge_append``).
@@ -31,7 +31,7 @@ from pyiceberg.table.update.snapshot import ExpireSnapshots
 from icegate.errors import CommitConflict
 from icegate.lake.catalog import MERGE_KEY_PROPERTY, target_file_rows
 from icegate.lake.files import FILE_INDEX, ROW_POSITION, overwrite, read_files, transaction, write_data_files
-from icegate.lake.markers import ledger_entries
+from icegate.lake.ledger import record_markers
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
@@ -161,10 +161,10 @@ def expire_snapshots(
         if not expired:
             return 0, 0
         gone = [s for s in table.metadata.snapshots if s.snapshot_id in expired]
+        # Their markers live on in the ledger, recorded first: if that fails, nothing expires.
+        record_markers(catalog, identifier[0], table, snapshot_ids=expired)
         pending = transaction(table)
         ExpireSnapshots(pending).by_ids(sorted(expired)).commit()
-        if ledger := ledger_entries(table, expired):
-            pending.set_properties(ledger)
         try:
             updated = pending.commit_transaction()
         except CommitFailedException:

@@ -1,8 +1,11 @@
 """Source markers: which file each commit loaded, so that a rerun is a no-op (invariant I3).
 
 A load's snapshot carries the source identity in its summary. Expiring snapshots would forget
-them, so ``icegate maintain`` first copies the marker of every snapshot it expires into a table
-property (``icegate.loaded.<sha256>`` → snapshot id), in the same commit as the expiry.
+them, so ``icegate maintain`` first makes sure the ledger (``icegate_loads``) holds a ``loaded`` row
+for every snapshot it expires, and :func:`find_loaded` asks the ledger about loads no longer in the
+history. Older versions kept those markers as table properties (``icegate.loaded.<sha256>`` →
+snapshot id, one per file, forever); they are still read, and ``icegate maintain`` moves them into
+the ledger once.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from icegate.errors import StorageUnavailable
 
 if TYPE_CHECKING:
     from pyiceberg.table import Table
@@ -23,7 +28,7 @@ MARKER_RUN = "icegate.run-id"
 MARKER_INSERTED = "icegate.inserted"
 MARKER_UPDATED = "icegate.updated"
 MARKER_SKIPPED = "icegate.skipped"
-#: Table-property prefix that keeps the markers of expired snapshots.
+#: Table-property prefix of the markers older versions kept for expired snapshots (moved to the ledger).
 LEDGER_PREFIX = "icegate.loaded."
 
 
@@ -61,11 +66,16 @@ def find_marker(table: Table, sha256: str) -> tuple[int, dict[str, str]] | None:
     """The snapshot that loaded this content and its marker (empty once the snapshot expired)."""
     if (recorded := table.properties.get(LEDGER_PREFIX + sha256)) is not None:
         return int(recorded), {}
-    return next(((sid, props) for sid, props in loaded_snapshots(table) if props[MARKER_SHA256] == sha256), None)
+    in_history = ((sid, props) for sid, props in loaded_snapshots(table) if props[MARKER_SHA256] == sha256)
+    if (found := next(in_history, None)) is not None:
+        return found
+    from icegate.lake.ledger import loaded_snapshot  # the ledger module builds on this one
 
-
-def ledger_entries(table: Table, snapshot_ids: set[int]) -> dict[str, str]:
-    """Table properties that keep the markers of these snapshots once they are expired."""
-    return {
-        LEDGER_PREFIX + props[MARKER_SHA256]: str(sid) for sid, props in loaded_snapshots(table) if sid in snapshot_ids
-    }
+    try:
+        snapshot_id = loaded_snapshot(table, sha256)
+    except Exception as exc:
+        # Unknown is not "not loaded": loading now could load the file twice. Retry later.
+        raise StorageUnavailable(
+            f"could not read the ledger to tell whether this content was loaded before ({exc}); retry"
+        ) from exc
+    return (snapshot_id, {}) if snapshot_id is not None else None

@@ -1,0 +1,250 @@
+"""The ingestion ledger: one row per file outcome in the Iceberg table ``icegate_loads``.
+
+The loader records ``loaded`` and ``already_loaded``, the dead-letter stage ``dead_lettered``. The
+ledger is the durable, queryable memory of what was loaded and how good it was; the snapshot marker
+of a data commit stays the exactly-once proof. So writing the ledger never breaks or duplicates a
+load: it happens after the data commit, a failure is logged (and repaired from the snapshot markers
+by ``icegate maintain``), and a row is written at most once per (run id, outcome).
+
+The Iceberg side (schema, table, idempotent append) lives in :mod:`icegate.lake.ledger`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from icegate.constants import LEDGER_TABLE
+from icegate.dimensions import QUALITY_DIMENSIONS
+from icegate.lake.ledger import (
+    COLUMN_NAMES,
+    RECORDED_BY_MAINTAIN,
+    SCORE_COLUMN_PREFIX,
+    append_rows,
+    arrow_schema,
+    ledger_table,
+    loaded_filter,
+    migrate_legacy_markers,
+    record_markers,
+    scan,
+    where,
+)
+from icegate.payloads import PriorLoad
+
+if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
+    from pyiceberg.table import Table
+
+    from icegate.payloads import DeadLettered, Loaded
+
+log = logging.getLogger(__name__)
+
+
+__all__ = [
+    "COLUMN_NAMES",
+    "LEDGER_TABLE",
+    "RECORDED_BY_MAINTAIN",
+    "find_prior_load",
+    "history",
+    "recent_loaded",
+    "record",
+    "repair_from_markers",
+    "row_for_dead_letter",
+    "row_for_load",
+]
+
+
+def _time(value: str | datetime | None) -> datetime | None:
+    if value is None or value == "":
+        return None
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _source_columns(source: Mapping[str, Any]) -> dict[str, Any]:
+    bucket, key = str(source.get("bucket") or ""), str(source.get("key") or "")
+    return {
+        "source_bucket": bucket,
+        "source_key": key,
+        "source_uri": f"s3://{bucket}/{key}" if bucket else key,
+        "source_version": source.get("version_id"),
+        "source_etag": (str(source["etag"]).strip('"') if source.get("etag") else None),
+        "source_size": source.get("size"),
+    }
+
+
+def _quality_columns(quality: Mapping[str, Any] | None, report: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Score, threshold, each dimension's score and the quality checks that cost points (from the report)."""
+    columns: dict[str, Any] = {}
+    if quality:
+        columns["quality_score"] = quality.get("score")
+        columns["quality_threshold"] = quality.get("threshold")
+        dimensions = quality.get("dimensions") or {}
+        for name in QUALITY_DIMENSIONS:
+            columns[SCORE_COLUMN_PREFIX + name] = dimensions.get(name)
+    if report:
+        columns["quality_checks"] = {
+            f"{dimension['name']}/{check['name']}": int(check["rows_failed"])
+            for dimension in report.get("dimensions", [])
+            for check in dimension.get("checks", [])
+        } or None
+    return columns
+
+
+def _common(state: Mapping[str, Any], report: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {
+        "run_id": str(state.get("run_id") or ""),
+        **_source_columns(state.get("source") or {}),
+        "source_sha256": state.get("sha256") or None,
+        "source_uploaded_at": _time(state.get("uploaded_at")),
+        "rows_read": state.get("rows") if "parsed_uri" in state else None,
+        "rows_valid": state.get("rows_valid") if "valid_uri" in state else None,
+        "rows_rejected": state.get("rows_rejected") if "valid_uri" in state else None,
+        "rejected_rows_uri": state.get("rejected_uri") or None,
+        "failed_checks": dict(state.get("failed_checks") or {}) or None,
+        **_quality_columns(state.get("quality"), report),
+        "started_at": _time(state.get("started_at")),
+        "stage_seconds": dict(state.get("stage_seconds") or {}) or None,
+    }
+
+
+def row_for_load(
+    loaded: Loaded, *, namespace: str, report: Mapping[str, Any] | None = None, table_uuid: str | None = None
+) -> dict[str, Any]:
+    """The ledger row of a file the loader handled (``loaded`` or ``already_loaded``)."""
+    load = loaded.load
+    assert load is not None
+    state = loaded.to_dict()
+    if loaded.prior_load is not None:
+        # Answered from the ledger before parsing: no rows were read in this run.
+        state = {k: v for k, v in state.items() if k not in ("parsed_uri", "valid_uri", "quality")}
+    return {
+        **_common(state, report),
+        "outcome": "already_loaded" if load.already_loaded else "loaded",
+        "dataset": loaded.dataset,
+        "table_name": load.table or f"{namespace}.{loaded.dataset}",
+        "table_uuid": table_uuid,
+        "rows_inserted": load.inserted,
+        "rows_updated": load.updated,
+        "rows_skipped": load.skipped,
+        "rows_duplicate_in_file": load.duplicates_in_file,
+        "snapshot_id": load.snapshot_id,
+        "finished_at": datetime.now(UTC),
+        "recorded_by": "loader",
+    }
+
+
+def row_for_dead_letter(
+    state: Mapping[str, Any], entry: DeadLettered, *, report: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The ledger row of a dead-lettered file, from the state it failed in and its DLQ entry."""
+    source = state.get("source", state)
+    return {
+        # A rerun that reuses an earlier DLQ entry is still its own outcome, under its own run id.
+        **_common({**state, "source": source, "run_id": state.get("run_id") or entry.run_id}, report),
+        "outcome": "dead_lettered",
+        "dataset": entry.dataset,
+        "table_name": None,
+        "stage": entry.stage,
+        "error_type": entry.error_type,
+        "error_message": entry.message,
+        "dead_letter_uri": entry.dlq_uri,
+        "error_uri": entry.error_uri,
+        "finished_at": datetime.now(UTC),
+        "recorded_by": "dead_letter",
+    }
+
+
+def record(catalog: Catalog | Callable[[], Catalog], namespace: str, row: Mapping[str, Any]) -> bool:
+    """Write one ledger row (idempotent per run id and outcome). Never raises: the outcome it records
+    has already happened, and ``icegate maintain`` repairs a loaded file's lost row from its marker.
+    """
+    try:
+        resolved = catalog() if callable(catalog) else catalog
+        append_rows(resolved, namespace, [dict(row)])
+    except Exception:
+        log.exception(
+            "could not record %s of run %s in the ledger %s.%s; `icegate maintain` repairs a loaded file's row",
+            row.get("outcome"),
+            row.get("run_id"),
+            namespace,
+            LEDGER_TABLE,
+        )
+        return False
+    return True
+
+
+def find_prior_load(
+    catalog: Catalog,
+    namespace: str,
+    table_name: str,
+    *,
+    sha256: str | None = None,
+    version: tuple[str, str, str] | None = None,
+) -> PriorLoad | None:
+    """The ``loaded`` ledger row of this content — by hash, or by S3 (bucket, key, version id), which
+    names immutable bytes — in this table, if any (the newest when several)."""
+    table = ledger_table(catalog, namespace, create=False)
+    if table is None:
+        return None
+    if version is not None:
+        bucket, key, version_id = version
+        row_filter = where(
+            source_bucket=bucket, source_key=key, source_version=version_id, table_name=table_name, outcome="loaded"
+        )
+    else:
+        assert sha256 is not None
+        row_filter = loaded_filter(sha256, table_name)
+    found = scan(table, row_filter)
+    if not found.num_rows:
+        return None
+    row = max(found.to_pylist(), key=lambda r: r["finished_at"] or datetime.min.replace(tzinfo=UTC))
+    dimensions = {
+        name: float(row[SCORE_COLUMN_PREFIX + name])
+        for name in QUALITY_DIMENSIONS
+        if row[SCORE_COLUMN_PREFIX + name] is not None
+    }
+    return PriorLoad(
+        row["run_id"],
+        row["snapshot_id"],
+        row["source_sha256"] or "",
+        row["quality_score"],
+        row["quality_threshold"],
+        dimensions,
+    )
+
+
+def history(
+    catalog: Catalog,
+    namespace: str,
+    *,
+    dataset: str | None = None,
+    since: datetime | None = None,
+    outcome: str | None = None,
+) -> pl.DataFrame:
+    """Ledger rows, oldest first, optionally for one dataset, since a time, of one outcome."""
+    table = ledger_table(catalog, namespace, create=False)
+    if table is None:
+        arrow = arrow_schema().empty_table()
+    else:
+        arrow = scan(table, where(since=since, dataset=dataset or None, outcome=outcome or None))
+    frame = pl.from_arrow(arrow)
+    assert isinstance(frame, pl.DataFrame)
+    return frame.sort("finished_at", nulls_last=False)
+
+
+def recent_loaded(catalog: Catalog, namespace: str, dataset: str, count: int) -> pl.DataFrame:
+    """The ``count`` most recent ``loaded`` rows of a dataset, newest first (the trend gate's baseline)."""
+    rows = history(catalog, namespace, dataset=dataset, outcome="loaded")
+    return rows.sort("finished_at", descending=True, nulls_last=True).head(count)
+
+
+def repair_from_markers(catalog: Catalog, namespace: str, data_table: Table, dataset: str) -> int:
+    """Record the loads of ``data_table`` the ledger lacks, from its snapshot markers, and move the
+    markers older versions kept as table properties into the ledger. Returns rows written."""
+    repaired = record_markers(catalog, namespace, data_table, dataset=dataset)
+    return repaired + migrate_legacy_markers(catalog, namespace, data_table, dataset=dataset)

@@ -1,0 +1,162 @@
+"""The quality report: one self-contained static HTML file drawn from the ledger.
+
+Everything the page needs is inside it (data as JSON, CSS, and the JavaScript that draws SVG charts),
+so it opens offline, from a laptop or from S3, with no CDN. The aggregations are done here, in
+Python, and embedded; the page only draws them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from datetime import UTC, datetime
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from icegate.constants import REPORTS_PREFIX
+from icegate.dimensions import QUALITY_DIMENSIONS
+from icegate.lake.ledger import SCORE_COLUMN_PREFIX
+from icegate.storage import Storage, is_s3, join, split_s3
+
+if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
+
+    from icegate.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Where the cloud keeps the latest report (under the lake root), rewritten after each load.
+REPORT_NAME = "icegate-report.html"
+#: The per-file table shows this many newest outcomes (the charts use every row).
+MAX_FILES = 2000
+TOP_CHECKS = 12
+_PLACEHOLDER = "/*__ICEGATE_DATA__*/null"
+
+
+def report_data(history: pl.DataFrame, *, title: str, now: datetime | None = None) -> dict[str, Any]:
+    """What the page draws, from ledger rows (:func:`icegate.ledger.history`)."""
+    rows = history.sort("finished_at", nulls_last=False).to_dicts()
+    loaded = [r for r in rows if r["outcome"] == "loaded"]
+    datasets: dict[str, list[dict[str, Any]]] = {}
+    for row in loaded:
+        if row["quality_score"] is None:
+            continue  # a row repaired from a snapshot marker carries no score
+        datasets.setdefault(row["dataset"] or "unknown", []).append(
+            {
+                "time": _iso(row["finished_at"]),
+                "file": _name(row["source_key"]),
+                "score": row["quality_score"],
+                "rows": row["rows_read"],
+                "dimensions": {d: row[SCORE_COLUMN_PREFIX + d] for d in QUALITY_DIMENSIONS},
+            }
+        )
+    per_day: Counter[str] = Counter()
+    for row in loaded:
+        if row["finished_at"] is not None:
+            per_day[row["finished_at"].date().isoformat()] += row["rows_inserted"] or 0
+    reasons = Counter(r["error_type"] or "unknown" for r in rows if r["outcome"] == "dead_lettered")
+    checks: Counter[str] = Counter()
+    for row in rows:
+        for name, count in (row["failed_checks"] or {}).items():
+            checks[f"schema: {name}"] += count
+        for name, count in (row["quality_checks"] or {}).items():
+            dimension, _, check = name.partition("/")
+            if dimension != "validity":  # the same rows as the schema checks above
+                checks[f"{dimension}: {check}"] += count
+    return {
+        "title": title,
+        "generated_at": _iso(now or datetime.now(UTC)),
+        "dimensions": list(QUALITY_DIMENSIONS),
+        "datasets": datasets,
+        "rows_per_day": [{"day": day, "rows": per_day[day]} for day in sorted(per_day)],
+        "dead_letter_reasons": [{"label": k, "value": v} for k, v in reasons.most_common()],
+        "top_checks": [{"label": k, "value": v} for k, v in checks.most_common(TOP_CHECKS)],
+        "totals": {
+            "files": len(rows),
+            "loaded": len(loaded),
+            "already_loaded": sum(r["outcome"] == "already_loaded" for r in rows),
+            "dead_lettered": sum(r["outcome"] == "dead_lettered" for r in rows),
+            "rows_inserted": sum(r["rows_inserted"] or 0 for r in loaded),
+        },
+        "files": [_file_row(r) for r in reversed(rows[-MAX_FILES:])],
+        "files_shown": min(len(rows), MAX_FILES),
+    }
+
+
+def build(catalog: Catalog, settings: Settings, *, now: datetime | None = None) -> str:
+    """The report of the whole ledger, as HTML."""
+    from icegate import ledger
+
+    rows = ledger.history(catalog, settings.namespace)
+    return render(report_data(rows, title=f"icegate quality report — {settings.lake_root}", now=now))
+
+
+def publish(catalog: Catalog, settings: Settings, storage: Storage) -> str:
+    """Write the report to ``<lake>/reports/icegate-report.html``; returns where."""
+    target = join(settings.lake_path(REPORTS_PREFIX), REPORT_NAME)
+    storage.write_bytes(target, build(catalog, settings).encode("utf-8"))
+    return target
+
+
+def publish_quietly(settings: Settings, storage: Storage, catalog: Catalog | None = None) -> str | None:
+    """:func:`publish`, for the stage Lambdas after each file: a failure is logged, never raised (the
+    file's outcome is decided and recorded; the next file's publication brings the report up to date)."""
+    from icegate.lake import build_catalog
+
+    try:
+        return publish(catalog or build_catalog(settings), settings, storage)
+    except Exception:
+        log.warning("could not publish the quality report", exc_info=True)
+        return None
+
+
+def render(data: dict[str, Any]) -> str:
+    """The HTML page with ``data`` embedded (safe inside a script element)."""
+    template = resources.files("icegate").joinpath("templates/report.html").read_text(encoding="utf-8")
+    payload = json.dumps(data, ensure_ascii=False, default=str)
+    # "</script>" or "<!--" inside a string must not end the script element.
+    payload = payload.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return template.replace(_PLACEHOLDER, payload, 1)
+
+
+def _file_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "time": _iso(row["finished_at"]),
+        "dataset": row["dataset"],
+        "file": _name(row["source_key"]),
+        "source": row["source_uri"],
+        "outcome": row["outcome"],
+        "score": row["quality_score"],
+        "rows_read": row["rows_read"],
+        "rows_inserted": row["rows_inserted"],
+        "rows_rejected": row["rows_rejected"],
+        "snapshot_id": str(row["snapshot_id"]) if row["snapshot_id"] is not None else None,
+        "error_type": row["error_type"],
+        "message": row["error_message"],
+        "error_link": link(row["error_uri"]),
+        "run_id": row["run_id"],
+    }
+
+
+def link(uri: str | None) -> str | None:
+    """A link a browser can follow to a DLQ entry: the S3 console for s3://, a file:// URL locally."""
+    if not uri:
+        return None
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        return f"https://s3.console.aws.amazon.com/s3/object/{bucket}?prefix={key}"
+    from pathlib import Path
+
+    # Path.as_uri percent-encodes, which is what a browser wants (unlike pyiceberg's FileIO).
+    return Path(uri).resolve().as_uri()
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(UTC).isoformat(timespec="seconds") if moment is not None else None
+
+
+def _name(key: str | None) -> str:
+    return (key or "").rsplit("/", 1)[-1]

@@ -1,0 +1,88 @@
+"""``--json`` on run, tables, dlq and maintain: one JSON document on stdout, with the README's keys."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner, Result
+
+from icegate.cli import main
+from tests.conftest import SAMPLES
+
+RUN_FILE_KEYS = {
+    "file", "source", "run_id", "outcome", "dataset", "rows_read", "rows_valid", "rows_rejected",
+    "rejected_rows_uri", "quality", "load", "dead_letter", "error", "seconds",
+}  # fmt: skip
+
+
+def icegate(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def stdout_json(result: Result) -> Any:
+    return json.loads(result.stdout)
+
+
+def test_run_json_is_one_document_and_the_summary_goes_to_stderr(lake: Path) -> None:
+    # WHEN the samples run with --json
+    result = icegate("run", str(SAMPLES), "--lake", str(lake), "--json")
+
+    # THEN stdout is one JSON document: a file per input and the exit code the command returns
+    document = stdout_json(result)
+    assert document["exit_code"] == result.exit_code == 1
+    files = {f["file"]: f for f in document["files"]}
+    assert set(files) == {p.name for p in SAMPLES.iterdir()}
+    assert all(set(f) == RUN_FILE_KEYS for f in files.values())
+    posts = files["post_results_20260113_175319.csv"]
+    assert posts["outcome"] == "loaded"
+    assert (posts["rows_read"], posts["rows_valid"], posts["rows_rejected"]) == (28, 24, 4)
+    assert posts["load"]["inserted"] == 23
+    assert posts["quality"]["passed"] is True
+    dead = files["post_results_20260116_120000.csv"]
+    assert dead["outcome"] == "dead_lettered"
+    assert dead["dead_letter"]["error_type"] == "SchemaMismatch"
+    assert Path(dead["dead_letter"]["error_uri"]).is_file()
+    # AND the human summary went to stderr
+    assert "icegate run" in result.stderr
+
+    # WHEN they run again
+    again = stdout_json(icegate("run", str(SAMPLES), "--lake", str(lake), "--json"))
+
+    # THEN the loaded files say so, with the snapshot they went into
+    rerun = {f["file"]: f for f in again["files"]}["post_results_20260113_175319.csv"]
+    assert rerun["outcome"] == "already_loaded"
+    assert rerun["load"]["snapshot_id"] == posts["load"]["snapshot_id"]
+
+
+def test_tables_dlq_and_maintain_json(lake: Path) -> None:
+    # GIVEN the samples ingested
+    icegate("run", str(SAMPLES), "--lake", str(lake))
+
+    # WHEN tables, dlq and maintain are asked for JSON
+    tables = stdout_json(icegate("tables", "--lake", str(lake), "--json"))
+    dlq = stdout_json(icegate("dlq", "--lake", str(lake), "--json"))
+    maintained = stdout_json(icegate("maintain", "posts", "--lake", str(lake), "--json"))
+
+    # THEN each is the documented shape
+    by_name = {t["table"]: t for t in tables}
+    assert set(by_name) == {"instagram_db.icegate_loads", "instagram_db.posts", "instagram_db.restaurants"}
+    assert by_name["instagram_db.posts"]["rows"] == 28
+    assert set(by_name["instagram_db.posts"]) == {
+        "table", "rows", "data_files", "snapshots", "current_snapshot_id", "last_source",
+    }  # fmt: skip
+    kinds = sorted(entry["kind"] for entry in dlq)
+    assert kinds == ["dead_lettered", "rows_rejected", "rows_rejected"]
+    dead = next(entry for entry in dlq if entry["kind"] == "dead_lettered")
+    assert (dead["stage"], dead["error_type"], dead["file"]) == (
+        "parse",
+        "SchemaMismatch",
+        "post_results_20260116_120000.csv",
+    )
+    assert dead["uri"].endswith("error.json")
+    assert maintained["table"] == "instagram_db.posts"
+    assert set(maintained) == {
+        "table", "files_compacted", "files_written", "snapshots_expired", "files_deleted", "orphans_deleted",
+        "ledger_rows_recorded",
+    }  # fmt: skip

@@ -1,0 +1,282 @@
+"""The ledger ``icegate_loads``: one row per file outcome, written after the data commit, never twice."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from click.testing import CliRunner, Result
+
+from icegate import pipeline
+from icegate.cli import main
+from icegate.dimensions import QUALITY_DIMENSIONS
+from icegate.lake import build_catalog
+from icegate.lake import ledger as lake_ledger
+from icegate.lake.ledger import LEDGER_TABLE, append_rows
+from icegate.payloads import SourceObject
+from icegate.pipeline import LocalRunner
+from icegate.settings import Settings
+from tests.conftest import SAMPLES
+from tests.ledger_support import ledger_rows, posts_csv, write_posts
+
+POSTS_CSV = "post_results_20260113_175319.csv"
+RESTAURANTS_CSV = "instagram_results_20260114_093000.csv"
+POSTS_XLSX = "post_results_20260115_081500.xlsx"
+MISSING_COLUMNS = "post_results_20260116_120000.csv"
+
+
+def icegate(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def data_table_snapshots(settings: Settings, table: str) -> dict[int, dict[str, str]]:
+    iceberg = build_catalog(settings).load_table((settings.namespace, table))
+    return {s.snapshot_id: s.summary.additional_properties for s in iceberg.metadata.snapshots if s.summary}
+
+
+def test_every_outcome_of_two_runs_of_the_samples_is_one_ledger_row(lake: Path, settings: Settings) -> None:
+    # GIVEN the bundled samples ingested once
+    first = icegate("run", str(SAMPLES), "--lake", str(lake))
+    assert first.exit_code == 1  # the missing-columns sample is dead-lettered
+
+    # WHEN they are ingested again
+    icegate("run", str(SAMPLES), "--lake", str(lake))
+
+    # THEN the ledger holds one row per file and run: 3 loaded, 3 already loaded, 2 dead-lettered
+    rows = ledger_rows(settings)
+    assert rows.group_by("outcome").len().sort("outcome").rows() == [
+        ("already_loaded", 3),
+        ("dead_lettered", 2),
+        ("loaded", 3),
+    ]
+    assert rows.select("run_id", "outcome").is_duplicated().sum() == 0
+
+    # AND a loaded row carries the counts, scores and snapshot the run reported
+    posts = rows.filter((pl.col("outcome") == "loaded") & pl.col("source_key").str.ends_with(POSTS_CSV)).row(
+        0, named=True
+    )
+    assert (posts["rows_read"], posts["rows_valid"], posts["rows_rejected"]) == (28, 24, 4)
+    assert (posts["rows_inserted"], posts["rows_updated"], posts["rows_skipped"]) == (23, 0, 0)
+    assert posts["rows_duplicate_in_file"] == 1
+    assert posts["quality_score"] == pytest.approx(97.2, abs=0.05)
+    assert all(0 < posts[f"score_{d}"] <= 1 for d in QUALITY_DIMENSIONS)
+    assert posts["table_name"] == "instagram_db.posts"
+    assert posts["source_sha256"]
+    assert len(posts["source_sha256"]) == 64
+    markers = data_table_snapshots(settings, "posts")[posts["snapshot_id"]]
+    assert markers["icegate.run-id"] == posts["run_id"]
+    assert markers["icegate.source-sha256"] == posts["source_sha256"]
+    assert dict(posts["failed_checks"])
+    assert sum(dict(posts["failed_checks"]).values()) >= 4
+    assert any(name.startswith("uniqueness/") for name in dict(posts["quality_checks"]))
+    assert set(dict(posts["stage_seconds"])) == {"parse", "validate", "score", "load"}
+    assert posts["started_at"] <= posts["finished_at"]
+    assert posts["recorded_by"] == "loader"
+
+    # AND the rerun's row points at the same snapshot, with nothing read or inserted
+    again = rows.filter((pl.col("outcome") == "already_loaded") & pl.col("source_key").str.ends_with(POSTS_CSV))
+    assert again["snapshot_id"].to_list() == [posts["snapshot_id"]]
+    assert again["rows_inserted"].to_list() == [0]
+    assert again["rows_read"].to_list() == [None]
+
+    # AND a dead-lettered row names the stage, the error and the DLQ entry, which exists
+    dead = rows.filter(pl.col("outcome") == "dead_lettered").row(0, named=True)
+    assert (dead["stage"], dead["error_type"], dead["dataset"]) == ("parse", "SchemaMismatch", "posts")
+    assert "post_url" in dead["error_message"]
+    error = json.loads(Path(dead["error_uri"]).read_text())
+    assert error["run_id"] == dead["run_id"]
+    assert Path(dead["dead_letter_uri"]).read_bytes() == (SAMPLES / MISSING_COLUMNS).read_bytes()
+
+
+def test_a_rerun_of_loaded_content_is_answered_from_the_ledger_without_parsing(
+    tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a posts file loaded once, then re-uploaded under another name (same content)
+    first = write_posts(tmp_path / "in", "20260110_100000", posts_csv(50))
+    runner = LocalRunner(settings)
+    loaded = runner.run(SourceObject(bucket="", key=str(first)))
+    assert loaded.outcome == "loaded"
+    again = write_posts(tmp_path / "again", "20260111_100000", first.read_bytes())
+
+    # WHEN it runs again with a parser that would fail if it were called
+    def no_parsing(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the file was parsed")
+
+    monkeypatch.setattr(pipeline, "parse_bytes", no_parsing)
+    rerun = LocalRunner(settings).run(SourceObject(bucket="", key=str(again)))
+
+    # THEN it is already loaded, into the snapshot of the first load, and the ledger says so
+    assert rerun.outcome == "already_loaded"
+    state: Any = rerun.state
+    assert state.load.snapshot_id == loaded.state.load.snapshot_id  # type: ignore[attr-defined]
+    assert state.quality.score == loaded.state.quality.score  # type: ignore[attr-defined]
+    rows = ledger_rows(settings)
+    assert rows.filter(pl.col("run_id") == rerun.run_id)["outcome"].to_list() == ["already_loaded"]
+
+
+def test_a_stale_ledger_row_never_skips_a_file_the_table_does_not_hold(tmp_path: Path, settings: Settings) -> None:
+    # GIVEN a ledger that says a content was loaded into posts, but the posts table does not exist
+    path = write_posts(tmp_path / "in", "20260110_100000", posts_csv(10))
+    import hashlib
+
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    Path(settings.lake_root).mkdir(parents=True)
+    append_rows(
+        build_catalog(settings),
+        settings.namespace,
+        [{"run_id": "old", "outcome": "loaded", "table_name": "instagram_db.posts", "source_sha256": sha}],
+    )
+
+    # WHEN the file runs
+    outcome = LocalRunner(settings).run(SourceObject(bucket="", key=str(path)))
+
+    # THEN the file is loaded: the ledger row alone is not proof of the data
+    assert outcome.outcome == "loaded", outcome.dead_letter
+    assert build_catalog(settings).load_table(("instagram_db", "posts")).scan().to_arrow().num_rows == 10
+
+
+def test_a_failed_ledger_write_loses_no_load_and_maintain_repairs_the_row(
+    tmp_path: Path, lake: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a ledger whose writes fail (catalog trouble after the data commit)
+    def broken(*args: Any, **kwargs: Any) -> int:
+        raise OSError("ledger unavailable")
+
+    monkeypatch.setattr("icegate.ledger.append_rows", broken)
+    path = write_posts(tmp_path / "in", "20260110_100000", posts_csv(40))
+
+    # WHEN a file loads
+    outcome = LocalRunner(settings).run(SourceObject(bucket="", key=str(path)))
+
+    # THEN the load succeeded and its rows are in the table, though the ledger has no row
+    assert outcome.outcome == "loaded"
+    assert build_catalog(settings).load_table(("instagram_db", "posts")).scan().to_arrow().num_rows == 40
+    assert not build_catalog(settings).table_exists(("instagram_db", LEDGER_TABLE))
+
+    # WHEN the ledger works again and `icegate maintain posts` runs
+    monkeypatch.undo()
+    result = icegate("maintain", "posts", "--lake", str(lake))
+
+    # THEN the lost row is rebuilt from the snapshot marker, once
+    assert result.exit_code == 0, result.output
+    assert "recorded 1 loads missing from the ledger" in result.output
+    rows = ledger_rows(settings)
+    assert rows.select("run_id", "outcome", "recorded_by", "rows_inserted", "source_uri").rows() == [
+        (outcome.run_id, "loaded", "maintain", 40, str(path))
+    ]
+    assert "recorded" not in icegate("maintain", "posts", "--lake", str(lake)).output
+    assert ledger_rows(settings).height == 1
+
+
+def test_a_retried_load_that_finds_its_own_commit_records_loaded_once(
+    tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN the load stage of a run that committed its data but died before recording it
+    path = write_posts(tmp_path / "in", "20260110_100000", posts_csv(30))
+    job = pipeline.Job(source=SourceObject(bucket="", key=str(path)), run_id="run-crashed")
+    storage = pipeline.Storage()
+    scored = pipeline.run_score(
+        pipeline.run_validate(pipeline.run_parse(job, settings, storage), settings, storage), settings, storage
+    )
+    with monkeypatch.context() as patch:
+        patch.setattr("icegate.ledger.append_rows", lambda *a, **k: (_ for _ in ()).throw(OSError("crash")))
+        first = pipeline.run_load(scored, settings, storage)
+    assert ledger_rows_or_empty(settings).is_empty()
+
+    # WHEN Step Functions retries the same load (same run id)
+    retried = pipeline.run_load(scored, settings, storage)
+
+    # THEN the retry recognises its own commit: outcome loaded, same snapshot, one ledger row
+    assert retried.load is not None
+    assert first.load is not None
+    assert retried.load.already_loaded is False
+    assert retried.load.snapshot_id == first.load.snapshot_id
+    rows = ledger_rows(settings)
+    assert retried.load.inserted == 30
+    assert rows.select("run_id", "outcome", "snapshot_id", "rows_inserted").rows() == [
+        ("run-crashed", "loaded", first.load.snapshot_id, 30)
+    ]
+
+    # AND a third attempt writes nothing more (idempotent per run id and outcome)
+    pipeline.run_load(scored, settings, storage)
+    assert ledger_rows(settings).height == 1
+
+
+def ledger_rows_or_empty(settings: Settings) -> pl.DataFrame:
+    if not build_catalog(settings).table_exists((settings.namespace, LEDGER_TABLE)):
+        return pl.DataFrame()
+    return ledger_rows(settings)
+
+
+def test_concurrent_ledger_writers_record_each_run_once(settings: Settings) -> None:
+    # GIVEN 6 writers that each record 5 runs, two writers for each run (duplicate S3 events)
+    Path(settings.lake_root).mkdir(parents=True)
+    build_catalog(settings)
+    errors: list[BaseException] = []
+
+    def writer(group: int) -> None:
+        try:
+            catalog = build_catalog(settings)
+            rows = [
+                {"run_id": f"run-{group % 3}-{i}", "outcome": "loaded", "dataset": "posts", "rows_inserted": i}
+                for i in range(5)
+            ]
+            for row in rows:
+                append_rows(catalog, settings.namespace, [row], attempts=40, backoff=0.01)
+        except BaseException as exc:
+            errors.append(exc)
+
+    # WHEN they all write at once
+    threads = [threading.Thread(target=writer, args=(g,)) for g in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # THEN every run is recorded exactly once
+    assert errors == []
+    rows = ledger_rows(settings)
+    assert rows.height == 15
+    assert rows.select("run_id", "outcome").is_duplicated().sum() == 0
+
+
+def test_the_ledger_is_an_ordinary_iceberg_table_with_the_documented_columns(settings: Settings) -> None:
+    # GIVEN a ledger created on first use
+    Path(settings.lake_root).mkdir(parents=True)
+    catalog = build_catalog(settings)
+    lake_ledger.ledger_table(catalog, settings.namespace, create=True)
+
+    # WHEN it is loaded from the catalog like any table
+    table = catalog.load_table((settings.namespace, LEDGER_TABLE))
+
+    # THEN its columns are the ledger's, each documented, and the README's schema table lists each one
+    names = [field.name for field in table.schema().fields]
+    assert names == list(lake_ledger.COLUMN_NAMES)
+    assert all(field.doc for field in table.schema().fields)
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = [name for name in names if f"`{name}`" not in readme]
+    assert missing == []
+    # pyiceberg's own retries would re-apply an append without the idempotency check
+    assert table.properties["commit.retry.num-retries"] == "0"
+
+
+def test_an_object_version_already_loaded_is_answered_without_reading_it(tmp_path: Path, settings: Settings) -> None:
+    # GIVEN an object version loaded once (an S3 version id names immutable bytes)
+    path = write_posts(tmp_path / "in", "20260110_100000", posts_csv(20))
+    source = SourceObject(bucket="", key=str(path), version_id="v1")
+    first = LocalRunner(settings).run(source)
+    assert first.outcome == "loaded"
+
+    # WHEN the same version runs again, with the bytes at its location now unreadable garbage
+    path.write_bytes(b"\x00 not a csv \x00")
+    rerun = LocalRunner(settings).run(source)
+
+    # THEN it is answered from the ledger without reading them: already loaded, with the first hash
+    assert rerun.outcome == "already_loaded", rerun.dead_letter
+    state: Any = rerun.state
+    assert state.sha256 == first.state.sha256  # type: ignore[attr-defined]
+    assert state.load.snapshot_id == first.state.load.snapshot_id  # type: ignore[attr-defined]
