@@ -7,6 +7,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+import icegate.lake  # noqa: F401 - the pipeline imports it lazily; this stage needs it, so at init, not per event
 from icegate.payloads import Scored
 from icegate.pipeline import run_load
 from icegate.report import publish_quietly

@@ -7,6 +7,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+import icegate.lake  # noqa: F401 - each event asks the ledger first: pay for pyiceberg at init, not per event
 from icegate.payloads import Job
 from icegate.pipeline import run_parse
 from icegate.settings import load_settings

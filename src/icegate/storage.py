@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from icegate.errors import SourceNotFound, StorageUnavailable
 
 if TYPE_CHECKING:
+    import polars as pl
     from mypy_boto3_s3 import S3Client
 
 _THROTTLING = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "ServiceUnavailable", "InternalError"}
@@ -54,10 +55,40 @@ def join(base: str, *parts: str) -> str:
 
 
 class Storage:
-    """Object access for one process. Cheap to create; the S3 client is made on first use."""
+    """Object access for one process. Cheap to create; the S3 client is made on first use.
+
+    Stages that run in one process (the local runner) hand their tables over in memory: after
+    :meth:`hold`, each table written is kept for this process's own reads, and objects under the
+    scratch prefix are kept *only* in memory — the Lambdas, one process per stage, write them.
+    """
 
     def __init__(self, s3_endpoint: str | None = None) -> None:
         self._endpoint = s3_endpoint
+        #: URI -> table (or bytes, under the scratch prefix) written since :meth:`hold`, or the polars frame a
+        #: reader made of it (see :meth:`read_frame`); None when not holding.
+        self._held: dict[str, pa.Table | pl.DataFrame | bytes] | None = None
+        self._scratch: str | None = None
+
+    def hold(self, scratch_prefix: str | None = None) -> None:
+        """From now on keep written tables in memory, and never write the objects under ``scratch_prefix``."""
+        self._held = {}
+        self._scratch = scratch_prefix.rstrip("/") + "/" if scratch_prefix else None
+
+    def forget(self, uri: str) -> None:
+        """Drop one held object (its last reader is done with it); a scratch object is then gone."""
+        if self._held is not None:
+            self._held.pop(uri, None)
+
+    def release(self) -> None:
+        """Stop holding: held tables are freed, and held scratch objects are gone (they were never written)."""
+        self._held = None
+        self._scratch = None
+
+    def _in_scratch(self, uri: str) -> bool:
+        return self._held is not None and self._scratch is not None and uri.startswith(self._scratch)
+
+    def _held_object(self, uri: str) -> pa.Table | pl.DataFrame | bytes | None:
+        return None if self._held is None else self._held.get(uri)
 
     @cached_property
     def _s3(self) -> S3Client:
@@ -79,6 +110,17 @@ class Storage:
             raise
 
     def stat(self, uri: str, version_id: str | None = None) -> ObjectInfo:
+        if self._in_scratch(uri):
+            if (held := self._held_object(uri)) is None:
+                raise SourceNotFound("the object does not exist", file=uri)
+            size = (
+                len(held)
+                if isinstance(held, bytes)
+                else held.nbytes
+                if isinstance(held, pa.Table)
+                else int(held.estimated_size())
+            )
+            return ObjectInfo(size=size, last_modified=datetime.now(UTC))
         if is_s3(uri):
             bucket, key = split_s3(uri)
             extra = {"VersionId": version_id} if version_id else {}
@@ -104,6 +146,9 @@ class Storage:
 
     def delete(self, uri: str) -> None:
         """Remove an object; a missing one is not an error. A local folder left empty goes too, as in S3."""
+        self.forget(uri)
+        if self._in_scratch(uri):
+            return
         if is_s3(uri):
             bucket, key = split_s3(uri)
             self._s3_call("DELETE", uri, self._s3.delete_object, Bucket=bucket, Key=key)
@@ -114,6 +159,17 @@ class Storage:
             path.parent.rmdir()
 
     def read_bytes(self, uri: str, version_id: str | None = None) -> bytes:
+        if self._in_scratch(uri):
+            held = self._held_object(uri)
+            if held is None:
+                raise SourceNotFound("the object does not exist", file=uri)
+            if isinstance(held, bytes):
+                return held
+            sink = io.BytesIO()
+            pq.write_table(
+                held if isinstance(held, pa.Table) else held.to_arrow(), sink, compression=_PROCESSING_COMPRESSION
+            )
+            return sink.getvalue()
         if is_s3(uri):
             bucket, key = split_s3(uri)
             extra = {"VersionId": version_id} if version_id else {}
@@ -125,6 +181,11 @@ class Storage:
             raise SourceNotFound("the file does not exist", file=uri) from None
 
     def write_bytes(self, uri: str, data: bytes) -> None:
+        if self._in_scratch(uri):
+            assert self._held is not None
+            self._held[uri] = data
+            return
+        self.forget(uri)  # a table held under this URI is stale now
         if is_s3(uri):
             bucket, key = split_s3(uri)
             self._s3_call("PUT", uri, self._s3.put_object, Bucket=bucket, Key=key, Body=data)
@@ -140,6 +201,15 @@ class Storage:
         self.write_bytes(uri, json.dumps(document, indent=2, ensure_ascii=False, default=str).encode())
 
     def read_parquet(self, uri: str) -> pa.Table:
+        held = self._held_object(uri)
+        if isinstance(held, pa.Table):
+            return held
+        if isinstance(held, bytes):
+            return pq.read_table(pa.BufferReader(held))
+        if held is not None:
+            return held.to_arrow()
+        if self._in_scratch(uri):
+            raise SourceNotFound("the object does not exist", file=uri)
         if is_s3(uri):
             return pq.read_table(pa.BufferReader(self.read_bytes(uri)))
         try:
@@ -147,7 +217,25 @@ class Storage:
         except FileNotFoundError:
             raise SourceNotFound("the file does not exist", file=uri) from None
 
+    def read_frame(self, uri: str) -> pl.DataFrame:
+        """A Parquet object as a polars frame. A held table becomes that frame: later readers share it, and the
+        Arrow copy is freed (both at once would be the run's peak)."""
+        import polars as pl
+
+        held = self._held_object(uri)
+        if isinstance(held, pl.DataFrame):
+            return held
+        frame = pl.from_arrow(self.read_parquet(uri))
+        assert isinstance(frame, pl.DataFrame)
+        if held is not None and self._held is not None:
+            self._held[uri] = frame
+        return frame
+
     def write_parquet(self, uri: str, table: pa.Table) -> None:
+        if self._held is not None:
+            self._held[uri] = table
+            if self._in_scratch(uri):
+                return
         if is_s3(uri):
             sink = io.BytesIO()
             pq.write_table(table, sink, compression=_PROCESSING_COMPRESSION)
@@ -158,6 +246,9 @@ class Storage:
 
     def copy(self, source_uri: str, target_uri: str, version_id: str | None = None) -> None:
         """Copy an object (server-side within S3), pinning the source version when given."""
+        if self._in_scratch(source_uri) or self._in_scratch(target_uri):
+            self.write_bytes(target_uri, self.read_bytes(source_uri, version_id))
+            return
         if is_s3(source_uri) and is_s3(target_uri):
             src_bucket, src_key = split_s3(source_uri)
             bucket, key = split_s3(target_uri)
@@ -177,6 +268,14 @@ class Storage:
 
     def list(self, prefix: str) -> Iterator[str]:
         """Every object under a prefix (recursively), as URIs/paths, in name order."""
+        under = prefix.rstrip("/") + "/"
+        held = [u for u in self._held or () if u.startswith(under) and self._in_scratch(u)]
+        if held:
+            yield from sorted({*held, *self._list_written(prefix)})
+            return
+        yield from self._list_written(prefix)
+
+    def _list_written(self, prefix: str) -> Iterator[str]:
         if is_s3(prefix):
             bucket, key = split_s3(prefix)
             paginator = self._s3.get_paginator("list_objects_v2")

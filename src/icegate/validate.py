@@ -57,16 +57,30 @@ def date_expr(raw: pl.Expr) -> pl.Expr:
 
 def coerce_columns(raw: pl.DataFrame, dataset: Dataset) -> pl.DataFrame:
     """The contract's columns typed as validation types them; a value that does not parse becomes null."""
-    return raw.select(_coerce(c).alias(c.name) for c in dataset.columns)
+    return pl.DataFrame([_coerce(raw.get_column(c.name), c).alias(c.name) for c in dataset.columns])
 
 
-def _coerce(column: Column) -> pl.Expr:
-    raw = pl.col(column.name)
+#: The plain form nearly every value of a type takes, parsed directly; the full grammar
+#: (``count_expr``, ``date_expr``) runs only on the values that are not in it.
+_ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
+
+
+def _coerce(values: pl.Series, column: Column) -> pl.Series:
+    value = pl.col(values.name)
     if column.type == "long":
-        return count_expr(raw)
-    if column.type == "date":
-        return date_expr(raw)
-    return raw
+        quick, full = value.str.to_integer(strict=False), count_expr
+    elif column.type == "date":
+        # Only exact ISO dates: chrono's %Y/%m would also take forms date_expr refuses ("2026-1-5").
+        quick = pl.when(value.str.contains(_ISO_DATE)).then(value.str.to_date("%Y-%m-%d", strict=False))
+        full = date_expr
+    else:
+        return values
+    typed = values.to_frame().select(quick).to_series()
+    rest = typed.is_null() & values.is_not_null()
+    if not rest.any():
+        return typed
+    slow = values.filter(rest).to_frame().select(full(value)).to_series()
+    return typed.scatter(rest.arg_true(), slow)
 
 
 @cache
@@ -107,7 +121,7 @@ def validate_table(table: pyarrow.Table, dataset: Dataset, *, file: str) -> Vali
     numbered = raw.with_row_index("index")
     is_rejected = numbered.get_column("index").is_in(rejected_index.implode())
 
-    valid = typed.filter(~is_rejected)
+    valid = _valid_rows(table, typed, None if rejected_index.is_empty() else ~is_rejected, dataset)
     rejected = (
         numbered.filter(is_rejected)
         .join(per_row, on="index", how="left")
@@ -115,7 +129,31 @@ def validate_table(table: pyarrow.Table, dataset: Dataset, *, file: str) -> Vali
         .select(ROW_NUMBER, *dataset.column_names, FAILED_CHECKS)
         .sort(ROW_NUMBER)
     )
-    return ValidationResult(valid=valid.to_arrow(), rejected=rejected.to_arrow(), failed_checks=counts)
+    return ValidationResult(valid=valid, rejected=rejected.to_arrow(), failed_checks=counts)
+
+
+def _valid_rows(source: pyarrow.Table, typed: pl.DataFrame, keep: pl.Series | None, dataset: Dataset) -> pyarrow.Table:
+    """The typed valid rows as Arrow; text columns are the source's own buffers, not a copy back from polars.
+
+    For a big file that copy would be the validator's peak: the source, polars' copy and this one at once.
+    """
+    mask = None if keep is None else keep.to_arrow()
+    converted = typed.select(c.name for c in dataset.columns if not _reusable(source, c))
+    if keep is not None:
+        converted = converted.filter(keep)
+    columns = []
+    for column in dataset.columns:
+        if _reusable(source, column):
+            text = source.column(column.name).cast(pyarrow.large_string())  # offsets widened, text shared
+            columns.append(text if mask is None else text.filter(mask))
+        else:
+            columns.append(converted.get_column(column.name).to_arrow())
+    return pyarrow.table(columns, names=list(dataset.column_names))
+
+
+def _reusable(source: pyarrow.Table, column: Column) -> bool:
+    kind = source.schema.field(column.name).type
+    return column.type == "string" and (pyarrow.types.is_string(kind) or pyarrow.types.is_large_string(kind))
 
 
 def _empty_failures() -> pl.DataFrame:

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from icegate import pipeline
+from icegate import storage as pipeline_storage
 from icegate.cli import main
 from icegate.constants import TRANSIENT_RETRIES, TRANSIENT_RETRY_MAX_DELAY_SECONDS
 from icegate.errors import CommitConflict
@@ -296,3 +297,38 @@ def test_dlq_lists_reasons_verbatim_even_when_they_look_like_markup(lake: Path, 
     assert listing.exit_code == 0
     assert "menu [bold]export.csv" in listing.output.replace("\n", "")
     assert "UnknownDataset" in listing.output
+
+
+def test_the_runner_hands_stages_over_in_memory_and_writes_no_processing_files(
+    lake: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN every Parquet file the storage writes is recorded
+    written: list[str] = []
+    real_write = pipeline_storage.pq.write_table
+
+    def recording_write(table: Any, where: Any, **kwargs: Any) -> None:
+        written.append(str(where))
+        real_write(table, where, **kwargs)
+
+    monkeypatch.setattr(pipeline_storage.pq, "write_table", recording_write)
+    # WHEN a file with rejected rows runs through every stage
+    result = icegate("run", str(SAMPLES / POSTS_CSV), "--lake", str(lake))
+    assert result.exit_code == 0, result.output
+    # THEN it loaded, no processing/ object was ever written, and the rejected rows were (to the DLQ)
+    assert table_rows(settings, "posts").height > 0
+    assert not [w for w in written if "/processing/" in w]
+    assert any(w.endswith("rejected.parquet") and "/dlq/" in w for w in written)
+    assert not (lake / "processing").exists()
+
+
+def test_keep_processing_still_writes_every_intermediate_object(lake: Path) -> None:
+    # GIVEN --keep-processing  WHEN a file runs through every stage
+    result = icegate("run", str(SAMPLES / POSTS_CSV), "--lake", str(lake), "--keep-processing")
+    assert result.exit_code == 0, result.output
+    # THEN the run's processing/ folder holds what the Lambdas would have written, readable as such
+    (run_folder,) = (lake / "processing").iterdir()
+    assert {p.name for p in run_folder.iterdir()} >= {"parsed.parquet", "valid.parquet", "quality.json"}
+    parsed = pl.read_parquet(run_folder / "parsed.parquet")
+    valid = pl.read_parquet(run_folder / "valid.parquet")
+    assert parsed.height > valid.height > 0
+    assert json.loads((run_folder / "quality.json").read_text())["rows"] == parsed.height

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -282,3 +284,20 @@ def test_a_different_reason_for_the_same_content_is_filed_anew(aws: Any) -> None
     # THEN it gets its own entry
     assert entry["duplicate_of"] == ""
     assert _error_json(aws, "exec-2")["error_type"] == "CatalogUnavailable"
+
+
+@pytest.mark.parametrize("module", ["validator", "quality_scorer"])
+def test_a_stage_that_opens_no_catalog_does_not_import_the_catalog_libraries(module: str) -> None:
+    # GIVEN a fresh interpreter (a cold Lambda)  WHEN it imports a handler that never opens the catalog
+    # (the scorer only for a dataset with a trend gate)
+    code = f"import sys, stages.{module}; print(sorted({{'pyiceberg', 'sqlalchemy'}} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    # THEN pyiceberg and sqlalchemy (≈0.4–0.7 s of a cold start) did not come with it
+    assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("module", ["parser", "loader", "dead_letter"])
+def test_a_stage_that_opens_the_catalog_on_every_event_imports_it_at_init(module: str) -> None:
+    code = f"import sys, stages.{module}; print(sorted({{'pyiceberg', 'sqlalchemy'}} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['pyiceberg', 'sqlalchemy']"

@@ -16,7 +16,15 @@ import pytest
 
 from icegate.datasets import get_dataset
 from icegate.errors import EmptyFile, SchemaMismatch
-from icegate.validate import FAILED_CHECKS, ROW_NUMBER, ValidationResult, count_expr, date_expr, validate_table
+from icegate.validate import (
+    FAILED_CHECKS,
+    ROW_NUMBER,
+    ValidationResult,
+    coerce_columns,
+    count_expr,
+    date_expr,
+    validate_table,
+)
 
 POSTS = get_dataset("posts")
 RESTAURANTS = get_dataset("restaurants")
@@ -419,3 +427,48 @@ def test_missing_contract_column_raises_schema_mismatch_naming_it() -> None:
     assert "creator" in message
     assert "likes" in message
     assert caught.value.file == FILE
+
+
+#: Values in and out of the plain forms the quick path parses, including look-alikes it must leave to the grammar.
+_COUNTS = ["12", "-3", "+7", "0012", "1,234", " 7 ", "12.5K", "1.2m", "1.5", "1e3", "", "x", "9" * 20, None]
+_DATES = [
+    "2026-01-13", "2026-1-5", "+202-01-01", " 2026-01-13", "2026-01-13T10:00:00Z", "2026-02-30",
+    "Jan 13, 2026", "2026/01/13", "13 January 2026", "20260113", "", None,
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_coercion_gives_exactly_what_the_full_grammar_gives(seed: int) -> None:
+    # GIVEN a column mixing plain values with every other form, in random order
+    rng = random.Random(seed)
+    counts = [rng.choice(_COUNTS) for _ in range(500)]
+    dates = [rng.choice(_DATES) for _ in range(500)]
+    dataset = get_dataset("posts")
+    raw = pl.DataFrame(
+        {c.name: counts if c.type == "long" else dates if c.type == "date" else ["s"] * 500 for c in dataset.columns},
+        schema=dict.fromkeys(dataset.column_names, pl.String),
+    )
+    # WHEN it is coerced (plain forms parsed directly, the rest by the grammar)
+    typed = coerce_columns(raw, dataset)
+    # THEN every value is what count_expr / date_expr alone make of it
+    expected = raw.select(count_expr(pl.col("likes")), date_expr(pl.col("posted_date")))
+    assert typed.get_column("likes").to_list() == expected.get_column("likes").to_list()
+    assert typed.get_column("posted_date").to_list() == expected.get_column("posted_date").to_list()
+    assert typed.columns == list(dataset.column_names)
+
+
+def test_valid_text_columns_share_the_parsed_tables_text_instead_of_copying_it() -> None:
+    # GIVEN a parsed table whose rows are all valid
+    dataset = get_dataset("posts")
+    rows = {c.name: [f"{c.name}-{i}" for i in range(3)] for c in dataset.columns}
+    rows.update(likes=["1", "2,000", "3"], comments=["0", "0", "0"], posted_date=["2026-01-13"] * 3)
+    rows["post_url"] = [f"https://www.instagram.com/p/{i}" for i in range(3)]
+    source = pa.table(rows)
+    # WHEN it is validated
+    result = validate_table(source, dataset, file="f")
+    # THEN the rows are typed, and their text lives in the parsed table's buffer (a big file is not copied)
+    assert result.valid.column("caption").to_pylist() == ["caption-0", "caption-1", "caption-2"]
+    assert result.valid.column("likes").to_pylist() == [1, 2000, 3]
+    shared = result.valid.column("caption").chunk(0).buffers()[2]
+    assert shared is not None
+    assert shared.address == source.column("caption").chunk(0).buffers()[2].address
