@@ -61,7 +61,14 @@ RUNTIME = {
 }
 #: Tools of the dev extra that must never reach the image.
 DEV_ONLY = {"aws-cdk-lib", "constructs", "cdk-nag", "pytest", "moto", "mypy", "ruff", "cfn-lint", "psycopg"}
-HANDLER_MODULES = ("stages.parser", "stages.validator", "stages.quality_scorer", "stages.loader", "stages.dead_letter")
+HANDLER_MODULES = (
+    "stages.parser",
+    "stages.validator",
+    "stages.quality_scorer",
+    "stages.loader",
+    "stages.dead_letter",
+    "stages.maintainer",
+)
 PIP_TIMEOUT_SECONDS = 600
 
 
@@ -240,7 +247,7 @@ RUN_HANDLERS = textwrap.dedent(
     from pathlib import Path
 
     import openpyxl.xml
-    import stages.dead_letter, stages.loader, stages.parser, stages.quality_scorer, stages.validator
+    import stages.dead_letter, stages.loader, stages.maintainer, stages.parser, stages.quality_scorer, stages.validator
 
     class Context:
         function_name = "icegate-packaging"
@@ -259,8 +266,10 @@ RUN_HANDLERS = textwrap.dedent(
         except Exception as exc:
             failed = {**state, "failed_stage": "parse", "error": {"Error": type(exc).__name__, "Cause": str(exc)}}
             outcomes[Path(sample).name] = stages.dead_letter.handler(failed, Context())
+    maintained = stages.maintainer.handler({}, Context())
     print(json.dumps({
         "outcomes": outcomes,
+        "maintained": sorted(table["table"] for table in maintained["tables"]),
         "dev_tools": [m for m in DEV_MODULES if importlib.util.find_spec(m)],
         "defused_xml": openpyxl.xml.DEFUSEDXML,
         "modules": sorted(sys.modules),
@@ -318,6 +327,10 @@ def test_every_handler_runs_with_the_runtime_dependencies_alone(
     assert {name: "dlq" if "error_type" in outcome else "loaded" for name, outcome in outcomes.items()} == expected
     assert all(outcome["inserted"] > 0 for outcome in outcomes.values() if "inserted" in outcome)
     assert (lake / "catalog.db").is_file()
+    # AND the scheduled maintainer, from the same image, maintained every table the loads created
+    assert report["maintained"] == sorted(
+        f"instagram_db.{table}" for table in ("icegate_loads", "posts", "restaurants")
+    )
 
     # AND openpyxl guards against XML bombs (it does only when defusedxml is importable)
     assert report["defused_xml"] is True, f"({size_mb:.0f} MB of runtime dependencies)"
