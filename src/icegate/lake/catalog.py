@@ -128,17 +128,7 @@ def ensure_table(catalog: Catalog, dataset: Dataset, namespace: str) -> Table:
         return catalog.load_table(identifier)
     except NoSuchTableError:
         pass
-    # Ask before creating. pyiceberg's create_namespace_if_not_exists tries CreateDatabase first and
-    # only then catches "already exists"; on Glue, IAM refuses a loader without glue:CreateDatabase
-    # before Glue can say so. The deployed database is the stack's (CDK creates it), so the loader
-    # is not granted CreateDatabase at all: it only reads the database (GetDatabase).
-    if not catalog.namespace_exists(namespace):
-        try:
-            catalog.create_namespace(namespace)
-        except (NamespaceAlreadyExistsError, DBAPIError):
-            # Two first loads raced: the SQL catalog reports the loser as an integrity error.
-            if not catalog.namespace_exists(namespace):
-                raise
+    ensure_namespace(catalog, namespace)
     schema = iceberg_schema(dataset)
     return catalog.create_table_if_not_exists(
         identifier,
@@ -161,3 +151,20 @@ def file_target(table: Table, size_bytes: int | None = None) -> FileTarget:
     size = size_bytes or int(table.properties.get(TARGET_FILE_SIZE_BYTES, DEFAULT_TARGET_FILE_SIZE_BYTES))
     rows = table.properties.get(TARGET_FILE_ROWS)
     return FileTarget(size_bytes=max(1, size), max_rows=max(1, int(rows)) if rows else None)
+
+
+def ensure_namespace(catalog: Catalog, namespace: str) -> None:
+    """Create ``namespace`` only when it does not exist yet.
+
+    Ask before creating: pyiceberg's create_namespace_if_not_exists tries CreateDatabase first and only
+    then catches "already exists"; on Glue, IAM refuses a role without glue:CreateDatabase before Glue
+    can say so. The deployed database is the stack's (CDK creates it), so no stage is granted
+    CreateDatabase at all: they only read the database (GetDatabase).
+    """
+    if not catalog.namespace_exists(namespace):
+        try:
+            catalog.create_namespace(namespace)
+        except (NamespaceAlreadyExistsError, DBAPIError):
+            # Two first loads raced: the SQL catalog reports the loser as an integrity error.
+            if not catalog.namespace_exists(namespace):
+                raise

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-from pyiceberg.exceptions import CommitFailedException, NamespaceAlreadyExistsError, NoSuchTableError
+from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
 from pyiceberg.expressions import And, BooleanExpression, EqualTo, GreaterThanOrEqual, In
 from pyiceberg.schema import Schema
 from pyiceberg.types import (
@@ -32,7 +32,7 @@ from sqlalchemy.exc import DBAPIError
 
 from icegate.constants import LEDGER_TABLE
 from icegate.dimensions import QUALITY_DIMENSIONS
-from icegate.lake.catalog import TABLE_PROPERTIES
+from icegate.lake.catalog import TABLE_PROPERTIES, ensure_namespace
 from icegate.lake.commit import is_contention
 from icegate.lake.markers import LEDGER_PREFIX, MARKER_FILE, MARKER_RUN, MARKER_SHA256, MARKER_VERSION, loaded_snapshots
 
@@ -128,13 +128,7 @@ def ledger_table(catalog: Catalog, namespace: str, *, create: bool) -> Table | N
     except NoSuchTableError:
         if not create:
             return None
-    # Ask first: on Glue, create_namespace_if_not_exists calls CreateDatabase, which IAM refuses the loaders.
-    if not catalog.namespace_exists(namespace):
-        try:
-            catalog.create_namespace(namespace)
-        except (NamespaceAlreadyExistsError, DBAPIError):
-            if not catalog.namespace_exists(namespace):
-                raise
+    ensure_namespace(catalog, namespace)
     return catalog.create_table_if_not_exists(
         identifier,
         schema=ledger_schema(),
