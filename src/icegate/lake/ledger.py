@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 
 #: ``recorded_by`` of a row rebuilt from a snapshot marker (lost ledger write, expiry, migration).
 RECORDED_BY_MAINTAIN = "maintain"
+#: Outcome of a load undone by ``icegate rollback``: same run id as the ``loaded`` row it undoes.
+ROLLED_BACK = "rolled_back"
 #: Snapshot-summary key of a ledger commit: how many rows it recorded.
 LEDGER_ROWS = "icegate.ledger-rows"
 
@@ -49,7 +51,7 @@ _STRING, _LONG, _DOUBLE, _TIME = StringType(), LongType(), DoubleType(), Timesta
 #: (name, Iceberg type, documentation) in table order. The README's schema table says the same.
 _COLUMNS: tuple[tuple[str, IcebergType | str, str], ...] = (
     ("run_id", _STRING, "execution name (cloud) or local run id"),
-    ("outcome", _STRING, "loaded, already_loaded or dead_lettered"),
+    ("outcome", _STRING, "loaded, already_loaded, dead_lettered or rolled_back"),
     ("dataset", _STRING, "dataset contract name (unknown when the file matched none)"),
     ("table_name", _STRING, "namespace.table the rows went to"),
     ("table_uuid", _STRING, "the Iceberg table's UUID (a dropped and recreated table is another table)"),
@@ -240,11 +242,28 @@ def loaded_snapshot(table: Table, sha256: str) -> int | None:
         return None
     row_filter = where(source_sha256=sha256, table_name=table_name_of(table), outcome="loaded")
     assert row_filter is not None
-    found = scan(ledger, row_filter, ("snapshot_id", "table_uuid")).to_pylist()
+    found = scan(ledger, row_filter, ("run_id", "snapshot_id", "table_uuid")).to_pylist()
+    undone = rolled_back_runs(ledger, {r["run_id"] for r in found}, table_name_of(table))
     uuid = str(table.metadata.table_uuid)
     return next(
-        (r["snapshot_id"] for r in found if r["snapshot_id"] is not None and r["table_uuid"] in (None, uuid)), None
+        (
+            r["snapshot_id"]
+            for r in found
+            if r["snapshot_id"] is not None and r["table_uuid"] in (None, uuid) and r["run_id"] not in undone
+        ),
+        None,
     )
+
+
+def rolled_back_runs(ledger: Table, run_ids: set[str], table_name: str) -> set[str]:
+    """Which of these runs' loads into ``table_name`` were rolled back (a ``rolled_back`` row)."""
+    if not run_ids:
+        return set()
+    row_filter = And(
+        In("run_id", run_ids),  # type: ignore[arg-type, call-arg]
+        where(outcome=ROLLED_BACK, table_name=table_name),  # type: ignore[arg-type]
+    )
+    return set(scan(ledger, row_filter, ("run_id",)).column("run_id").to_pylist())
 
 
 def record_markers(
