@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -16,6 +16,7 @@ from icegate.cli import main
 from icegate.datasets import get_dataset
 from icegate.lake import SourceIdentity, build_catalog, find_loaded, load_batch
 from icegate.lake import ledger as lake_ledger
+from icegate.lake.maintain import maintain
 from icegate.lake.rollback import LaterChanges, RollbackError, rollback
 from icegate.payloads import LoadSummary
 from icegate.settings import Settings
@@ -212,3 +213,23 @@ def test_the_cli_refuses_clearly_without_a_traceback(lake: Path, settings: Setti
     # THEN it proceeds, keeping run-b's row
     assert forced.exit_code == 0, forced.output
     assert rows(settings) == {"p1": (2, "run-b")}
+
+
+def test_a_rollback_outlives_its_expired_snapshot_through_the_ledger(settings: Settings) -> None:
+    # GIVEN a load rolled back without a ledger row (as if the CLI's ledger write was lost), and a later load
+    load(settings, posts("p1"), "run-a")
+    rollback(build_catalog(settings), TABLE, run_id="run-a")
+    load(settings, posts("p2"), "run-b")
+
+    # WHEN maintenance compacts and expires every snapshot but the newest (the load's and the rollback's)
+    maintain(build_catalog(settings), TABLE, expire_older_than=timedelta(0), retain_last=1, orphans_older_than=None)
+
+    # THEN the ledger remembers both the load and its rollback, rebuilt from their markers first
+    recorded = ledger_rows(settings).filter(pl.col("run_id") == "run-a")
+    assert sorted(recorded.get_column("outcome").to_list()) == ["loaded", "rolled_back"]
+    # AND the content still counts as not loaded, run-b's as loaded; the compacted rows are run-b's alone
+    table = build_catalog(settings).load_table(TABLE)
+    assert len(table.metadata.snapshots) == 1
+    assert find_loaded(table, "sha-run-a") is None
+    assert find_loaded(table, "sha-run-b") is not None
+    assert rows(settings) == {"p2": (1, "run-b")}

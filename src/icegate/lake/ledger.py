@@ -34,7 +34,16 @@ from icegate.constants import LEDGER_TABLE
 from icegate.dimensions import QUALITY_DIMENSIONS
 from icegate.lake.catalog import TABLE_PROPERTIES
 from icegate.lake.commit import is_contention
-from icegate.lake.markers import LEDGER_PREFIX, MARKER_FILE, MARKER_RUN, MARKER_SHA256, MARKER_VERSION, loaded_snapshots
+from icegate.lake.markers import (
+    LEDGER_PREFIX,
+    MARKER_FILE,
+    MARKER_ROLLBACK_OF_RUN,
+    MARKER_ROLLBACK_OF_SHA256,
+    MARKER_RUN,
+    MARKER_SHA256,
+    MARKER_VERSION,
+    loaded_snapshots,
+)
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
@@ -274,7 +283,8 @@ def record_markers(
     dataset: str | None = None,
     snapshot_ids: set[int] | None = None,
 ) -> int:
-    """Record a ``loaded`` row for each snapshot marker of ``table`` (or of ``snapshot_ids``) the ledger lacks.
+    """Record a ``loaded`` row for each snapshot marker of ``table`` (or of ``snapshot_ids``) the ledger
+    lacks, and a ``rolled_back`` row for each rollback snapshot.
 
     Run before snapshots expire (their markers then live on in the ledger only) and by ``icegate
     maintain`` to repair a loader's lost ledger write. A rebuilt row says what the marker and the
@@ -311,7 +321,38 @@ def record_markers(
                 "finished_at": datetime.fromtimestamp(snapshot.timestamp_ms / 1000, UTC),
             }
         )
+    rows.extend(_rollback_rows(ledger, table, name, dataset, snapshot_ids))
     return append_rows(catalog, namespace, rows)
+
+
+def _rollback_rows(
+    ledger: Table | None, table: Table, name: str, dataset: str | None, snapshot_ids: set[int] | None
+) -> list[dict[str, Any]]:
+    """``rolled_back`` rows the ledger lacks, rebuilt from rollback snapshots: once such a snapshot
+    expires, the ledger alone remembers that the load it undid no longer counts as loaded."""
+    rollbacks = [
+        (s, s.summary.additional_properties)
+        for s in table.metadata.snapshots
+        if s.summary
+        and MARKER_ROLLBACK_OF_RUN in s.summary.additional_properties
+        and (snapshot_ids is None or s.snapshot_id in snapshot_ids)
+    ]
+    if not rollbacks:
+        return []
+    known: set[str] = set()
+    if ledger is not None:
+        found = scan(ledger, where(table_name=name, outcome=ROLLED_BACK), ("run_id",))
+        known = set(found.column("run_id").to_pylist())
+    return [
+        {
+            **_marker_row(table, name, props.get(MARKER_ROLLBACK_OF_SHA256, ""), snapshot.snapshot_id, dataset),
+            "outcome": ROLLED_BACK,
+            "run_id": props[MARKER_ROLLBACK_OF_RUN],
+            "finished_at": datetime.fromtimestamp(snapshot.timestamp_ms / 1000, UTC),
+        }
+        for snapshot, props in rollbacks
+        if props[MARKER_ROLLBACK_OF_RUN] not in known
+    ]
 
 
 def migrate_legacy_markers(catalog: Catalog, namespace: str, table: Table, *, dataset: str | None = None) -> int:
