@@ -26,6 +26,11 @@ POSTS = get_dataset("posts")
 UPSERT_POSTS = dataclasses.replace(POSTS, strategy="upsert")
 NS = "instagram_db"
 TABLE = (NS, "posts")
+#: The keys of `rollback --json`, as the README's scripting table documents them.
+ROLLBACK_KEYS = {
+    "table", "run_id", "source_file", "source_sha256", "rolled_back_snapshot_id", "snapshot_id", "rows_removed",
+    "rows_restored", "keys_kept_later", "later_runs", "ledger_recorded",
+}  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -140,6 +145,12 @@ def test_a_load_cannot_be_rolled_back_twice_and_an_unknown_run_is_refused(settin
         rollback(build_catalog(settings), TABLE, run_id="nope")
 
 
+def test_readme_documents_the_rollback_json_keys() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| `rollback` |"))
+    assert all(f'"{key}"' in row for key in ROLLBACK_KEYS)
+
+
 def test_a_rolled_back_file_loads_again_and_the_ledger_records_the_rollback(lake: Path, settings: Settings) -> None:
     # GIVEN two files run through the pipeline
     landing = lake.parent / "in"
@@ -155,7 +166,8 @@ def test_a_rolled_back_file_loads_again_and_the_ledger_records_the_rollback(lake
 
     # THEN the JSON says what was undone, and only the second file's rows remain
     assert result.exit_code == 0, result.output
-    document = json.loads(result.output)
+    document = json.loads(result.stdout)
+    assert set(document) == ROLLBACK_KEYS
     assert document["run_id"] == first_run
     assert (document["rows_removed"], document["rows_restored"], document["ledger_recorded"]) == (3, 0, True)
     assert sorted(rows(settings)) == ["P000100", "P000101"]
@@ -170,7 +182,7 @@ def test_a_rolled_back_file_loads_again_and_the_ledger_records_the_rollback(lake
     assert lake_ledger.loaded_snapshot(catalog.load_table(TABLE), undone["source_sha256"]) is None
 
     # WHEN the same file is run again
-    again = icegate("run", str(first), "--lake", str(lake), "--json")
+    again = icegate("run", str(first), "--lake", str(lake))
 
     # THEN it loads again (not "already loaded"), its rows back in the table
     assert again.exit_code == 0, again.output
