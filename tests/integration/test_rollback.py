@@ -245,3 +245,31 @@ def test_a_rollback_outlives_its_expired_snapshot_through_the_ledger(settings: S
     assert find_loaded(table, "sha-run-a") is None
     assert find_loaded(table, "sha-run-b") is not None
     assert rows(settings) == {"p2": (1, "run-b")}
+
+
+def test_a_load_whose_snapshot_or_replaced_files_expired_is_refused_clearly(settings: Settings) -> None:
+    # GIVEN upsert loads: run-a (p1, p2), run-b replacing p1; then run-c; and maintenance that keeps
+    # only the two newest snapshots (run-a's expires, and with it the file run-b replaced)
+    load(settings, posts("p1", "p2", likes=1), "run-a", UPSERT_POSTS)
+    load(settings, posts("p1", likes=5), "run-b", UPSERT_POSTS)
+    load(settings, posts("p3", likes=1), "run-c", UPSERT_POSTS)
+    # The ledger is how an expired load is told from an unknown run.
+    lake_ledger.record_markers(build_catalog(settings), NS, build_catalog(settings).load_table(TABLE))
+    maintain(
+        build_catalog(settings),
+        TABLE,
+        expire_older_than=timedelta(0),
+        retain_last=2,
+        compact_files=False,
+        orphans_older_than=None,
+    )
+    head = build_catalog(settings).load_table(TABLE).current_snapshot()
+
+    # WHEN run-a (snapshot expired) and run-b (its replaced rows deleted) are rolled back
+    # THEN each is refused saying why, and the table is unchanged
+    with pytest.raises(RollbackError, match=r"snapshot of the load of run 'run-a' .* expired"):
+        rollback(build_catalog(settings), TABLE, run_id="run-a")
+    with pytest.raises(RollbackError, match="the rows run 'run-b' replaced are gone"):
+        rollback(build_catalog(settings), TABLE, run_id="run-b")
+    assert build_catalog(settings).load_table(TABLE).current_snapshot() == head
+    assert rows(settings) == {"p1": (5, "run-b"), "p2": (1, "run-a"), "p3": (1, "run-c")}

@@ -107,14 +107,31 @@ def find_load(table: Table, *, run_id: str | None = None, file: str | None = Non
         what = f"file {file!r}"
     name = ".".join(table.name()[-2:])
     if not matches:
-        raise RollbackError(
-            f"no load of {what} in the snapshot history of {name} (unknown, or its snapshot expired: "
-            "a load can be rolled back only while its snapshot is retained)"
-        )
+        if _ledger_knows(table, run_id, file):
+            raise RollbackError(
+                f"the snapshot of the load of {what} into {name} expired (icegate maintain): a load can be "
+                "rolled back only while its snapshot is retained"
+            )
+        raise RollbackError(f"no load of {what} in {name}")
     live = [(sid, props) for sid, props in matches if sid not in undone]
     if not live:
         raise RollbackError(f"the load of {what} into {name} was already rolled back")
     return live[-1]  # history order: the newest load of the file
+
+
+def _ledger_knows(table: Table, run_id: str | None, file: str | None) -> bool:
+    """Whether the ledger has a ``loaded`` row of this run or file in this table (best effort)."""
+    from icegate.lake.ledger import ledger_table, scan, table_name_of, where
+
+    catalog = getattr(table, "catalog", None)
+    try:
+        ledger = ledger_table(catalog, ".".join(table.name()[:-1]), create=False) if catalog else None
+        if ledger is None:
+            return False
+        found = scan(ledger, where(table_name=table_name_of(table), outcome="loaded", run_id=run_id))
+    except Exception:
+        return False  # only the wording of a refusal depends on it
+    return any(run_id is not None or _names(uri or "", file or "") for uri in found.column("source_uri").to_pylist())
 
 
 def _names(recorded: str, given: str) -> bool:
