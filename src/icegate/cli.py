@@ -619,3 +619,53 @@ def report(lake_root: str | None, out: str) -> None:
     page = build(_catalog(settings, create=False), settings)
     Storage(settings.s3_endpoint).write_bytes(out, page.encode("utf-8"))
     console.print(f"wrote {escape(out)} ({len(page) // 1024} KiB)")
+
+
+@main.command()
+@click.argument("table_name", metavar="TABLE")
+@lake_option
+@click.option("--run-id", metavar="ID", help="Roll back the load of this run (see `icegate history`).")
+@click.option("--file", "file_key", metavar="KEY", help="Roll back the newest load of this file (path, key or name).")
+@click.option("--force", is_flag=True, help="Proceed when later loads changed some keys: those keep the later rows.")
+@json_option
+def rollback(
+    table_name: str, lake_root: str | None, run_id: str | None, file_key: str | None, force: bool, as_json: bool
+) -> None:
+    """Undo one load of TABLE: remove the rows it inserted, restore the rows it replaced (new snapshot).
+
+    The file then counts as not loaded: running it again loads it again. Refuses when later loads
+    changed the same keys, unless --force.
+    """
+    from pyiceberg.exceptions import NoSuchTableError
+
+    from icegate import ledger
+    from icegate.datasets import all_datasets
+    from icegate.lake.rollback import rollback as roll_back
+
+    if (run_id is None) == (file_key is None):
+        raise click.UsageError("give exactly one of --run-id and --file")
+    settings = _settings(lake_root)
+    namespace, _, name = table_name.rpartition(".")
+    identifier = (namespace or settings.namespace, name)
+    catalog = _catalog(settings, create=False)
+    try:
+        done = roll_back(catalog, identifier, run_id=run_id, file=file_key, force=force)
+    except NoSuchTableError:
+        raise click.ClickException(f"no table {'.'.join(identifier)} in the catalog") from None
+    dataset = next((d.name for d in all_datasets().values() if d.table == name), name)
+    uuid = str(catalog.load_table(identifier).metadata.table_uuid)
+    recorded = ledger.record(catalog, identifier[0], ledger.row_for_rollback(done, dataset=dataset, table_uuid=uuid))
+    if as_json:
+        document = {k: v for k, v in dataclasses.asdict(done).items() if k != "marker"}
+        click.echo(json.dumps({**document, "ledger_recorded": recorded}, indent=2))
+    else:
+        console.print(
+            f"{done.table}: rolled back run {escape(done.run_id)} ({escape(done.source_file)}): removed "
+            f"{done.rows_removed} rows, restored {done.rows_restored}, snapshot {done.snapshot_id}"
+        )
+        if done.keys_kept_later:
+            console.print(
+                f"kept the later rows of {done.keys_kept_later} keys (runs {escape(', '.join(done.later_runs))})"
+            )
+    if not recorded:
+        click.echo("warning: the ledger row was not written; the rollback snapshot still marks the file", err=True)

@@ -1,10 +1,11 @@
 """The ingestion ledger: one row per file outcome in the Iceberg table ``icegate_loads``.
 
-The loader records ``loaded`` and ``already_loaded``, the dead-letter stage ``dead_lettered``. The
-ledger is the durable, queryable memory of what was loaded and how good it was; the snapshot marker
-of a data commit stays the exactly-once proof. So writing the ledger never breaks or duplicates a
-load: it happens after the data commit, a failure is logged (and repaired from the snapshot markers
-by ``icegate maintain``), and a row is written at most once per (run id, outcome).
+The loader records ``loaded`` and ``already_loaded``, the dead-letter stage ``dead_lettered``,
+``icegate rollback`` ``rolled_back``. The ledger is the durable, queryable memory of what was
+loaded and how good it was; the snapshot marker of a data commit stays the exactly-once proof. So
+writing the ledger never breaks or duplicates a load: it happens after the data commit, a failure
+is logged (and repaired from the snapshot markers by ``icegate maintain``), and a row is written at
+most once per (run id, outcome).
 
 The Iceberg side (schema, table, idempotent append) lives in :mod:`icegate.lake.ledger`.
 """
@@ -23,6 +24,7 @@ from icegate.dimensions import QUALITY_DIMENSIONS
 from icegate.lake.ledger import (
     COLUMN_NAMES,
     RECORDED_BY_MAINTAIN,
+    ROLLED_BACK,
     SCORE_COLUMN_PREFIX,
     append_rows,
     arrow_schema,
@@ -30,15 +32,18 @@ from icegate.lake.ledger import (
     loaded_filter,
     migrate_legacy_markers,
     record_markers,
+    rolled_back_runs,
     scan,
     where,
 )
+from icegate.lake.markers import MARKER_VERSION
 from icegate.payloads import PriorLoad
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
     from pyiceberg.table import Table
 
+    from icegate.lake.rollback import Rollback
     from icegate.payloads import DeadLettered, Loaded
 
 log = logging.getLogger(__name__)
@@ -55,6 +60,7 @@ __all__ = [
     "repair_from_markers",
     "row_for_dead_letter",
     "row_for_load",
+    "row_for_rollback",
 ]
 
 
@@ -159,6 +165,30 @@ def row_for_dead_letter(
     }
 
 
+def row_for_rollback(done: Rollback, *, dataset: str, table_uuid: str | None = None) -> dict[str, Any]:
+    """The ledger row of a rolled-back load: the load's run id (the link to its ``loaded`` row), the
+    rollback's snapshot, rows restored (``rows_inserted``) and keys left to later loads (``rows_skipped``)."""
+    uri = done.source_file
+    bucket, _, key = uri.removeprefix("s3://").partition("/") if uri.startswith("s3://") else ("", "", uri)
+    return {
+        "run_id": done.run_id,
+        "outcome": ROLLED_BACK,
+        "dataset": dataset,
+        "table_name": done.table,
+        "table_uuid": table_uuid,
+        "source_bucket": bucket,
+        "source_key": key,
+        "source_uri": uri,
+        "source_version": done.marker.get(MARKER_VERSION),
+        "source_sha256": done.source_sha256 or None,
+        "rows_inserted": done.rows_restored,
+        "rows_skipped": done.keys_kept_later,
+        "snapshot_id": done.snapshot_id,
+        "finished_at": datetime.now(UTC),
+        "recorded_by": "rollback",
+    }
+
+
 def record(catalog: Catalog | Callable[[], Catalog], namespace: str, row: Mapping[str, Any]) -> bool:
     """Write one ledger row (idempotent per run id and outcome). Never raises: the outcome it records
     has already happened, and ``icegate maintain`` repairs a loaded file's lost row from its marker.
@@ -199,10 +229,13 @@ def find_prior_load(
     else:
         assert sha256 is not None
         row_filter = loaded_filter(sha256, table_name)
-    found = scan(table, row_filter)
-    if not found.num_rows:
+    found = scan(table, row_filter).to_pylist()
+    # A rolled-back load no longer counts: the file loads again.
+    undone = rolled_back_runs(table, {r["run_id"] for r in found}, table_name)
+    found = [r for r in found if r["run_id"] not in undone]
+    if not found:
         return None
-    row = max(found.to_pylist(), key=lambda r: r["finished_at"] or datetime.min.replace(tzinfo=UTC))
+    row = max(found, key=lambda r: r["finished_at"] or datetime.min.replace(tzinfo=UTC))
     dimensions = {
         name: float(row[SCORE_COLUMN_PREFIX + name])
         for name in QUALITY_DIMENSIONS

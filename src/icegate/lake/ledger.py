@@ -34,7 +34,16 @@ from icegate.constants import LEDGER_TABLE
 from icegate.dimensions import QUALITY_DIMENSIONS
 from icegate.lake.catalog import TABLE_PROPERTIES, ensure_namespace
 from icegate.lake.commit import is_contention
-from icegate.lake.markers import LEDGER_PREFIX, MARKER_FILE, MARKER_RUN, MARKER_SHA256, MARKER_VERSION, loaded_snapshots
+from icegate.lake.markers import (
+    LEDGER_PREFIX,
+    MARKER_FILE,
+    MARKER_ROLLBACK_OF_RUN,
+    MARKER_ROLLBACK_OF_SHA256,
+    MARKER_RUN,
+    MARKER_SHA256,
+    MARKER_VERSION,
+    loaded_snapshots,
+)
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
@@ -42,6 +51,8 @@ if TYPE_CHECKING:
 
 #: ``recorded_by`` of a row rebuilt from a snapshot marker (lost ledger write, expiry, migration).
 RECORDED_BY_MAINTAIN = "maintain"
+#: Outcome of a load undone by ``icegate rollback``: same run id as the ``loaded`` row it undoes.
+ROLLED_BACK = "rolled_back"
 #: Snapshot-summary key of a ledger commit: how many rows it recorded.
 LEDGER_ROWS = "icegate.ledger-rows"
 
@@ -49,7 +60,7 @@ _STRING, _LONG, _DOUBLE, _TIME = StringType(), LongType(), DoubleType(), Timesta
 #: (name, Iceberg type, documentation) in table order. The README's schema table says the same.
 _COLUMNS: tuple[tuple[str, IcebergType | str, str], ...] = (
     ("run_id", _STRING, "execution name (cloud) or local run id"),
-    ("outcome", _STRING, "loaded, already_loaded or dead_lettered"),
+    ("outcome", _STRING, "loaded, already_loaded, dead_lettered or rolled_back"),
     ("dataset", _STRING, "dataset contract name (unknown when the file matched none)"),
     ("table_name", _STRING, "namespace.table the rows went to"),
     ("table_uuid", _STRING, "the Iceberg table's UUID (a dropped and recreated table is another table)"),
@@ -234,11 +245,28 @@ def loaded_snapshot(table: Table, sha256: str) -> int | None:
         return None
     row_filter = where(source_sha256=sha256, table_name=table_name_of(table), outcome="loaded")
     assert row_filter is not None
-    found = scan(ledger, row_filter, ("snapshot_id", "table_uuid")).to_pylist()
+    found = scan(ledger, row_filter, ("run_id", "snapshot_id", "table_uuid")).to_pylist()
+    undone = rolled_back_runs(ledger, {r["run_id"] for r in found}, table_name_of(table))
     uuid = str(table.metadata.table_uuid)
     return next(
-        (r["snapshot_id"] for r in found if r["snapshot_id"] is not None and r["table_uuid"] in (None, uuid)), None
+        (
+            r["snapshot_id"]
+            for r in found
+            if r["snapshot_id"] is not None and r["table_uuid"] in (None, uuid) and r["run_id"] not in undone
+        ),
+        None,
     )
+
+
+def rolled_back_runs(ledger: Table, run_ids: set[str], table_name: str) -> set[str]:
+    """Which of these runs' loads into ``table_name`` were rolled back (a ``rolled_back`` row)."""
+    if not run_ids:
+        return set()
+    row_filter = And(
+        In("run_id", run_ids),  # type: ignore[arg-type, call-arg]
+        where(outcome=ROLLED_BACK, table_name=table_name),  # type: ignore[arg-type]
+    )
+    return set(scan(ledger, row_filter, ("run_id",)).column("run_id").to_pylist())
 
 
 def record_markers(
@@ -249,7 +277,8 @@ def record_markers(
     dataset: str | None = None,
     snapshot_ids: set[int] | None = None,
 ) -> int:
-    """Record a ``loaded`` row for each snapshot marker of ``table`` (or of ``snapshot_ids``) the ledger lacks.
+    """Record a ``loaded`` row for each snapshot marker of ``table`` (or of ``snapshot_ids``) the ledger
+    lacks, and a ``rolled_back`` row for each rollback snapshot.
 
     Run before snapshots expire (their markers then live on in the ledger only) and by ``icegate
     maintain`` to repair a loader's lost ledger write. A rebuilt row says what the marker and the
@@ -286,7 +315,38 @@ def record_markers(
                 "finished_at": datetime.fromtimestamp(snapshot.timestamp_ms / 1000, UTC),
             }
         )
+    rows.extend(_rollback_rows(ledger, table, name, dataset, snapshot_ids))
     return append_rows(catalog, namespace, rows)
+
+
+def _rollback_rows(
+    ledger: Table | None, table: Table, name: str, dataset: str | None, snapshot_ids: set[int] | None
+) -> list[dict[str, Any]]:
+    """``rolled_back`` rows the ledger lacks, rebuilt from rollback snapshots: once such a snapshot
+    expires, the ledger alone remembers that the load it undid no longer counts as loaded."""
+    rollbacks = [
+        (s, s.summary.additional_properties)
+        for s in table.metadata.snapshots
+        if s.summary
+        and MARKER_ROLLBACK_OF_RUN in s.summary.additional_properties
+        and (snapshot_ids is None or s.snapshot_id in snapshot_ids)
+    ]
+    if not rollbacks:
+        return []
+    known: set[str] = set()
+    if ledger is not None:
+        found = scan(ledger, where(table_name=name, outcome=ROLLED_BACK), ("run_id",))
+        known = set(found.column("run_id").to_pylist())
+    return [
+        {
+            **_marker_row(table, name, props.get(MARKER_ROLLBACK_OF_SHA256, ""), snapshot.snapshot_id, dataset),
+            "outcome": ROLLED_BACK,
+            "run_id": props[MARKER_ROLLBACK_OF_RUN],
+            "finished_at": datetime.fromtimestamp(snapshot.timestamp_ms / 1000, UTC),
+        }
+        for snapshot, props in rollbacks
+        if props[MARKER_ROLLBACK_OF_RUN] not in known
+    ]
 
 
 def migrate_legacy_markers(catalog: Catalog, namespace: str, table: Table, *, dataset: str | None = None) -> int:

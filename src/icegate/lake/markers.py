@@ -28,6 +28,11 @@ MARKER_RUN = "icegate.run-id"
 MARKER_INSERTED = "icegate.inserted"
 MARKER_UPDATED = "icegate.updated"
 MARKER_SKIPPED = "icegate.skipped"
+#: Snapshot-summary keys of a rollback (``icegate rollback``): the load it undid. A rolled-back
+#: snapshot's marker no longer counts as "loaded", so the file loads again.
+MARKER_ROLLBACK_OF_SNAPSHOT = "icegate.rollback-of-snapshot"
+MARKER_ROLLBACK_OF_RUN = "icegate.rollback-of-run"
+MARKER_ROLLBACK_OF_SHA256 = "icegate.rollback-of-sha256"
 #: Table-property prefix of the markers older versions kept for expired snapshots (moved to the ledger).
 LEDGER_PREFIX = "icegate.loaded."
 
@@ -56,6 +61,15 @@ def loaded_snapshots(table: Table) -> Iterator[tuple[int, dict[str, str]]]:
             yield snapshot.snapshot_id, props
 
 
+def rolled_back_snapshots(table: Table) -> set[int]:
+    """Load snapshots (still in the history) that a later rollback snapshot undid."""
+    return {
+        int(props[MARKER_ROLLBACK_OF_SNAPSHOT])
+        for snapshot in table.metadata.snapshots
+        if snapshot.summary and MARKER_ROLLBACK_OF_SNAPSHOT in (props := snapshot.summary.additional_properties)
+    }
+
+
 def find_loaded(table: Table, sha256: str) -> int | None:
     """The snapshot that already loaded a source with this content hash, if any (expired ones included)."""
     found = find_marker(table, sha256)
@@ -63,10 +77,17 @@ def find_loaded(table: Table, sha256: str) -> int | None:
 
 
 def find_marker(table: Table, sha256: str) -> tuple[int, dict[str, str]] | None:
-    """The snapshot that loaded this content and its marker (empty once the snapshot expired)."""
+    """The snapshot that loaded this content and its marker (empty once the snapshot expired).
+
+    A load that was rolled back does not count: the rollback snapshot names it, or (once that
+    expired) the ledger's ``rolled_back`` row does.
+    """
     if (recorded := table.properties.get(LEDGER_PREFIX + sha256)) is not None:
         return int(recorded), {}
-    in_history = ((sid, props) for sid, props in loaded_snapshots(table) if props[MARKER_SHA256] == sha256)
+    undone = rolled_back_snapshots(table)
+    in_history = (
+        (sid, props) for sid, props in loaded_snapshots(table) if props[MARKER_SHA256] == sha256 and sid not in undone
+    )
     if (found := next(in_history, None)) is not None:
         return found
     from icegate.lake.ledger import loaded_snapshot  # the ledger module builds on this one
