@@ -270,9 +270,16 @@ def history(
     return frame.sort("finished_at", nulls_last=False)
 
 
+def live_loads(rows: pl.DataFrame) -> pl.DataFrame:
+    """The ``loaded`` rows of ``rows`` whose load was not rolled back since (a ``rolled_back`` row of the same
+    run and table): what the tables hold now, for baselines and reports."""
+    undone = rows.filter(pl.col("outcome") == ROLLED_BACK).select("run_id", "table_name")
+    return rows.filter(pl.col("outcome") == "loaded").join(undone, on=["run_id", "table_name"], how="anti")
+
+
 def recent_loaded(catalog: Catalog, namespace: str, dataset: str, count: int) -> pl.DataFrame:
-    """The ``count`` most recent ``loaded`` rows of a dataset, newest first (the trend gate's baseline)."""
-    rows = history(catalog, namespace, dataset=dataset, outcome="loaded")
+    """The ``count`` most recent live loads of a dataset, newest first (the trend gate's baseline)."""
+    rows = live_loads(history(catalog, namespace, dataset=dataset))
     return rows.sort("finished_at", descending=True, nulls_last=True).head(count)
 
 

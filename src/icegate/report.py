@@ -18,7 +18,8 @@ import polars as pl
 
 from icegate.constants import REPORTS_PREFIX
 from icegate.dimensions import QUALITY_DIMENSIONS
-from icegate.lake.ledger import SCORE_COLUMN_PREFIX
+from icegate.lake.ledger import ROLLED_BACK, SCORE_COLUMN_PREFIX
+from icegate.ledger import live_loads
 from icegate.storage import Storage, is_s3, join, split_s3
 
 if TYPE_CHECKING:
@@ -39,7 +40,8 @@ _PLACEHOLDER = "/*__ICEGATE_DATA__*/null"
 def report_data(history: pl.DataFrame, *, title: str, now: datetime | None = None) -> dict[str, Any]:
     """What the page draws, from ledger rows (:func:`icegate.ledger.history`)."""
     rows = history.sort("finished_at", nulls_last=False).to_dicts()
-    loaded = [r for r in rows if r["outcome"] == "loaded"]
+    # A rolled-back load no longer counts: its rows left the table.
+    loaded = live_loads(history).sort("finished_at", nulls_last=False).to_dicts()
     datasets: dict[str, list[dict[str, Any]]] = {}
     for row in loaded:
         if row["quality_score"] is None:
@@ -79,6 +81,7 @@ def report_data(history: pl.DataFrame, *, title: str, now: datetime | None = Non
             "loaded": len(loaded),
             "already_loaded": sum(r["outcome"] == "already_loaded" for r in rows),
             "dead_lettered": sum(r["outcome"] == "dead_lettered" for r in rows),
+            "rolled_back": sum(r["outcome"] == ROLLED_BACK for r in rows),
             "rows_inserted": sum(r["rows_inserted"] or 0 for r in loaded),
         },
         "files": [_file_row(r) for r in reversed(rows[-MAX_FILES:])],

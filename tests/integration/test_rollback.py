@@ -19,6 +19,7 @@ from icegate.lake import ledger as lake_ledger
 from icegate.lake.maintain import maintain
 from icegate.lake.rollback import LaterChanges, RollbackError, rollback
 from icegate.payloads import LoadSummary
+from icegate.report import report_data
 from icegate.settings import Settings
 from tests.ledger_support import ledger_rows, posts_csv, write_posts
 
@@ -180,6 +181,12 @@ def test_a_rolled_back_file_loads_again_and_the_ledger_records_the_rollback(lake
     catalog = build_catalog(settings)
     assert ledger.find_prior_load(catalog, NS, "instagram_db.posts", sha256=undone["source_sha256"]) is None
     assert lake_ledger.loaded_snapshot(catalog.load_table(TABLE), undone["source_sha256"]) is None
+    # AND the trend gate's baseline and the report count only the load that still stands
+    baseline = ledger.recent_loaded(catalog, NS, "posts", 10)
+    second_run = loaded.filter(pl.col("source_key").str.ends_with(second.name)).item(0, "run_id")
+    assert baseline.get_column("run_id").to_list() == [second_run]
+    totals = report_data(ledger.history(catalog, NS), title="t")["totals"]
+    assert (totals["loaded"], totals["rolled_back"], totals["rows_inserted"]) == (1, 1, 2)
 
     # WHEN the same file is run again
     again = icegate("run", str(first), "--lake", str(lake))
