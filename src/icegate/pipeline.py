@@ -32,6 +32,7 @@ from icegate import ledger
 from icegate.datasets import NormalizeContext, detect_dataset, get_dataset
 from icegate.errors import NoValidRows, SourceNotFound, TransientError, UnknownDataset
 from icegate.lake import SourceIdentity, build_catalog, find_loaded, load_batch
+from icegate.locations import parse_location
 from icegate.parse import check_size, parse_bytes
 from icegate.payloads import (
     MAX_MESSAGE_CHARS,
@@ -460,6 +461,8 @@ def run_dead_letter(
         "stage": stage,
         "error_type": error_type,
         "message": message,
+        # Where in the file, as fields (also stated in the message): line, row, column — or null.
+        **parse_location(message),
         "dataset": dataset,
         "run_id": run_id,
         "time": datetime.now(UTC).isoformat(),
@@ -644,10 +647,15 @@ class LocalRunner:
         return self.catalog
 
     def run(
-        self, source: SourceObject, *, on_stage: ProgressHook | None = None, keep_processing: bool = False
+        self,
+        source: SourceObject,
+        *,
+        on_stage: ProgressHook | None = None,
+        keep_processing: bool = False,
+        replay_of: str = "",
     ) -> FileOutcome:
         started = time.perf_counter()
-        job = Job(source=source, run_id=new_run_id())
+        job = Job(source=source, run_id=new_run_id(), replay_of=replay_of)
         state: Payload = job
         stage = c.PARSE
 
