@@ -223,7 +223,7 @@ def run_parse(
         normalize=NormalizeContext(phone_region=settings.phone_region),
     )
     parsed_uri = processing_uri(settings, job.run_id, "parsed.parquet")
-    storage.write_parquet(parsed_uri, parsed.table)
+    storage.write_parquet(parsed_uri, parsed.with_lines())  # lines: where a rejected row is in the file
     ignored = parsed.ignored_columns
     shown = bounded_list(ignored)
     ignored_uri = ""
