@@ -187,6 +187,10 @@ def run(
                 console.print(
                     f"[red]FAILED[/] {escape(outcome.source.name)}, not dead-lettered: {escape(outcome.error)}"
                 )
+            elif rejected := getattr(outcome.state, "rejected_uri", ""):
+                # Loaded, but some rows were not: say where they are (with their checks and line numbers).
+                rows = getattr(outcome.state, "rows_rejected", 0)
+                console.print(f"[yellow]REJECTED[/] {escape(outcome.source.name)}: {rows} rows → {escape(rejected)}")
         code = _exit_code(outcomes, expected, expect)
     if captured is not None:  # --json
         click.echo(captured.get(), err=True, nl=False)
@@ -669,3 +673,58 @@ def rollback(
             )
     if not recorded:
         click.echo("warning: the ledger row was not written; the rollback snapshot still marks the file", err=True)
+
+
+@main.command()
+@click.option("--run-id", "run_ids", multiple=True, metavar="ID", help="Replay this run's entry (repeatable).")
+@click.option("--dataset", metavar="NAME", help="Only entries of this dataset.")
+@click.option("--error-type", metavar="TYPE", help="Only files dead-lettered with this error (e.g. QualityGateFailed).")
+@click.option("--all", "everything", is_flag=True, help="Every entry (that the other options select).")
+@click.option("--rejected", is_flag=True, help="Replay the rejected rows of loaded files instead.")
+@lake_option
+@json_option
+def replay(
+    run_ids: tuple[str, ...],
+    dataset: str | None,
+    error_type: str | None,
+    everything: bool,
+    rejected: bool,
+    lake_root: str | None,
+    as_json: bool,
+) -> None:
+    """Run dead-lettered files (or, with --rejected, the rejected rows of loaded files) again, after a fix.
+
+    Idempotent: content already loaded is "already loaded", rows merge by the dataset's keys. The DLQ
+    entry stays as the record; the ledger links the replay to it (replay_of). Exits 1 when any replay
+    did not load (dead-lettered again, still rejected, failed).
+    """
+    from icegate.pipeline import LocalRunner
+    from icegate.replay import find_entries
+    from icegate.replay import replay as replay_entry
+
+    if not (run_ids or dataset or error_type or everything):
+        raise click.UsageError("say what to replay: --run-id, --dataset, --error-type, or --all")
+    if rejected and error_type:
+        raise click.UsageError("--error-type selects dead-lettered files; rejected rows have none")
+    settings = _settings(lake_root)
+    if settings.is_local and not Path(settings.lake_path(c.DLQ_PREFIX)).is_dir():
+        raise click.ClickException(f"no dead-letter prefix at {Path(settings.lake_path(c.DLQ_PREFIX)).resolve()}")
+    runner = LocalRunner(settings, catalog=_catalog(settings, create=True))
+    entries = find_entries(runner, run_ids=run_ids, dataset=dataset, error_type=error_type, rejected=rejected)
+    with console.capture() if as_json else contextlib.nullcontext() as captured:
+        results = []
+        for entry in entries:
+            result = replay_entry(runner, entry)
+            results.append(result)
+            note = f": {escape(result.message)}" if result.message else ""
+            console.print(
+                f"{escape(entry.dataset)}/{escape(entry.run_id)} ({entry.kind}) → [bold]{result.outcome}[/]"
+                f" as {escape(result.run_id or '-')}{note}"
+            )
+        if not entries:
+            console.print("nothing in the dead-letter prefix matches")
+    code = 1 if any(r.outcome in ("dead_lettered", "failed", "still_rejected") for r in results) else 0
+    if captured is not None:
+        click.echo(captured.get(), err=True, nl=False)
+        click.echo(json.dumps({"replays": [r.to_dict() for r in results], "exit_code": code}, indent=2))
+    sys.exit(code)

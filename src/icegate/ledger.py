@@ -115,6 +115,7 @@ def _common(state: Mapping[str, Any], report: Mapping[str, Any] | None) -> dict[
         **_quality_columns(state.get("quality"), report),
         "started_at": _time(state.get("started_at")),
         "stage_seconds": dict(state.get("stage_seconds") or {}) or None,
+        "replay_of": state.get("replay_of") or None,
     }
 
 

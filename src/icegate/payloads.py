@@ -109,6 +109,8 @@ class Job(Payload):
     #: ISO-8601 time the first stage started, and seconds each stage took (for the ledger).
     started_at: str = ""
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    #: The run whose dead-lettered file (or rejected rows) this run replays (``icegate replay``); else "".
+    replay_of: str = ""
 
 
 @dataclass(frozen=True)

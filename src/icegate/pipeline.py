@@ -31,6 +31,7 @@ import pyarrow as pa
 from icegate import constants as c
 from icegate.datasets import NormalizeContext, detect_dataset, get_dataset
 from icegate.errors import NoValidRows, SourceNotFound, TransientError, UnknownDataset
+from icegate.locations import parse_location
 from icegate.parse import check_size, parse_bytes
 from icegate.payloads import (
     MAX_MESSAGE_CHARS,
@@ -228,7 +229,7 @@ def run_parse(
         normalize=NormalizeContext(phone_region=settings.phone_region),
     )
     parsed_uri = processing_uri(settings, job.run_id, "parsed.parquet")
-    storage.write_parquet(parsed_uri, parsed.table)
+    storage.write_parquet(parsed_uri, parsed.with_lines())  # lines: where a rejected row is in the file
     ignored = parsed.ignored_columns
     shown = bounded_list(ignored)
     ignored_uri = ""
@@ -475,6 +476,8 @@ def run_dead_letter(
         "stage": stage,
         "error_type": error_type,
         "message": message,
+        # Where in the file, as fields (also stated in the message): line, row, column — or null.
+        **parse_location(message),
         "dataset": dataset,
         "run_id": run_id,
         "time": datetime.now(UTC).isoformat(),
@@ -653,10 +656,15 @@ class LocalRunner:
         return self.catalog
 
     def run(
-        self, source: SourceObject, *, on_stage: ProgressHook | None = None, keep_processing: bool = False
+        self,
+        source: SourceObject,
+        *,
+        on_stage: ProgressHook | None = None,
+        keep_processing: bool = False,
+        replay_of: str = "",
     ) -> FileOutcome:
         started = time.perf_counter()
-        job = Job(source=source, run_id=new_run_id())
+        job = Job(source=source, run_id=new_run_id(), replay_of=replay_of)
         state: Payload = job
         stage = c.PARSE
 

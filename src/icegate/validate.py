@@ -1,7 +1,9 @@
 """Validation: typed coercion, then the dataset's pandera schema (polars backend, lazy).
 
 Rows are split, never dropped: valid rows go on typed; rejected rows keep their original string
-values, their 1-based row number in the file and the names of every check they failed.
+values, the file they came from, their 1-based record number (``row_number``), the physical lines
+they span in a CSV/TSV file (``line``, ``last_line``; null for other formats) and the names of every
+check they failed.
 """
 
 from __future__ import annotations
@@ -15,9 +17,13 @@ import pyarrow
 
 from icegate.datasets import POLARS_TYPES, Column, Dataset
 from icegate.errors import EmptyFile, SchemaMismatch
+from icegate.parse.lines import LAST_LINE, LINE
 
 ROW_NUMBER = "row_number"
 FAILED_CHECKS = "failed_checks"
+SOURCE_FILE = "source_file"
+#: Where a rejected row is: the file, its record number, and (CSV/TSV) its first and last physical line.
+LOCATION_COLUMNS = (ROW_NUMBER, SOURCE_FILE, LINE, LAST_LINE)
 
 _SUFFIX_FACTORS = {"": 1.0, "K": 1e3, "M": 1e6, "B": 1e9}
 _ISO_DATETIME = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$"
@@ -104,6 +110,11 @@ def validate_table(table: pyarrow.Table, dataset: Dataset, *, file: str) -> Vali
     missing = [name for name in dataset.column_names if name not in raw.columns]
     if missing:
         raise SchemaMismatch(f"the parsed file lacks the columns {missing} of dataset {dataset.name!r}", file=file)
+    # The parser's line columns (CSV/TSV) travel beside the contract's, never validated or loaded.
+    lines = raw.with_columns(
+        pl.col(name).cast(pl.Int64) if name in raw.columns else pl.lit(None, pl.Int64).alias(name)
+        for name in (LINE, LAST_LINE)
+    ).select(LINE, LAST_LINE)
     raw = raw.select(pl.col(name).cast(pl.String) for name in dataset.column_names)
 
     typed = coerce_columns(raw, dataset)
@@ -118,15 +129,15 @@ def validate_table(table: pyarrow.Table, dataset: Dataset, *, file: str) -> Vali
     counts = dict(by_row.group_by("check").len().sort("check").iter_rows())
     per_row = by_row.group_by("index").agg(pl.col("check").sort().alias(FAILED_CHECKS))
     rejected_index = per_row.get_column("index")
-    numbered = raw.with_row_index("index")
+    numbered = pl.concat([raw, lines], how="horizontal").with_row_index("index")
     is_rejected = numbered.get_column("index").is_in(rejected_index.implode())
 
     valid = _valid_rows(table, typed, None if rejected_index.is_empty() else ~is_rejected, dataset)
     rejected = (
         numbered.filter(is_rejected)
         .join(per_row, on="index", how="left")
-        .with_columns((pl.col("index").cast(pl.Int64) + 1).alias(ROW_NUMBER))
-        .select(ROW_NUMBER, *dataset.column_names, FAILED_CHECKS)
+        .with_columns((pl.col("index").cast(pl.Int64) + 1).alias(ROW_NUMBER), pl.lit(file).alias(SOURCE_FILE))
+        .select(*LOCATION_COLUMNS, *dataset.column_names, FAILED_CHECKS)
         .sort(ROW_NUMBER)
     )
     return ValidationResult(valid=valid, rejected=rejected.to_arrow(), failed_checks=counts)

@@ -53,9 +53,15 @@ def dlq_summary(entry: dict[str, Any]) -> tuple[str, str, str, str]:
 
 
 def rejected_by_dataset(files: list[tuple[str, pl.DataFrame]]) -> dict[str, pl.DataFrame]:
-    """Every rejected row of each dataset, in a stable order (``failed_checks`` is a list: not sortable)."""
+    """Every rejected row of each dataset, ``source_file`` reduced to the file name (a local path or an
+    s3:// URI), in a stable order (``failed_checks`` is a list: not sortable)."""
     datasets = sorted({dataset for dataset, _ in files})
-    merged = {d: pl.concat([frame for dataset, frame in files if dataset == d]) for d in datasets}
+    merged = {
+        d: pl.concat([frame for dataset, frame in files if dataset == d]).with_columns(
+            pl.col("source_file").map_elements(lambda uri: PurePosixPath(uri).name, return_dtype=pl.String)
+        )
+        for d in datasets
+    }
     return {d: frame.sort(pl.all().exclude("failed_checks"), nulls_last=True) for d, frame in merged.items()}
 
 

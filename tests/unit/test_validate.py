@@ -18,6 +18,7 @@ from icegate.datasets import get_dataset
 from icegate.errors import EmptyFile, SchemaMismatch
 from icegate.validate import (
     FAILED_CHECKS,
+    LOCATION_COLUMNS,
     ROW_NUMBER,
     ValidationResult,
     coerce_columns,
@@ -290,11 +291,14 @@ def test_rejected_rows_keep_original_values_row_number_and_sorted_checks() -> No
     result = validate_posts(*rows)
 
     # THEN rejected rows carry a 1-based row number, every contract column as written, and their checks sorted
-    assert result.rejected.column_names == [ROW_NUMBER, *POSTS.column_names, FAILED_CHECKS]
+    assert result.rejected.column_names == [*LOCATION_COLUMNS, *POSTS.column_names, FAILED_CHECKS]
+    # (and the file they came from; no line numbers: this input came without the parser's line columns)
+    where = {"source_file": "post_results_20260113_175319.csv", "line": None, "last_line": None}
     assert rejected_rows(result) == [
-        {ROW_NUMBER: 2, **rows[1], FAILED_CHECKS: ["likes:type(long)"]},
+        {ROW_NUMBER: 2, **where, **rows[1], FAILED_CHECKS: ["likes:type(long)"]},
         {
             ROW_NUMBER: 4,
+            **where,
             **rows[3],
             FAILED_CHECKS: sorted(
                 ["post_id:not_nullable", "likes:greater_than_or_equal_to(0)", "posted_date:type(date)"]
@@ -343,7 +347,7 @@ def test_all_rows_valid_gives_an_empty_rejected_table_with_the_same_columns() ->
 
     assert result.valid.num_rows == 2
     assert result.rejected.num_rows == 0
-    assert result.rejected.column_names == [ROW_NUMBER, *POSTS.column_names, FAILED_CHECKS]
+    assert result.rejected.column_names == [*LOCATION_COLUMNS, *POSTS.column_names, FAILED_CHECKS]
     assert result.failed_checks == {}
 
 
@@ -355,7 +359,7 @@ def test_extra_and_reordered_columns_are_tolerated() -> None:
     result = validate_table(table, POSTS, file=FILE)
 
     assert result.valid.column_names == list(POSTS.column_names)
-    assert result.rejected.column_names == [ROW_NUMBER, *POSTS.column_names, FAILED_CHECKS]
+    assert result.rejected.column_names == [*LOCATION_COLUMNS, *POSTS.column_names, FAILED_CHECKS]
 
 
 def test_non_string_input_columns_are_read_as_their_text() -> None:

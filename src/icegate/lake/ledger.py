@@ -95,6 +95,8 @@ _COLUMNS: tuple[tuple[str, IcebergType | str, str], ...] = (
     ("finished_at", _TIME, "the outcome was decided"),
     ("stage_seconds", "map<string,double>", "stage → seconds it took"),
     ("recorded_by", _STRING, "loader, dead_letter, or maintain (a row repaired from a snapshot marker)"),
+    # Columns added later go last: a ledger created before them gains them on its next write.
+    ("replay_of", _STRING, "the run whose dead-lettered file or rejected rows this run replayed (icegate replay)"),
 )
 MAP_COLUMNS = {name for name, kind, _ in _COLUMNS if isinstance(kind, str)}
 COLUMN_NAMES = tuple(name for name, _, _ in _COLUMNS)
@@ -135,7 +137,8 @@ def ledger_table(catalog: Catalog, namespace: str, *, create: bool) -> Table | N
     """The ledger table; created on first use when ``create`` (race-safe), else ``None`` when absent."""
     identifier = (namespace, LEDGER_TABLE)
     try:
-        return catalog.load_table(identifier)
+        table = catalog.load_table(identifier)
+        return _with_new_columns(table) if create else table
     except NoSuchTableError:
         if not create:
             return None
@@ -147,6 +150,20 @@ def ledger_table(catalog: Catalog, namespace: str, *, create: bool) -> Table | N
         # loaded" lookup prunes files by their min/max statistics.
         properties={**TABLE_PROPERTIES, "icegate.merge-key": "source_sha256"},
     )
+
+
+def _with_new_columns(table: Table) -> Table:
+    """The ledger with the (plain) columns added since it was created; a concurrent writer adding the
+    same ones makes this commit fail, and the caller's retry then finds them."""
+    present = set(table.schema().column_names)
+    missing = [(name, kind, doc) for name, kind, doc in _COLUMNS if name not in present and not isinstance(kind, str)]
+    if not missing:
+        return table
+    with table.update_schema() as update:
+        for name, kind, doc in missing:
+            assert not isinstance(kind, str)
+            update.add_column(name, kind, doc=doc)
+    return table
 
 
 def append_rows(

@@ -26,6 +26,7 @@ from icegate.parse.formats import COMPRESSED_SUFFIX, FORMATS, Format, detect_for
 from icegate.parse.headers import canonical_name, map_columns
 from icegate.parse.json_records import decode_json
 from icegate.parse.limits import check_decoded_size, check_limits, check_size
+from icegate.parse.lines import record_lines
 from icegate.parse.parquet import decode_parquet
 from icegate.parse.text import GZIP_MAGIC, decompress, to_utf8
 from icegate.parse.xlsx import decode_xlsx
@@ -62,6 +63,17 @@ class ParsedTable:
     format: str
     #: Source headers, as written in the file, that match no contract column.
     ignored_columns: list[str]
+    #: For CSV/TSV: the first and last physical line of each record (``lines.LINE``, ``lines.LAST_LINE``);
+    #: None for formats whose records are not lines (their row number is the record's number).
+    lines: pa.Table | None = None
+
+    def with_lines(self) -> pa.Table:
+        """The table plus its line columns, when known (what the parse stage hands to validation)."""
+        if self.lines is None:
+            return self.table
+        return pa.Table.from_arrays(
+            [*self.table.columns, *self.lines.columns], names=[*self.table.column_names, *self.lines.column_names]
+        )
 
 
 def parse_bytes(
@@ -93,4 +105,11 @@ def parse_bytes(
             file=name,
         )
     table, ignored = map_columns(decoded, dataset, file=name, normalize=normalize)
-    return ParsedTable(table=table, format=found, ignored_columns=ignored)
+    lines = None
+    if found in _DELIMITERS:
+        # Counted over the same UTF-8 text the reader read (a UTF-16 file has other bytes, the same lines).
+        lines = record_lines(to_utf8(data, name, encoding), _DELIMITERS[found], table.num_rows)
+    return ParsedTable(table=table, format=found, ignored_columns=ignored, lines=lines)
+
+
+_DELIMITERS = {"csv": ",", "tsv": "\t"}

@@ -1,0 +1,96 @@
+"""The physical lines each record of a delimited text file spans (rejected rows point at them).
+
+A record's number is not its line: a quoted caption may hold line breaks, and blank lines are
+skipped. pyarrow does not say where a record started, so the lines are counted here: a line break
+ends a record when an even number of quotes precedes it (a quoted field's doubled quotes keep the
+count even). This is vectorised over the bytes. A file where that count disagrees with the reader's
+records (a stray quote inside an unquoted value, line breaks that are bare carriage returns) is
+counted again by Python's csv reader, which reads quotes as pyarrow does; if that disagrees too,
+the lines are unknown (null) rather than wrong.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import polars as pl
+import pyarrow as pa
+
+#: The columns a parsed delimited file carries besides the contract's (1-based, inclusive).
+LINE = "line"
+LAST_LINE = "last_line"
+
+_Lines = tuple[pl.Series, pl.Series]
+
+
+def record_lines(text: bytes, delimiter: str, rows: int) -> pa.Table:
+    """First and last physical line of each of the ``rows`` data records (the header excluded)."""
+    found = _by_quote_parity(text, delimiter, rows) or _by_csv_reader(text, delimiter, rows)
+    if found is None:
+        nulls = pa.nulls(rows, pa.int64())
+        return pa.table({LINE: nulls, LAST_LINE: nulls})
+    first, last = found
+    return pa.table({LINE: first.cast(pl.Int64).to_arrow(), LAST_LINE: last.cast(pl.Int64).to_arrow()})
+
+
+def _by_quote_parity(text: bytes, delimiter: str, rows: int) -> _Lines | None:
+    size = len(text)
+    data = pl.Series(pa.Array.from_buffers(pa.uint8(), size, [None, pa.py_buffer(text)]))
+    newlines = (data == ord("\n")).arg_true().cast(pl.Int64)
+    quotes = (data == ord('"')).arg_true().cast(pl.Int64)
+    if not _quotes_only_around_values(data, quotes, delimiter):
+        return None
+    # Quotes before each line break; even means the break is outside any quoted value.
+    ends_record = (quotes.search_sorted(newlines, side="left") % 2) == 0
+    line_of_break = pl.int_range(1, newlines.len() + 1, eager=True, dtype=pl.Int64)  # the break ends this line
+    breaks = newlines.filter(ends_record)
+    record_breaks = line_of_break.filter(ends_record)
+    # Record k spans from after break k-1 (or the start) to break k (or the end of the text).
+    starts = pl.concat([pl.Series([0], dtype=pl.Int64), breaks + 1])
+    ends = pl.concat([breaks, pl.Series([size], dtype=pl.Int64)])
+    first = pl.concat([pl.Series([1], dtype=pl.Int64), record_breaks + 1])
+    last = pl.concat([record_breaks, pl.Series([newlines.len() + 1], dtype=pl.Int64)])
+    keep = ~_blank(data, delimiter, starts, ends)
+    first, last = first.filter(keep), last.filter(keep)
+    if first.len() != rows + 1:  # the header is the first record kept
+        return None
+    return first.slice(1), last.slice(1)
+
+
+def _quotes_only_around_values(data: pl.Series, quotes: pl.Series, delimiter: str) -> bool:
+    """Parity holds only when every quote opens a value at its start or closes it at its end (a doubled
+    quote is a close and a reopen). A quote elsewhere is a literal character to the reader."""
+    if quotes.len() == 0:
+        return True
+    bounds = [ord(delimiter), ord("\r"), ord("\n"), ord('"')]
+    opening, closing = quotes.gather_every(2), quotes.gather_every(2, offset=1)
+    before = data.gather(opening.filter(opening > 0) - 1)
+    after = data.gather(closing.filter(closing < data.len() - 1) + 1)
+    return bool(before.is_in(bounds).all() and after.is_in(bounds).all())
+
+
+def _blank(data: pl.Series, delimiter: str, starts: pl.Series, ends: pl.Series) -> pl.Series:
+    """Records of whitespace only (pyarrow skips them): no other byte between their start and end."""
+    spaces = [b for b in b" \t\r\n\v\f" if b != ord(delimiter)]
+    others = (~data.is_in(spaces)).arg_true().cast(pl.Int64)
+    return others.search_sorted(starts, side="left") == others.search_sorted(ends, side="left")
+
+
+def _by_csv_reader(text: bytes, delimiter: str, rows: int) -> _Lines | None:
+    try:
+        # newline="": line breaks inside quoted values stay in them; line_num counts \n, \r and \r\n.
+        reader = csv.reader(io.StringIO(text.decode("utf-8"), newline=""), delimiter=delimiter, strict=False)
+        first: list[int] = []
+        last: list[int] = []
+        previous = 0
+        for record in reader:
+            if len(record) > 1 or (record and record[0].strip()):
+                first.append(previous + 1)
+                last.append(reader.line_num)
+            previous = reader.line_num
+    except (csv.Error, UnicodeDecodeError):
+        return None
+    if len(first) != rows + 1:
+        return None
+    return pl.Series(first[1:], dtype=pl.Int64), pl.Series(last[1:], dtype=pl.Int64)

@@ -1,0 +1,64 @@
+"""The physical lines of each CSV/TSV record, beside what pyarrow read."""
+
+from __future__ import annotations
+
+import codecs
+
+import pytest
+
+from icegate.datasets import get_dataset
+from icegate.parse import parse_bytes
+from icegate.parse.lines import LAST_LINE, LINE, record_lines
+from icegate.settings import Limits
+
+POSTS = get_dataset("posts")
+HEADER = "post_id,creator,posted_date,likes,comments,caption,post_url\n"
+
+
+def row(post_id: str, caption: str) -> str:
+    return f'{post_id},c,2026-01-10,1,2,"{caption}",https://www.instagram.com/p/{post_id}/\n'
+
+
+def lines_of(text: str, *, name: str = "post_results_1.csv", encoding: str = "utf-8") -> list[tuple[int, int]]:
+    data = text.encode(encoding)
+    if encoding == "utf-16-le":
+        data = codecs.BOM_UTF16_LE + data
+    parsed = parse_bytes(data, name, POSTS, limits=Limits())
+    assert parsed.lines is not None
+    assert parsed.lines.num_rows == parsed.table.num_rows
+    return list(zip(parsed.lines.column(LINE).to_pylist(), parsed.lines.column(LAST_LINE).to_pylist(), strict=True))
+
+
+def test_captions_over_several_lines_move_the_records_after_them() -> None:
+    # GIVEN records whose quoted captions span 3 and 2 lines, a blank line, and CRLF endings
+    text = HEADER + row("A", "one\ntwo\nthree") + row("B", "single") + "\n" + row("C", 'say ""hi""\r\nbye')
+    text += row("D", "last").replace("\n", "\r\n")
+
+    # THEN each record's first and last physical line is where an editor shows it
+    assert lines_of(text) == [(2, 4), (5, 5), (7, 8), (9, 9)]
+
+
+def test_tsv_and_utf16_count_the_same_lines() -> None:
+    text = HEADER + row("A", "one\ntwo") + row("B", "x")
+    tsv = text.replace(",", "\t")
+    assert lines_of(tsv, name="post_results_1.tsv") == [(2, 3), (4, 4)]
+    assert lines_of(text, encoding="utf-16-le") == [(2, 3), (4, 4)]
+
+
+def test_a_stray_quote_inside_an_unquoted_value_is_counted_as_the_reader_reads_it() -> None:
+    # GIVEN an unquoted value with one quote in it (pyarrow reads it literally; parity alone would not)
+    text = b'a,b\n5" tall,x\n"two\nlines",y\n'
+
+    # THEN the csv reader's count is used, and it agrees with the records
+    assert record_lines(text, ",", 2).to_pydict() == {LINE: [2, 3], LAST_LINE: [2, 4]}
+
+
+@pytest.mark.parametrize("rows", [1, 5])
+def test_lines_that_cannot_agree_with_the_records_are_null_not_wrong(rows: int) -> None:
+    assert record_lines(b"a,b\n1,2\n3,4\n", ",", rows).to_pydict() == {LINE: [None] * rows, LAST_LINE: [None] * rows}
+
+
+def test_formats_whose_records_are_not_lines_have_none() -> None:
+    data = b'[{"post_id": "A", "creator": "c", "posted_date": "2026-01-10", "likes": "1", "comments": "2", '
+    data += b'"post_url": "u"}]'
+    assert parse_bytes(data, "post_results_1.json", POSTS, limits=Limits()).lines is None
