@@ -21,6 +21,7 @@ from icegate.payloads import SourceObject
 from icegate.pipeline import LocalRunner
 from icegate.settings import Settings
 from tests.conftest import SAMPLES
+from tests.duckdb_reader import iceberg_scan
 from tests.ledger_support import ledger_rows, posts_csv, write_posts
 
 POSTS_CSV = "post_results_20260113_175319.csv"
@@ -54,6 +55,13 @@ def test_every_outcome_of_two_runs_of_the_samples_is_one_ledger_row(lake: Path, 
         ("loaded", 3),
     ]
     assert rows.select("run_id", "outcome").is_duplicated().sum() == 0
+    # AND an independent Iceberg reader (DuckDB's iceberg_scan) sees the same rows
+    ledger = build_catalog(settings).load_table((settings.namespace, LEDGER_TABLE))
+    seen_by_duckdb = iceberg_scan(ledger.metadata_location, order_by="run_id, outcome")
+    assert (
+        seen_by_duckdb.select("run_id", "outcome").rows()
+        == rows.sort("run_id", "outcome").select("run_id", "outcome").rows()
+    )
 
     # AND a loaded row carries the counts, scores and snapshot the run reported
     posts = rows.filter((pl.col("outcome") == "loaded") & pl.col("source_key").str.ends_with(POSTS_CSV)).row(

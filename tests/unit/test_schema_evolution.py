@@ -13,9 +13,6 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import duckdb
-import duckdb_extension_avro
-import duckdb_extension_iceberg
 import polars as pl
 import pyarrow as pa
 import pytest
@@ -29,6 +26,7 @@ from icegate.lake import SourceIdentity, build_catalog, find_loaded, load_batch
 from icegate.lake import commit as commit_module
 from icegate.lake.catalog import MERGE_KEY_PROPERTY, TABLE_PROPERTIES, iceberg_schema, partition_spec
 from icegate.settings import Settings
+from tests.duckdb_reader import iceberg_scan
 
 POSTS = get_dataset("posts")
 UPSERT_POSTS = dataclasses.replace(POSTS, strategy="upsert")
@@ -72,14 +70,8 @@ def rows_of(catalog: Catalog) -> pl.DataFrame:
 
 
 def duckdb_rows(table: Table) -> pl.DataFrame:
-    """The table's current snapshot as DuckDB's own Iceberg reader sees it (extensions from their wheels)."""
-    connection = duckdb.connect(config={"allow_unsigned_extensions": "true", "autoinstall_known_extensions": "false"})
-    for module, name in ((duckdb_extension_avro, "avro"), (duckdb_extension_iceberg, "iceberg")):
-        [extension] = Path(module.__file__ or "").parent.glob(f"extensions/*/{name}.duckdb_extension")
-        connection.execute(f"LOAD '{extension}'")
-    frame = connection.execute("SELECT * FROM iceberg_scan(?) ORDER BY post_id", [table.metadata_location]).pl()
-    connection.close()
-    return frame
+    """The table's current snapshot as DuckDB's own Iceberg reader sees it."""
+    return iceberg_scan(table.metadata_location, order_by="post_id")
 
 
 def assert_readers_agree(catalog: Catalog, rows: int) -> pl.DataFrame:
