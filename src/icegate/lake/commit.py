@@ -261,17 +261,31 @@ def commit_files(
     The snapshot asserts that the table's head is still the snapshot the plan was made against, so
     a concurrent commit makes this one fail with ``CommitFailedException`` rather than apply.
     """
-    pending = transaction(table)
     properties = {**identity.snapshot_properties(), **(counts or {})}
     # An append merges small manifests as it goes (``commit.manifest-merge.enabled``), so that
     # planning does not read one manifest per load ever made.
+    return commit_snapshot(table, added, replaced, properties, merge_manifests=True)
+
+
+def commit_snapshot(
+    table: Table,
+    added: list[DataFile],
+    removed: list[DataFile],
+    properties: dict[str, str],
+    *,
+    merge_manifests: bool,
+) -> int:
+    """One snapshot adding ``added`` and removing ``removed`` (an overwrite when it removes anything, else an
+    append), asserting the head it was planned against: a concurrent commit fails it instead of applying."""
+    pending = transaction(table)
+    appending = pending.update_snapshot(snapshot_properties=properties)  # a builder: nothing happens until used
     producer = (
         overwrite(pending, properties)
-        if replaced
-        else pending.update_snapshot(snapshot_properties=properties).merge_append()
+        if removed
+        else (appending.merge_append() if merge_manifests else appending.fast_append())
     )
     with producer:
-        for data_file in replaced:
+        for data_file in removed:
             producer.delete_data_file(data_file)
         for data_file in added:
             producer.append_data_file(data_file)

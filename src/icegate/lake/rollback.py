@@ -30,8 +30,8 @@ from sqlalchemy.exc import DBAPIError
 
 from icegate.errors import IcegateError
 from icegate.lake.catalog import MERGE_KEY_PROPERTY, file_target
-from icegate.lake.commit import is_contention
-from icegate.lake.files import FILE_INDEX, ROW_POSITION, overwrite, read_files, transaction, write_data_files
+from icegate.lake.commit import commit_snapshot, is_contention
+from icegate.lake.files import FILE_INDEX, ROW_POSITION, read_files, write_data_files
 from icegate.lake.markers import (
     MARKER_FILE,
     MARKER_ROLLBACK_OF_RUN,
@@ -218,7 +218,8 @@ def _rollback_once(table: Table, load_snapshot: int, marker: dict[str, str], *, 
         MARKER_ROWS_RESTORED: str(restored.height),
     }
     try:
-        snapshot_id = _commit(table, [task.file for task in holding], new_files, properties)
+        removed = [task.file for task in holding]
+        snapshot_id = commit_snapshot(table, new_files, removed, properties, merge_manifests=False)
     except BaseException:
         for data_file in new_files:
             table.io.delete(data_file.file_path)
@@ -269,20 +270,3 @@ def _rows_with_keys(table: Table, keys: pl.DataFrame, key: list[str]) -> pl.Data
     tasks = list(table.scan().plan_files())
     stored = read_files(table.metadata, table.io, tasks, [*key, RUN_COLUMN])
     return stored.join(keys, on=key, how="semi", nulls_equal=True)
-
-
-def _commit(table: Table, removed: list[DataFile], added: list[DataFile], properties: dict[str, str]) -> int:
-    """One overwrite snapshot asserting the head it was planned against (a conflict fails it)."""
-    pending = transaction(table)
-    producer = (
-        overwrite(pending, properties)
-        if removed
-        else pending.update_snapshot(snapshot_properties=properties).fast_append()
-    )
-    with producer:
-        for data_file in removed:
-            producer.delete_data_file(data_file)
-        for data_file in added:
-            producer.append_data_file(data_file)
-    pending.commit_transaction()
-    return producer.snapshot_id
