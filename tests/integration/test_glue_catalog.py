@@ -11,7 +11,7 @@ import dataclasses
 import itertools
 import json
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from icegate.datasets import get_dataset
 from icegate.lake import SourceIdentity, build_catalog, load_batch
 from icegate.lake.maintain import maintain
 from icegate.settings import Settings
+from tests.frames import posts_frame
 from tests.integration.aws_support import REGION, create_glue_database, s3_server
 from tests.integration.sfn_support import running_pipeline
 
@@ -83,17 +84,7 @@ def glue_lake() -> Iterator[GlueLake]:
 
 
 def posts(*ids: str, likes: int = 1) -> pl.DataFrame:
-    return pl.DataFrame(
-        {
-            **{name: [None] * len(ids) for name in POSTS.column_names},
-            "post_id": list(ids),
-            "creator": ["alice"] * len(ids),
-            "posted_date": [date(2026, 1, 10)] * len(ids),
-            "likes": [likes] * len(ids),
-            "post_url": [f"https://www.instagram.com/p/{i}/" for i in ids],
-        },
-        schema_overrides={"posted_date": pl.Date, "likes": pl.Int64, "comments": pl.Int64},
-    ).select(POSTS.column_names)
+    return posts_frame(*ids, likes=likes, with_urls=True)
 
 
 def test_the_first_load_creates_a_missing_database_and_the_table(glue_lake: GlueLake) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import polars as pl
@@ -21,6 +21,7 @@ from icegate.lake.rollback import LaterChanges, RollbackError, rollback
 from icegate.payloads import LoadSummary
 from icegate.report import report_data
 from icegate.settings import Settings
+from tests.frames import posts_frame
 from tests.ledger_support import ledger_rows, posts_csv, write_posts
 
 POSTS = get_dataset("posts")
@@ -44,16 +45,7 @@ def icegate(*args: str) -> Result:
 
 
 def posts(*ids: str, likes: int = 1) -> pl.DataFrame:
-    return pl.DataFrame(
-        {
-            **{name: [None] * len(ids) for name in POSTS.column_names},
-            "post_id": list(ids),
-            "creator": ["alice"] * len(ids),
-            "posted_date": [date(2026, 1, 10)] * len(ids),
-            "likes": [likes] * len(ids),
-        },
-        schema_overrides={"posted_date": pl.Date, "likes": pl.Int64, "comments": pl.Int64},
-    ).select(POSTS.column_names)
+    return posts_frame(*ids, likes=likes)
 
 
 def load(settings: Settings, frame: pl.DataFrame, run: str, dataset: object = POSTS) -> LoadSummary:

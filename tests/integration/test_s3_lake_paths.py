@@ -7,7 +7,7 @@ moto server here (``ThreadedMotoServer``), not ``mock_aws``.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import boto3
@@ -19,6 +19,7 @@ from icegate.datasets import get_dataset
 from icegate.lake import SourceIdentity, build_catalog, load_batch
 from icegate.lake.maintain import remove_orphan_files
 from icegate.settings import Settings
+from tests.frames import posts_frame
 
 POSTS = get_dataset("posts")
 PREFIX = "my lake/100%/été"
@@ -36,15 +37,7 @@ def s3_endpoint() -> Iterator[str]:
 
 
 def posts(*ids: str) -> pl.DataFrame:
-    return pl.DataFrame(
-        {
-            **{name: [None] * len(ids) for name in POSTS.column_names},
-            "post_id": list(ids),
-            "creator": ["alice"] * len(ids),
-            "posted_date": [date(2026, 1, 10)] * len(ids),
-        },
-        schema_overrides={"posted_date": pl.Date},
-    ).select(POSTS.column_names)
+    return posts_frame(*ids, likes=None)
 
 
 def test_an_s3_lake_prefix_with_a_space_percent_and_accents_keeps_loading(s3_endpoint: str, tmp_path: Path) -> None:

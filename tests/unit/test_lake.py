@@ -41,6 +41,7 @@ from icegate.lake.catalog import TARGET_FILE_ROWS
 from icegate.lake.commit import candidate_files, with_lineage
 from icegate.lake.maintain import compact, expire_snapshots, remove_orphan_files
 from icegate.settings import Settings
+from tests.frames import posts_frame
 
 POSTS = get_dataset("posts")
 RESTAURANTS = get_dataset("restaurants")
@@ -60,18 +61,7 @@ APPEND_POSTS = dataclasses.replace(POSTS, strategy="append")
 
 
 def posts(*ids: str, creator: str = "alice", likes: int = 1, posted: date = date(2026, 1, 10)) -> pl.DataFrame:
-    return pl.DataFrame(
-        {
-            **{name: [None] * len(ids) for name in POSTS.column_names},
-            "post_id": list(ids),
-            "creator": [creator] * len(ids),
-            "posted_date": [posted] * len(ids),
-            "likes": [likes] * len(ids),
-            "comments": [0] * len(ids),
-            "post_url": [f"https://www.instagram.com/p/{i}/" for i in ids],
-        },
-        schema_overrides={"posted_date": pl.Date, "likes": pl.Int64, "comments": pl.Int64},
-    ).select(POSTS.column_names)
+    return posts_frame(*ids, creator=creator, likes=likes, posted=posted, with_urls=True, comments=0)
 
 
 def prices(scraped_on: date | None, **items: int) -> pl.DataFrame:

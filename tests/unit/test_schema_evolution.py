@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from icegate.lake import commit as commit_module
 from icegate.lake.catalog import MERGE_KEY_PROPERTY, TABLE_PROPERTIES, iceberg_schema, partition_spec
 from icegate.settings import Settings
 from tests.duckdb_reader import iceberg_scan
+from tests.frames import posts_frame
 
 POSTS = get_dataset("posts")
 UPSERT_POSTS = dataclasses.replace(POSTS, strategy="upsert")
@@ -34,18 +34,7 @@ NS = "instagram_db"
 
 
 def posts(*ids: str, likes: int = 1, caption: str | None = None) -> pl.DataFrame:
-    return pl.DataFrame(
-        {
-            **{name: [None] * len(ids) for name in POSTS.column_names},
-            "post_id": list(ids),
-            "creator": ["alice"] * len(ids),
-            "posted_date": [date(2026, 1, 10)] * len(ids),
-            "likes": [likes] * len(ids),
-            "caption": [caption] * len(ids),
-            "hashtags": ["#food"] * len(ids),
-        },
-        schema_overrides={"posted_date": pl.Date, "likes": pl.Int64, "comments": pl.Int64},
-    ).select(POSTS.column_names)
+    return posts_frame(*ids, likes=likes, caption=caption, hashtags="#food")
 
 
 def load(catalog: Catalog, dataset: Dataset, frame: pl.DataFrame, sha: str) -> Any:
