@@ -315,6 +315,18 @@ def test_the_loader_deletes_metadata_files_beyond_the_kept_history(deployed: Dep
     assert {k for k in before if k.endswith(".json")} - after
 
 
+def _maintain_posts_fully() -> Any:
+    """Compact posts, expire all but its newest snapshot, remove every orphan (no load is running)."""
+    return maintain(
+        build_catalog(load_settings()),
+        (NAMESPACE, "posts"),
+        expire_older_than=timedelta(0),
+        retain_last=1,
+        orphans_older_than=timedelta(0),
+        force=True,
+    )
+
+
 def test_maintain_runs_with_the_loader_grants_and_deletes_what_it_reports(deployed: Deployed) -> None:
     """``maintain`` has no function of its own yet: it needs what the loader holds on warehouse/ and Glue."""
     # GIVEN two loads (small files, two snapshots)
@@ -324,14 +336,7 @@ def test_maintain_runs_with_the_loader_grants_and_deletes_what_it_reports(deploy
 
     # WHEN maintain runs with the loader's role, expiring all but the newest snapshot
     with acting_as(deployed.keys[LOAD]):
-        report = maintain(
-            build_catalog(load_settings()),
-            (NAMESPACE, "posts"),
-            expire_older_than=timedelta(0),
-            retain_last=1,
-            orphans_older_than=timedelta(0),
-            force=True,  # no load is running, so orphans of any age are safe to remove
-        )
+        report = _maintain_posts_fully()
 
     # THEN it compacted and expired, and the files it says it deleted are gone from S3
     assert report.files_compacted > 0
@@ -443,11 +448,4 @@ def test_without_delete_maintain_fails_instead_of_reporting_deletes(deployed: De
     # WHEN maintain runs with them
     # THEN it fails on the first delete instead of claiming files deleted that are still there
     with acting_as(deployed.keys[LOAD]), pytest.raises(OSError, match="ACCESS_DENIED during DeleteObject"):
-        maintain(
-            build_catalog(load_settings()),
-            (NAMESPACE, "posts"),
-            expire_older_than=timedelta(0),
-            retain_last=1,
-            orphans_older_than=timedelta(0),
-            force=True,  # no load is running, so orphans of any age are safe to remove
-        )
+        _maintain_posts_fully()
