@@ -32,6 +32,7 @@ from icegate.constants import (
     REPORTS_PREFIX,
     SCORE,
     VALIDATE,
+    WAITING_FOLDER,
     WAREHOUSE_PREFIX,
 )
 
@@ -301,6 +302,13 @@ class FunctionsConstruct(Construct):
             _READ,
             [storage.lake_objects_arn(PROCESSING_PREFIX)],
             "Reads processing/<run id>/valid.parquet and quality.json; the run id is known only at run time.",
+        )
+        self._allow(
+            LOAD,
+            (*_WRITE, *_DELETE),
+            [storage.lake_objects_arn(f"{PROCESSING_PREFIX}/{WAITING_FOLDER}")],
+            "Announces its file under processing/_waiting/<dataset>/ for the next group commit, and removes the "
+            "entries of the files it committed (names carry the run id, known only at run time).",
         )
         self._allow(
             LOAD,

@@ -1,4 +1,8 @@
-"""Load stage: merge the valid rows into the dataset's Iceberg table, once per source."""
+"""Load stage: merge the valid rows into the dataset's Iceberg table, once per source.
+
+In a burst, loaders of one table group-commit: each announces its file under ``processing/_waiting/``
+and commits it together with the files waiting beside it (``icegate.waiting``), one snapshot per file.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 import icegate.lake  # noqa: F401 - the pipeline imports it lazily; this stage needs it, so at init, not per event
 from icegate.payloads import Scored
-from icegate.pipeline import run_load
+from icegate.pipeline import object_queue, run_load
 from icegate.report import publish_quietly
 from icegate.settings import load_settings
 from stages._powertools import logger, metrics, storage, tracer
@@ -21,12 +25,13 @@ from stages._powertools import logger, metrics, storage, tracer
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     scored = Scored.from_dict(event)
     logger.append_keys(run_id=scored.run_id, source=scored.source.uri, dataset=scored.dataset)
-    loaded = run_load(scored, load_settings(), storage())
+    settings, files = load_settings(), storage()
+    loaded = run_load(scored, settings, files, waiting=object_queue(settings, files))
     assert loaded.load is not None
     metrics.add_dimension(name="dataset", value=loaded.dataset)
     metrics.add_metric(name="RowsInserted", unit=MetricUnit.Count, value=loaded.load.inserted)
     metrics.add_metric(name="RowsSkipped", unit=MetricUnit.Count, value=loaded.load.skipped)
     logger.info("loaded", extra={"load": loaded.load.to_dict()})
     # The latest quality report, rebuilt from the ledger after every file (see the README).
-    publish_quietly(load_settings(), storage())
+    publish_quietly(settings, files)
     return loaded.to_dict()

@@ -125,9 +125,21 @@ def main() -> None:
     help="JSON object {file name: loaded|dlq}; exit 0 only when every file ended as expected.",
 )
 @click.option("--keep-processing", is_flag=True, help="Keep the intermediate files under processing/<run_id>/.")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Files run in parallel; loads into one table commit together (group commit).",
+)
 @json_option
 def run(
-    paths: tuple[Path, ...], lake_root: str | None, expect: Path | None, keep_processing: bool, as_json: bool
+    paths: tuple[Path, ...],
+    lake_root: str | None,
+    expect: Path | None,
+    keep_processing: bool,
+    workers: int,
+    as_json: bool,
 ) -> None:
     """Ingest files (or every supported file under folders) through parse → validate → score → load.
 
@@ -153,7 +165,6 @@ def run(
             raise click.ClickException("no files to ingest")
 
         runner = LocalRunner(settings, catalog=_catalog(settings, create=True))
-        outcomes: list[FileOutcome] = []
         with Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
@@ -169,9 +180,13 @@ def run(
             def on_stage(source: Any, stage: str) -> None:
                 progress.update(task, description=f"{source.name}: {stage}")
 
-            for source in sources:
-                outcomes.append(runner.run(source, on_stage=on_stage, keep_processing=keep_processing))
-                progress.advance(task)
+            outcomes = runner.run_many(
+                sources,
+                workers=workers,
+                on_stage=on_stage,
+                on_done=lambda _: progress.advance(task),
+                keep_processing=keep_processing,
+            )
 
         console.print(_summary_table(outcomes))
         if own_line:

@@ -37,6 +37,8 @@ SUPPORTED_SUFFIXES: Final = (".csv", ".tsv", ".xlsx", ".json", ".ndjson", ".json
 
 #: Prefixes inside the lake root (a local folder or ``s3://<lake bucket>``).
 PROCESSING_PREFIX: Final = "processing"
+#: Under ``processing/``: the loads waiting for their table's next group commit (``icegate.waiting``).
+WAITING_FOLDER: Final = "_waiting"
 WAREHOUSE_PREFIX: Final = "warehouse"
 DLQ_PREFIX: Final = "dlq"
 #: Where the backfill state machine's ResultWriter puts each run's results (in the lake bucket).

@@ -13,7 +13,7 @@ The Iceberg side (schema, table, idempotent append) lives in :mod:`icegate.lake.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +57,7 @@ __all__ = [
     "history",
     "recent_loaded",
     "record",
+    "record_rows",
     "repair_from_markers",
     "row_for_dead_letter",
     "row_for_load",
@@ -194,14 +195,18 @@ def record(catalog: Catalog | Callable[[], Catalog], namespace: str, row: Mappin
     """Write one ledger row (idempotent per run id and outcome). Never raises: the outcome it records
     has already happened, and ``icegate maintain`` repairs a loaded file's lost row from its marker.
     """
+    return record_rows(catalog, namespace, [row])
+
+
+def record_rows(catalog: Catalog | Callable[[], Catalog], namespace: str, rows: Sequence[Mapping[str, Any]]) -> bool:
+    """Write ledger rows in one append (a group commit's files), as :func:`record` writes one."""
     try:
         resolved = catalog() if callable(catalog) else catalog
-        append_rows(resolved, namespace, [dict(row)])
+        append_rows(resolved, namespace, [dict(row) for row in rows])
     except Exception:
         log.exception(
-            "could not record %s of run %s in the ledger %s.%s; `icegate maintain` repairs a loaded file's row",
-            row.get("outcome"),
-            row.get("run_id"),
+            "could not record %s in the ledger %s.%s; `icegate maintain` repairs a loaded file's row",
+            ", ".join(f"{row.get('outcome')} of run {row.get('run_id')}" for row in rows),
             namespace,
             LEDGER_TABLE,
         )

@@ -17,9 +17,11 @@ import logging
 import os
 import random
 import shutil
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,9 +58,12 @@ from icegate.storage import ObjectInfo, Storage, join
 from icegate.transient import as_transient
 from icegate.trend import baseline, trend_failures
 from icegate.validate import FAILED_CHECKS, ROW_NUMBER, validate_table
+from icegate.waiting import Alone, InProcessQueue, ObjectQueue, WaitingLoad, WaitingLoads
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
+
+    from icegate.lake.commit import Incoming
 
 P = TypeVar("P", bound=Payload)
 R = TypeVar("R")
@@ -364,8 +369,17 @@ def passes_gate(scored: Scored) -> bool:
 
 
 @_stage
-def run_load(scored: Scored, settings: Settings, storage: Storage, catalog: Catalog | None = None) -> Loaded:
-    from icegate.lake import SourceIdentity, load_batch  # see open_catalog
+def run_load(
+    scored: Scored,
+    settings: Settings,
+    storage: Storage,
+    catalog: Catalog | None = None,
+    waiting: WaitingLoads | None = None,
+) -> Loaded:
+    """Commit the file's valid rows — with the files ``waiting`` for the same table (``icegate.waiting``) —
+    and record each committed file in the ledger, in one append."""
+    from icegate import ledger  # see open_catalog
+    from icegate.lake import load_group
 
     clock = time.perf_counter()
     dataset = get_dataset(scored.dataset)
@@ -373,48 +387,91 @@ def run_load(scored: Scored, settings: Settings, storage: Storage, catalog: Cata
     if (prior := scored.prior_load) is not None:
         table = f"{settings.namespace}.{dataset.table}"
         already = LoadSummary(table, dataset.strategy, 0, 0, 0, 0, prior.snapshot_id, already_loaded=True)
-        return _record_load(_extend(Loaded, scored, load=already), settings, storage, catalog, clock)
+        loaded = _loaded(scored, already, clock)
+        rows = _ledger_rows([(loaded, _report_of(scored, storage))], settings, catalog)
+        ledger.record_rows(catalog, settings.namespace, rows)
+        return loaded
+    own = WaitingLoad(scored, _report_of(scored, storage), _incoming(scored, storage))
+    with (waiting or Alone()).turn(own) as turn:
+        if turn.loaded is not None:  # another loader's group commit took this file, and recorded it
+            return dataclasses.replace(turn.loaded, stage_seconds=_loaded(scored, None, clock).stage_seconds)
+        taken = {own.run_id: own}
+
+        def others() -> list[Incoming]:
+            found = turn.others()
+            taken.update((w.run_id, w) for w in found)
+            return [w.incoming for w in found]
+
+        group = load_group(
+            catalog,
+            dataset,
+            own.incoming,
+            namespace=settings.namespace,
+            waiting=others,
+            attempts=settings.commit_attempts,
+            backoff_seconds=settings.commit_backoff_seconds,
+        )
+        done = {run_id: _loaded(taken[run_id].scored, load, clock) for run_id, load in group.loads.items()}
+        for run_id, reason in group.left_out.items():
+            log.warning("left %s out of this group commit (its own load will meet it): %s", run_id, reason)
+        rows = _ledger_rows([(done[r], taken[r].report) for r in done], settings, catalog)
+        ledger.record_rows(catalog, settings.namespace, rows)
+        turn.finish(done)
+    return done[scored.run_id]
+
+
+def object_queue(settings: Settings, storage: Storage) -> ObjectQueue:
+    """The loaders' waiting room in the lake (the Lambdas: one process per load)."""
+    root = settings.lake_path(c.PROCESSING_PREFIX, c.WAITING_FOLDER)
+    return ObjectQueue(storage, root, lambda scored: _incoming(scored, storage), settings.group_max_files)
+
+
+def _incoming(scored: Scored, storage: Storage) -> Incoming:
+    from icegate.lake import SourceIdentity, prepare  # see open_catalog
+
     identity = SourceIdentity(
         sha256=scored.sha256, file=scored.source.uri, version=scored.source.version, run_id=scored.run_id
     )
-    summary = load_batch(
-        catalog,
-        dataset,
-        storage.read_frame(scored.valid_uri),
-        identity,
-        namespace=settings.namespace,
-        attempts=settings.commit_attempts,
-        backoff_seconds=settings.commit_backoff_seconds,
+    return prepare(get_dataset(scored.dataset), storage.read_frame(scored.valid_uri), identity)
+
+
+def _loaded(scored: Scored, load: LoadSummary | None, clock: float) -> Loaded:
+    return _extend(
+        Loaded,
+        scored,
+        load=load,
+        started_at=scored.started_at or datetime.now(UTC).isoformat(),
+        stage_seconds={**scored.stage_seconds, c.LOAD: round(time.perf_counter() - clock, 4)},
     )
-    return _record_load(_extend(Loaded, scored, load=summary), settings, storage, catalog, clock)
 
 
-def _record_load(loaded: Loaded, settings: Settings, storage: Storage, catalog: Catalog, clock: float) -> Loaded:
-    """The load's ledger row, after the data commit (a failure is logged, never raised)."""
+def _report_of(scored: Scored, storage: Storage) -> Mapping[str, Any] | None:
+    if scored.quality is None or not scored.quality.report_uri:
+        return None
+    try:
+        report: Mapping[str, Any] = storage.read_json(scored.quality.report_uri)
+    except Exception:
+        log.warning("no quality report for the ledger at %s", scored.quality.report_uri, exc_info=True)
+        return None
+    return report
+
+
+def _ledger_rows(
+    loads: list[tuple[Loaded, Mapping[str, Any] | None]], settings: Settings, catalog: Catalog
+) -> list[dict[str, Any]]:
+    """The ledger rows of loads into one table (with their quality reports), written after the data commit."""
     from icegate import ledger  # see open_catalog
 
-    load = loaded.load
-    assert load is not None
-    loaded = dataclasses.replace(
-        loaded,
-        load=load,
-        started_at=loaded.started_at or datetime.now(UTC).isoformat(),
-        stage_seconds={**loaded.stage_seconds, c.LOAD: round(time.perf_counter() - clock, 4)},
-    )
-    report = None
-    if loaded.quality is not None and loaded.quality.report_uri:
-        try:
-            report = storage.read_json(loaded.quality.report_uri)
-        except Exception:
-            log.warning("no quality report for the ledger at %s", loaded.quality.report_uri, exc_info=True)
     table_uuid = None
-    try:
-        table_uuid = str(catalog.load_table(tuple(load.table.rsplit(".", 1))).metadata.table_uuid)
-    except Exception:
-        log.warning("could not read the uuid of %s for the ledger", load.table, exc_info=True)
-    row = ledger.row_for_load(loaded, namespace=settings.namespace, report=report, table_uuid=table_uuid)
-    ledger.record(catalog, settings.namespace, row)
-    return loaded
+    if loads and (load := loads[0][0].load) is not None:
+        try:
+            table_uuid = str(catalog.load_table(tuple(load.table.rsplit(".", 1))).metadata.table_uuid)
+        except Exception:
+            log.warning("could not read the uuid of %s for the ledger", load.table, exc_info=True)
+    return [
+        ledger.row_for_load(loaded, namespace=settings.namespace, report=report, table_uuid=table_uuid)
+        for loaded, report in loads
+    ]
 
 
 def _recorded_in_ledger(run: Callable[..., DeadLettered]) -> Callable[..., DeadLettered]:
@@ -663,6 +720,61 @@ class LocalRunner:
         keep_processing: bool = False,
         replay_of: str = "",
     ) -> FileOutcome:
+        return self._run(source, self.storage, Alone(), on_stage, keep_processing, replay_of)
+
+    def run_many(
+        self,
+        sources: Sequence[SourceObject],
+        *,
+        workers: int = 1,
+        on_stage: ProgressHook | None = None,
+        on_done: Callable[[FileOutcome], None] | None = None,
+        keep_processing: bool = False,
+        group: bool = True,
+    ) -> list[FileOutcome]:
+        """Run files on ``workers`` threads; a table's loads group-commit what waits (``icegate.waiting``).
+
+        Outcomes come back in the order of ``sources``. ``on_done`` is called as each file ends; if it
+        raises (a KeyboardInterrupt), files not started are not started, the ones running finish, and
+        the exception propagates. ``group=False`` makes each file commit alone, as concurrent loaders
+        did before group commit (the burst benchmark compares the two).
+        """
+        if workers <= 1:
+            outcomes = []
+            for source in sources:
+                outcomes.append(self.run(source, on_stage=on_stage, keep_processing=keep_processing))
+                if on_done:
+                    on_done(outcomes[-1])
+            return outcomes
+        queue: WaitingLoads = InProcessQueue(self.settings.group_max_files) if group else Alone()
+        per_thread = threading.local()
+
+        def run_one(source: SourceObject) -> FileOutcome:
+            if not hasattr(per_thread, "storage"):
+                per_thread.storage = self.storage.fork()
+            return self._run(source, per_thread.storage, queue, on_stage, keep_processing, "")
+
+        results: dict[int, FileOutcome] = {}
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="icegate-run")
+        try:
+            futures = {pool.submit(run_one, source): i for i, source in enumerate(sources)}
+            for future in as_completed(futures):
+                results[futures[future]] = outcome = future.result()
+                if on_done:
+                    on_done(outcome)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        return [results[i] for i in sorted(results)]
+
+    def _run(
+        self,
+        source: SourceObject,
+        storage: Storage,
+        waiting: WaitingLoads,
+        on_stage: ProgressHook | None,
+        keep_processing: bool,
+        replay_of: str,
+    ) -> FileOutcome:
         started = time.perf_counter()
         job = Job(source=source, run_id=new_run_id(), replay_of=replay_of)
         state: Payload = job
@@ -677,7 +789,7 @@ class LocalRunner:
             if on_stage:
                 on_stage(source, name)
 
-        settings, storage = self.settings, self.storage
+        settings = self.settings
         # The stages share this process: processing/ objects pass in memory, never written (unless kept).
         storage.hold(None if keep_processing else processing_uri(settings, job.run_id, ""))
         try:
@@ -690,23 +802,30 @@ class LocalRunner:
             enter(c.SCORE)
             scored = state = _with_retries(lambda: run_score(validated, settings, storage, self._ledger_catalog))
             if not passes_gate(scored):
-                return self._dead_letter(job, scored, c.GATE, gate_error(scored), started, keep_processing)
+                return self._dead_letter(job, scored, c.GATE, gate_error(scored), started, keep_processing, storage)
             enter(c.LOAD)
-            loaded = _with_retries(lambda: run_load(scored, settings, storage, self.catalog))
+            loaded = _with_retries(lambda: run_load(scored, settings, storage, self.catalog, waiting))
         except Exception as exc:  # the state machine's Catch States.ALL
-            return self._dead_letter(job, state, stage, error_info(exc), started, keep_processing)
+            return self._dead_letter(job, state, stage, error_info(exc), started, keep_processing, storage)
         assert loaded.load is not None
-        self._clean(job.run_id, keep_processing)
+        self._clean(job.run_id, keep_processing, storage)
         outcome: Outcome = "already_loaded" if loaded.load.already_loaded else "loaded"
         return FileOutcome(source, job.run_id, outcome, loaded, seconds=time.perf_counter() - started)
 
     def _dead_letter(
-        self, job: Job, state: Payload, stage: str, error: ErrorInfo, started: float, keep_processing: bool
+        self,
+        job: Job,
+        state: Payload,
+        stage: str,
+        error: ErrorInfo,
+        started: float,
+        keep_processing: bool,
+        storage: Storage,
     ) -> FileOutcome:
         document = state.to_dict()
         try:
             entry = _with_retries(
-                lambda: run_dead_letter(document, stage, error, self.settings, self.storage, self._ledger_catalog)
+                lambda: run_dead_letter(document, stage, error, self.settings, storage, self._ledger_catalog)
             )
         except Exception as exc:
             # As the state machine's DeadLetter Catch: this file failed loudly, the run goes on with the next.
@@ -715,12 +834,12 @@ class LocalRunner:
                 job.source, job.run_id, "failed", state, seconds=time.perf_counter() - started, error=reason
             )
         finally:
-            self._clean(job.run_id, keep_processing)
+            self._clean(job.run_id, keep_processing, storage)
         return FileOutcome(job.source, job.run_id, "dead_lettered", state, entry, time.perf_counter() - started)
 
-    def _clean(self, run_id: str, keep: bool) -> None:
+    def _clean(self, run_id: str, keep: bool, storage: Storage) -> None:
         """Processing files are scratch: locally they go once the file is done (S3 expires them)."""
-        self.storage.release()
+        storage.release()
         if keep or not self.settings.is_local:
             return
         shutil.rmtree(Path(self.settings.lake_path(c.PROCESSING_PREFIX, run_id)), ignore_errors=True)

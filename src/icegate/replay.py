@@ -225,7 +225,7 @@ def _replay_rejected(runner: LocalRunner, entry: Entry, started: float) -> Repla
         message = f"none of the {table.num_rows} rows passes the contract yet"
         return Replayed(entry, run_id, "still_rejected", rows, message, _since(started))
     finally:
-        runner._clean(run_id, keep=False)
+        runner._clean(run_id, False, storage)
     load = loaded.load
     assert load is not None
     rows.update(inserted=load.inserted, updated=load.updated, skipped=load.skipped)

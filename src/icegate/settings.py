@@ -70,6 +70,8 @@ class Settings:
     #: Attempts of the loader's own commit loop before it raises ``CommitConflict``.
     commit_attempts: int = 8
     commit_backoff_seconds: float = 0.05
+    #: Most files one loader commits together (its own and those waiting for the same table).
+    group_max_files: int = 50
     #: Region (ISO 3166 code) a phone number written without ``+`` is read in.
     phone_region: str = "US"
 

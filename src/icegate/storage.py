@@ -69,6 +69,10 @@ class Storage:
         self._held: dict[str, pa.Table | pl.DataFrame | bytes] | None = None
         self._scratch: str | None = None
 
+    def fork(self) -> Storage:
+        """A Storage for another thread: the same endpoint, nothing held (holding is per run)."""
+        return Storage(self._endpoint)
+
     def hold(self, scratch_prefix: str | None = None) -> None:
         """From now on keep written tables in memory, and never write the objects under ``scratch_prefix``."""
         self._held = {}

@@ -16,6 +16,7 @@ from icegate.constants import (
     REPORTS_PREFIX,
     SCORE,
     VALIDATE,
+    WAITING_FOLDER,
 )
 
 READ = {"s3:GetObject"}
@@ -63,7 +64,9 @@ def _expected_data_grants(synth: Synth) -> dict[str, set[tuple[str, str]]]:
         | _pairs(GLUE_READ, [catalog, tables, ledger_table])
         | _pairs(READ, [ledger_files])
         | _pairs({"s3:ListBucket"}, [lake]),
+        # Group commit: it announces its file under processing/_waiting/ and removes the entries it committed.
         LOAD: _pairs(READ, [processing])
+        | _pairs(WRITE | DELETE, [f"{lake}/{PROCESSING_PREFIX}/{WAITING_FOLDER}/*"])
         | _pairs(WRITE, [reports])
         | _pairs(READ | WRITE | DELETE, [warehouse])
         | _pairs({"s3:ListBucket"}, [lake])
@@ -182,12 +185,14 @@ def test_deletes_are_only_the_loaders_warehouse_files_and_the_dead_letters_dupli
         if action.startswith("s3:Delete")
     }
     # WHEN we look at who may delete what
-    # THEN it is the loader on warehouse/ objects (a delete marker in the versioned lake), and the dead letter on
-    # the rejected rows a rerun filed again before it found the earlier entry; nothing else
+    # THEN it is the loader on warehouse/ objects (a delete marker in the versioned lake) and on the waiting
+    # entries of the files it committed, and the dead letter on the rejected rows a rerun filed again before it
+    # found the earlier entry; nothing else
     lake = f"<{any_synth.logical_id(any_synth.stack.storage.lake_bucket.bucket_arn)}.Arn>"
     database = any_synth.stack.catalog.database_name
     assert deletes == {
         (LOAD, f"{lake}/warehouse/*"),
+        (LOAD, f"{lake}/{PROCESSING_PREFIX}/{WAITING_FOLDER}/*"),
         (DEAD_LETTER, f"{lake}/dlq/*/rejected.parquet"),
         (DEAD_LETTER, f"{lake}/warehouse/{database}.db/{LEDGER_TABLE}/*"),
     }

@@ -56,16 +56,15 @@ def dataset_named(name: str) -> Dataset:
 def _install_crash_hook(mode: str) -> None:
     from icegate.lake import commit
 
-    real = commit.commit_files
+    real = commit.commit_staged
 
-    def crashing(*args: Any, **kwargs: Any) -> int:
+    def crashing(pending: Any) -> None:
         if mode == "before-commit":
             os._exit(17)
-        snapshot_id = real(*args, **kwargs)
+        real(pending)
         os._exit(18)
-        return snapshot_id  # pragma: no cover
 
-    commit.commit_files = crashing  # type: ignore[assignment]
+    commit.commit_staged = crashing
 
 
 def main(job: dict[str, Any]) -> None:

@@ -197,17 +197,16 @@ def test_a_commit_that_landed_before_the_catalog_call_failed_reports_what_it_ins
 ) -> None:
     # GIVEN a catalog whose database errors right after our commit has landed (outcome unknown)
     load(catalog, POSTS, posts("p1"), "earlier")
-    real = commit_module.commit_files
+    real = commit_module.commit_staged
     failures = []
 
-    def landed_then_locked(*args: Any, **kwargs: Any) -> int:
-        snapshot_id = real(*args, **kwargs)
+    def landed_then_locked(pending: Any) -> None:
+        real(pending)
         if not failures:
-            failures.append(snapshot_id)
+            failures.append(catalog.load_table((NS, POSTS.table)).current_snapshot().snapshot_id)  # type: ignore[union-attr]
             raise OperationalError("COMMIT", {}, sqlite3.OperationalError("database is locked"))
-        return snapshot_id
 
-    monkeypatch.setattr(commit_module, "commit_files", landed_then_locked)
+    monkeypatch.setattr(commit_module, "commit_staged", landed_then_locked)
 
     # WHEN our load of p1 (stored) and p2, p3 (new) retries and finds its own marker
     summary = load(catalog, POSTS, posts("p1", "p2", "p3"), "ours")
@@ -546,11 +545,11 @@ def race_before_each_commit(
     monkeypatch: pytest.MonkeyPatch, competitor: Callable[[int], None], times: int | None = None
 ) -> list[int]:
     """Run ``competitor`` (a real concurrent commit) right before our commit, ``times`` times."""
-    real = commit_module.commit_files
+    real = commit_module.commit_staged
     raced: list[int] = []
     inside = False
 
-    def racing(*args: Any, **kwargs: Any) -> int:
+    def racing(pending: Any) -> None:
         nonlocal inside
         if not inside and (times is None or len(raced) < times):
             inside = True
@@ -559,9 +558,9 @@ def race_before_each_commit(
             finally:
                 inside = False
             raced.append(1)
-        return real(*args, **kwargs)
+        real(pending)
 
-    monkeypatch.setattr(commit_module, "commit_files", racing)
+    monkeypatch.setattr(commit_module, "commit_staged", racing)
     return raced
 
 

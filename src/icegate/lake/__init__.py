@@ -17,7 +17,7 @@ from icegate.lake.catalog import (
     iceberg_schema,
     partition_spec,
 )
-from icegate.lake.commit import load_batch, with_lineage
+from icegate.lake.commit import GroupLoad, Incoming, load_batch, load_group, prepare, with_lineage
 from icegate.lake.markers import (
     MARKER_FILE,
     MARKER_RUN,
@@ -36,6 +36,8 @@ __all__ = [
     "MARKER_SHA256",
     "MARKER_VERSION",
     "TABLE_PROPERTIES",
+    "GroupLoad",
+    "Incoming",
     "SourceIdentity",
     "build_catalog",
     "dedupe_in_file",
@@ -43,9 +45,11 @@ __all__ = [
     "find_loaded",
     "iceberg_schema",
     "load_batch",
+    "load_group",
     "loaded_snapshots",
     "partition_spec",
     "plan_insert_new",
     "plan_upsert",
+    "prepare",
     "with_lineage",
 ]

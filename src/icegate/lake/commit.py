@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -28,10 +28,18 @@ from pyiceberg.exceptions import CommitFailedException, ValidationException
 from sqlalchemy.exc import DBAPIError
 
 from icegate.datasets import POLARS_TYPES
-from icegate.errors import CommitConflict
+from icegate.errors import CommitConflict, TransientError
 from icegate.lake.catalog import ensure_table, file_target
 from icegate.lake.evolve import evolve_table
-from icegate.lake.files import key_probe, may_hold_keys, overwrite, read_files, transaction, write_data_files
+from icegate.lake.files import (
+    key_probe,
+    may_hold_keys,
+    overwrite,
+    read_files,
+    staged_table,
+    transaction,
+    write_data_files,
+)
 from icegate.lake.markers import (
     MARKER_INSERTED,
     MARKER_RUN,
@@ -46,7 +54,7 @@ from icegate.payloads import LoadSummary
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
     from pyiceberg.manifest import DataFile
-    from pyiceberg.table import FileScanTask, Table
+    from pyiceberg.table import FileScanTask, Table, Transaction
 
     from icegate.datasets import Dataset
 
@@ -109,6 +117,36 @@ class _Written:
     maybe_committed: bool = False
 
 
+@dataclass(frozen=True)
+class Incoming:
+    """One file's validated rows on their way into a table: deduplicated, with lineage, numbered."""
+
+    identity: SourceIdentity
+    #: The rows with the lineage columns and ``ROW_INDEX``.
+    rows: pl.DataFrame = field(repr=False)
+    #: Rows dropped because a later row of the same file had the same key.
+    duplicates: int
+
+
+def prepare(dataset: Dataset, batch: pl.DataFrame, identity: SourceIdentity) -> Incoming:
+    """What a load commits of ``batch``: deduplicated on the business key, with its lineage."""
+    rows, duplicates = (
+        (batch, 0) if dataset.strategy == "append" else dedupe_in_file(batch, dataset.key, dataset.ordering_column)
+    )
+    incoming = with_lineage(rows, dataset, identity, datetime.now(UTC)).with_row_index(ROW_INDEX)
+    return Incoming(identity, incoming, duplicates)
+
+
+@dataclass(frozen=True)
+class GroupLoad:
+    """What one group commit did: the summary of each file it committed, and the files it left out."""
+
+    #: Run id -> the load of each file the commit holds (the caller's own file first).
+    loads: dict[str, LoadSummary]
+    #: Run id -> why a waiting file was left out of the group (its own loader meets the error alone).
+    left_out: dict[str, str] = field(default_factory=dict)
+
+
 def load_batch(
     catalog: Catalog,
     dataset: Dataset,
@@ -120,13 +158,33 @@ def load_batch(
     backoff_seconds: float = 0.05,
 ) -> LoadSummary:
     """Merge validated rows into the dataset's table, exactly once per source content."""
+    own = prepare(dataset, batch, identity)
+    group = load_group(catalog, dataset, own, namespace=namespace, attempts=attempts, backoff_seconds=backoff_seconds)
+    return group.loads[identity.run_id]
+
+
+def load_group(
+    catalog: Catalog,
+    dataset: Dataset,
+    own: Incoming,
+    *,
+    namespace: str,
+    waiting: Callable[[], Sequence[Incoming]] = tuple,
+    attempts: int = 8,
+    backoff_seconds: float = 0.05,
+) -> GroupLoad:
+    """Commit ``own`` — with the files ``waiting`` for the same table — in one catalog commit, exactly once each.
+
+    Each file gets its own snapshot with its own marker, planned against the snapshot of the file
+    before it; the snapshots are committed together, so a burst of N files costs one contended
+    commit instead of N. If the commit loses a race, every file is re-checked and re-planned; a file
+    another writer committed meanwhile drops out (its marker says so). When ``own`` is found already
+    committed — by an earlier run, or by another loader's group — nothing is written.
+    """
     table_name = f"{namespace}.{dataset.table}"
-    rows, duplicates = (
-        (batch, 0) if dataset.strategy == "append" else dedupe_in_file(batch, dataset.key, dataset.ordering_column)
-    )
-    incoming = with_lineage(rows, dataset, identity, datetime.now(UTC)).with_row_index(ROW_INDEX)
     table = ensure_table(catalog, dataset, namespace)
-    written: _Written | None = None
+    written: dict[str, _Written] = {}
+    left_out: dict[str, str] = {}
     for attempt in range(attempts):
         if attempt:
             _sleep_before_retry(attempt, backoff_seconds)
@@ -134,18 +192,42 @@ def load_batch(
         try:
             if attempt:
                 table = catalog.load_table((namespace, dataset.table))
-            if (found := find_marker(table, identity.sha256)) is not None:
-                _discard(table, written)
-                return _summary_of_loaded(table_name, dataset, identity, duplicates, *found)
+            if (found := find_marker(table, own.identity.sha256)) is not None:
+                _discard(table, *written.values())
+                summary = _summary_of_loaded(table_name, dataset, own.identity, own.duplicates, *found)
+                return GroupLoad({own.identity.run_id: summary})
             # Another tool may have added, renamed or dropped columns, or the contract gained some.
-            table, fit = evolve_table(table, dataset, file=identity.file)
+            table, fit = evolve_table(table, dataset, file=own.identity.file)
             ordering = fit.names[dataset.ordering_column] if dataset.ordering_column else None
             planned_against = _head(table)
-            plan = plan_load(table, dataset, incoming.rename(fit.renames), ordering)
-            if written is None or not written.plan.same_output(plan):
-                _discard(table, written)
-                written = _Written(plan, write_files(table, dataset, plan))
-            snapshot_id = commit_files(table, written.files, plan.replaced_files, identity, plan.counts())
+            members = [own, *_still_waiting(table, own, waiting(), left_out)]
+            pending = transaction(table)
+            staged = table
+            plans: dict[str, LoadPlan] = {}
+            snapshots: dict[str, int] = {}
+            for member in members:
+                run_id = member.identity.run_id
+                try:
+                    plan = plan_load(staged, dataset, member.rows.rename(fit.renames), ordering)
+                    previous = written.get(run_id)
+                    if previous is None or not previous.plan.same_output(plan):
+                        _discard(table, previous)
+                        written[run_id] = _Written(plan, write_files(staged, dataset, plan))
+                except (FileNotFoundError, OSError, TransientError):
+                    raise
+                except Exception as exc:
+                    if member is own:
+                        raise
+                    # A waiting file this loader cannot plan is its own loader's to fail, with its own error.
+                    left_out[run_id] = f"{type(exc).__name__}: {exc}"
+                    _discard(table, written.pop(run_id, None))
+                    continue
+                properties = {**member.identity.snapshot_properties(), **plan.counts()}
+                files, replaced = written[run_id].files, plan.replaced_files
+                snapshots[run_id] = stage_snapshot(pending, files, replaced, properties, merge_manifests=True)
+                staged = staged_table(table, pending)
+                plans[run_id] = plan
+            commit_staged(pending)
         except (CommitFailedException, ValidationException):
             # pyiceberg raises these only when the commit did not land: another writer won the
             # race, or its own checks found the plan's snapshot no longer matching. Re-plan.
@@ -162,17 +244,42 @@ def load_batch(
                 raise
             # The catalog's database was busy; whether a commit landed is unknown, and the source
             # marker check of the next attempt tells.
-            if written is not None:
-                written.maybe_committed = True
+            for maybe in written.values():
+                maybe.maybe_committed = True
             continue
-        return LoadSummary(
-            table_name, dataset.strategy, plan.inserted, plan.updated, plan.skipped, duplicates, snapshot_id
-        )
-    _discard(table, written)
+        loads = {
+            run_id: LoadSummary(
+                table_name,
+                dataset.strategy,
+                plan.inserted,
+                plan.updated,
+                plan.skipped,
+                next(m.duplicates for m in members if m.identity.run_id == run_id),
+                snapshots[run_id],
+            )
+            for run_id, plan in plans.items()
+        }
+        return GroupLoad(loads, {k: v for k, v in left_out.items() if k not in loads})
+    _discard(table, *written.values())
     raise CommitConflict(
         f"{attempts} commits to {table_name} lost to concurrent writers; the load will be retried",
-        file=identity.file,
+        file=own.identity.file,
     )
+
+
+def _still_waiting(
+    table: Table, own: Incoming, waiting: Iterable[Incoming], left_out: Mapping[str, str]
+) -> list[Incoming]:
+    """The waiting files this commit can take: not committed yet, not left out, one per content."""
+    taken = {own.identity.sha256}
+    members = []
+    for member in waiting:
+        sha256 = member.identity.sha256
+        if sha256 in taken or member.identity.run_id in left_out or find_marker(table, sha256) is not None:
+            continue
+        taken.add(sha256)
+        members.append(member)
+    return members
 
 
 def _summary_of_loaded(
@@ -249,22 +356,9 @@ def write_files(table: Table, dataset: Dataset, plan: LoadPlan) -> list[DataFile
     return write_data_files(table.metadata, table.io, plan.rows, dataset.key[0], file_target(table))
 
 
-def commit_files(
-    table: Table,
-    added: list[DataFile],
-    replaced: list[DataFile],
-    identity: SourceIdentity,
-    counts: Mapping[str, str] | None = None,
-) -> int:
-    """Commit one snapshot that adds ``added``, removes ``replaced`` and carries the source marker (and ``counts``).
-
-    The snapshot asserts that the table's head is still the snapshot the plan was made against, so
-    a concurrent commit makes this one fail with ``CommitFailedException`` rather than apply.
-    """
-    properties = {**identity.snapshot_properties(), **(counts or {})}
-    # An append merges small manifests as it goes (``commit.manifest-merge.enabled``), so that
-    # planning does not read one manifest per load ever made.
-    return commit_snapshot(table, added, replaced, properties, merge_manifests=True)
+def commit_staged(pending: Transaction) -> None:
+    """Commit what a load staged: one catalog commit, whatever the number of snapshots in it."""
+    pending.commit_transaction()
 
 
 def commit_snapshot(
@@ -278,6 +372,21 @@ def commit_snapshot(
     """One snapshot adding ``added`` and removing ``removed`` (an overwrite when it removes anything, else an
     append), asserting the head it was planned against: a concurrent commit fails it instead of applying."""
     pending = transaction(table)
+    snapshot_id = stage_snapshot(pending, added, removed, properties, merge_manifests=merge_manifests)
+    pending.commit_transaction()
+    return snapshot_id
+
+
+def stage_snapshot(
+    pending: Transaction,
+    added: list[DataFile],
+    removed: list[DataFile],
+    properties: dict[str, str],
+    *,
+    merge_manifests: bool,
+) -> int:
+    """Stage one snapshot in ``pending`` (committed with the transaction); the first one staged asserts the
+    head the transaction started from, so the whole transaction fails if another writer moved it."""
     appending = pending.update_snapshot(snapshot_properties=properties)  # a builder: nothing happens until used
     producer = (
         overwrite(pending, properties)
@@ -289,7 +398,6 @@ def commit_snapshot(
             producer.delete_data_file(data_file)
         for data_file in added:
             producer.append_data_file(data_file)
-    pending.commit_transaction()
     return producer.snapshot_id
 
 
@@ -312,19 +420,20 @@ def _sleep_before_retry(attempt: int, backoff_seconds: float) -> None:
     time.sleep(random.uniform(0, min(MAX_BACKOFF_SECONDS, backoff_seconds * 2**attempt)))
 
 
-def _discard(table: Table, written: _Written | None) -> None:
-    """Delete files a lost attempt wrote (never files that may have been committed).
+def _discard(table: Table, *lost: _Written | None) -> None:
+    """Delete files lost attempts wrote (never files that may have been committed).
 
     A file that cannot be deleted does not fail the load (its rows are safely committed or safely
     not), but it is said: a denied delete means the role lacks ``s3:DeleteObject`` on the
     warehouse, and ``maintain`` would have to collect the orphan.
     """
-    if written is None or written.maybe_committed:
-        return
-    for data_file in written.files:
-        try:
-            table.io.delete(data_file.file_path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            logger.warning("could not delete %s, written by a lost commit attempt: %s", data_file.file_path, exc)
+    for written in lost:
+        if written is None or written.maybe_committed:
+            continue
+        for data_file in written.files:
+            try:
+                table.io.delete(data_file.file_path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                logger.warning("could not delete %s, written by a lost commit attempt: %s", data_file.file_path, exc)

@@ -40,7 +40,7 @@ from pyiceberg.io.pyarrow import (
 )
 from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
 from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
-from pyiceberg.table import TableProperties, Transaction
+from pyiceberg.table import Table, TableProperties, Transaction
 from pyiceberg.table.locations import load_location_provider
 from pyiceberg.table.snapshots import Operation
 from pyiceberg.table.update.snapshot import _OverwriteFiles
@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from pyiceberg.io.pyarrow import DataFileStatistics
     from pyiceberg.manifest import ManifestFile
     from pyiceberg.schema import Schema
-    from pyiceberg.table import FileScanTask, Table
+    from pyiceberg.table import FileScanTask
     from pyiceberg.table.metadata import TableMetadata
 
     from icegate.lake.catalog import FileTarget
@@ -463,15 +463,25 @@ class LeanTransaction(Transaction):
     few hundred snapshots costs milliseconds each time. Nothing here mutates the metadata it reads.
     """
 
+    _staged: tuple[int, TableMetadata] | None = None
+
     @property
     def table_metadata(self) -> TableMetadata:
         if not self._updates:
             return self._table.metadata
-        return super().table_metadata
+        # Updates are only ever added: the metadata they give is the same until the next one is staged.
+        if self._staged is None or self._staged[0] != len(self._updates):
+            self._staged = (len(self._updates), super().table_metadata)
+        return self._staged[1]
 
 
 def transaction(table: Table) -> Transaction:
     return LeanTransaction(table)
+
+
+def staged_table(table: Table, pending: Transaction) -> Table:
+    """``table`` as it will be once ``pending`` commits: what the next file of a group commit is planned against."""
+    return Table(table.name(), pending.table_metadata, table.metadata_location, table.io, table.catalog)
 
 
 class _ThreadSafeOverwrite(_OverwriteFiles):

@@ -34,6 +34,7 @@ from icegate.constants import LEDGER_TABLE
 from icegate.dimensions import QUALITY_DIMENSIONS
 from icegate.lake.catalog import TABLE_PROPERTIES, ensure_namespace
 from icegate.lake.commit import is_contention
+from icegate.lake.files import transaction
 from icegate.lake.markers import (
     LEDGER_PREFIX,
     MARKER_FILE,
@@ -183,7 +184,7 @@ def append_rows(
             if not fresh:
                 return 0
             batch = pa.Table.from_pylist([_normalise(row) for row in fresh], schema=arrow_schema())
-            pending = table.transaction()
+            pending = transaction(table)  # lean: a ledger with many snapshots is not deep-copied per read
             pending.append(batch, snapshot_properties={LEDGER_ROWS: str(len(fresh))})
             pending.commit_transaction()
             return len(fresh)

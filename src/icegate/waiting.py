@@ -1,0 +1,216 @@
+"""Loads waiting for their table: what lets one loader commit a burst of files in one catalog commit.
+
+A loader announces its file as waiting for its table, then takes a turn: it commits its own file
+together with the files waiting beside it (``lake.commit.load_group``: one snapshot per file, one
+catalog commit for all), records their ledger rows in one append, and tells them they are done.
+A burst of N files for one table thus costs a handful of contended commits instead of N.
+
+Two queues, one protocol:
+
+- :class:`InProcessQueue` (``icegate run --workers N``): loaders are threads of one process. A
+  table's turn is a lock, so there is no wasted work: the thread that gets it commits everything
+  waiting, and the threads it committed for find their result when their turn comes.
+- :class:`ObjectQueue` (the Lambda loader): loaders are separate processes. A waiting file is a
+  small object under ``processing/_waiting/<table>/`` holding its ``Scored`` payload and quality
+  report; a loader lists the objects, reads the files' validated rows and commits them with its
+  own. Turns are not exclusive — two loaders may group the same file — but the commit asserts the
+  table's head and every file carries its marker, so one wins and the other re-plans without the
+  files now committed (exactly once, as for any concurrent commit).
+
+A file whose own load fails stops waiting (its object is deleted), so no other loader commits a
+file its execution dead-letters.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from icegate.payloads import Loaded, Scored
+from icegate.storage import Storage, join
+
+if TYPE_CHECKING:
+    from icegate.lake.commit import Incoming
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WaitingLoad:
+    """One file waiting for its table: its payload, its quality report (for its ledger row), its rows."""
+
+    scored: Scored
+    report: Mapping[str, Any] | None
+    incoming: Incoming = field(repr=False)
+
+    @property
+    def run_id(self) -> str:
+        return self.scored.run_id
+
+
+class Turn(Protocol):
+    """A loader's turn at its table."""
+
+    #: Set when another loader's turn already committed (and recorded) this file.
+    loaded: Loaded | None
+
+    def others(self) -> list[WaitingLoad]:
+        """The files waiting beside this one, oldest first, at most the group's size minus one."""
+        ...
+
+    def finish(self, loaded: Mapping[str, Loaded]) -> None:
+        """These files (by run id) are committed and recorded: they wait no more."""
+        ...
+
+
+class WaitingLoads(Protocol):
+    def turn(self, own: WaitingLoad) -> Any:  # a context manager yielding a Turn
+        ...
+
+
+class _NoOthers:
+    loaded: Loaded | None = None
+
+    def others(self) -> list[WaitingLoad]:
+        return []
+
+    def finish(self, loaded: Mapping[str, Loaded]) -> None:
+        pass
+
+
+class Alone:
+    """No queue: each load commits its own file (a single file, or a loader that must not group)."""
+
+    @contextmanager
+    def turn(self, own: WaitingLoad) -> Iterator[Turn]:
+        yield _NoOthers()
+
+
+@dataclass
+class _Entry:
+    waiting: WaitingLoad
+    loaded: Loaded | None = None
+
+
+class _InProcessTurn:
+    def __init__(self, queue: InProcessQueue, table: _Table, entry: _Entry) -> None:
+        self._queue, self._table, self._entry = queue, table, entry
+        self.loaded = entry.loaded
+        self._taken: list[_Entry] = []
+
+    def others(self) -> list[WaitingLoad]:
+        # Asked at each commit attempt: files that arrived while an attempt was lost join the next one.
+        with self._queue.lock:
+            waiting = [e for e in self._table.entries.values() if e is not self._entry and e.loaded is None]
+        self._taken = waiting[: self._queue.max_files - 1]
+        return [entry.waiting for entry in self._taken]
+
+    def finish(self, loaded: Mapping[str, Loaded]) -> None:
+        with self._queue.lock:
+            for entry in self._taken:
+                entry.loaded = loaded.get(entry.waiting.run_id)
+
+
+@dataclass
+class _Table:
+    turn: threading.Lock = field(default_factory=threading.Lock)
+    entries: dict[str, _Entry] = field(default_factory=dict)
+
+
+class InProcessQueue:
+    """Threads of one process loading into the same tables (``icegate run --workers``)."""
+
+    def __init__(self, max_files: int) -> None:
+        self.max_files = max_files
+        self.lock = threading.Lock()
+        self._tables: dict[str, _Table] = {}
+
+    @contextmanager
+    def turn(self, own: WaitingLoad) -> Iterator[Turn]:
+        entry = _Entry(own)
+        with self.lock:
+            table = self._tables.setdefault(own.scored.dataset, _Table())
+            table.entries[own.run_id] = entry
+        try:
+            with table.turn:
+                yield _InProcessTurn(self, table, entry)
+        finally:
+            with self.lock:
+                del table.entries[own.run_id]
+
+
+class _ObjectTurn:
+    loaded: Loaded | None = None
+
+    def __init__(self, queue: ObjectQueue, own: WaitingLoad, own_uri: str) -> None:
+        self._queue, self._own, self._own_uri = queue, own, own_uri
+        self._taken: dict[str, str] = {}
+
+    def others(self) -> list[WaitingLoad]:
+        found: list[WaitingLoad] = []
+        self._taken = {}
+        for uri in self._queue.waiting_uris(self._own.scored.dataset):
+            if len(found) >= self._queue.max_files - 1:
+                break
+            if uri == self._own_uri:
+                continue
+            try:
+                waiting = self._queue.read(uri)
+            except Exception as exc:  # its loader finished meanwhile, or its rows expired: it is not waiting
+                log.info("skipping waiting load %s: %s: %s", uri, type(exc).__name__, exc)
+                continue
+            self._taken[waiting.run_id] = uri
+            found.append(waiting)
+        return found
+
+    def finish(self, loaded: Mapping[str, Loaded]) -> None:
+        for run_id in loaded:
+            if (uri := self._taken.get(run_id)) is not None:
+                self._queue.forget(uri)
+
+
+class ObjectQueue:
+    """Loaders in separate processes (the Lambdas): waiting files are objects under ``processing/_waiting/``."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        root: str,
+        read_rows: Callable[[Scored], Incoming],
+        max_files: int,
+    ) -> None:
+        #: ``<lake>/processing/_waiting``.
+        self.root = root
+        self.max_files = max_files
+        self._storage = storage
+        self.read_rows = read_rows
+
+    def waiting_uris(self, dataset: str) -> list[str]:
+        return list(self._storage.list(join(self.root, dataset)))
+
+    def read(self, uri: str) -> WaitingLoad:
+        document = self._storage.read_json(uri)
+        scored = Scored.from_dict(document["scored"])
+        return WaitingLoad(scored, document.get("report"), self.read_rows(scored))
+
+    def forget(self, uri: str) -> None:
+        try:
+            self._storage.delete(uri)
+        except Exception:  # a leftover entry is harmless: its file's marker makes every loader skip it
+            log.warning("could not delete the waiting entry %s", uri, exc_info=True)
+
+    @contextmanager
+    def turn(self, own: WaitingLoad) -> Iterator[Turn]:
+        # Millisecond prefix: listed in name order, the oldest waiting files are taken first.
+        name = f"{time.time_ns() // 1_000_000:015d}-{own.run_id}.json"
+        uri = join(self.root, own.scored.dataset, name)
+        self._storage.write_json(uri, {"scored": own.scored.to_dict(), "report": own.report})
+        try:
+            yield _ObjectTurn(self, own, uri)
+        finally:
+            self.forget(uri)

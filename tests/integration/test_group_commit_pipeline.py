@@ -1,0 +1,206 @@
+"""Group commit through the stages: the Lambda loader's waiting room in the lake, and `icegate run --workers`."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from icegate import constants as c
+from icegate.cli import main
+from icegate.lake import build_catalog, loaded_snapshots
+from icegate.lake.markers import MARKER_RUN
+from icegate.ledger import history
+from icegate.payloads import Job, Scored, SourceObject
+from icegate.pipeline import (
+    LocalRunner,
+    object_queue,
+    run_load,
+    run_parse,
+    run_score,
+    run_validate,
+)
+from icegate.settings import Settings
+from icegate.storage import Storage
+from icegate.waiting import InProcessQueue, WaitingLoad
+
+HEADER = "Search Term,Post ID,Creator,Posted Date,Likes,Comments,Hashtags,Caption,Image Description,Post URL,Status"
+
+
+def posts_csv(folder: Path, second: int, ids: range) -> Path:
+    """A scraper's posts file holding ``ids`` (the same post always has the same row)."""
+    path = folder / f"post_results_20260113_1200{second:02d}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [
+        f"pizza nyc,P{i:06d},creator_{i % 7},2026-01-0{1 + i % 9},{i},{i % 50},#food,Caption {i},A pizza,"
+        f"https://www.instagram.com/p/P{i:06d}/,success"
+        for i in ids
+    ]
+    path.write_text("\n".join([HEADER, *rows]) + "\n", encoding="utf-8")
+    return path
+
+
+def scored(path: Path, settings: Settings, storage: Storage) -> Scored:
+    job = Job(source=SourceObject(bucket="", key=str(path)), run_id=f"run-{path.stem[-6:]}")
+    parsed = run_parse(job, settings, storage)
+    result = run_score(run_validate(parsed, settings, storage), settings, storage)
+    assert result.quality is not None
+    assert result.quality.passed
+    return result
+
+
+def stored_ids(settings: Settings) -> list[str]:
+    table = build_catalog(settings).load_table((settings.namespace, "posts"))
+    return sorted(pl.from_arrow(table.scan().to_arrow())["post_id"])  # type: ignore[index]
+
+
+def ledger_outcomes(settings: Settings) -> Counter[tuple[str, str]]:
+    rows = history(build_catalog(settings), settings.namespace, dataset="posts")
+    return Counter(zip(rows["run_id"], rows["outcome"], strict=True))
+
+
+@pytest.fixture
+def storage(lake: Path) -> Storage:
+    lake.mkdir()
+    return Storage()
+
+
+def test_a_lambda_loader_commits_the_files_waiting_in_the_lake_with_its_own(
+    lake: Path, settings: Settings, storage: Storage, tmp_path: Path
+) -> None:
+    # GIVEN file b waiting under processing/_waiting/ (its loader announced it and is still in its turn)
+    first = scored(posts_csv(tmp_path, 1, range(0, 20)), settings, storage)
+    second = scored(posts_csv(tmp_path, 2, range(10, 30)), settings, storage)
+    queue = object_queue(settings, storage)
+    waiting_b = WaitingLoad(second, None, queue.read_rows(second))
+    with queue.turn(waiting_b):
+        assert len(list(storage.list(settings.lake_path(c.PROCESSING_PREFIX, c.WAITING_FOLDER)))) == 1
+
+        # WHEN file a's loader runs
+        loaded_a = run_load(first, settings, storage, waiting=object_queue(settings, storage))
+
+        # THEN both files are in the table, each with its own snapshot and marker, every key once
+        assert stored_ids(settings) == [f"P{i:06d}" for i in range(30)]
+        table = build_catalog(settings).load_table((settings.namespace, "posts"))
+        assert sorted(props[MARKER_RUN] for _, props in loaded_snapshots(table)) == sorted(
+            [first.run_id, second.run_id]
+        )
+        # AND both are recorded as loaded in the ledger, by the loader that committed them
+        assert ledger_outcomes(settings) == Counter({(first.run_id, "loaded"): 1, (second.run_id, "loaded"): 1})
+        assert loaded_a.load is not None
+        assert loaded_a.load.inserted == 20
+
+        # WHEN b's own loader comes to it
+        loaded_b = run_load(second, settings, storage, waiting=object_queue(settings, storage))
+
+    # THEN it reports b's own counts (10 new keys, 10 stored), adds no row and no second ledger row
+    assert loaded_b.load is not None
+    assert not loaded_b.load.already_loaded
+    assert (loaded_b.load.inserted, loaded_b.load.skipped) == (10, 10)
+    assert len(stored_ids(settings)) == 30
+    assert ledger_outcomes(settings)[(second.run_id, "loaded")] == 1
+    # AND nothing is left waiting
+    assert list(storage.list(settings.lake_path(c.PROCESSING_PREFIX, c.WAITING_FOLDER))) == []
+
+
+def test_a_load_that_fails_stops_waiting_so_no_other_loader_commits_it(
+    lake: Path, settings: Settings, storage: Storage, tmp_path: Path
+) -> None:
+    # GIVEN a file whose valid rows are gone before its load (its load fails)
+    doomed = scored(posts_csv(tmp_path, 1, range(0, 5)), settings, storage)
+    storage.delete(doomed.valid_uri)
+
+    # WHEN its loader runs and fails
+    with pytest.raises(Exception, match="valid"):
+        run_load(doomed, settings, storage, waiting=object_queue(settings, storage))
+
+    # THEN it left no entry behind for another loader to pick up
+    assert list(storage.list(settings.lake_path(c.PROCESSING_PREFIX, c.WAITING_FOLDER))) == []
+
+
+def test_threads_of_one_process_take_turns_and_the_next_one_commits_all_that_wait(
+    lake: Path, settings: Settings, storage: Storage, tmp_path: Path
+) -> None:
+    # GIVEN the posts table's turn held (by file x), while the loads of files a and b start on two threads
+    a = scored(posts_csv(tmp_path, 1, range(0, 10)), settings, storage)
+    b = scored(posts_csv(tmp_path, 2, range(5, 15)), settings, storage)
+    x = scored(posts_csv(tmp_path, 3, range(100, 101)), settings, storage)
+    catalog = build_catalog(settings)
+    commits: list[str] = []
+    commit_table = catalog.commit_table
+
+    def counted(table: Any, *args: Any, **kwargs: Any) -> Any:
+        response = commit_table(table, *args, **kwargs)
+        commits.append(table.name()[-1])
+        return response
+
+    catalog.commit_table = counted  # type: ignore[method-assign]
+    queue = InProcessQueue(max_files=10)
+    results: dict[str, Any] = {}
+    threads = [
+        threading.Thread(target=lambda s=s: results.update({s.run_id: run_load(s, settings, storage, catalog, queue)}))
+        for s in (a, b)
+    ]
+    with queue.turn(WaitingLoad(x, None, object_queue(settings, storage).read_rows(x))) as turn:
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while len(turn.others()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert {w.run_id for w in turn.others()} == {a.run_id, b.run_id}
+    # WHEN the turn is released (x leaves without loading)
+    for thread in threads:
+        thread.join(timeout=60)
+
+    # THEN whichever thread got the turn next committed both files in one catalog commit, one ledger append
+    assert commits.count("posts") == 1
+    assert commits.count(c.LEDGER_TABLE) == 1
+    # (each planned against the other: the one committed first inserts its 10 keys, the other its 5 new ones)
+    assert sorted(r.load.inserted for r in results.values()) == [5, 10]
+    assert ledger_outcomes(settings) == Counter({(a.run_id, "loaded"): 1, (b.run_id, "loaded"): 1})
+
+
+def test_icegate_run_with_workers_loads_every_file_once_like_a_sequential_run(lake: Path, tmp_path: Path) -> None:
+    # GIVEN 12 files whose keys overlap by half with the next one's, and one file that fails the contract
+    landing = tmp_path / "landing"
+    for n in range(12):
+        posts_csv(landing, n, range(n * 10, n * 10 + 20))
+    (landing / "post_results_20260113_130000.csv").write_text("Post ID,Likes\nP1,2\n", encoding="utf-8")
+
+    # WHEN `icegate run --workers 4` ingests them
+    result = CliRunner().invoke(main, ["run", str(landing), "--lake", str(lake), "--workers", "4", "--json"])
+
+    # THEN the 12 are loaded and the bad one dead-lettered, as a sequential run would
+    document = json.loads(result.stdout)
+    outcomes = Counter(f["outcome"] for f in document["files"])
+    assert outcomes == Counter({"loaded": 12, "dead_lettered": 1}), result.output
+    settings = Settings(lake_root=str(lake))
+    # AND every key is stored exactly once, one snapshot and one ledger row per loaded file
+    assert stored_ids(settings) == [f"P{i:06d}" for i in range(130)]
+    table = build_catalog(settings).load_table((settings.namespace, "posts"))
+    assert len(list(loaded_snapshots(table))) == 12
+    assert sum(1 for (_, outcome) in ledger_outcomes(settings) if outcome == "loaded") == 12
+    # AND a rerun with workers finds every file already loaded
+    again = CliRunner().invoke(main, ["run", str(landing), "--lake", str(lake), "--workers", "4", "--json"])
+    assert Counter(f["outcome"] for f in json.loads(again.stdout)["files"]) == Counter(
+        {"already_loaded": 12, "dead_lettered": 1}
+    )
+
+
+def test_run_many_reports_outcomes_in_the_order_of_the_files(lake: Path, settings: Settings, tmp_path: Path) -> None:
+    # GIVEN six files
+    sources = [SourceObject(bucket="", key=str(posts_csv(tmp_path, n, range(n, n + 3)))) for n in range(6)]
+
+    # WHEN three workers run them
+    outcomes = LocalRunner(settings).run_many(sources, workers=3)
+
+    # THEN each outcome stands at its file's place
+    assert [o.source.key for o in outcomes] == [s.key for s in sources]
+    assert {o.outcome for o in outcomes} == {"loaded"}

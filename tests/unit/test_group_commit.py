@@ -1,0 +1,171 @@
+"""Group commit: several files of one table in one catalog commit, one snapshot and marker per file."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from pyiceberg.catalog import Catalog
+
+from icegate.datasets import get_dataset
+from icegate.lake import Incoming, SourceIdentity, build_catalog, find_loaded, load_batch, load_group, prepare
+from icegate.lake import commit as commit_module
+from icegate.lake.markers import MARKER_INSERTED, MARKER_RUN, MARKER_SHA256, MARKER_SKIPPED, loaded_snapshots
+from icegate.settings import Settings
+from tests.frames import posts_frame
+
+POSTS = get_dataset("posts")
+NS = "instagram_db"
+
+
+@pytest.fixture
+def catalog(settings: Settings) -> Catalog:
+    Path(settings.lake_root).mkdir(parents=True)
+    return build_catalog(settings)
+
+
+@pytest.fixture
+def commits(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The catalog commits that landed, by table name (observed, not replaced)."""
+    landed: list[str] = []
+    real = catalog.commit_table
+
+    def counted(table: Any, *args: Any, **kwargs: Any) -> Any:
+        response = real(table, *args, **kwargs)
+        landed.append(table.name()[-1])
+        return response
+
+    monkeypatch.setattr(catalog, "commit_table", counted)
+    return landed
+
+
+def file(name: str, *ids: str) -> Incoming:
+    identity = SourceIdentity(sha256=f"sha-{name}", file=f"s3://landing/{name}.csv", version=None, run_id=f"run-{name}")
+    return prepare(POSTS, posts_frame(*ids, with_urls=True), identity)
+
+
+def group(catalog: Catalog, own: Incoming, *waiting: Incoming) -> Any:
+    return load_group(catalog, POSTS, own, namespace=NS, waiting=lambda: list(waiting), backoff_seconds=0)
+
+
+def post_ids(catalog: Catalog) -> list[str]:
+    return sorted(pl.from_arrow(catalog.load_table((NS, POSTS.table)).scan().to_arrow())["post_id"])  # type: ignore[index]
+
+
+def test_waiting_files_commit_with_the_loaders_own_in_one_catalog_commit(catalog: Catalog, commits: list[str]) -> None:
+    # GIVEN a table holding p1, and three files waiting whose keys overlap each other and the table
+    load_batch(catalog, POSTS, posts_frame("p1", with_urls=True), file("first", "p1").identity, namespace=NS)
+    commits.clear()
+    own, b, c = file("a", "p1", "p2"), file("b", "p2", "p3"), file("c", "p3", "p4")
+
+    # WHEN a loader takes its turn with them waiting
+    done = group(catalog, own, b, c)
+
+    # THEN one catalog commit holds the three files
+    assert commits == [POSTS.table]
+    # AND each file has its own snapshot and marker, planned against the file before it (insert_new: first wins)
+    assert {run: (s.inserted, s.skipped) for run, s in done.loads.items()} == {
+        "run-a": (1, 1),
+        "run-b": (1, 1),
+        "run-c": (1, 1),
+    }
+    markers = {props[MARKER_RUN]: (sid, props) for sid, props in loaded_snapshots(catalog.load_table((NS, "posts")))}
+    for run_id, summary in done.loads.items():
+        snapshot_id, props = markers[run_id]
+        assert summary.snapshot_id == snapshot_id
+        assert (props[MARKER_INSERTED], props[MARKER_SKIPPED]) == ("1", "1")
+    # AND every key is stored once
+    assert post_ids(catalog) == ["p1", "p2", "p3", "p4"]
+
+
+def test_each_file_of_a_group_is_already_loaded_on_its_rerun(catalog: Catalog) -> None:
+    # GIVEN three files committed together
+    own, b, c = file("a", "p1"), file("b", "p2"), file("c", "p3")
+    done = group(catalog, own, b, c)
+    table = catalog.load_table((NS, POSTS.table))
+
+    # WHEN each is loaded again, alone, under a new run
+    for member in (own, b, c):
+        rerun = dataclasses.replace(member.identity, run_id="rerun")
+        summary = load_batch(catalog, POSTS, posts_frame("p9", with_urls=True), rerun, namespace=NS)
+        # THEN its marker answers "already loaded", with the snapshot of its own part of the group
+        assert summary.already_loaded
+        assert summary.snapshot_id == find_loaded(table, member.identity.sha256)
+        assert summary.snapshot_id == done.loads[member.identity.run_id].snapshot_id
+    assert post_ids(catalog) == ["p1", "p2", "p3"]
+
+
+def test_a_loader_whose_file_another_group_committed_writes_nothing_and_reports_its_counts(
+    catalog: Catalog, commits: list[str]
+) -> None:
+    # GIVEN file b committed by the loader of file a, as one of its waiting files
+    own, b = file("a", "p1"), file("b", "p1", "p2")
+    group(catalog, own, b)
+    commits.clear()
+
+    # WHEN b's own loader takes its turn
+    done = group(catalog, b)
+
+    # THEN it commits nothing, and reports what b's snapshot did under b's own run (not "already loaded")
+    assert commits == []
+    summary = done.loads["run-b"]
+    assert not summary.already_loaded
+    assert (summary.inserted, summary.skipped) == (1, 1)
+
+
+def test_waiting_files_already_committed_or_with_the_same_content_are_not_committed_again(catalog: Catalog) -> None:
+    # GIVEN file b already committed, and file a2 with the same content as the loader's own file a
+    group(catalog, file("b", "p2"))
+    own = file("a", "p1")
+    twin = dataclasses.replace(own, identity=dataclasses.replace(own.identity, run_id="run-a2"))
+
+    # WHEN a's loader takes its turn with b, a2 and c waiting
+    done = group(catalog, own, file("b", "p2"), twin, file("c", "p3"))
+
+    # THEN it commits a and c only: b's marker exists, a2 is a's content (its own loader finds a's marker)
+    assert set(done.loads) == {"run-a", "run-c"}
+    shas = [props[MARKER_SHA256] for _, props in loaded_snapshots(catalog.load_table((NS, POSTS.table)))]
+    assert sorted(shas) == ["sha-a", "sha-b", "sha-c"]
+
+
+def test_a_waiting_file_that_cannot_be_written_is_left_out_and_the_others_commit(catalog: Catalog) -> None:
+    # GIVEN a waiting file whose rows lack the contract's columns (its own loader fails on them)
+    broken = file("broken", "p8")
+    broken = dataclasses.replace(broken, rows=broken.rows.drop("creator"))
+
+    # WHEN a loader takes its turn with it and a good file waiting
+    done = group(catalog, file("a", "p1"), broken, file("c", "p3"))
+
+    # THEN the broken one is left out, with its reason, and the others are committed
+    assert set(done.loads) == {"run-a", "run-c"}
+    assert "creator" in done.left_out["run-broken"]
+    assert post_ids(catalog) == ["p1", "p3"]
+
+
+def test_a_group_that_loses_the_race_is_replanned_without_duplicating_a_key(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN another writer that commits p2 (and file b itself) between the group's plan and its commit
+    real = commit_module.commit_staged
+    raced: list[bool] = []
+
+    def racing(pending: Any) -> None:
+        if not raced:
+            raced.append(True)
+            group(catalog, file("rival", "p2"))
+            group(catalog, file("b", "p3"))
+        real(pending)
+
+    monkeypatch.setattr(commit_module, "commit_staged", racing)
+
+    # WHEN the group (a: p1 p2, b: p3) commits
+    done = group(catalog, file("a", "p1", "p2"), file("b", "p3"))
+
+    # THEN it re-planned: a skips p2 (now stored), b is not committed twice, every key once
+    assert raced
+    assert (done.loads["run-a"].inserted, done.loads["run-a"].skipped) == (1, 1)
+    assert "run-b" not in done.loads
+    assert post_ids(catalog) == ["p1", "p2", "p3"]
