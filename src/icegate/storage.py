@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import itertools
 import json
 import shutil
 from collections.abc import Iterator
@@ -293,26 +294,26 @@ class Storage:
 
         A versioned bucket is listed by version (the latest one of each key; a key whose latest version is a
         delete marker is gone), so a read can pin exactly what was listed. Without the right to read the
-        bucket's versioning (``s3:GetBucketVersioning``), or on a bucket never versioned, objects are listed
-        plainly, without version ids.
+        bucket's versioning or its versions (``s3:GetBucketVersioning``, ``s3:ListBucketVersions``), or on a
+        bucket never versioned, objects are listed plainly, without version ids.
         """
         from botocore.exceptions import ClientError
 
         if not is_s3(uri):
             raise ValueError(f"{uri!r} is not an s3:// URI")
-        bucket, prefix = split_s3(uri)
+        bucket = split_s3(uri)[0]
         try:
             versioning = self._s3_call("GET versioning", uri, self._s3.get_bucket_versioning, Bucket=bucket)
             versioned = versioning.get("Status") in ("Enabled", "Suspended")
+            pages = self._pages(uri, "list_object_versions" if versioned else "list_objects_v2", page_size)
+            first = next(pages, None)  # the first request: where a missing right shows
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "AccessDenied":
                 raise
             versioned = False
-        operation = "list_object_versions" if versioned else "list_objects_v2"
-        paginator = self._s3.get_paginator(operation)  # type: ignore[call-overload]
-        pages = iter(paginator.paginate(Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": page_size}))
-        # Each page is a request: throttling on any of them must surface as StorageUnavailable too.
-        while (page := self._s3_call("LIST", uri, lambda: next(pages, None))) is not None:
+            pages = self._pages(uri, "list_objects_v2", page_size)
+            first = next(pages, None)
+        for page in itertools.chain([first] if first is not None else [], pages):
             for item in page.get("Versions" if versioned else "Contents", []):
                 if versioned and not item["IsLatest"]:
                     continue
@@ -325,6 +326,14 @@ class Storage:
                     version_id=None if version in (None, "null") else str(version),
                 )
                 yield ListedObject(f"s3://{bucket}/{item['Key']}", str(item["Key"]), info)
+
+    def _pages(self, uri: str, operation: str, page_size: int) -> Iterator[dict[str, Any]]:
+        bucket, prefix = split_s3(uri)
+        paginator = self._s3.get_paginator(operation)  # type: ignore[call-overload]
+        pages = iter(paginator.paginate(Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": page_size}))
+        # Each page is a request: throttling on any of them must surface as StorageUnavailable too.
+        while (page := self._s3_call("LIST", uri, lambda: next(pages, None))) is not None:
+            yield page
 
     def sha256(self, uri: str) -> str:
         """The content hash of an object, a local file read in blocks (never whole into memory)."""

@@ -16,6 +16,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from click.testing import CliRunner, Result
 from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import EqualTo
@@ -30,7 +31,7 @@ from icegate.pipeline import FileOutcome, LocalRunner
 from icegate.settings import Settings
 from icegate.storage import Storage
 from tests.conftest import SAMPLES
-from tests.integration.aws_support import s3_server
+from tests.integration.aws_support import acting_as, create_principal, enforce_iam, s3_server
 
 NAMESPACE = "instagram_db"
 #: The README's ``backfill --json`` keys (the per-file ones under ``files``).
@@ -390,3 +391,39 @@ def test_listing_crosses_pages_and_keeps_only_current_versions(s3_endpoint: str)
     k1 = listed[1].info
     assert (k1.version_id, k1.size) == (current, 2)
     assert k1.etag
+
+
+@pytest.mark.parametrize(
+    "rights",
+    [
+        ["s3:ListBucket", "s3:GetObject"],
+        ["s3:ListBucket", "s3:GetObject", "s3:GetBucketVersioning"],
+    ],
+    ids=["versioning-unreadable", "versions-unlistable"],
+)
+def test_listing_without_the_rights_to_versions_lists_plainly(
+    s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, rights: list[str]
+) -> None:
+    """GIVEN a versioned bucket and a principal (IAM enforced) without s3:ListBucketVersions
+    WHEN it lists a prefix
+    THEN it gets every current object, without version ids, rather than AccessDenied.
+    """
+    s3 = landing_bucket(s3_endpoint, versioned=True)
+    for n in range(3):
+        s3.put_object(Bucket=LANDING, Key=f"p/k{n}.csv", Body=b"x")
+    iam = boto3.client("iam", endpoint_url=s3_endpoint)
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": rights, "Resource": [f"arn:aws:s3:::{LANDING}", f"arn:aws:s3:::{LANDING}/*"]}
+        ],
+    }
+    reader = create_principal(iam, "reader", policy)
+    enforce_iam(monkeypatch)
+
+    with acting_as(reader):
+        listed = list(Storage(s3_endpoint).list_objects(f"s3://{LANDING}/p/", page_size=2))
+        with pytest.raises(ClientError, match="AccessDenied"):
+            boto3.client("s3", endpoint_url=s3_endpoint).list_object_versions(Bucket=LANDING)
+
+    assert [(o.key, o.info.version_id) for o in listed] == [(f"p/k{n}.csv", None) for n in range(3)]
