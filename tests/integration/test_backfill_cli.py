@@ -149,6 +149,16 @@ def test_an_interrupted_backfill_resumes_with_only_the_remaining_files(
     assert sorted(loaded["source_key"].to_list()) == sorted(x.uri for x in first_plan.to_run)
 
 
+def test_the_readme_documents_every_key_of_the_json_document() -> None:
+    """GIVEN the keys a backfill --json document has WHEN the README's --json table is read THEN it names each."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    [row] = [line for line in readme.splitlines() if line.startswith("| `backfill` | `{")]
+    statuses = {"loaded", "already_loaded", "dead_lettered", "failed", "skipped_loaded", "skipped_dead_lettered"}
+    statuses |= {"would_run", "not_run", "over_limit"}
+    for key in DOCUMENT_KEYS | SKIPPED_KEYS | FILE_KEYS | statuses | {"error"}:
+        assert f'"{key}"' in row or f"`{key}`" in row, key
+
+
 def test_ctrl_c_ends_the_command_with_a_summary_and_exit_code_130(
     tmp_path: Path, lake: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
