@@ -108,18 +108,21 @@ class Result:
         """The ``backfill --json`` document (keys in the README, 'Scripting')."""
         plan = self.plan
         done = {o.source: o for o in self.outcomes}
-        files: list[dict[str, Any]] = []
+        files: list[tuple[Candidate, dict[str, Any]]] = []
         for candidate in plan.loaded + plan.dead_lettered:
             status = "skipped_loaded" if candidate.status == "loaded" else "skipped_dead_lettered"
-            files.append(_file_document(candidate, status, candidate.prior_run_id))
+            files.append((candidate, _file_document(candidate, status, candidate.prior_run_id)))
         for candidate in plan.to_run:
             outcome = done.get(candidate.source)
             if outcome is not None:
                 error = outcome.dead_letter.error_type if outcome.dead_letter else outcome.error or None
-                files.append({**_file_document(candidate, outcome.outcome, outcome.run_id), "error": error})
+                files.append(
+                    (candidate, {**_file_document(candidate, outcome.outcome, outcome.run_id), "error": error})
+                )
             else:
-                files.append(_file_document(candidate, "would_run" if dry_run else "not_run", None))
-        files.extend(_file_document(candidate, "over_limit", None) for candidate in plan.over_limit)
+                files.append((candidate, _file_document(candidate, "would_run" if dry_run else "not_run", None)))
+        files.extend((candidate, _file_document(candidate, "over_limit", None)) for candidate in plan.over_limit)
+        files.sort(key=lambda entry: _oldest_first(entry[0]))
         return {
             "source": plan.source,
             "dry_run": dry_run,
@@ -143,9 +146,13 @@ class Result:
             "listing_seconds": round(plan.listing_seconds, 3),
             "seconds": round(self.seconds, 3),
             "files_per_second": round(self.files_per_second, 3),
-            "files": files,
+            "files": [document for _, document in files],
             "exit_code": 0 if dry_run else self.exit_code,
         }
+
+
+def _oldest_first(candidate: Candidate) -> tuple[datetime, str]:
+    return candidate.info.last_modified, candidate.uri
 
 
 def _file_document(candidate: Candidate, status: str, run_id: str | None) -> dict[str, Any]:

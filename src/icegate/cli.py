@@ -776,7 +776,8 @@ def backfill(
         backfills.normalise_suffixes(suffixes)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--suffix") from None
-    catalog = _existing_catalog(settings) if dry_run else _catalog(settings, create=True)
+    # The ledger of a lake never ingested into is empty: the lake is created only when a file is to run.
+    catalog = _existing_catalog(settings)
     with console.capture() if as_json else contextlib.nullcontext() as captured:
         try:
             found = backfills.plan(
@@ -784,11 +785,12 @@ def backfill(
             )
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="SOURCE") from None
-        if dry_run:
+        if dry_run or not found.to_run:
             done = backfills.Result(found)
-            _print_dry_run(found)
+            if dry_run:
+                _print_dry_run(found)
         else:
-            runner = LocalRunner(settings, catalog=catalog)
+            runner = LocalRunner(settings, catalog=catalog or _catalog(settings, create=True))
             done = _run_backfill(found, runner, workers, quiet=as_json)
         console.print(_backfill_table(done, dry_run=dry_run))
         for line in _backfill_notes(done, dry_run=dry_run):

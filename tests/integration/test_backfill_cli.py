@@ -437,3 +437,21 @@ def test_listing_without_the_rights_to_versions_lists_plainly(
             boto3.client("s3", endpoint_url=s3_endpoint).list_object_versions(Bucket=LANDING)
 
     assert [(o.key, o.info.version_id) for o in listed] == [(f"p/k{n}.csv", None) for n in range(3)]
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [("no-such-folder", "does not exist"), ("s3://", "names no bucket")],
+    ids=["missing-folder", "no-bucket"],
+)
+def test_a_source_that_cannot_be_listed_is_refused_and_leaves_no_lake(
+    tmp_path: Path, lake: Path, source: str, message: str
+) -> None:
+    """GIVEN a SOURCE that names nothing WHEN backfill runs THEN it exits 2 saying why, and creates no lake."""
+    target = source if "://" in source else str(tmp_path / source)
+
+    result = CliRunner().invoke(main, ["backfill", target, "--lake", str(lake)])
+
+    assert result.exit_code == 2
+    assert message in result.output
+    assert not lake.exists()
