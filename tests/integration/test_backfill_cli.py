@@ -238,6 +238,24 @@ def test_dead_lettered_files_are_skipped_unless_retried(tmp_path: Path, lake: Pa
     assert "run again (--retry-dead-lettered)" in retried.stderr
 
 
+def test_a_file_changed_since_its_load_runs_again(tmp_path: Path, settings: Settings) -> None:
+    """GIVEN a backfilled folder of 2 files, one of which is then rewritten with other posts
+    WHEN backfilled again
+    THEN the rewritten file (same path, other content) loads; the other is skipped.
+    """
+    write_folder(tmp_path / "history", 2)
+    runner = LocalRunner(settings)
+    backfill.run(backfill.plan(settings, str(tmp_path / "history"), runner.catalog), runner)
+    changed = tmp_path / "history" / "post_results_20250101_000001.csv"
+    changed.write_bytes(posts_csv(3, 1_000))
+
+    again = backfill.plan(settings, str(tmp_path / "history"), runner.catalog)
+
+    assert [x.uri for x in again.to_run] == [str(changed.resolve())]
+    assert len(again.loaded) == 1
+    assert [o.outcome for o in backfill.run(again, runner).outcomes] == ["loaded"]
+
+
 def test_a_rolled_back_load_runs_again(tmp_path: Path, lake: Path) -> None:
     """GIVEN a backfilled folder whose newest file's load was rolled back
     WHEN backfilled again
@@ -343,7 +361,8 @@ def test_an_s3_prefix_backfill_filters_pages_through_and_loads_url_unsafe_keys(
     """GIVEN a landing bucket holding, under history/2025/, three posts files with a space, a '+' and a '='
     in their keys, a .xlsx and a .txt; and a posts file under history/2024/
     WHEN history/2025/ is backfilled with --suffix .csv, listing two keys a page, then again
-    THEN exactly the three CSVs load, each its own content, and the rerun skips them all.
+    THEN exactly the three CSVs load, each its own content, and the rerun skips them all
+    AND a key overwritten since runs again.
     """
     s3 = landing_bucket(s3_endpoint, versioned=versioned)
     for n, key in enumerate(UNSAFE_KEYS):
@@ -366,6 +385,12 @@ def test_an_s3_prefix_backfill_filters_pages_through_and_loads_url_unsafe_keys(
 
     again = backfill.plan(settings, source, runner.catalog, suffixes=[".csv"], page_size=2)
     assert (len(again.to_run), len(again.loaded)) == (0, 3)
+
+    # AND a key written again with other content since is a new file: it alone runs
+    s3.put_object(Bucket=LANDING, Key=UNSAFE_KEYS[1], Body=posts_csv(5, 500))
+    rewritten = backfill.plan(settings, source, runner.catalog, suffixes=[".csv"], page_size=2)
+    assert [x.uri for x in rewritten.to_run] == [f"s3://{LANDING}/{UNSAFE_KEYS[1]}"]
+    assert [o.outcome for o in backfill.run(rewritten, runner).outcomes] == ["loaded"]
 
 
 def test_the_cli_backfills_an_s3_prefix_into_a_local_lake(s3_endpoint: str, lake: Path) -> None:
