@@ -23,7 +23,7 @@ from urllib.parse import quote_plus
 
 from icegate import constants as c
 from icegate.payloads import SourceObject
-from icegate.storage import ObjectInfo, Storage, is_s3, split_s3
+from icegate.storage import LIST_PAGE_SIZE, ObjectInfo, Storage, is_s3, split_s3
 
 if TYPE_CHECKING:
     import polars as pl
@@ -200,7 +200,7 @@ def plan(
         bucket = split_s3(source)[0]
         if not bucket:
             raise ValueError(f"{source!r} names no bucket: give s3://bucket[/prefix]")
-        listed = storage.list_objects(source, **({"page_size": page_size} if page_size else {}))
+        listed = storage.list_objects(source, page_size=page_size or LIST_PAGE_SIZE)
         objects = [
             (o.uri, SourceObject(bucket, _event_key(o.key), o.info.version_id, o.info.etag, o.info.size), o.info)
             for o in listed
