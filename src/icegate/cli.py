@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, ProgressColumn, SpinnerColumn, Task, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -28,7 +28,8 @@ from icegate.settings import Settings, load_settings
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
 
-    from icegate.pipeline import FileOutcome
+    from icegate.backfill import Plan, Result
+    from icegate.pipeline import FileOutcome, LocalRunner
 
 # Piped output (CI logs, `| tee`) gets a wide table rather than rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -743,3 +744,188 @@ def replay(
         click.echo(captured.get(), err=True, nl=False)
         click.echo(json.dumps({"replays": [r.to_dict() for r in results], "exit_code": code}, indent=2))
     sys.exit(code)
+
+
+@main.command()
+@click.argument("source", metavar="SOURCE")
+@lake_option
+@click.option(
+    "--suffix",
+    "suffixes",
+    multiple=True,
+    metavar="SUFFIX",
+    help="Only files ending so (repeatable), e.g. --suffix .csv --suffix .csv.gz; default: every supported format.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, c.BACKFILL_MAX_WORKERS),
+    default=c.BACKFILL_DEFAULT_WORKERS,
+    show_default=True,
+    help="Files run at once (this version still runs them one after the other).",
+)
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Run at most N files (oldest first).")
+@click.option("--retry-dead-lettered", is_flag=True, help="Run again the files whose last outcome was dead-lettered.")
+@click.option("--dry-run", is_flag=True, help="List what would run and what would be skipped; run nothing.")
+@json_option
+def backfill(
+    source: str,
+    lake_root: str | None,
+    suffixes: tuple[str, ...],
+    workers: int,
+    limit: int | None,
+    retry_dead_lettered: bool,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Load the files already in SOURCE, a local folder or s3://bucket/prefix, oldest first.
+
+    Files the ledger says are loaded are skipped, and so are those last dead-lettered (unless
+    --retry-dead-lettered): rerun the same command after an interruption and it resumes. Exits 1 when
+    any file was dead-lettered or failed, 130 when interrupted (Ctrl-C).
+    """
+    from icegate import backfill as backfills
+    from icegate.pipeline import LocalRunner
+
+    settings = _settings(lake_root)
+    try:
+        backfills.normalise_suffixes(suffixes)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--suffix") from None
+    # The ledger of a lake never ingested into is empty: the lake is created only when a file is to run.
+    catalog = _existing_catalog(settings)
+    with console.capture() if as_json else contextlib.nullcontext() as captured:
+        try:
+            found = backfills.plan(
+                settings, source, catalog, suffixes=suffixes, retry_dead_lettered=retry_dead_lettered, limit=limit
+            )
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="SOURCE") from None
+        if dry_run or not found.to_run:
+            done = backfills.Result(found)
+            if dry_run:
+                _print_dry_run(found)
+        else:
+            runner = LocalRunner(settings, catalog=catalog or _catalog(settings, create=True))
+            done = _run_backfill(found, runner, workers, quiet=as_json)
+        console.print(_backfill_table(done, dry_run=dry_run))
+        for line in _backfill_notes(done, dry_run=dry_run):
+            console.print(line)
+    code = 0 if dry_run else done.exit_code
+    if captured is not None:  # --json
+        click.echo(captured.get(), err=True, nl=False)
+        click.echo(json.dumps(done.to_dict(dry_run=dry_run), indent=2, ensure_ascii=False))
+    sys.exit(code)
+
+
+def _existing_catalog(settings: Settings) -> Catalog | None:
+    """The catalog when the lake has one (a dry run creates nothing): None for a local lake never ingested into."""
+    database = Path(settings.lake_path(c.CATALOG_DB))
+    if settings.is_local and not settings.catalog_uri and settings.catalog_type == "sql" and not database.is_file():
+        return None
+    return _catalog(settings, create=False)
+
+
+class _RateColumn(ProgressColumn):
+    """Files per second since the start (rich's own speed is a short moving window)."""
+
+    def render(self, task: Task) -> Text:
+        elapsed = task.elapsed or 0.0
+        return Text(f"{task.completed / elapsed:.1f} files/s" if elapsed > 0 else "")
+
+
+def _run_backfill(found: Plan, runner: LocalRunner, workers: int, *, quiet: bool) -> Result:
+    from icegate import backfill as backfills
+
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} files"),
+        _RateColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=quiet,
+    ) as progress:
+        task = progress.add_task("backfill", total=len(found.to_run))
+
+        def on_done(outcome: FileOutcome) -> None:
+            progress.update(task, advance=1, description=f"backfill: {escape(Path(found.uri_of(outcome)).name)}")
+
+        return backfills.run(found, runner, workers=workers, on_done=on_done)
+
+
+def _print_dry_run(found: Plan) -> None:
+    for candidate in found.to_run:
+        again = " (dead-lettered before)" if candidate.status == "dead_lettered" else ""
+        console.print(f"[green]would run[/] {escape(candidate.uri)}{again}")
+    for candidate in found.over_limit:
+        console.print(f"[yellow]over --limit[/] {escape(candidate.uri)}")
+    for candidate in found.loaded:
+        console.print(f"[cyan]skip[/] {escape(candidate.uri)}: loaded (run {escape(candidate.prior_run_id or '')})")
+    for candidate in found.dead_lettered:
+        console.print(
+            f"[red]skip[/] {escape(candidate.uri)}: dead-lettered (run {escape(candidate.prior_run_id or '')})"
+        )
+
+
+def _backfill_table(done: Result, *, dry_run: bool) -> Table:
+    found = done.plan
+    table = Table(title=f"icegate backfill {escape(found.source)}" + (" (dry run)" if dry_run else ""))
+    table.add_column("files")
+    table.add_column("count", justify="right")
+    rows: list[tuple[str, object]] = [
+        ("listed", found.listed),
+        ("skipped: already loaded", len(found.loaded)),
+        ("skipped: dead-lettered earlier", len(found.dead_lettered)),
+        ("skipped: unsupported", len(found.unsupported)),
+    ]
+    if found.other_suffix:
+        rows.append(("skipped: other suffix", len(found.other_suffix)))
+    if found.own:
+        rows.append(("skipped: the lake's own", len(found.own)))
+    if found.over_limit:
+        rows.append(("not run: over --limit", len(found.over_limit)))
+    if dry_run:
+        rows.append(("would run", len(found.to_run)))
+    else:
+        rows += [
+            ("loaded", done.count("loaded")),
+            ("already loaded", done.count("already_loaded")),
+            ("dead-lettered", done.count("dead_lettered")),
+            ("failed", done.count("failed")),
+            ("seconds", f"{done.seconds:.1f}"),
+            ("files/s", f"{done.files_per_second:.2f}"),
+        ]
+    for name, value in rows:
+        table.add_row(name, str(value))
+    return table
+
+
+def _backfill_notes(done: Result, *, dry_run: bool) -> list[str]:
+    found, notes = done.plan, []
+    if found.retried_dead_lettered:
+        notes.append(f"{found.retried_dead_lettered} file(s) dead-lettered earlier run again (--retry-dead-lettered)")
+    elif found.dead_lettered:
+        notes.append(
+            f"{len(found.dead_lettered)} file(s) dead-lettered earlier skipped: --retry-dead-lettered runs them"
+        )
+    if not found.listed:
+        notes.append(f"[yellow]nothing found under {escape(found.source)}[/]")
+    if dry_run:
+        return notes
+    for outcome in done.outcomes:
+        if outcome.dead_letter:
+            entry = outcome.dead_letter
+            where = escape(found.uri_of(outcome))
+            notes.append(f"[red]DLQ[/] {where}: [bold]{entry.error_type}[/] → {escape(entry.error_uri)}")
+        elif outcome.outcome == "failed":
+            notes.append(f"[red]FAILED[/] {escape(found.uri_of(outcome))}, not dead-lettered: {escape(outcome.error)}")
+    if done.interrupted:
+        notes.append(
+            f"[yellow]interrupted after {len(done.outcomes)} of {len(found.to_run)} files; "
+            "rerun the same command to resume[/]"
+        )
+    elif found.over_limit:
+        notes.append(f"{len(found.over_limit)} more file(s) to run: rerun the same command to continue")
+    return notes

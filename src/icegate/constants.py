@@ -44,6 +44,9 @@ DLQ_PREFIX: Final = "dlq"
 #: Where the backfill state machine's ResultWriter puts each run's results (in the lake bucket).
 BACKFILL_RESULTS_PREFIX: Final = "backfill-results"
 LANDING_PREFIX: Final = "landing"
+#: ``icegate backfill --workers``: files run at once by default, and at most.
+BACKFILL_DEFAULT_WORKERS: Final = 4
+BACKFILL_MAX_WORKERS: Final = 64
 #: Where the HTML quality report is published, under the lake root.
 REPORTS_PREFIX: Final = "reports"
 #: The ingestion ledger, an Iceberg table in the namespace (cdk grants the stages that touch it).

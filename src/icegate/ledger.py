@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
+from pyiceberg.expressions import EqualTo, Or
 
 from icegate.constants import LEDGER_TABLE
 from icegate.dimensions import QUALITY_DIMENSIONS
@@ -62,6 +63,7 @@ __all__ = [
     "row_for_dead_letter",
     "row_for_load",
     "row_for_rollback",
+    "source_outcomes",
 ]
 
 
@@ -274,6 +276,41 @@ def history(
     frame = pl.from_arrow(arrow)
     assert isinstance(frame, pl.DataFrame)
     return frame.sort("finished_at", nulls_last=False)
+
+
+#: What :func:`source_outcomes` reads of each row: the source's identity, the outcome and its time.
+_SOURCE_COLUMNS = (
+    "run_id",
+    "outcome",
+    "table_name",
+    "source_bucket",
+    "source_key",
+    "source_version",
+    "source_etag",
+    "source_size",
+    "source_sha256",
+    "finished_at",
+)
+
+
+def source_outcomes(catalog: Catalog, namespace: str, bucket: str) -> pl.DataFrame:
+    """Every outcome recorded for sources of ``bucket`` ("" for local files), and every rollback, in one
+    scan of the ledger's identity columns: what a backfill needs to tell which files are done.
+
+    Rollbacks come whatever their bucket: one rebuilt from a snapshot marker names no source file.
+    """
+    table = ledger_table(catalog, namespace, create=False)
+    if table is None:
+        arrow = arrow_schema().empty_table().select(list(_SOURCE_COLUMNS))
+    else:
+        row_filter = Or(
+            EqualTo("source_bucket", bucket),  # type: ignore[arg-type, call-arg]
+            EqualTo("outcome", ROLLED_BACK),  # type: ignore[arg-type, call-arg]
+        )
+        arrow = scan(table, row_filter, _SOURCE_COLUMNS)
+    frame = pl.from_arrow(arrow)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
 
 
 def live_loads(rows: pl.DataFrame) -> pl.DataFrame:

@@ -8,7 +8,9 @@ machine); a missing object becomes :class:`SourceNotFound`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import itertools
 import json
 import shutil
 from collections.abc import Iterator
@@ -31,6 +33,8 @@ _THROTTLING = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout"
 _MISSING = {"NoSuchKey", "NoSuchVersion", "404", "NoSuchBucket"}
 #: Intermediate files are read once by the next stage: favour speed over size.
 _PROCESSING_COMPRESSION = "lz4"
+#: Keys per listing request: S3's own maximum.
+LIST_PAGE_SIZE = 1000
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,15 @@ class ObjectInfo:
     last_modified: datetime
     etag: str | None = None
     version_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ListedObject:
+    """One current object of a listing: its URI, its key (without the bucket) and what S3 says of it."""
+
+    uri: str
+    key: str
+    info: ObjectInfo
 
 
 def is_s3(uri: str) -> bool:
@@ -278,6 +291,66 @@ class Storage:
             yield from sorted({*held, *self._list_written(prefix)})
             return
         yield from self._list_written(prefix)
+
+    def list_objects(self, uri: str, *, page_size: int = LIST_PAGE_SIZE) -> Iterator[ListedObject]:
+        """The current objects whose key starts with an ``s3://bucket/prefix`` (a key prefix, as S3 means it),
+        every page, with size, last-modified time, ETag and — in a versioned bucket — the current version id.
+
+        A versioned bucket is listed by version (the latest one of each key; a key whose latest version is a
+        delete marker is gone), so a read can pin exactly what was listed. Without the right to read the
+        bucket's versioning or its versions (``s3:GetBucketVersioning``, ``s3:ListBucketVersions``), or on a
+        bucket never versioned, objects are listed plainly, without version ids.
+        """
+        from botocore.exceptions import ClientError
+
+        if not is_s3(uri):
+            raise ValueError(f"{uri!r} is not an s3:// URI")
+        bucket = split_s3(uri)[0]
+        try:
+            versioning = self._s3_call("GET versioning", uri, self._s3.get_bucket_versioning, Bucket=bucket)
+            versioned = versioning.get("Status") in ("Enabled", "Suspended")
+            pages = self._pages(uri, "list_object_versions" if versioned else "list_objects_v2", page_size)
+            first = next(pages, None)  # the first request: where a missing right shows
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "AccessDenied":
+                raise
+            versioned = False
+            pages = self._pages(uri, "list_objects_v2", page_size)
+            first = next(pages, None)
+        for page in itertools.chain([first] if first is not None else [], pages):
+            for item in page.get("Versions" if versioned else "Contents", []):
+                if versioned and not item["IsLatest"]:
+                    continue
+                version = item.get("VersionId") if versioned else None
+                info = ObjectInfo(
+                    size=int(item["Size"]),
+                    last_modified=item["LastModified"].astimezone(UTC),
+                    etag=item.get("ETag"),
+                    # "null": the object was written before versioning was enabled; it is read without one.
+                    version_id=None if version in (None, "null") else str(version),
+                )
+                yield ListedObject(f"s3://{bucket}/{item['Key']}", str(item["Key"]), info)
+
+    def _pages(self, uri: str, operation: str, page_size: int) -> Iterator[dict[str, Any]]:
+        bucket, prefix = split_s3(uri)
+        paginator = self._s3.get_paginator(operation)  # type: ignore[call-overload]
+        pages = iter(paginator.paginate(Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": page_size}))
+        # Each page is a request: throttling on any of them must surface as StorageUnavailable too.
+        while (page := self._s3_call("LIST", uri, lambda: next(pages, None))) is not None:
+            yield page
+
+    def sha256(self, uri: str) -> str:
+        """The content hash of an object, a local file read in blocks (never whole into memory)."""
+        if is_s3(uri):
+            return hashlib.sha256(self.read_bytes(uri)).hexdigest()
+        digest = hashlib.sha256()
+        try:
+            with open(uri, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        except FileNotFoundError:
+            raise SourceNotFound("the file does not exist", file=uri) from None
+        return digest.hexdigest()
 
     def _list_written(self, prefix: str) -> Iterator[str]:
         if is_s3(prefix):
