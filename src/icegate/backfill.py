@@ -275,23 +275,11 @@ def run(
             on_done(outcome)
 
     try:
-        _run_all(runner, [x.source for x in backfill.to_run], workers, done)
+        runner.run_many([x.source for x in backfill.to_run], workers=workers, on_done=done)
     except KeyboardInterrupt:
         result.interrupted = True
     result.seconds = time.perf_counter() - started
     return result
-
-
-def _run_all(runner: LocalRunner, sources: list[SourceObject], workers: int, on_done: OnDone) -> list[FileOutcome]:
-    """Every source through the runner, ``on_done`` after each. One after the other for now: the parallel
-    ``LocalRunner.run_many(sources, workers=workers, on_done=on_done)`` takes this function's place."""
-    del workers  # sequential until run_many lands
-    outcomes = []
-    for source in sources:
-        outcome = runner.run(source)
-        outcomes.append(outcome)
-        on_done(outcome)
-    return outcomes
 
 
 class _Ledger:

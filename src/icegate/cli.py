@@ -761,7 +761,7 @@ def replay(
     type=click.IntRange(1, c.BACKFILL_MAX_WORKERS),
     default=c.BACKFILL_DEFAULT_WORKERS,
     show_default=True,
-    help="Files run at once (this version still runs them one after the other).",
+    help="Files run at once; loads into one table commit together (group commit).",
 )
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Run at most N files (oldest first).")
 @click.option("--retry-dead-lettered", is_flag=True, help="Run again the files whose last outcome was dead-lettered.")

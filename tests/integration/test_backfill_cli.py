@@ -132,7 +132,7 @@ def test_an_interrupted_backfill_resumes_with_only_the_remaining_files(
             raise KeyboardInterrupt
 
     first_plan = backfill.plan(settings, str(tmp_path / "history"), runner.catalog)
-    first = backfill.run(first_plan, runner, on_done=ctrl_c_after_k_files)
+    first = backfill.run(first_plan, runner, workers=1, on_done=ctrl_c_after_k_files)
 
     assert first.interrupted
     assert first.exit_code == 130
@@ -145,6 +145,38 @@ def test_an_interrupted_backfill_resumes_with_only_the_remaining_files(
     assert [o.outcome for o in second.outcomes] == ["loaded"] * (5 - interrupt_after)
     assert post_ids(runner.catalog) == expected_ids(ids)
     # each file loaded exactly once: one "loaded" ledger row per file
+    loaded = history(runner.catalog, NAMESPACE, outcome="loaded")
+    assert sorted(loaded["source_key"].to_list()) == sorted(x.uri for x in first_plan.to_run)
+
+
+def test_an_interrupted_parallel_backfill_resumes_with_exactly_the_files_not_loaded(
+    tmp_path: Path, settings: Settings
+) -> None:
+    """GIVEN a backfill of 12 files on 4 workers, interrupted (Ctrl-C) as the second file ends
+    WHEN the same backfill runs again
+    THEN the files running at the interrupt finished; the rerun runs exactly those the ledger does not
+    hold, and the table holds each file's rows once.
+    """
+    ids = write_folder(tmp_path / "history", 12)
+    runner = LocalRunner(settings)
+    finished: list[FileOutcome] = []
+
+    def ctrl_c_after_two_files(outcome: FileOutcome) -> None:
+        finished.append(outcome)
+        if len(finished) == 2:
+            raise KeyboardInterrupt
+
+    first_plan = backfill.plan(settings, str(tmp_path / "history"), runner.catalog)
+    first = backfill.run(first_plan, runner, workers=4, on_done=ctrl_c_after_two_files)
+
+    assert first.interrupted
+    loaded_first = set(history(runner.catalog, NAMESPACE, outcome="loaded")["source_key"].to_list())
+    assert 2 <= len(loaded_first) < 12
+    again = backfill.plan(settings, str(tmp_path / "history"), runner.catalog)
+    assert sorted(x.uri for x in again.to_run) == sorted(x.uri for x in first_plan.to_run if x.uri not in loaded_first)
+    second = backfill.run(again, runner, workers=4)
+    assert [o.outcome for o in second.outcomes] == ["loaded"] * len(again.to_run)
+    assert post_ids(runner.catalog) == expected_ids(ids)
     loaded = history(runner.catalog, NAMESPACE, outcome="loaded")
     assert sorted(loaded["source_key"].to_list()) == sorted(x.uri for x in first_plan.to_run)
 
@@ -178,7 +210,7 @@ def test_ctrl_c_ends_the_command_with_a_summary_and_exit_code_130(
 
     monkeypatch.setattr(LocalRunner, "run", run_until_ctrl_c)
 
-    result = icegate("backfill", str(tmp_path / "history"), "--lake", str(lake))
+    result = icegate("backfill", str(tmp_path / "history"), "--lake", str(lake), "--workers", "1")
 
     assert result.exit_code == 130
     assert "interrupted after 2 of 4 files; rerun the same command to resume" in result.output
