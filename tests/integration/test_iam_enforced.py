@@ -149,6 +149,7 @@ def test_the_principals_hold_the_template_statements_with_exact_s3_resources(dep
     s3_resources = {r for s in load_policy if s["Action"][0].startswith("s3:") for r in s["Resource"]}
     assert s3_resources == {
         f"arn:aws:s3:::{LAKE}/processing/*",
+        f"arn:aws:s3:::{LAKE}/processing/_waiting/*",
         f"arn:aws:s3:::{LAKE}/warehouse/*",
         f"arn:aws:s3:::{LAKE}/{REPORTS_PREFIX}/*",
         f"arn:aws:s3:::{LAKE}",
