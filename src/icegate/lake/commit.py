@@ -8,9 +8,15 @@ again — a bounded number of times with jittered backoff, then :class:`CommitCo
 state machine retries. Each attempt first fits the contract onto the table's current schema
 (``evolve``), and re-plans too when maintenance removed the files its plan was reading.
 
-One snapshot per load, carrying the source marker: an ``append`` of new files, or for an
+One snapshot per file, carrying the source marker: an ``append`` of new files, or for an
 ``upsert`` that replaces stored rows an ``overwrite`` that swaps the rewritten files for new ones
 (copy-on-write) in the same commit as the new rows.
+
+Group commit (:func:`load_group`): a loader commits the files waiting for the same table together
+with its own (``icegate.waiting`` says who waits). Each file is planned against the table as the
+files before it leave it and gets its own snapshot and marker; the snapshots go to the catalog in one
+transaction — one commit, asserting the head the first was planned against. A burst of N files
+thus costs a few contended commits instead of N, and every file stays loaded exactly once.
 """
 
 from __future__ import annotations
