@@ -113,8 +113,10 @@ def test_a_dropped_and_recreated_table_loads_the_file_again(tmp_path: Path, lake
 def test_an_unreadable_ledger_is_a_transient_error_never_a_second_load(
     tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # GIVEN a loaded table and a ledger that cannot be read
+    # GIVEN a table whose older snapshots expired, and a ledger that cannot be read
     assert run(settings, write_posts(tmp_path / "in", "20260110_100000", posts_csv(10))) == "loaded"
+    assert run(settings, write_posts(tmp_path / "in", "20260111_100000", posts_csv(5, start=50))) == "loaded"
+    expire_all_but_newest(settings.lake_root)
 
     def unreadable(*args: Any, **kwargs: Any) -> Any:
         raise OSError("ledger unreachable")
@@ -125,3 +127,19 @@ def test_an_unreadable_ledger_is_a_transient_error_never_a_second_load(
     # THEN it is told to retry, rather than "no"
     with pytest.raises(StorageUnavailable, match="could not read the ledger"):
         find_loaded(posts_table(settings), "0" * 64)
+
+
+def test_a_table_whose_history_is_complete_answers_from_its_markers_alone(
+    tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a loaded table none of whose snapshots expired, and a ledger that cannot be read
+    assert run(settings, write_posts(tmp_path / "in", "20260110_100000", posts_csv(10))) == "loaded"
+
+    def unreadable(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("ledger unreachable")
+
+    monkeypatch.setattr("icegate.lake.ledger.scan", unreadable)
+
+    # WHEN the loader asks whether content not in the history was loaded
+    # THEN the history answers "no" without the ledger: no snapshot, hence no marker, was ever expired
+    assert find_loaded(posts_table(settings), "0" * 64) is None

@@ -3,9 +3,9 @@
 A load's snapshot carries the source identity in its summary. Expiring snapshots would forget
 them, so ``icegate maintain`` first makes sure the ledger (``icegate_loads``) holds a ``loaded`` row
 for every snapshot it expires, and :func:`find_loaded` asks the ledger about loads no longer in the
-history. Older versions kept those markers as table properties (``icegate.loaded.<sha256>`` →
-snapshot id, one per file, forever); they are still read, and ``icegate maintain`` moves them into
-the ledger once.
+history — only once some snapshot has expired: while the history is complete, its markers are all.
+Older versions kept those markers as table properties (``icegate.loaded.<sha256>`` → snapshot id,
+one per file, forever); they are still read, and ``icegate maintain`` moves them into the ledger once.
 """
 
 from __future__ import annotations
@@ -70,6 +70,17 @@ def rolled_back_snapshots(table: Table) -> set[int]:
     }
 
 
+def history_is_complete(table: Table) -> bool:
+    """Whether every snapshot the table ever had is still in its metadata.
+
+    Each commit of a snapshot takes the next sequence number (format 2) and expiry never gives one
+    back, so the history is whole exactly when it holds as many snapshots as numbers were given.
+    (Expiry also clears the parent id of the snapshot after an expired one: parents cannot tell.)
+    """
+    metadata = table.metadata
+    return len(metadata.snapshots) == getattr(metadata, "last_sequence_number", -1)  # format 1 has none
+
+
 def find_loaded(table: Table, sha256: str) -> int | None:
     """The snapshot that already loaded a source with this content hash, if any (expired ones included)."""
     found = find_marker(table, sha256)
@@ -90,6 +101,8 @@ def find_marker(table: Table, sha256: str) -> tuple[int, dict[str, str]] | None:
     )
     if (found := next(in_history, None)) is not None:
         return found
+    if history_is_complete(table):
+        return None  # no snapshot ever expired: the markers above are every load there was
     from icegate.lake.ledger import loaded_snapshot  # the ledger module builds on this one
 
     try:
