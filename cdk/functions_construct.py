@@ -117,6 +117,7 @@ class FunctionsConstruct(Construct):
         log_retention_days: int,
         max_file_bytes: int,
         landing_kms_key_arns: Sequence[str] = (),
+        loader_concurrency: int = 0,
     ) -> None:
         super().__init__(scope, construct_id)
         self._storage = storage
@@ -147,6 +148,10 @@ class FunctionsConstruct(Construct):
                 architecture=lambda_architecture,
                 platform=platform,
                 log_retention=retention(log_retention_days),
+                # At most this many loads at once: in a burst of N files for one table, N loaders would race N
+                # commits (each loss re-plans the merge); bounded, the rest of the burst waits in the state
+                # machine's throttling Retry, costing state transitions instead of compute. 0: unreserved.
+                reserved_concurrency=(loader_concurrency or None) if stage == LOAD else None,
             )
         self._grant_parser()
         self._grant_validator()
@@ -165,6 +170,7 @@ class FunctionsConstruct(Construct):
         architecture: lambda_.Architecture,
         platform: ecr_assets.Platform,
         log_retention: logs.RetentionDays,
+        reserved_concurrency: int | None = None,
     ) -> lambda_.DockerImageFunction:
         name = function_id(stage)
         # An own role per function (no AWSLambdaBasicExecutionRole): logs go to this function's log
@@ -194,6 +200,7 @@ class FunctionsConstruct(Construct):
             role=role,
             log_group=log_group,
             tracing=lambda_.Tracing.ACTIVE,
+            reserved_concurrent_executions=reserved_concurrency,
         )
         suppress(
             default_policy(role),

@@ -69,6 +69,7 @@ class PipelineStack(Stack):
             log_retention_days=self.config.log_retention_days,
             max_file_bytes=self.config.max_file_bytes,
             landing_kms_key_arns=self.config.landing_kms_key_arns,
+            loader_concurrency=self.config.loader_concurrency,
         )
 
     def _build_state_machine(self) -> StateMachineConstruct:

@@ -16,7 +16,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from icegate.constants import CATALOG_DB, ENV_PREFIX, WAREHOUSE_PREFIX
+from icegate.constants import CATALOG_DB, COMMIT_ATTEMPTS, COMMIT_BACKOFF_SECONDS, ENV_PREFIX, WAREHOUSE_PREFIX
 from icegate.dimensions import QUALITY_DIMENSIONS
 from icegate.sizing import DEFAULT_MAX_INPUT_BYTES
 
@@ -67,9 +67,10 @@ class Settings:
     quality_floors: Mapping[str, float] = field(default_factory=dict)
     #: Threshold overrides by dataset name (``ICEGATE_QUALITY_THRESHOLD_<DATASET>``).
     quality_thresholds: Mapping[str, float] = field(default_factory=dict)
-    #: Attempts of the loader's own commit loop before it raises ``CommitConflict``.
-    commit_attempts: int = 8
-    commit_backoff_seconds: float = 0.05
+    #: Attempts of the loader's own commit loop before it raises ``CommitConflict`` (the retry budgets live
+    #: together in ``icegate.constants``).
+    commit_attempts: int = COMMIT_ATTEMPTS
+    commit_backoff_seconds: float = COMMIT_BACKOFF_SECONDS
     #: Region (ISO 3166 code) a phone number written without ``+`` is read in.
     phone_region: str = "US"
 
