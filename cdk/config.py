@@ -90,6 +90,10 @@ class MaintenanceSettings:
     #: EventBridge Scheduler expression: ``cron(...)``, ``rate(...)``; evaluated in ``schedule_timezone``.
     schedule: str = "cron(0 3 * * ? *)"
     schedule_timezone: str = "UTC"
+    #: How often the maintainer brings the HTML report up to date with the ledger (the stages rebuild it at
+    #: most once per ICEGATE_REPORT_MIN_INTERVAL_SECONDS, so the end of a burst waits for this); a run with
+    #: nothing new costs one catalog call. Empty: no refresh schedule (the next file refreshes the report).
+    report_schedule: str = "rate(15 minutes)"
     #: Snapshots older than this (beyond the ``retain_last`` newest) expire; their files are deleted.
     expire_after_days: int = 7
     retain_last: int = 10
@@ -106,6 +110,11 @@ class MaintenanceSettings:
         if not re.fullmatch(r"(cron|rate|at)\(.+\)", self.schedule):
             raise ValueError(
                 f"context 'maintenance.schedule' must be cron(...), rate(...) or at(...): {self.schedule!r}"
+            )
+        if self.report_schedule and not re.fullmatch(r"(cron|rate)\(.+\)", self.report_schedule):
+            raise ValueError(
+                "context 'maintenance.report_schedule' must be cron(...) or rate(...), or empty for none: "
+                f"{self.report_schedule!r}"
             )
         _check_range("maintenance.expire_after_days", self.expire_after_days, 0, 3650)
         _check_range("maintenance.retain_last", self.retain_last, 1, 10_000)

@@ -388,12 +388,14 @@ class FunctionsConstruct(Construct):
         self._allow(stage, ("s3:ListBucket",), [self._storage.lake_bucket.bucket_arn])
 
     def _allow_publish_report(self, stage: str) -> None:
-        """The stages that end a file's story rewrite the HTML report (see icegate.report)."""
+        """The stages that end a file's story rewrite the HTML report (see icegate.report), unless it is younger
+        than ICEGATE_REPORT_MIN_INTERVAL_SECONDS: a HEAD (s3:GetObject) tells its age."""
         self._allow(
             stage,
-            _WRITE,
+            (*_READ, *_WRITE),
             [self._storage.lake_bucket.arn_for_objects(f"{REPORTS_PREFIX}/*")],
-            "Rewrites the HTML quality report under reports/ after each file.",
+            "Rewrites the HTML quality report under reports/ after a file, when the report is older than a "
+            "minimum interval (a HEAD of the report tells).",
         )
 
     def _grant_landing_decrypt(self, key_arns: Sequence[str]) -> None:

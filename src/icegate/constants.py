@@ -28,6 +28,9 @@ HANDLERS: Final[dict[str, str]] = {
 
 #: Table upkeep, outside the ingestion state machine: a scheduled function on the same image.
 MAINTAIN: Final = "maintain"
+#: The key of the maintainer's other scheduled event, ``{"refresh_report": true}``: rebuild the HTML report if
+#: the ledger moved since it was drawn (``icegate.report.refresh``), maintain nothing.
+REFRESH_REPORT: Final = "refresh_report"
 #: Handlers that run on a schedule rather than as an ingestion stage (kept apart from ``HANDLERS``, which the
 #: state machine, the stage sizing and the per-stage settings are built from).
 UPKEEP_HANDLERS: Final[dict[str, str]] = {MAINTAIN: "stages.maintainer.handler"}

@@ -73,8 +73,16 @@ class Settings:
     commit_backoff_seconds: float = COMMIT_BACKOFF_SECONDS
     #: Region (ISO 3166 code) a phone number written without ``+`` is read in.
     phone_region: str = "US"
+    #: The stage Lambdas rebuild the HTML report after a file only when it is older than this (a burst would
+    #: otherwise read the whole ledger once per file); 0 rebuilds after every file (``icegate.report``).
+    report_min_interval_seconds: int = 60
 
     def __post_init__(self) -> None:
+        if self.report_min_interval_seconds < 0:
+            raise ValueError(
+                f"{ENV_PREFIX}REPORT_MIN_INTERVAL_SECONDS={self.report_min_interval_seconds} must be 0 (rebuild the "
+                "report after every file) or a number of seconds"
+            )
         import phonenumbers  # here: its 70 ms import is not paid by `icegate --help`
 
         if self.phone_region not in phonenumbers.SUPPORTED_REGIONS:

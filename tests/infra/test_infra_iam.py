@@ -63,8 +63,9 @@ def _expected_data_grants(synth: Synth) -> dict[str, set[tuple[str, str]]]:
         | _pairs(GLUE_READ, [catalog, tables, ledger_table])
         | _pairs(READ, [ledger_files])
         | _pairs({"s3:ListBucket"}, [lake]),
+        # The report: a HEAD tells its age (rebuilt only when older than the minimum interval), then a PUT.
         LOAD: _pairs(READ, [processing])
-        | _pairs(WRITE, [reports])
+        | _pairs(READ | WRITE, [reports])
         | _pairs(READ | WRITE | DELETE, [warehouse])
         | _pairs({"s3:ListBucket"}, [lake])
         | _pairs(GLUE, [f"{glue}:catalog", f"{glue}:database/{database}", f"{glue}:table/{database}/*"]),
@@ -78,7 +79,7 @@ def _expected_data_grants(synth: Synth) -> dict[str, set[tuple[str, str]]]:
         # It records the dead-lettered outcome in the ledger table (never a dataset's) and rewrites the report.
         | _pairs(GLUE, [catalog, tables, ledger_table])
         | _pairs(READ | WRITE | DELETE, [ledger_files])
-        | _pairs(WRITE, [reports]),
+        | _pairs(READ | WRITE, [reports]),
     }
 
 
