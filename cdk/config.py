@@ -179,6 +179,10 @@ class PipelineConfig:
     #: Reserved concurrency of the loader: at most this many loads (and commits) run at once, the rest of
     #: a burst waits in the state machine's throttling Retry. 0 leaves it unreserved (the account's pool).
     loader_concurrency: int = 10
+    #: The same for the dead-letter stage, which commits a row to the ledger table per file: a burst of bad
+    #: files (a scraper's format change) would otherwise race a thousand ledger commits, and a row that loses
+    #: every attempt is missing from the ledger (the file is still in dlq/). 0 leaves it unreserved.
+    dead_letter_concurrency: int = 10
     event_max_age_hours: int = 24
     event_retry_attempts: int = 185
     alarms: AlarmSettings = field(default_factory=AlarmSettings)
@@ -217,6 +221,7 @@ class PipelineConfig:
         # 0 = unreserved. Lambda keeps 100 of the account's concurrency unreserved, so a value near the
         # account's quota fails at deploy time; this catches only what can never work.
         _check_range("loader_concurrency", self.loader_concurrency, 0, 10_000)
+        _check_range("dead_letter_concurrency", self.dead_letter_concurrency, 0, 10_000)
         if self.execution_timeout_minutes < self.longest_load_minutes:
             raise ValueError(
                 f"context 'execution_timeout_minutes' ({self.execution_timeout_minutes}) is shorter than a load may "

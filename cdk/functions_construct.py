@@ -117,7 +117,7 @@ class FunctionsConstruct(Construct):
         log_retention_days: int,
         max_file_bytes: int,
         landing_kms_key_arns: Sequence[str] = (),
-        loader_concurrency: int = 0,
+        reserved_concurrency: Mapping[str, int] | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self._storage = storage
@@ -148,10 +148,10 @@ class FunctionsConstruct(Construct):
                 architecture=lambda_architecture,
                 platform=platform,
                 log_retention=retention(log_retention_days),
-                # At most this many loads at once: in a burst of N files for one table, N loaders would race N
-                # commits (each loss re-plans the merge); bounded, the rest of the burst waits in the state
-                # machine's throttling Retry, costing state transitions instead of compute. 0: unreserved.
-                reserved_concurrency=(loader_concurrency or None) if stage == LOAD else None,
+                # The loader and the dead-letter stage commit to shared tables: in a burst of N files, N of them
+                # would race N commits (each loss re-plans the merge). Bounded, the rest of the burst waits in
+                # the state machine's throttling Retry, costing state transitions, not compute. 0: unreserved.
+                reserved_concurrency=(reserved_concurrency or {}).get(stage) or None,
             )
         self._grant_parser()
         self._grant_validator()

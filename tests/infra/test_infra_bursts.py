@@ -18,6 +18,7 @@ from infra_support import CREATED_CONTEXT, Synth, synthesise
 from cdk.config import PipelineConfig
 from cdk.state_machine_construct import RETRIERS, TASK_NAMES
 from icegate.constants import (
+    DEAD_LETTER,
     HANDLERS,
     LAMBDA_SERVICE_RETRY,
     LAMBDA_THROTTLING_ERRORS,
@@ -28,9 +29,13 @@ from icegate.constants import (
     RetryBudget,
 )
 
+#: The stages that commit to shared tables (the datasets', the ledger), and the context key bounding each.
+BOUNDED = {LOAD: "loader_concurrency", DEAD_LETTER: "dead_letter_concurrency"}
 
-def _loader(handler: str = HANDLERS[LOAD]) -> dict[str, Any]:
-    return {"ImageConfig": {"Command": [handler]}}
+
+def _function(stage: str) -> dict[str, Any]:
+    """Match a stage's function by its handler (the image's CMD)."""
+    return {"ImageConfig": {"Command": [HANDLERS[stage]]}}
 
 
 @pytest.mark.parametrize("name", sorted(TASK_NAMES.values()))
@@ -82,41 +87,51 @@ def test_a_budget_adds_up_its_capped_waits(budget: RetryBudget, longest: int) ->
     assert budget.expected_wait_seconds == longest / 2
 
 
-def test_the_loader_alone_has_the_default_reserved_concurrency(created: Synth) -> None:
+def test_only_the_committing_stages_reserve_concurrency_by_default(created: Synth) -> None:
     # GIVEN the stack with the default context
     # WHEN we read the functions
-    # THEN the loader's concurrency is reserved at the default, 10
-    created.template.has_resource_properties(
-        "AWS::Lambda::Function", {**_loader(), "ReservedConcurrentExecutions": PipelineConfig().loader_concurrency}
-    )
-    assert PipelineConfig().loader_concurrency == 10
-    # AND no other stage reserves any: they draw on the account's pool
-    for stage, handler in HANDLERS.items():
-        if stage != LOAD:
-            created.template.has_resource_properties(
-                "AWS::Lambda::Function", {**_loader(handler), "ReservedConcurrentExecutions": Match.absent()}
-            )
+    # THEN the loader and the dead-letter stage, which commit to shared tables, reserve the default, 10
+    for stage, key in BOUNDED.items():
+        assert getattr(PipelineConfig(), key) == 10
+        created.template.has_resource_properties(
+            "AWS::Lambda::Function", {**_function(stage), "ReservedConcurrentExecutions": 10}
+        )
+    # AND the other stages reserve none: they write only their own run's objects, and draw on the account's pool
+    for stage in set(HANDLERS) - set(BOUNDED):
+        created.template.has_resource_properties(
+            "AWS::Lambda::Function", {**_function(stage), "ReservedConcurrentExecutions": Match.absent()}
+        )
 
 
 @pytest.mark.parametrize(
-    ("value", "expected"),
-    [pytest.param(25, 25, id="configured"), pytest.param("0", None, id="zero-means-unreserved")],
+    ("context", "expected"),
+    [
+        pytest.param({"loader_concurrency": 25}, {LOAD: 25, DEAD_LETTER: 10}, id="loader-configured"),
+        pytest.param(
+            {"loader_concurrency": "0", "dead_letter_concurrency": "0"},
+            {LOAD: None, DEAD_LETTER: None},
+            id="zero-means-unreserved",
+        ),
+    ],
 )
-def test_loader_concurrency_follows_context(tmp_path: Path, value: Any, expected: int | None) -> None:
-    # GIVEN a context setting loader_concurrency (from cdk.json, or `-c loader_concurrency=0` as a string)
-    synth = synthesise({**CREATED_CONTEXT, "loader_concurrency": value}, tmp_path)
+def test_reserved_concurrency_follows_context(
+    tmp_path: Path, context: dict[str, Any], expected: dict[str, int | None]
+) -> None:
+    # GIVEN a context bounding the committing stages (cdk.json, or `-c loader_concurrency=0`: a string)
+    synth = synthesise({**CREATED_CONTEXT, **context}, tmp_path)
     # WHEN the stack is synthesised
-    reserved = Capture()
-    # THEN the loader reserves exactly that many, or none at all for 0
-    if expected is None:
-        synth.template.has_resource_properties(
-            "AWS::Lambda::Function", {**_loader(), "ReservedConcurrentExecutions": Match.absent()}
-        )
-    else:
-        synth.template.has_resource_properties(
-            "AWS::Lambda::Function", {**_loader(), "ReservedConcurrentExecutions": reserved}
-        )
-        assert reserved.as_number() == expected
+    # THEN each reserves exactly that many, or none at all for 0
+    for stage, value in expected.items():
+        if value is None:
+            synth.template.has_resource_properties(
+                "AWS::Lambda::Function", {**_function(stage), "ReservedConcurrentExecutions": Match.absent()}
+            )
+        else:
+            reserved = Capture()
+            synth.template.has_resource_properties(
+                "AWS::Lambda::Function", {**_function(stage), "ReservedConcurrentExecutions": reserved}
+            )
+            assert reserved.as_number() == value
     # AND cdk-nag stays clean (no finding, so no suppression is needed for the bound)
     for found in (synth.annotations.find_error, synth.annotations.find_warning):
         assert [f"{f.id}: {f.entry.data}" for f in found("*", Match.string_like_regexp("AwsSolutions-.*"))] == []
@@ -127,6 +142,7 @@ def test_loader_concurrency_follows_context(tmp_path: Path, value: Any, expected
     [
         pytest.param({"loader_concurrency": -1}, "loader_concurrency", id="negative"),
         pytest.param({"loader_concurrency": "ten"}, "loader_concurrency.*whole number", id="not-a-number"),
+        pytest.param({"dead_letter_concurrency": -5}, "dead_letter_concurrency", id="dead-letter-negative"),
         pytest.param({"execution_timeout_minutes": 60}, "execution_timeout_minutes.*burst", id="timeout-too-short"),
         pytest.param(
             {"execution_timeout_minutes": 150, "functions": {"load": {"timeout_seconds": 900}}},
