@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aws_cdk import App
 from aws_cdk.assertions import Capture, Match
-from infra_support import CREATED_CONTEXT, Synth, synthesise
+from infra_support import CREATED_CONTEXT, REPO_ROOT, Synth, synthesise
 
 from cdk.config import PipelineConfig
 from cdk.state_machine_construct import RETRIERS, TASK_NAMES
@@ -165,3 +165,31 @@ def test_the_default_timeout_covers_the_longest_legitimate_load() -> None:
     # THEN the load fits: a burst's queued file is never timed out while it waits its turn
     assert config.longest_load_minutes <= config.execution_timeout_minutes
     assert config.longest_load_minutes >= LAMBDA_THROTTLING_RETRY.longest_wait_seconds / 60
+
+
+def _bursts_section() -> str:
+    readme = (REPO_ROOT / "README.md").read_text()
+    return readme.split("## Bursts\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_readme_bursts_section_states_the_codes_numbers() -> None:
+    # GIVEN the README's "Bursts" section
+    section = _bursts_section()
+    config = PipelineConfig()
+    # WHEN we read its budget table and its sizing
+    rows = {
+        line.split("|")[1].strip(): line.split("|")[3].strip() for line in section.splitlines() if "| every" in line
+    }
+    retries = {errors.split(",")[0]: int(count) for errors, count in rows.items()}
+    # THEN each retrier's retries are the code's
+    assert retries == {
+        "`Lambda.TooManyRequestsException` (reserved or account concurrency in use)": LAMBDA_THROTTLING_RETRY.retries,
+        "`Lambda.ServiceException`": LAMBDA_SERVICE_RETRY.retries,
+        "`CommitConflict`": TRANSIENT_RETRY.retries,
+    }
+    # AND so are the bounds, the refused timeout and the lead's placeholder
+    assert f"`loader_concurrency` ({config.loader_concurrency})" in section
+    assert f"(`dead_letter_concurrency`, {config.dead_letter_concurrency})" in section
+    assert f"({config.longest_load_minutes} minutes with the default" in section
+    assert f"the default timeout is {config.execution_timeout_minutes}" in section
+    assert "Group commit: (lead)" in section
