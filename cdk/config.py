@@ -7,6 +7,7 @@ JSON or comma-separated, a number as digits, a nested object as JSON.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -15,7 +16,16 @@ from typing import Any, TypeVar
 
 from constructs import Node
 
-from icegate.constants import DEAD_LETTER, HANDLERS, LOAD, PARSE, SCORE, VALIDATE
+from icegate.constants import (
+    DEAD_LETTER,
+    HANDLERS,
+    LAMBDA_THROTTLING_RETRY,
+    LOAD,
+    PARSE,
+    SCORE,
+    TRANSIENT_RETRIES,
+    VALIDATE,
+)
 from icegate.sizing import DEFAULT_MEMORY_MB, MB, limiting_stage, max_input_bytes
 
 _KMS_KEY_ARN = re.compile(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+")
@@ -80,6 +90,10 @@ class MaintenanceSettings:
     #: EventBridge Scheduler expression: ``cron(...)``, ``rate(...)``; evaluated in ``schedule_timezone``.
     schedule: str = "cron(0 3 * * ? *)"
     schedule_timezone: str = "UTC"
+    #: How often the maintainer brings the HTML report up to date with the ledger (the stages rebuild it at
+    #: most once per ICEGATE_REPORT_MIN_INTERVAL_SECONDS, so the end of a burst waits for this); a run with
+    #: nothing new costs one catalog call. Empty: no refresh schedule (the next file refreshes the report).
+    report_schedule: str = "rate(15 minutes)"
     #: Snapshots older than this (beyond the ``retain_last`` newest) expire; their files are deleted.
     expire_after_days: int = 7
     retain_last: int = 10
@@ -96,6 +110,11 @@ class MaintenanceSettings:
         if not re.fullmatch(r"(cron|rate|at)\(.+\)", self.schedule):
             raise ValueError(
                 f"context 'maintenance.schedule' must be cron(...), rate(...) or at(...): {self.schedule!r}"
+            )
+        if self.report_schedule and not re.fullmatch(r"(cron|rate)\(.+\)", self.report_schedule):
+            raise ValueError(
+                "context 'maintenance.report_schedule' must be cron(...) or rate(...), or empty for none: "
+                f"{self.report_schedule!r}"
             )
         _check_range("maintenance.expire_after_days", self.expire_after_days, 0, 3650)
         _check_range("maintenance.retain_last", self.retain_last, 1, 10_000)
@@ -153,9 +172,17 @@ class PipelineConfig:
     noncurrent_version_expiry_days: int = 7
     log_retention_days: int = 30
     lambda_architecture: str = "x86_64"
-    #: Generous on purpose: with retries a run can legitimately take hours (the loader alone may run
-    #: 6 x 15 min); a timed-out run ends in neither the lake nor dlq/ (it is alarmed and redrivable).
+    #: Generous on purpose: with retries a run can legitimately take hours (in a burst the load may wait
+    #: ~2 h for a loader slot, then run 6 x 15 min); a timed-out run ends in neither the lake nor dlq/ (it is
+    #: alarmed and redrivable). Refused below :attr:`longest_load_minutes`.
     execution_timeout_minutes: int = 240
+    #: Reserved concurrency of the loader: at most this many loads (and commits) run at once, the rest of
+    #: a burst waits in the state machine's throttling Retry. 0 leaves it unreserved (the account's pool).
+    loader_concurrency: int = 10
+    #: The same for the dead-letter stage, which commits a row to the ledger table per file: a burst of bad
+    #: files (a scraper's format change) would otherwise race a thousand ledger commits, and a row that loses
+    #: every attempt is missing from the ledger (the file is still in dlq/). 0 leaves it unreserved.
+    dead_letter_concurrency: int = 10
     event_max_age_hours: int = 24
     event_retry_attempts: int = 185
     alarms: AlarmSettings = field(default_factory=AlarmSettings)
@@ -191,6 +218,18 @@ class PipelineConfig:
         _check_range("processing_expiry_days", self.processing_expiry_days, 1, 3650)
         _check_range("noncurrent_version_expiry_days", self.noncurrent_version_expiry_days, 1, 3650)
         _check_range("execution_timeout_minutes", self.execution_timeout_minutes, 1, 525_600)
+        # 0 = unreserved. Lambda keeps 100 of the account's concurrency unreserved, so a value near the
+        # account's quota fails at deploy time; this catches only what can never work.
+        _check_range("loader_concurrency", self.loader_concurrency, 0, 10_000)
+        _check_range("dead_letter_concurrency", self.dead_letter_concurrency, 0, 10_000)
+        if self.execution_timeout_minutes < self.longest_load_minutes:
+            raise ValueError(
+                f"context 'execution_timeout_minutes' ({self.execution_timeout_minutes}) is shorter than a load may "
+                f"legitimately take in a burst: {self.longest_load_minutes} min (up to "
+                f"{LAMBDA_THROTTLING_RETRY.longest_wait_seconds / 60:.0f} min throttled while other loads hold the "
+                f"loader's concurrency, then {TRANSIENT_RETRIES + 1} attempts of functions.load.timeout_seconds="
+                f"{self.functions[LOAD].timeout_seconds}); raise it, or lower the loader's timeout"
+            )
         # EventBridge's own limits for a target's retry policy.
         _check_range("event_max_age_hours", self.event_max_age_hours, 1, 24)
         _check_range("event_retry_attempts", self.event_retry_attempts, 0, 185)
@@ -200,6 +239,14 @@ class PipelineConfig:
                 f"context 'functions.{stage}.memory_mb' ({self.memory_mb[stage]}) leaves no room for a file of "
                 "even 1 MB; give that stage more memory"
             )
+
+    @property
+    def longest_load_minutes(self) -> int:
+        """The longest a Load state may legitimately take: its throttling Retry's bound, then every attempt
+        its transient Retry allows running to the function's timeout."""
+        seconds = LAMBDA_THROTTLING_RETRY.longest_wait_seconds
+        seconds += (TRANSIENT_RETRIES + 1) * self.functions[LOAD].timeout_seconds
+        return math.ceil(seconds / 60)
 
     @property
     def memory_mb(self) -> Mapping[str, int]:

@@ -118,6 +118,7 @@ class FunctionsConstruct(Construct):
         log_retention_days: int,
         max_file_bytes: int,
         landing_kms_key_arns: Sequence[str] = (),
+        reserved_concurrency: Mapping[str, int] | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self._storage = storage
@@ -148,6 +149,10 @@ class FunctionsConstruct(Construct):
                 architecture=lambda_architecture,
                 platform=platform,
                 log_retention=retention(log_retention_days),
+                # The loader and the dead-letter stage commit to shared tables: in a burst of N files, N of them
+                # would race N commits (each loss re-plans the merge). Bounded, the rest of the burst waits in
+                # the state machine's throttling Retry, costing state transitions, not compute. 0: unreserved.
+                reserved_concurrency=(reserved_concurrency or {}).get(stage) or None,
             )
         self._grant_parser()
         self._grant_validator()
@@ -166,6 +171,7 @@ class FunctionsConstruct(Construct):
         architecture: lambda_.Architecture,
         platform: ecr_assets.Platform,
         log_retention: logs.RetentionDays,
+        reserved_concurrency: int | None = None,
     ) -> lambda_.DockerImageFunction:
         name = function_id(stage)
         # An own role per function (no AWSLambdaBasicExecutionRole): logs go to this function's log
@@ -195,6 +201,7 @@ class FunctionsConstruct(Construct):
             role=role,
             log_group=log_group,
             tracing=lambda_.Tracing.ACTIVE,
+            reserved_concurrent_executions=reserved_concurrency,
         )
         suppress(
             default_policy(role),
@@ -389,12 +396,14 @@ class FunctionsConstruct(Construct):
         self._allow(stage, ("s3:ListBucket",), [self._storage.lake_bucket.bucket_arn])
 
     def _allow_publish_report(self, stage: str) -> None:
-        """The stages that end a file's story rewrite the HTML report (see icegate.report)."""
+        """The stages that end a file's story rewrite the HTML report (see icegate.report), unless it is younger
+        than ICEGATE_REPORT_MIN_INTERVAL_SECONDS: a HEAD (s3:GetObject) tells its age."""
         self._allow(
             stage,
-            _WRITE,
+            (*_READ, *_WRITE),
             [self._storage.lake_bucket.arn_for_objects(f"{REPORTS_PREFIX}/*")],
-            "Rewrites the HTML quality report under reports/ after each file.",
+            "Rewrites the HTML quality report under reports/ after a file, when the report is older than a "
+            "minimum interval (a HEAD of the report tells).",
         )
 
     def _grant_landing_decrypt(self, key_arns: Sequence[str]) -> None:

@@ -32,7 +32,7 @@ from cdk.config import MaintenanceSettings
 from cdk.functions_construct import ARCHITECTURES, DOCKERFILE, REPO_ROOT, retention
 from cdk.nag import default_policy, nag_resource, suppress
 from cdk.storage_construct import StorageConstruct
-from icegate.constants import MAINTAIN, UPKEEP_HANDLERS, WAREHOUSE_PREFIX
+from icegate.constants import MAINTAIN, REFRESH_REPORT, REPORTS_PREFIX, UPKEEP_HANDLERS, WAREHOUSE_PREFIX
 
 #: What ``maintain`` does to warehouse/: reads manifests and data, writes compacted files and metadata,
 #: deletes what expired snapshots alone used and orphans (a delete marker: the lake is versioned).
@@ -111,6 +111,26 @@ class MaintenanceConstruct(Construct):
                 max_event_age=Duration.hours(1),
             ),
         )
+        self.report_schedule = (
+            scheduler.Schedule(
+                self,
+                "ReportSchedule",
+                description="icegate: bring the HTML quality report up to date with the ledger, if it moved",
+                schedule=scheduler.ScheduleExpression.expression(
+                    settings.report_schedule, TimeZone.of(settings.schedule_timezone)
+                ),
+                target=targets.LambdaInvoke(
+                    self.function,
+                    input=scheduler.ScheduleTargetInput.from_object({REFRESH_REPORT: True}),
+                    role=scheduler_role,
+                    retry_attempts=3,
+                    # The next run does the same: an old refresh event is worth nothing.
+                    max_event_age=Duration.minutes(15),
+                ),
+            )
+            if settings.report_schedule
+            else None
+        )
         suppress(
             default_policy(scheduler_role),
             "AwsSolutions-IAM5",
@@ -130,7 +150,7 @@ class MaintenanceConstruct(Construct):
             evaluation_periods=1,
             comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
             treat_missing_data=cw.TreatMissingData.NOT_BREACHING,  # no run this hour is not a failure
-            alarm_description="icegate: scheduled table maintenance failed; its log names the tables and why",
+            alarm_description="icegate: scheduled table maintenance (or report refresh) failed; its log says why",
         )
         if topic_arn:
             topic = sns.Topic.from_topic_arn(self, "AlarmTopic", topic_arn)
@@ -162,6 +182,16 @@ class MaintenanceConstruct(Construct):
                 nag_resource(self, storage.lake_objects_arn(WAREHOUSE_PREFIX)),
                 nag_resource(self, catalog.tables_arn),
             ],
+            apply_to_children=True,
+        )
+        # The report refresh: read the page (which ledger snapshot it shows), write it anew.
+        reports = storage.lake_bucket.arn_for_objects(f"{REPORTS_PREFIX}/*")
+        role.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject", "s3:PutObject"], resources=[reports]))
+        suppress(
+            default_policy(role),
+            "AwsSolutions-IAM5",
+            "The report refresh reads and rewrites the HTML quality report under reports/ only.",
+            applies_to=[nag_resource(self, reports)],
             apply_to_children=True,
         )
         suppress(

@@ -16,7 +16,7 @@ from cdk.monitoring_construct import MonitoringConstruct
 from cdk.state_machine_construct import StateMachineConstruct
 from cdk.storage_construct import StorageConstruct
 from cdk.trigger_construct import TriggerConstruct
-from icegate.constants import LOAD
+from icegate.constants import DEAD_LETTER, LOAD
 
 
 class PipelineStack(Stack):
@@ -69,6 +69,10 @@ class PipelineStack(Stack):
             log_retention_days=self.config.log_retention_days,
             max_file_bytes=self.config.max_file_bytes,
             landing_kms_key_arns=self.config.landing_kms_key_arns,
+            reserved_concurrency={
+                LOAD: self.config.loader_concurrency,
+                DEAD_LETTER: self.config.dead_letter_concurrency,
+            },
         )
 
     def _build_state_machine(self) -> StateMachineConstruct:

@@ -15,25 +15,26 @@ from cdk.nag import default_policy, nag_resource, suppress
 from icegate.constants import (
     DEAD_LETTER,
     GATE,
+    LAMBDA_SERVICE_ERRORS,
+    LAMBDA_SERVICE_RETRY,
+    LAMBDA_THROTTLING_ERRORS,
+    LAMBDA_THROTTLING_RETRY,
     LOAD,
     PARSE,
     SCORE,
     TRANSIENT_ERRORS,
-    TRANSIENT_RETRIES,
-    TRANSIENT_RETRY_BACKOFF_RATE,
-    TRANSIENT_RETRY_INTERVAL_SECONDS,
-    TRANSIENT_RETRY_MAX_DELAY_SECONDS,
+    TRANSIENT_RETRY,
     VALIDATE,
+    RetryBudget,
 )
 
-#: Errors of the Lambda service itself (not of our code): always worth retrying. TooManyRequests is the
-#: account's concurrency limit under a burst; ClientExecutionTimeout is the invoke call timing out.
-LAMBDA_SERVICE_ERRORS = (
-    "Lambda.ServiceException",
-    "Lambda.AWSLambdaException",
-    "Lambda.SdkClientException",
-    "Lambda.TooManyRequestsException",
-    "Lambda.ClientExecutionTimeoutException",
+#: Every task's retriers, in the order Step Functions tries them (the first whose ErrorEquals matches counts
+#: its own attempts): throttling (the burst's queue: a long budget), the Lambda service's other errors (a
+#: few minutes), our transient errors (``icegate.errors.TransientError``, the budget the local runner shares).
+RETRIERS: tuple[tuple[tuple[str, ...], RetryBudget], ...] = (
+    (LAMBDA_THROTTLING_ERRORS, LAMBDA_THROTTLING_RETRY),
+    (LAMBDA_SERVICE_ERRORS, LAMBDA_SERVICE_RETRY),
+    (TRANSIENT_ERRORS, TRANSIENT_RETRY),
 )
 #: ``icegate.errors.QualityGateFailed``: the error name the gate reports (cdk/ may not import icegate.errors).
 QUALITY_GATE_FAILED = "QualityGateFailed"
@@ -160,22 +161,16 @@ class StateMachineConstruct(Construct):
             retry_on_service_exceptions=False,
             result_path=result_path,
         )
-        task.add_retry(
-            errors=list(LAMBDA_SERVICE_ERRORS),
-            interval=Duration.seconds(2),
-            max_attempts=6,
-            backoff_rate=2,
-            max_delay=Duration.seconds(60),
-            jitter_strategy=sfn.JitterType.FULL,
-        )
-        task.add_retry(
-            errors=list(TRANSIENT_ERRORS),
-            interval=Duration.seconds(TRANSIENT_RETRY_INTERVAL_SECONDS),
-            max_attempts=TRANSIENT_RETRIES,
-            backoff_rate=TRANSIENT_RETRY_BACKOFF_RATE,
-            max_delay=Duration.seconds(TRANSIENT_RETRY_MAX_DELAY_SECONDS),
-            jitter_strategy=sfn.JitterType.FULL,
-        )
+        for errors, budget in RETRIERS:
+            task.add_retry(
+                errors=list(errors),
+                interval=Duration.seconds(budget.interval_seconds),
+                max_attempts=budget.retries,
+                backoff_rate=budget.backoff_rate,
+                max_delay=Duration.seconds(budget.max_delay_seconds),
+                # Full jitter: a burst's throttled tasks must not all come back in the same second.
+                jitter_strategy=sfn.JitterType.FULL,
+            )
         return task
 
     def _mark_failed(self, stage: str, dead_letter: tasks.LambdaInvoke) -> sfn.Pass:

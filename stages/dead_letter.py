@@ -29,6 +29,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if entry.copy_error:  # error.json is filed, but the source itself is not in dlq/
         logger.error("source not copied to the DLQ", extra={"copy_error": entry.copy_error})
         metrics.add_metric(name="DeadLetterCopyFailed", unit=MetricUnit.Count, value=1)
-    # The latest quality report, rebuilt from the ledger after every file (see the README).
+    # The quality report, rebuilt from the ledger unless it is younger than ICEGATE_REPORT_MIN_INTERVAL_SECONDS.
     publish_quietly(load_settings(), storage())
     return entry.to_dict()

@@ -32,6 +32,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     metrics.add_metric(name="RowsInserted", unit=MetricUnit.Count, value=loaded.load.inserted)
     metrics.add_metric(name="RowsSkipped", unit=MetricUnit.Count, value=loaded.load.skipped)
     logger.info("loaded", extra={"load": loaded.load.to_dict()})
-    # The latest quality report, rebuilt from the ledger after every file (see the README).
+    # The quality report, rebuilt from the ledger unless it is younger than ICEGATE_REPORT_MIN_INTERVAL_SECONDS.
     publish_quietly(settings, files)
     return loaded.to_dict()

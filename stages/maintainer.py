@@ -2,6 +2,8 @@
 
 The event is the schedule's input (``icegate.lake.maintain.MaintenanceRequest``: ages, retain_last);
 the tables are whatever the catalog lists, so a table the loader creates later is maintained too.
+A second, frequent schedule sends ``{"refresh_report": true}``: bring the HTML report up to date with the
+ledger (what the stages skipped within a burst), which costs a catalog call when it already is.
 """
 
 from __future__ import annotations
@@ -12,18 +14,26 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from icegate.constants import REFRESH_REPORT
 from icegate.lake import build_catalog
 from icegate.lake.maintain import MaintenanceIncomplete, MaintenanceReport, MaintenanceRequest, maintain_namespace
+from icegate.report import refresh
 from icegate.settings import load_settings
-from stages._powertools import logger, metrics, tracer
+from stages._powertools import logger, metrics, storage, tracer
 
 
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 @logger.inject_lambda_context(log_event=True, clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    request = MaintenanceRequest.from_dict(event)
     settings = load_settings()
+    if event.get(REFRESH_REPORT):
+        # Not quiet, unlike the stages: a failure here is this run's error (the function's Errors metric).
+        published = refresh(build_catalog(settings), settings, storage())
+        logger.info("report refreshed" if published else "report already current", extra={"report": published})
+        metrics.add_metric(name="ReportsRefreshed", unit=MetricUnit.Count, value=int(published is not None))
+        return {"report": published}
+    request = MaintenanceRequest.from_dict(event)
     try:
         reports = maintain_namespace(build_catalog(settings), settings.namespace, request)
     except MaintenanceIncomplete as exc:

@@ -6,6 +6,7 @@ data libraries.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
 
 #: The stages in execution order, as the state machine and the local runner name them.
@@ -27,6 +28,9 @@ HANDLERS: Final[dict[str, str]] = {
 
 #: Table upkeep, outside the ingestion state machine: a scheduled function on the same image.
 MAINTAIN: Final = "maintain"
+#: The key of the maintainer's other scheduled event, ``{"refresh_report": true}``: rebuild the HTML report if
+#: the ledger moved since it was drawn (``icegate.report.refresh``), maintain nothing.
+REFRESH_REPORT: Final = "refresh_report"
 #: Handlers that run on a schedule rather than as an ingestion stage (kept apart from ``HANDLERS``, which the
 #: state machine, the stage sizing and the per-stage settings are built from).
 UPKEEP_HANDLERS: Final[dict[str, str]] = {MAINTAIN: "stages.maintainer.handler"}
@@ -72,10 +76,65 @@ ENV_NAMESPACE: Final = "ICEGATE_NAMESPACE"
 ENV_MAX_BYTES: Final = "ICEGATE_MAX_BYTES"
 ENV_MAX_UNCOMPRESSED_BYTES: Final = "ICEGATE_MAX_UNCOMPRESSED_BYTES"
 
-#: Retry of transient errors, shared by the state machine's Retry and the local runner: this many
-#: retries after the first attempt (Step Functions' MaxAttempts), waits growing from the interval by
-#: the rate up to the cap, each drawn with full jitter.
-TRANSIENT_RETRIES: Final = 5
-TRANSIENT_RETRY_INTERVAL_SECONDS: Final = 5
-TRANSIENT_RETRY_BACKOFF_RATE: Final = 2.0
-TRANSIENT_RETRY_MAX_DELAY_SECONDS: Final = 120
+
+@dataclass(frozen=True)
+class RetryBudget:
+    """One retry policy: ``retries`` after the first attempt (Step Functions' MaxAttempts), each wait drawn
+    with full jitter from ``[0, min(interval * rate ** n, max_delay)]``.
+
+    With full jitter the waits of many retries add up to about half their ceilings, tightly: the sum of 50
+    waits capped at 60 s is 25 min +- 2 min. ``expected_wait_seconds`` is therefore how long a retrier
+    really rides out a condition before it gives up, ``longest_wait_seconds`` its bound.
+    """
+
+    retries: int
+    interval_seconds: int
+    backoff_rate: float
+    max_delay_seconds: int
+
+    def ceiling(self, retry: int) -> float:
+        """The longest wait before retry number ``retry`` (0 = the first retry)."""
+        return float(min(self.interval_seconds * self.backoff_rate**retry, self.max_delay_seconds))
+
+    @property
+    def longest_wait_seconds(self) -> float:
+        return sum(self.ceiling(retry) for retry in range(self.retries))
+
+    @property
+    def expected_wait_seconds(self) -> float:
+        return self.longest_wait_seconds / 2
+
+
+# Retry budgets, all in one place (README "Bursts" explains the sizing; tests/infra pins the state machine to
+# these and the local runner uses TRANSIENT_RETRY).
+
+#: The Lambda service refusing an invoke because the function's reserved concurrency (the loader's
+#: ``loader_concurrency``) or the account's is in use: in a burst this is the *queue*. A throttled task waits
+#: until a slot frees, so the budget covers draining a burst: 1 000 files through 10 loaders at ~15 s each
+#: take ~25 min; 120 retries ride out ~58 min (at most ~1 h 56 min). A retry is one state transition.
+LAMBDA_THROTTLING_ERRORS: Final = ("Lambda.TooManyRequestsException",)
+LAMBDA_THROTTLING_RETRY: Final = RetryBudget(retries=120, interval_seconds=2, backoff_rate=2.0, max_delay_seconds=60)
+#: Errors of the Lambda service itself (not of our code), which a burst makes likelier (scaling out, the
+#: invoke call timing out): a few minutes of retries (~4 min expected, at most ~8 min).
+LAMBDA_SERVICE_ERRORS: Final = (
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.ClientExecutionTimeoutException",
+)
+LAMBDA_SERVICE_RETRY: Final = RetryBudget(retries=12, interval_seconds=2, backoff_rate=2.0, max_delay_seconds=60)
+
+#: Retry of transient errors (``TRANSIENT_ERRORS``), shared by the state machine's Retry and the local
+#: runner: ~77 s expected over 5 retries (at most 155 s). Each retry of a CommitConflict is another
+#: COMMIT_ATTEMPTS inside the loader, so a file gets (5 + 1) x 8 = 48 commit attempts against at most
+#: ``loader_concurrency`` - 1 rivals.
+TRANSIENT_RETRY: Final = RetryBudget(retries=5, interval_seconds=5, backoff_rate=2.0, max_delay_seconds=120)
+TRANSIENT_RETRIES: Final = TRANSIENT_RETRY.retries
+TRANSIENT_RETRY_INTERVAL_SECONDS: Final = TRANSIENT_RETRY.interval_seconds
+TRANSIENT_RETRY_BACKOFF_RATE: Final = TRANSIENT_RETRY.backoff_rate
+TRANSIENT_RETRY_MAX_DELAY_SECONDS: Final = TRANSIENT_RETRY.max_delay_seconds
+
+#: The loader's own commit loop (``ICEGATE_COMMIT_ATTEMPTS``, ``icegate.lake.commit``): attempts before it
+#: raises CommitConflict, and the first backoff (doubling, full jitter, capped at 2 s by the commit loop).
+COMMIT_ATTEMPTS: Final = 8
+COMMIT_BACKOFF_SECONDS: Final = 0.05

@@ -3,14 +3,20 @@
 Everything the page needs is inside it (data as JSON, CSS, and the JavaScript that draws SVG charts),
 so it opens offline, from a laptop or from S3, with no CDN. The aggregations are done here, in
 Python, and embedded; the page only draws them.
+
+In the cloud the stages that end a file's story publish it (:func:`publish_quietly`), at most once per
+``report_min_interval_seconds``: in a burst of 1 000 files that is one full ledger read a minute rather than
+1 000. What a skip leaves out, the next file brings in, or the scheduled :func:`refresh`, which rebuilds
+the page only when the ledger moved since it was drawn (the page names the ledger snapshot it shows).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +24,7 @@ import polars as pl
 
 from icegate.constants import REPORTS_PREFIX
 from icegate.dimensions import QUALITY_DIMENSIONS
+from icegate.errors import SourceNotFound
 from icegate.lake.ledger import ROLLED_BACK, SCORE_COLUMN_PREFIX
 from icegate.ledger import live_loads
 from icegate.storage import Storage, is_s3, join, split_s3
@@ -35,6 +42,10 @@ REPORT_NAME = "icegate-report.html"
 MAX_FILES = 2000
 TOP_CHECKS = 12
 _PLACEHOLDER = "/*__ICEGATE_DATA__*/null"
+#: In the page's head: the ledger snapshot the page was drawn from ("" for no ledger yet), so that a refresh
+#: can tell a current page from a stale one without reading the ledger.
+_SNAPSHOT_META = '<meta name="icegate-ledger-snapshot" content="{}">'
+_SNAPSHOT_META_PATTERN = re.compile(r'<meta name="icegate-ledger-snapshot" content="(\d*)">')
 
 
 def report_data(history: pl.DataFrame, *, title: str, now: datetime | None = None) -> dict[str, Any]:
@@ -93,36 +104,91 @@ def build(catalog: Catalog, settings: Settings, *, now: datetime | None = None) 
     """The report of the whole ledger, as HTML."""
     from icegate import ledger
 
+    # Read before the rows: a commit in between makes the page look older than it is (refreshed once more),
+    # never newer.
+    snapshot = ledger_snapshot(catalog, settings.namespace)
     rows = ledger.history(catalog, settings.namespace)
-    return render(report_data(rows, title=f"icegate quality report — {settings.lake_root}", now=now))
+    data = report_data(rows, title=f"icegate quality report — {settings.lake_root}", now=now)
+    return render(data, ledger_snapshot=snapshot)
+
+
+def ledger_snapshot(catalog: Catalog, namespace: str) -> int | None:
+    """The ledger's current snapshot id (``None`` before its first row): one catalog call, no data read."""
+    from icegate.lake.ledger import ledger_table
+
+    table = ledger_table(catalog, namespace, create=False)
+    return None if table is None else table.metadata.current_snapshot_id
+
+
+def report_location(settings: Settings) -> str:
+    """``<lake>/reports/icegate-report.html``."""
+    return join(settings.lake_path(REPORTS_PREFIX), REPORT_NAME)
 
 
 def publish(catalog: Catalog, settings: Settings, storage: Storage) -> str:
-    """Write the report to ``<lake>/reports/icegate-report.html``; returns where."""
-    target = join(settings.lake_path(REPORTS_PREFIX), REPORT_NAME)
+    """Write the report to :func:`report_location`; returns where."""
+    target = report_location(settings)
     storage.write_bytes(target, build(catalog, settings).encode("utf-8"))
     return target
 
 
-def publish_quietly(settings: Settings, storage: Storage, catalog: Catalog | None = None) -> str | None:
-    """:func:`publish`, for the stage Lambdas after each file: a failure is logged, never raised (the
-    file's outcome is decided and recorded; the next file's publication brings the report up to date)."""
+def publish_quietly(
+    settings: Settings, storage: Storage, catalog: Catalog | None = None, *, now: datetime | None = None
+) -> str | None:
+    """:func:`publish`, for the stage Lambdas after each file, unless the report was written less than
+    ``settings.report_min_interval_seconds`` ago (then ``None``: the next file or the scheduled
+    :func:`refresh` brings this outcome in). A failure is logged, never raised: the file's outcome is
+    decided and recorded, and the next publication brings the report up to date."""
     from icegate.lake import build_catalog
 
     try:
+        target = report_location(settings)
+        if _written_within(storage, target, settings.report_min_interval_seconds, now or datetime.now(UTC)):
+            log.info(
+                "the quality report was rebuilt less than %d s ago; the next file or the scheduled refresh "
+                "brings this outcome in",
+                settings.report_min_interval_seconds,
+            )
+            return None
         return publish(catalog or build_catalog(settings), settings, storage)
     except Exception:
         log.warning("could not publish the quality report", exc_info=True)
         return None
 
 
-def render(data: dict[str, Any]) -> str:
-    """The HTML page with ``data`` embedded (safe inside a script element)."""
+def refresh(catalog: Catalog, settings: Settings, storage: Storage) -> str | None:
+    """Rebuild the report when the ledger moved since the page was drawn (or there is no page); ``None``
+    when it is current. Costs one catalog call and one read of the page when there is nothing to do."""
+    target = report_location(settings)
+    try:
+        found = _SNAPSHOT_META_PATTERN.search(storage.read_bytes(target).decode("utf-8", errors="replace"))
+    except SourceNotFound:
+        found = None
+    current = ledger_snapshot(catalog, settings.namespace)
+    if found is not None and found.group(1) == ("" if current is None else str(current)):
+        return None
+    return publish(catalog, settings, storage)
+
+
+def _written_within(storage: Storage, target: str, seconds: int, now: datetime) -> bool:
+    if seconds <= 0:
+        return False
+    try:
+        written = storage.stat(target).last_modified
+    except SourceNotFound:
+        return False
+    # A clock behind S3's (written "in the future") counts as just written.
+    return now - written < timedelta(seconds=seconds)
+
+
+def render(data: dict[str, Any], *, ledger_snapshot: int | None = None) -> str:
+    """The HTML page with ``data`` embedded (safe inside a script element), naming the ledger snapshot."""
     template = resources.files("icegate").joinpath("templates/report.html").read_text(encoding="utf-8")
     payload = json.dumps(data, ensure_ascii=False, default=str)
     # "</script>" or "<!--" inside a string must not end the script element.
     payload = payload.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-    return template.replace(_PLACEHOLDER, payload, 1)
+    meta = _SNAPSHOT_META.format("" if ledger_snapshot is None else ledger_snapshot)
+    return template.replace("<head>\n", f"<head>\n{meta}\n", 1).replace(_PLACEHOLDER, payload, 1)
 
 
 def _file_row(row: dict[str, Any]) -> dict[str, Any]:

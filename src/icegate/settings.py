@@ -16,7 +16,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from icegate.constants import CATALOG_DB, ENV_PREFIX, WAREHOUSE_PREFIX
+from icegate.constants import CATALOG_DB, COMMIT_ATTEMPTS, COMMIT_BACKOFF_SECONDS, ENV_PREFIX, WAREHOUSE_PREFIX
 from icegate.dimensions import QUALITY_DIMENSIONS
 from icegate.sizing import DEFAULT_MAX_INPUT_BYTES
 
@@ -67,15 +67,24 @@ class Settings:
     quality_floors: Mapping[str, float] = field(default_factory=dict)
     #: Threshold overrides by dataset name (``ICEGATE_QUALITY_THRESHOLD_<DATASET>``).
     quality_thresholds: Mapping[str, float] = field(default_factory=dict)
-    #: Attempts of the loader's own commit loop before it raises ``CommitConflict``.
-    commit_attempts: int = 8
-    commit_backoff_seconds: float = 0.05
+    #: Attempts of the loader's own commit loop before it raises ``CommitConflict`` (the retry budgets live
+    #: together in ``icegate.constants``).
+    commit_attempts: int = COMMIT_ATTEMPTS
+    commit_backoff_seconds: float = COMMIT_BACKOFF_SECONDS
     #: Most files one loader commits together (its own and those waiting for the same table).
     group_max_files: int = 50
     #: Region (ISO 3166 code) a phone number written without ``+`` is read in.
     phone_region: str = "US"
+    #: The stage Lambdas rebuild the HTML report after a file only when it is older than this (a burst would
+    #: otherwise read the whole ledger once per file); 0 rebuilds after every file (``icegate.report``).
+    report_min_interval_seconds: int = 60
 
     def __post_init__(self) -> None:
+        if self.report_min_interval_seconds < 0:
+            raise ValueError(
+                f"{ENV_PREFIX}REPORT_MIN_INTERVAL_SECONDS={self.report_min_interval_seconds} must be 0 (rebuild the "
+                "report after every file) or a number of seconds"
+            )
         import phonenumbers  # here: its 70 ms import is not paid by `icegate --help`
 
         if self.phone_region not in phonenumbers.SUPPORTED_REGIONS:

@@ -30,6 +30,32 @@ CATALOG_TRANSIENT_CODES = frozenset(
         "ServiceUnavailableException",
     }
 )
+#: What botocore's own retry (standard mode, ``botocore.retries.standard``) treats as throttled or transient,
+#: for any AWS service. Such an error reaching us means botocore's few quick retries ran out while the service
+#: was still busy — exactly a burst's condition, which the longer Retry of the state machine then rides out.
+_BOTOCORE_RETRYABLE_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "TransactionInProgressException",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "LimitExceededException",
+        "RequestThrottled",
+        "SlowDown",
+        "PriorRequestNotComplete",
+        "EC2ThrottledException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
+#: HTTP statuses botocore retries whatever the error code (a gateway's 502/504 has no AWS code: botocore then
+#: names the error by its status), and 429, the generic "too many requests".
+_RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 #: A ``ClientError`` of these operations is the Glue catalog's (S3's are GetObject, PutObject, ...).
 _CATALOG_OPERATION = re.compile(r"(?:Table|Database|Partition)s?$")
 #: pyarrow's S3 filesystem does not use botocore: its errors are ``OSError`` with the AWS SDK's error type
@@ -62,11 +88,12 @@ def as_transient(exc: BaseException, *, file: str | None = None) -> TransientErr
     detail = f"{name}: {exc}"
     code = _client_error_code(exc)
     if code is not None:
+        retryable = code in _BOTOCORE_RETRYABLE_CODES or _http_status(exc) in _RETRYABLE_STATUS
         if _CATALOG_OPERATION.search(str(getattr(exc, "operation_name", ""))):
-            if code in CATALOG_TRANSIENT_CODES:
+            if code in CATALOG_TRANSIENT_CODES or retryable:
                 return CatalogUnavailable(f"the catalog is busy or throttled ({detail}); retry later", file=file)
             return None
-        if code in S3_TRANSIENT_CODES:
+        if code in S3_TRANSIENT_CODES or retryable:
             return StorageUnavailable(f"S3 throttled or failed ({detail}); retry later", file=file)
         return None
     if module.startswith("botocore") and name in _BOTOCORE_CONNECTION:
@@ -93,3 +120,10 @@ def _client_error_code(exc: BaseException) -> str | None:
     if not isinstance(response, dict) or not isinstance(response.get("Error"), dict):
         return None
     return str(response["Error"].get("Code", ""))
+
+
+def _http_status(exc: BaseException) -> int | None:
+    response: Any = getattr(exc, "response", None)
+    metadata = response.get("ResponseMetadata") if isinstance(response, dict) else None
+    status = metadata.get("HTTPStatusCode") if isinstance(metadata, dict) else None
+    return status if isinstance(status, int) else None

@@ -65,9 +65,10 @@ def _expected_data_grants(synth: Synth) -> dict[str, set[tuple[str, str]]]:
         | _pairs(READ, [ledger_files])
         | _pairs({"s3:ListBucket"}, [lake]),
         # Group commit: it announces its file under processing/_waiting/ and removes the entries it committed.
+        # The report: a HEAD tells its age (rebuilt only when older than the minimum interval), then a PUT.
         LOAD: _pairs(READ, [processing])
         | _pairs(WRITE | DELETE, [f"{lake}/{PROCESSING_PREFIX}/{WAITING_FOLDER}/*"])
-        | _pairs(WRITE, [reports])
+        | _pairs(READ | WRITE, [reports])
         | _pairs(READ | WRITE | DELETE, [warehouse])
         | _pairs({"s3:ListBucket"}, [lake])
         | _pairs(GLUE, [f"{glue}:catalog", f"{glue}:database/{database}", f"{glue}:table/{database}/*"]),
@@ -81,7 +82,7 @@ def _expected_data_grants(synth: Synth) -> dict[str, set[tuple[str, str]]]:
         # It records the dead-lettered outcome in the ledger table (never a dataset's) and rewrites the report.
         | _pairs(GLUE, [catalog, tables, ledger_table])
         | _pairs(READ | WRITE | DELETE, [ledger_files])
-        | _pairs(WRITE, [reports]),
+        | _pairs(READ | WRITE, [reports]),
     }
 
 

@@ -9,15 +9,16 @@ import pytest
 from infra_support import IMPORTED_CONTEXT, Synth, synthesise
 
 from cdk.config import MaintenanceSettings, PipelineConfig
-from icegate.constants import WAREHOUSE_PREFIX
+from icegate.constants import REFRESH_REPORT, REPORTS_PREFIX, WAREHOUSE_PREFIX
 from icegate.lake.maintain import MIN_ORPHAN_AGE, MaintenanceRequest
 
 XRAY_AND_LOGS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords", "logs:CreateLogStream", "logs:PutLogEvents"}
 
 
 def _schedule(synth: Synth) -> dict[str, Any]:
-    (schedule,) = synth.resources("AWS::Scheduler::Schedule").values()
-    return dict(schedule["Properties"])
+    """The nightly maintenance schedule (the other one refreshes the report)."""
+    logical_id = synth.logical_id(synth.stack.maintenance.schedule.schedule_arn)
+    return dict(synth.doc["Resources"][logical_id]["Properties"])
 
 
 def test_the_schedule_invokes_the_maintainer_with_the_configured_request(any_synth: Synth) -> None:
@@ -46,6 +47,22 @@ def test_the_schedule_invokes_the_maintainer_with_the_configured_request(any_syn
     }
 
 
+def test_the_report_schedule_asks_the_maintainer_to_refresh_the_report(any_synth: Synth) -> None:
+    # GIVEN the stack's maintenance settings
+    settings = any_synth.stack.config.maintenance
+    assert any_synth.stack.maintenance.report_schedule is not None
+    logical_id = any_synth.logical_id(any_synth.stack.maintenance.report_schedule.schedule_arn)
+    # WHEN we read the second schedule
+    schedule = any_synth.doc["Resources"][logical_id]["Properties"]
+    # THEN it invokes the maintainer every 15 minutes with the refresh event (no maintenance), and drops an
+    # event the next run supersedes anyway
+    assert schedule["ScheduleExpression"] == settings.report_schedule == "rate(15 minutes)"
+    assert schedule["State"] == "ENABLED"
+    assert schedule["Target"]["Arn"] == {"Fn::GetAtt": [any_synth.maintainer, "Arn"]}
+    assert json.loads(schedule["Target"]["Input"]) == {REFRESH_REPORT: True}
+    assert schedule["Target"]["RetryPolicy"]["MaximumEventAgeInSeconds"] == 15 * 60
+
+
 def test_context_sets_the_schedule_ages_and_the_maintainer_size(tmp_path: Any) -> None:
     # GIVEN maintenance context given on the command line (strings)
     synth = synthesise(
@@ -58,6 +75,7 @@ def test_context_sets_the_schedule_ages_and_the_maintainer_size(tmp_path: Any) -
                     "orphan_after_days": 1,
                     "target_file_size_mb": 256,
                     "memory_mb": 6144,
+                    "report_schedule": "",
                 }
             ),
         },
@@ -78,6 +96,9 @@ def test_context_sets_the_schedule_ages_and_the_maintainer_size(tmp_path: Any) -
     assert function["Timeout"] == MaintenanceSettings().timeout_seconds
     # AND one maintainer runs at a time (two would fight over the same commits)
     assert function["ReservedConcurrentExecutions"] == 1
+    # AND with an empty report_schedule there is no report refresh schedule, only the maintenance one
+    assert synth.stack.maintenance.report_schedule is None
+    assert len(synth.resources("AWS::Scheduler::Schedule")) == 1
 
 
 @pytest.mark.parametrize(
@@ -86,6 +107,7 @@ def test_context_sets_the_schedule_ages_and_the_maintainer_size(tmp_path: Any) -
         pytest.param({"orphan_after_days": 0}, "orphan_after_days", id="orphans-younger-than-a-day"),
         pytest.param({"schedule": "every night"}, "schedule", id="not-an-expression"),
         pytest.param({"retain_last": 0}, "retain_last", id="keep-no-snapshot"),
+        pytest.param({"report_schedule": "every 15 minutes"}, "report_schedule", id="report-not-an-expression"),
         pytest.param({"cadence": "daily"}, "unknown keys", id="typo"),
     ],
 )
@@ -120,9 +142,11 @@ def test_the_maintainer_role_holds_exactly_what_maintain_needs(any_synth: Synth)
     # WHEN we leave out its own logs and X-Ray
     data = {(a, r) for a, r in grants if a not in XRAY_AND_LOGS}
     # THEN it reads, writes and deletes under warehouse/ only, lists the lake, and lists/loads/commits the
-    # database's tables: never CreateTable or CreateDatabase, nothing in processing/, dlq/ or landing
+    # database's tables: never CreateTable or CreateDatabase, nothing in processing/, dlq/ or landing;
+    # and it reads and rewrites the HTML report (the report schedule), nothing else under reports/
     expected = {
         *((a, f"{lake}/{WAREHOUSE_PREFIX}/*") for a in ("s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload")),
+        *((a, f"{lake}/{REPORTS_PREFIX}/*") for a in ("s3:GetObject", "s3:PutObject")),
         ("s3:DeleteObject", f"{lake}/{WAREHOUSE_PREFIX}/*"),
         ("s3:ListBucket", lake),
         *(

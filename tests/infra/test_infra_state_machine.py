@@ -8,9 +8,19 @@ from typing import Any
 import pytest
 from infra_support import Synth
 
-from cdk.state_machine_construct import LAMBDA_SERVICE_ERRORS, QUALITY_GATE_FAILED, TASK_NAMES
+from cdk.state_machine_construct import QUALITY_GATE_FAILED, TASK_NAMES
 from icegate import errors
-from icegate.constants import DEAD_LETTER, GATE, LOAD, PARSE, SCORE, TRANSIENT_ERRORS, VALIDATE
+from icegate.constants import (
+    DEAD_LETTER,
+    GATE,
+    LAMBDA_SERVICE_ERRORS,
+    LAMBDA_THROTTLING_ERRORS,
+    LOAD,
+    PARSE,
+    SCORE,
+    TRANSIENT_ERRORS,
+    VALIDATE,
+)
 
 STAGE_TASKS = [(PARSE, "Parse"), (VALIDATE, "Validate"), (SCORE, "Score"), (LOAD, "Load")]
 
@@ -77,13 +87,18 @@ def test_each_task_invokes_its_stage_function_with_explicit_retries(imported: Sy
     assert task["Resource"].endswith(f":function:{imported.functions_by_stage[stage]}")
     assert "Parameters" not in task
     assert "OutputPath" not in task
-    # AND it retries exactly: the Lambda service's errors, then our transient errors, with backoff + jitter
-    assert [r["ErrorEquals"] for r in task["Retry"]] == [list(LAMBDA_SERVICE_ERRORS), list(TRANSIENT_ERRORS)]
-    # AND the Lambda errors AWS raises under load are among them: the account's concurrency limit during a
-    # burst, and the invoke call timing out
-    lambda_errors = task["Retry"][0]["ErrorEquals"]
-    assert {"Lambda.TooManyRequestsException", "Lambda.ClientExecutionTimeoutException"} <= set(lambda_errors)
-    assert {"CommitConflict", "StorageUnavailable", "CatalogUnavailable"} <= set(task["Retry"][1]["ErrorEquals"])
+    # AND it retries exactly: Lambda throttling, the Lambda service's other errors, then our transient errors,
+    # with backoff + jitter (the budgets: tests/infra/test_infra_bursts.py)
+    assert [r["ErrorEquals"] for r in task["Retry"]] == [
+        list(LAMBDA_THROTTLING_ERRORS),
+        list(LAMBDA_SERVICE_ERRORS),
+        list(TRANSIENT_ERRORS),
+    ]
+    # AND the Lambda errors AWS raises under load are among them: the concurrency limit during a burst, and
+    # the invoke call timing out
+    assert task["Retry"][0]["ErrorEquals"] == ["Lambda.TooManyRequestsException"]
+    assert "Lambda.ClientExecutionTimeoutException" in task["Retry"][1]["ErrorEquals"]
+    assert {"CommitConflict", "StorageUnavailable", "CatalogUnavailable"} <= set(task["Retry"][2]["ErrorEquals"])
     for retrier in task["Retry"]:
         assert retrier["BackoffRate"] > 1
         assert retrier["JitterStrategy"] == "FULL"

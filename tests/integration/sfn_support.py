@@ -124,10 +124,19 @@ class LambdaDispatcher:
     faults: dict[str, list[BaseException]] = field(default_factory=dict)
     #: Stage -> what the handler runs inside (e.g. the credentials of that function's role); default: nothing.
     invoke_as: Callable[[str], AbstractContextManager[object]] | None = None
+    #: Stage -> how many of its next invocations the Lambda service refuses, its concurrency being in use
+    #: (reserved concurrency in a burst); the handler does not run. See :meth:`_throttled`.
+    throttles: dict[str, int] = field(default_factory=dict)
+    #: Stage of every refused invocation, in order.
+    throttled: list[str] = field(default_factory=list)
 
     def __call__(self, parameters: dict[str, Any], region: str, state_credentials: Any) -> dict[str, Any]:
         arn = str(parameters["FunctionName"])
         stage = self.stage_of_function[arn.rsplit(":", 1)[-1]]
+        if self.throttles.get(stage, 0) > 0:
+            self.throttles[stage] -= 1
+            self.throttled.append(stage)
+            return self._throttled()
         self.invocations.append(stage)
         event = json.loads(parameters["Payload"])
         module_name, _, function_name = HANDLERS[stage].rpartition(".")
@@ -155,6 +164,26 @@ class LambdaDispatcher:
                 },
             }
         return {"StatusCode": 200, "ExecutedVersion": "$LATEST", "Payload": payload}
+
+    @staticmethod
+    def _throttled() -> dict[str, Any]:
+        """A throttled invoke, as the state machine sees it: the error ``Lambda.TooManyRequestsException``.
+
+        AWS answers the Invoke call with HTTP 429 and Step Functions names the task's error
+        ``Lambda.TooManyRequestsException``. moto's interpreter names every ``ClientError`` of a task whose
+        Resource is a function ARN ``Exception`` (``state_task_lambda.StateTaskLambda._from_error``), so
+        raising the 429 here would test moto's naming, not our Retry. The error reaches the Retry under its
+        AWS name through the error-document path instead; what runs is the definition's retrier for it.
+        """
+        return {
+            "StatusCode": 200,
+            "FunctionError": "Unhandled",
+            "ExecutedVersion": "$LATEST",
+            "Payload": {
+                "errorMessage": "Rate Exceeded. (Reason: ReservedFunctionConcurrentInvocationLimitExceeded)",
+                "errorType": "Lambda.TooManyRequestsException",
+            },
+        }
 
 
 @dataclass

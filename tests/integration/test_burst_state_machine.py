@@ -1,82 +1,82 @@
-"""A burst under the executed state machine: 50 executions for one table at once, all succeeding.
+"""A burst, executed: the loader's invocations throttled by its reserved concurrency, retried until it loads.
 
-moto's interpreter runs each execution on its own thread and the stage handlers are dispatched
-in-process (``sfn_support``), so the 50 loaders really run side by side and group-commit through the
-lake's ``processing/_waiting/``. The catalog is the SQL catalog (SQLite): its commit is a
-compare-and-swap of the metadata location, as Glue's ``UpdateTable`` with ``VersionId`` is on AWS.
-moto's Glue ignores ``VersionId`` (two concurrent commits both "succeed"), so it cannot show a race and
-is not used here; ``test_glue_catalog`` covers the Glue catalog's commit path itself.
+The synthesised definition runs in moto's Step Functions interpreter with each Lambda dispatched in-process
+to the real handler (``sfn_support``). What moto cannot show: the Lambda service's own 429. Its interpreter
+names any ``ClientError`` of a function-ARN task ``Exception``, so the dispatcher answers a throttled invoke
+with the error *name* AWS reports, ``Lambda.TooManyRequestsException`` (see
+``LambdaDispatcher._throttled``); that the retrier for that name exists, with its budget, on every task is
+asserted on the definition in ``tests/infra/test_infra_bursts.py``. The interpreter's Retry waits are
+recorded, not slept.
 """
 
 from __future__ import annotations
 
 import json
-import time
-import uuid
-from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from icegate.constants import LEDGER_TABLE, PROCESSING_PREFIX, WAITING_FOLDER
-from tests.integration.sfn_support import NAMESPACE, running_pipeline
+from icegate.constants import LAMBDA_SERVICE_RETRY, LAMBDA_THROTTLING_RETRY, TRANSIENT_RETRIES
+from icegate.errors import CommitConflict
+from tests.integration.sfn_support import CloudPipeline, running_pipeline
 
-HEADER = "Search Term,Post ID,Creator,Posted Date,Likes,Comments,Hashtags,Caption,Image Description,Post URL,Status"
-FILES = 50
-ROWS = 20
-BURST_TIMEOUT_SECONDS = 900.0
-
-
-def posts_csv(first: int) -> bytes:
-    """ROWS posts from key ``first``: each file shares half its keys with the next one."""
-    rows = [
-        f"pizza nyc,P{i:06d},creator_{i % 7},2026-01-0{1 + i % 9},{i},{i % 50},#food,Caption {i},A pizza,"
-        f"https://www.instagram.com/p/P{i:06d}/,success"
-        for i in range(first, first + ROWS)
-    ]
-    return ("\n".join([HEADER, *rows]) + "\n").encode()
+POSTS_CSV = "post_results_20260113_175319.csv"
+#: tests/integration/test_state_machine.py: 28 rows - 4 rejected - 1 duplicate key.
+CSV_VALID_KEYS = 23
+HAPPY_PATH = ["parse", "validate", "score", "load"]
 
 
-def test_fifty_concurrent_executions_for_one_table_all_succeed_each_file_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    with running_pipeline(tmp_path, monkeypatch) as cloud:
-        # GIVEN 50 files of one dataset uploaded at once, their keys overlapping by half
-        inputs = [
-            cloud.upload(key, key=f"scrapes/{key}", body=posts_csv(n * ROWS // 2))
-            for n, key in enumerate(f"post_results_20260113_12{n // 60:02d}{n % 60:02d}.csv" for n in range(FILES))
-        ]
+@pytest.fixture
+def cloud_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CloudPipeline]:
+    with running_pipeline(tmp_path, monkeypatch) as pipeline:
+        yield pipeline
 
-        # WHEN 50 executions start together
-        arns = [
-            cloud.sfn.start_execution(
-                stateMachineArn=cloud.state_machine_arn, name=str(uuid.uuid4()), input=json.dumps(execution_input)
-            )["executionArn"]
-            for execution_input in inputs
-        ]
-        deadline = time.monotonic() + BURST_TIMEOUT_SECONDS
-        statuses: dict[str, str] = {}
-        while len(statuses) < FILES and time.monotonic() < deadline:
-            for arn in arns:
-                if arn not in statuses and (status := cloud.sfn.describe_execution(executionArn=arn)["status"]) != (
-                    "RUNNING"
-                ):
-                    statuses[arn] = status
-            time.sleep(0.2)
 
-        # THEN every execution succeeded: none ended in the dead letter
-        assert Counter(statuses.values()) == Counter({"SUCCEEDED": FILES}), cloud.dlq_entries()[:3]
-        # AND every key is stored exactly once
-        posts = cloud.table("posts")
-        expected = (FILES - 1) * ROWS // 2 + ROWS
-        assert posts.height == expected
-        assert posts["post_id"].n_unique() == expected
-        # AND each file has its own snapshot marker and one "loaded" ledger row
-        table = cloud.catalog().load_table((NAMESPACE, "posts"))
-        markers = [s for s in table.metadata.snapshots if s.summary and "icegate.source-sha256" in s.summary]
-        assert len(markers) == FILES
-        ledger = cloud.table(LEDGER_TABLE)
-        assert Counter(ledger.filter(ledger["outcome"] == "loaded")["run_id"]).most_common(1)[0][1] == 1
-        assert (ledger["outcome"] == "loaded").sum() == FILES
-        # AND nothing is left waiting
-        assert cloud.keys(f"{PROCESSING_PREFIX}/{WAITING_FOLDER}/") == []
+@pytest.mark.parametrize(
+    "throttles",
+    [
+        pytest.param(3, id="a-few-throttles"),
+        # More refusals than the Lambda service errors' retrier allows: a burst's queue outlasts it.
+        pytest.param(LAMBDA_SERVICE_RETRY.retries + 3, id="longer-than-the-service-error-budget"),
+    ],
+)
+def test_a_throttled_loader_is_retried_until_it_loads_the_file(cloud_pipeline: CloudPipeline, throttles: int) -> None:
+    # GIVEN a burst: the loader's reserved concurrency is in use, so its next invocations are refused
+    source = cloud_pipeline.upload(POSTS_CSV)
+    cloud_pipeline.dispatcher.throttles["load"] = throttles
+
+    # WHEN the file's execution runs
+    execution = cloud_pipeline.execute(source)
+
+    # THEN the Load task waited its turn (one backoff per refusal, each within the throttling retrier's
+    # ceiling) and the loader ran once, when a slot was free
+    assert execution["status"] == "SUCCEEDED", execution.get("cause")
+    assert cloud_pipeline.dispatcher.throttled == ["load"] * throttles
+    assert cloud_pipeline.dispatcher.invocations == HAPPY_PATH
+    waits = cloud_pipeline.retry_waits
+    assert len(waits) == throttles
+    assert all(0 <= wait <= LAMBDA_THROTTLING_RETRY.ceiling(n) for n, wait in enumerate(waits))
+    # AND the file loaded exactly once, nothing was dead-lettered
+    assert json.loads(execution["output"])["load"]["inserted"] == CSV_VALID_KEYS
+    assert cloud_pipeline.table("posts").height == CSV_VALID_KEYS
+    assert cloud_pipeline.snapshot_count("posts") == 1
+    assert cloud_pipeline.dlq_entries() == []
+
+
+def test_throttling_does_not_spend_the_commit_conflict_budget(cloud_pipeline: CloudPipeline) -> None:
+    # GIVEN a loader first refused by the Lambda service five times, then losing as many commit races as the
+    # transient retrier allows
+    source = cloud_pipeline.upload(POSTS_CSV)
+    cloud_pipeline.dispatcher.faults["load"] = [CommitConflict(f"conflict {n}") for n in range(TRANSIENT_RETRIES)]
+    cloud_pipeline.dispatcher.throttles["load"] = TRANSIENT_RETRIES
+
+    # WHEN the file's execution runs
+    execution = cloud_pipeline.execute(source)
+
+    # THEN each retrier counted only its own errors: the refusals took none of the transient retries, and the
+    # file loaded on the last of them
+    assert execution["status"] == "SUCCEEDED", execution.get("cause")
+    assert cloud_pipeline.dispatcher.invocations == [*HAPPY_PATH, *["load"] * TRANSIENT_RETRIES]
+    assert cloud_pipeline.table("posts").height == CSV_VALID_KEYS
+    assert cloud_pipeline.dlq_entries() == []

@@ -365,8 +365,11 @@ def test_every_outcome_is_recorded_in_the_ledger_and_the_report_under_each_role(
     assert deployed.pipeline.keys(report_key) == [report_key]
     deployed.pipeline.s3.delete_object(Bucket=LAKE, Key=report_key)
 
-    # WHEN the same object runs again (a duplicate event), then a bad file
+    # WHEN the same object runs again (a duplicate event), then a bad file; the report is removed before each,
+    # so that the stage must write it (within ICEGATE_REPORT_MIN_INTERVAL_SECONDS of the last one it would
+    # rightly skip the rebuild, after a HEAD of the page)
     again = deployed.run(good)
+    deployed.pipeline.s3.delete_object(Bucket=LAKE, Key=report_key)
     bad = deployed.run(deployed.pipeline.upload(MISSING_COLUMNS))
 
     # THEN the ledger holds one row per execution: the rerun answered by the parser from the ledger before any

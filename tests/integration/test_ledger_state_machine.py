@@ -9,13 +9,18 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from icegate.constants import REPORTS_PREFIX
+from icegate.constants import REFRESH_REPORT, REPORTS_PREFIX
 from icegate.lake.ledger import LEDGER_TABLE
 from icegate.report import REPORT_NAME
-from tests.integration.sfn_support import LAKE, CloudPipeline, running_pipeline
+from stages import maintainer
+from tests.integration.sfn_support import LAKE, CloudPipeline, FakeLambdaContext, running_pipeline
 
 POSTS_CSV = "post_results_20260113_175319.csv"
 MISSING_COLUMNS = "post_results_20260116_120000.csv"
+#: The scheduled maintainer, invoked by the report schedule.
+REFRESH_CONTEXT = FakeLambdaContext(
+    function_name="maintainer", invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:maintainer"
+)
 
 
 @pytest.fixture
@@ -61,8 +66,11 @@ def test_executions_record_loaded_already_loaded_and_dead_lettered(cloud_pipelin
     dead = rows.row(2, named=True)
     assert dead["error_uri"] == f"s3://{LAKE}/dlq/posts/{bad['name']}/error.json"
 
-    # AND the latest report sits in s3://<lake>/reports/, listing all three outcomes
+    # AND the report sits in s3://<lake>/reports/; the stages rebuild it at most once per
+    # ICEGATE_REPORT_MIN_INTERVAL_SECONDS, and the report schedule's run brings it up to date: all three outcomes
     report_key = f"{REPORTS_PREFIX}/{REPORT_NAME}"
+    assert cloud_pipeline.keys(report_key) == [report_key]
+    maintainer.handler({REFRESH_REPORT: True}, REFRESH_CONTEXT)
     page = cloud_pipeline.s3.get_object(Bucket=LAKE, Key=report_key)["Body"].read().decode()
     for row in rows.iter_rows(named=True):
         assert row["run_id"] in page

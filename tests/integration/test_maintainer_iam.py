@@ -13,11 +13,12 @@ from __future__ import annotations
 import boto3
 import pytest
 
-from icegate.constants import LEDGER_TABLE
+from icegate.constants import LEDGER_TABLE, REFRESH_REPORT, REPORTS_PREFIX
+from icegate.report import REPORT_NAME
 from stages.maintainer import handler as maintainer_handler
 from tests.integration import test_iam_enforced
 from tests.integration.aws_support import AccessKey, acting_as, create_principal, principal_policy
-from tests.integration.sfn_support import NAMESPACE, FakeLambdaContext, synthesised_definition
+from tests.integration.sfn_support import LAKE, NAMESPACE, FakeLambdaContext, synthesised_definition
 from tests.integration.test_iam_enforced import POSTS_CSV, POSTS_XLSX, Deployed
 
 # The deployed pipeline with one IAM user per stage function, IAM enforced (and its no-drop default).
@@ -26,6 +27,9 @@ dropped = test_iam_enforced.dropped
 
 #: Expire everything but the newest snapshot; orphans at the schedule's minimum age (a day: none here).
 EVENT = {"expire_after_days": 0, "retain_last": 1, "orphan_after_days": 1}
+#: What the report schedule sends.
+REFRESH_EVENT = {REFRESH_REPORT: True}
+REPORT_KEY = f"{REPORTS_PREFIX}/{REPORT_NAME}"
 CONTEXT = FakeLambdaContext(
     function_name="maintainer", invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:maintainer"
 )
@@ -92,3 +96,27 @@ def test_without_a_needed_statement_the_maintainer_fails_and_says_so(
     # THEN it fails (the schedule's run is an error, alarmed and retried) naming the denial
     with acting_as(key), pytest.raises(Exception, match=failure):
         maintainer_handler(EVENT, CONTEXT)
+
+
+def test_the_report_schedule_refreshes_the_report_with_the_maintainers_role_only(deployed: Deployed) -> None:
+    # GIVEN loaded files, and no report in the lake (as after a burst whose last publications were skipped,
+    # or before the first one)
+    _two_loads(deployed)
+    s3 = deployed.pipeline.s3
+    s3.delete_object(Bucket=LAKE, Key=REPORT_KEY)
+    key = _maintainer_key()
+
+    # WHEN the report schedule's event reaches the maintainer, with its own role's statements
+    with acting_as(key):
+        first = maintainer_handler(REFRESH_EVENT, CONTEXT)
+        # AND again, with nothing new in the ledger
+        second = maintainer_handler(REFRESH_EVENT, CONTEXT)
+
+    # THEN the first run publishes the report, drawn from the ledger's current snapshot (s3:PutObject on reports/)
+    assert first == {"report": f"s3://{LAKE}/{REPORT_KEY}"}
+    page = s3.get_object(Bucket=LAKE, Key=REPORT_KEY)["Body"].read().decode()
+    snapshot = deployed.pipeline.catalog().load_table((NAMESPACE, LEDGER_TABLE)).metadata.current_snapshot_id
+    assert f'<meta name="icegate-ledger-snapshot" content="{snapshot}">' in page
+    assert "post_results" in page
+    # AND the second only reads it back (s3:GetObject on reports/) and finds it current
+    assert second == {"report": None}

@@ -290,3 +290,17 @@ def test_an_object_store_warehouse_that_iceberg_would_cut_short_is_refused(root:
 
 def test_an_object_store_warehouse_with_a_space_is_kept_as_is() -> None:
     assert Settings(lake_root="s3://bucket/my lake").resolved_warehouse() == "s3://bucket/my lake/warehouse"
+
+
+# --- the report under bursts ---------------------------------------------------------------------
+
+
+def test_report_min_interval_defaults_to_a_minute_and_reads_zero() -> None:
+    # GIVEN no variable, then ICEGATE_REPORT_MIN_INTERVAL_SECONDS=0 WHEN read THEN a minute, then "every file"
+    assert Settings.from_env({}).report_min_interval_seconds == 60
+    assert Settings.from_env({"ICEGATE_REPORT_MIN_INTERVAL_SECONDS": "0"}).report_min_interval_seconds == 0
+
+
+def test_a_negative_report_interval_is_refused_naming_the_variable() -> None:
+    with pytest.raises(ValueError, match=r"ICEGATE_REPORT_MIN_INTERVAL_SECONDS=-1 must be 0"):
+        Settings.from_env({"ICEGATE_REPORT_MIN_INTERVAL_SECONDS": "-1"})

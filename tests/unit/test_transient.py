@@ -57,6 +57,15 @@ TRANSIENT = {
     "sql-catalog-corrupt": (sql_error(DatabaseError, "file is not a database"), CatalogUnavailable),
     "rest-catalog-503": (ServiceUnavailableError("ServiceUnavailable: try again"), CatalogUnavailable),
     "rest-catalog-throttled": (TooManyRequestsError("slow down"), CatalogUnavailable),
+    # A burst: botocore's own quick retries ran out while the service was still busy. Whatever botocore's
+    # standard retry mode treats as throttled or transient is retried by the state machine too.
+    "glue-throttled-by-another-name": (client_error("Throttling", "GetTables", 400), CatalogUnavailable),
+    "glue-request-limit": (client_error("RequestLimitExceeded", "UpdateTable", 400), CatalogUnavailable),
+    "s3-request-timeout-exception": (client_error("RequestTimeoutException", "GetObject", 408), StorageUnavailable),
+    # A gateway's answer has no AWS error body: botocore names the error by its status.
+    "s3-bad-gateway": (client_error("502", "GetObject", 502), StorageUnavailable),
+    "glue-gateway-timeout": (client_error("504", "GetTable", 504), CatalogUnavailable),
+    "glue-too-many-requests-status": (client_error("TooManyRequests", "GetTable", 429), CatalogUnavailable),
 }
 
 NOT_TRANSIENT = {
@@ -65,6 +74,9 @@ NOT_TRANSIENT = {
     "s3-access-denied": client_error("AccessDenied", "GetObject", 403),
     "glue-access-denied": client_error("AccessDeniedException", "CreateDatabase"),
     "glue-table-missing": client_error("EntityNotFoundException", "GetTable"),
+    # A 5xx that no retry can fix, and a quota that waiting does not raise.
+    "s3-not-implemented": client_error("NotImplemented", "PutObject", 501),
+    "glue-table-quota": client_error("ResourceNumberLimitExceededException", "CreateTable", 400),
     "sql-duplicate-key": sql_error(IntegrityError, "UNIQUE constraint failed"),
     "rest-catalog-forbidden": ForbiddenError("not allowed"),
     "a-bug": ValueError("invalid literal for int()"),
