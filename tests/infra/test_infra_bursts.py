@@ -28,6 +28,7 @@ from icegate.constants import (
     TRANSIENT_RETRY,
     RetryBudget,
 )
+from icegate.settings import Settings
 
 #: The stages that commit to shared tables (the datasets', the ledger), and the context key bounding each.
 BOUNDED = {LOAD: "loader_concurrency", DEAD_LETTER: "dead_letter_concurrency"}
@@ -187,9 +188,9 @@ def test_the_readme_bursts_section_states_the_codes_numbers() -> None:
         "`Lambda.ServiceException`": LAMBDA_SERVICE_RETRY.retries,
         "`CommitConflict`": TRANSIENT_RETRY.retries,
     }
-    # AND so are the bounds, the refused timeout and the lead's placeholder
+    # AND so are the bounds, the refused timeout and the group commit's size
     assert f"`loader_concurrency` ({config.loader_concurrency})" in section
     assert f"(`dead_letter_concurrency`, {config.dead_letter_concurrency})" in section
     assert f"({config.longest_load_minutes} minutes with the default" in section
     assert f"the default timeout is {config.execution_timeout_minutes}" in section
-    assert "Group commit: (lead)" in section
+    assert f"`ICEGATE_GROUP_MAX_FILES`, default {Settings().group_max_files}" in section
