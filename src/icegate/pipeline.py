@@ -203,6 +203,8 @@ def run_parse(
     job: Job, settings: Settings, storage: Storage, catalog: Catalog | Callable[[], Catalog] | None = None
 ) -> Parsed:
     source, info = resolve_source(job.source, storage)
+    # Its size as stored, also when the event did not say it: a group commit weighs the files it takes.
+    source = dataclasses.replace(source, size=source.size if source.size is not None else info.size)
     job = dataclasses.replace(job, source=source)
     dataset = detect_dataset(source.key)
     check_size(info.size, source.uri, settings.limits)  # before downloading it into memory
@@ -423,7 +425,8 @@ def run_load(
 def object_queue(settings: Settings, storage: Storage) -> ObjectQueue:
     """The loaders' waiting room in the lake (the Lambdas: one process per load)."""
     root = settings.lake_path(c.PROCESSING_PREFIX, c.WAITING_FOLDER)
-    return ObjectQueue(storage, root, lambda scored: _incoming(scored, storage), settings.group_max_files)
+    read_rows = functools.partial(_incoming, storage=storage)
+    return ObjectQueue(storage, root, read_rows, settings.group_max_files, settings.limits.max_bytes)
 
 
 def _incoming(scored: Scored, storage: Storage) -> Incoming:
@@ -746,7 +749,9 @@ class LocalRunner:
                 if on_done:
                     on_done(outcomes[-1])
             return outcomes
-        queue: WaitingLoads = InProcessQueue(self.settings.group_max_files) if group else Alone()
+        queue: WaitingLoads = (
+            InProcessQueue(self.settings.group_max_files, self.settings.limits.max_bytes) if group else Alone()
+        )
         per_thread = threading.local()
 
         def run_one(source: SourceObject) -> FileOutcome:

@@ -73,6 +73,23 @@ class WaitingLoads(Protocol):
         ...
 
 
+class _Budget:
+    """What one group may take: at most ``max_files`` files, and no more source bytes than one file may have
+    (``ICEGATE_MAX_BYTES``, which the function's memory is sized for) — the group's rows are held together."""
+
+    def __init__(self, max_files: int, max_bytes: int, own: WaitingLoad) -> None:
+        self._files_left = max_files - 1
+        self._bytes_left = max_bytes - (own.scored.source.size or 0)
+
+    def __call__(self, scored: Scored) -> bool:
+        size = scored.source.size or 0
+        if self._files_left <= 0 or size > self._bytes_left:
+            return False
+        self._files_left -= 1
+        self._bytes_left -= size
+        return True
+
+
 class _NoOthers:
     loaded: Loaded | None = None
 
@@ -107,7 +124,8 @@ class _InProcessTurn:
         # Asked at each commit attempt: files that arrived while an attempt was lost join the next one.
         with self._queue.lock:
             waiting = [e for e in self._table.entries.values() if e is not self._entry and e.loaded is None]
-        self._taken = waiting[: self._queue.max_files - 1]
+        fits = _Budget(self._queue.max_files, self._queue.max_bytes, self._entry.waiting)
+        self._taken = [entry for entry in waiting if fits(entry.waiting.scored)]
         return [entry.waiting for entry in self._taken]
 
     def finish(self, loaded: Mapping[str, Loaded]) -> None:
@@ -125,8 +143,9 @@ class _Table:
 class InProcessQueue:
     """Threads of one process loading into the same tables (``icegate run --workers``)."""
 
-    def __init__(self, max_files: int) -> None:
+    def __init__(self, max_files: int, max_bytes: int) -> None:
         self.max_files = max_files
+        self.max_bytes = max_bytes
         self.lock = threading.Lock()
         self._tables: dict[str, _Table] = {}
 
@@ -154,13 +173,15 @@ class _ObjectTurn:
     def others(self) -> list[WaitingLoad]:
         found: list[WaitingLoad] = []
         self._taken = {}
+        fits = _Budget(self._queue.max_files, self._queue.max_bytes, self._own)
         for uri in self._queue.waiting_uris(self._own.scored.dataset):
-            if len(found) >= self._queue.max_files - 1:
-                break
             if uri == self._own_uri:
                 continue
             try:
-                waiting = self._queue.read(uri)
+                scored = self._queue.read_scored(uri)
+                if not fits(scored):
+                    continue
+                waiting = self._queue.read(uri, scored)
             except Exception as exc:  # its loader finished meanwhile, or its rows expired: it is not waiting
                 log.info("skipping waiting load %s: %s: %s", uri, type(exc).__name__, exc)
                 continue
@@ -183,19 +204,24 @@ class ObjectQueue:
         root: str,
         read_rows: Callable[[Scored], Incoming],
         max_files: int,
+        max_bytes: int,
     ) -> None:
         #: ``<lake>/processing/_waiting``.
         self.root = root
         self.max_files = max_files
+        self.max_bytes = max_bytes
         self._storage = storage
         self.read_rows = read_rows
 
     def waiting_uris(self, dataset: str) -> list[str]:
         return list(self._storage.list(join(self.root, dataset)))
 
-    def read(self, uri: str) -> WaitingLoad:
+    def read_scored(self, uri: str) -> Scored:
+        return Scored.from_dict(self._storage.read_json(uri)["scored"])
+
+    def read(self, uri: str, scored: Scored | None = None) -> WaitingLoad:
         document = self._storage.read_json(uri)
-        scored = Scored.from_dict(document["scored"])
+        scored = scored or Scored.from_dict(document["scored"])
         return WaitingLoad(scored, document.get("report"), self.read_rows(scored))
 
     def forget(self, uri: str) -> None:

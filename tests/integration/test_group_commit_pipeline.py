@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -142,7 +143,7 @@ def test_threads_of_one_process_take_turns_and_the_next_one_commits_all_that_wai
         return response
 
     catalog.commit_table = counted  # type: ignore[method-assign]
-    queue = InProcessQueue(max_files=10)
+    queue = InProcessQueue(max_files=10, max_bytes=10_000_000)
     results: dict[str, Any] = {}
     threads = [
         threading.Thread(target=lambda s=s: results.update({s.run_id: run_load(s, settings, storage, catalog, queue)}))
@@ -192,6 +193,24 @@ def test_icegate_run_with_workers_loads_every_file_once_like_a_sequential_run(la
     assert Counter(f["outcome"] for f in json.loads(again.stdout)["files"]) == Counter(
         {"already_loaded": 12, "dead_lettered": 1}
     )
+
+
+def test_a_group_takes_no_more_source_bytes_than_one_file_may_have(
+    lake: Path, settings: Settings, storage: Storage, tmp_path: Path
+) -> None:
+    # GIVEN a limit of 3 000 bytes per file, and files of about 1 300 bytes waiting beside a loader's own
+    files = [scored(posts_csv(tmp_path, n, range(n * 10, n * 10 + 10)), settings, storage) for n in range(4)]
+    sizes = [f.source.size or 0 for f in files]
+    assert all(1000 < size < 1500 for size in sizes), sizes
+    limited = dataclasses.replace(settings, limits=dataclasses.replace(settings.limits, max_bytes=3000))
+    queue = object_queue(limited, storage)
+    waiting = [WaitingLoad(f, None, queue.read_rows(f)) for f in files]
+    with queue.turn(waiting[1]), queue.turn(waiting[2]), queue.turn(waiting[3]), queue.turn(waiting[0]) as turn:
+        # WHEN the first file's loader looks at what waits
+        taken = turn.others()
+
+    # THEN it takes one more file only: two would be more bytes than one file may have
+    assert [w.run_id for w in taken] == [files[1].run_id]
 
 
 def test_run_many_reports_outcomes_in_the_order_of_the_files(lake: Path, settings: Settings, tmp_path: Path) -> None:
