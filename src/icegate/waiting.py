@@ -27,7 +27,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -69,8 +69,7 @@ class Turn(Protocol):
 
 
 class WaitingLoads(Protocol):
-    def turn(self, own: WaitingLoad) -> Any:  # a context manager yielding a Turn
-        ...
+    def turn(self, own: WaitingLoad) -> AbstractContextManager[Turn]: ...
 
 
 class _Budget:
