@@ -22,8 +22,9 @@ from moto import mock_aws
 from pyiceberg.catalog import Catalog
 
 from icegate.datasets import get_dataset
-from icegate.lake import SourceIdentity, build_catalog, load_batch
+from icegate.lake import SourceIdentity, build_catalog, load_batch, load_group, loaded_snapshots, prepare
 from icegate.lake.maintain import maintain
+from icegate.lake.markers import MARKER_RUN
 from icegate.settings import Settings
 from tests.frames import posts_frame
 from tests.integration.aws_support import REGION, create_glue_database, s3_server
@@ -173,3 +174,24 @@ def test_the_state_machine_loads_a_file_into_glue_and_a_rerun_is_already_loaded(
         assert json.loads(second["output"])["load"]["already_loaded"] is True
         assert pipeline.table("posts").height == 23
         assert pipeline.catalog().load_table((NS, "posts")).location() == f"s3://{LAKE}/warehouse/{NS}.db/posts"
+
+
+def test_a_group_commit_goes_to_glue_as_one_table_version_with_a_snapshot_per_file(glue_lake: GlueLake) -> None:
+    # GIVEN a posts table in Glue, and three files of overlapping keys waiting to load together
+    glue_lake.load(posts_frame("p1", with_urls=True), "first")
+    versions_before = len(glue_lake.glue.get_table_versions(DatabaseName=NS, TableName="posts")["TableVersions"])
+    files = [
+        prepare(POSTS, posts_frame(*ids, with_urls=True), SourceIdentity(f"sha-{n}", f"s3://landing/{n}.csv", None, n))
+        for n, ids in (("a", ("p1", "p2")), ("b", ("p2", "p3")), ("c", ("p4",)))
+    ]
+
+    # WHEN the first one's loader commits them as a group
+    done = load_group(glue_lake.catalog(), POSTS, files[0], namespace=NS, waiting=lambda: files[1:], backoff_seconds=0)
+
+    # THEN Glue took one UpdateTable for the three: one new table version, one snapshot and marker per file
+    versions = glue_lake.glue.get_table_versions(DatabaseName=NS, TableName="posts")["TableVersions"]
+    assert len(versions) == versions_before + 1
+    table = glue_lake.catalog().load_table((NS, "posts"))
+    assert sorted(props[MARKER_RUN] for _, props in loaded_snapshots(table)) == ["a", "b", "c", "run-first-0"]
+    assert {run: summary.inserted for run, summary in done.loads.items()} == {"a": 1, "b": 1, "c": 1}
+    assert sorted(glue_lake.rows()["post_id"]) == ["p1", "p2", "p3", "p4"]
