@@ -511,6 +511,7 @@ def maintain(
         return
     console.print(
         f"{report.table}: compacted {report.files_compacted} small files into {report.files_written}, "
+        f"merged {report.manifests_merged} manifests into {report.manifests_written}, "
         f"expired {report.snapshots_expired} snapshots, deleted {report.files_deleted} files they alone used "
         f"and {report.orphans_deleted} orphan files"
     )

@@ -1,16 +1,25 @@
-"""``icegate maintain``: compaction, snapshot expiry and orphan removal on a table loaded by ``icegate run``."""
+"""``icegate maintain``: compaction, manifest rewrite, snapshot expiry and orphan removal on a loaded table."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
+from datetime import date, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from click.testing import CliRunner, Result
 
 from icegate.cli import main
-from icegate.lake import build_catalog
+from icegate.lake import SourceIdentity, build_catalog, load_batch
+from icegate.lake.maintain import maintain, rewrite_manifests
 from icegate.settings import Settings
 from tests.conftest import SAMPLES
+from tests.duckdb_reader import iceberg_scan
+from tests.frames import POSTS, posts_frame
+
+if TYPE_CHECKING:
+    from pyiceberg.table import Table
 
 POSTS_CSV = "post_results_20260113_175319.csv"
 POSTS_XLSX = "post_results_20260115_081500.xlsx"
@@ -93,3 +102,66 @@ def test_orphan_removal_younger_than_a_day_is_refused_unless_forced(
     assert "1 orphan files" in forced.output
     assert not uncommitted.exists()
     assert build_catalog(settings).load_table(("instagram_db", "posts")).scan().to_arrow().num_rows > 0
+
+
+def _upserted_table(lake: Path, settings: Settings, loads: int) -> Table:
+    """A posts table (as an upsert) after ``loads`` loads that each rewrite the previous load's keys."""
+    lake.mkdir()
+    catalog = build_catalog(settings)
+    upsert = dataclasses.replace(POSTS, strategy="upsert")
+    for n in range(loads):
+        # Each batch repeats half of the previous one's keys: the files holding them are rewritten (an
+        # overwrite); batches fall in six months, so files accumulate in each month's partition.
+        keys = (f"P{k:04d}" for k in range(n * 5, n * 5 + 10))
+        frame = posts_frame(*keys, likes=n, posted=date(2026, 1 + n % 6, 10))
+        identity = SourceIdentity(sha256=f"{n:064x}", file=f"batch-{n}", version=None, run_id=f"run-{n}")
+        load_batch(catalog, upsert, frame, identity, namespace=settings.namespace)
+    return catalog.load_table((settings.namespace, POSTS.table))
+
+
+def test_manifest_rewrite_merges_the_manifests_upserts_left_and_changes_no_row(lake: Path, settings: Settings) -> None:
+    # GIVEN a table after 20 upserts: an overwrite never merges manifests, so there are many
+    table = _upserted_table(lake, settings, 20)
+    snapshot = table.current_snapshot()
+    assert snapshot is not None
+    manifests_before = len(snapshot.manifests(table.io))
+    assert manifests_before > 5
+    files_before = sorted(task.file.file_path for task in table.scan().plan_files())
+    rows_before = iceberg_scan(table.metadata_location, "post_id")
+
+    # WHEN maintenance rewrites the manifests
+    merged, written = rewrite_manifests(build_catalog(settings), (settings.namespace, POSTS.table))
+
+    # THEN they are merged into one (the table is far below 8 MB of manifests), in a "replace" snapshot
+    table = build_catalog(settings).load_table((settings.namespace, POSTS.table))
+    snapshot = table.current_snapshot()
+    assert snapshot is not None
+    assert snapshot.summary is not None
+    assert snapshot.summary.operation.value == "replace"
+    assert (merged, written) == (manifests_before, 1)
+    assert len(snapshot.manifests(table.io)) == 1
+    # AND the same data files hold the same rows, as an independent reader sees them
+    assert sorted(task.file.file_path for task in table.scan().plan_files()) == files_before
+    assert iceberg_scan(table.metadata_location, "post_id").equals(rows_before)
+    # AND a second rewrite finds nothing to do and commits nothing
+    assert rewrite_manifests(build_catalog(settings), (settings.namespace, POSTS.table)) == (0, 0)
+    assert build_catalog(settings).load_table((settings.namespace, POSTS.table)).current_snapshot() == snapshot
+
+
+def test_maintain_reports_the_manifests_it_merged_after_compacting(lake: Path, settings: Settings) -> None:
+    # GIVEN a table after 20 upserts (many small files, many manifests)
+    table = _upserted_table(lake, settings, 20)
+    rows_before = table.scan().to_arrow().sort_by("post_id")
+
+    # WHEN it is maintained
+    report = maintain(build_catalog(settings), (settings.namespace, POSTS.table), expire_older_than=timedelta(0))
+
+    # THEN compaction and the manifest rewrite both ran, leaving one manifest, and the rows are unchanged
+    assert report.files_compacted > 0
+    assert report.manifests_merged > 1
+    assert report.manifests_written == 1
+    table = build_catalog(settings).load_table((settings.namespace, POSTS.table))
+    snapshot = table.current_snapshot()
+    assert snapshot is not None
+    assert len(snapshot.manifests(table.io)) == 1
+    assert table.scan().to_arrow().sort_by("post_id").equals(rows_before)

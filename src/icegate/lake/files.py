@@ -10,6 +10,7 @@ This module is the one place that uses pyiceberg internals (pinned ``pyiceberg==
 - :class:`LeanTransaction` skips a deep copy of the table metadata that ``Transaction`` makes on
   every read of its metadata (a dozen per commit, each growing with the snapshot history).
 - :class:`_ThreadSafeOverwrite` fixes a race in ``_OverwriteFiles`` (see there).
+- :class:`_ManifestRewrite` packs a snapshot's manifests anew: pyiceberg 0.12 has no ``rewrite_manifests``.
 """
 
 from __future__ import annotations
@@ -38,14 +39,15 @@ from pyiceberg.io.pyarrow import (
     parquet_path_to_id_mapping,
     schema_to_pyarrow,
 )
-from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
+from pyiceberg.manifest import DataFile, DataFileContent, FileFormat, ManifestContent
 from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
 from pyiceberg.table import TableProperties, Transaction
 from pyiceberg.table.locations import load_location_provider
-from pyiceberg.table.snapshots import Operation
-from pyiceberg.table.update.snapshot import _OverwriteFiles
+from pyiceberg.table.snapshots import Operation, Summary
+from pyiceberg.table.update.snapshot import _ManifestMergeManager, _MergeAppendFiles, _OverwriteFiles
 from pyiceberg.typedef import Record
 from pyiceberg.types import DateType, PrimitiveType, StringType, TimestampType, TimestamptzType
+from pyiceberg.utils.bin_packing import ListPacker
 from pyiceberg.utils.properties import property_as_int
 
 if TYPE_CHECKING:
@@ -501,6 +503,63 @@ def overwrite(pending: Transaction, snapshot_properties: dict[str, str]) -> _Ove
     """An overwrite snapshot producer for a table that has a snapshot (what ``update_snapshot().overwrite()`` gives)."""
     return _ThreadSafeOverwrite(
         operation=Operation.OVERWRITE,
+        transaction=pending,
+        io=pending._table.io,
+        snapshot_properties=snapshot_properties,
+    )
+
+
+class _ManifestRewrite(_MergeAppendFiles):
+    """A snapshot that adds and removes no data file and writes the current data manifests anew, packed into
+    as few as ``commit.manifest.target-size-bytes`` allows (8 MB): what Iceberg's ``rewrite_manifests`` does.
+
+    Built as a merge-append with nothing appended and every bin merged (not only bins of
+    ``commit.manifest.min-count-to-merge``); its summary says ``replace``, since the rows are unchanged
+    (pyiceberg 0.12 computes totals only for append, overwrite and delete, so they are computed as an
+    append of nothing).
+    """
+
+    def _process_manifests(self, manifests: list[ManifestFile]) -> list[ManifestFile]:
+        merger = _ManifestMergeManager(
+            target_size_bytes=self._target_size_bytes, min_count_to_merge=1, merge_enabled=True, snapshot_producer=self
+        )
+        data = [m for m in manifests if m.content == ManifestContent.DATA]
+        return merger.merge_manifests(data) + [m for m in manifests if m.content != ManifestContent.DATA]
+
+    def _summary(self, snapshot_properties: dict[str, str] | None = None) -> Summary:
+        appended_nothing = super()._summary(snapshot_properties or {})
+        return Summary(Operation.REPLACE, **appended_nothing.additional_properties)
+
+
+def manifests_to_merge(metadata: TableMetadata, manifests: Sequence[ManifestFile]) -> int:
+    """How many of these data manifests a rewrite would merge (0: each is alone in its bin already).
+
+    The same packing as :class:`_ManifestRewrite`: per partition spec, manifests in order, bins of the
+    table's manifest target size.
+    """
+    target = property_as_int(
+        metadata.properties,
+        TableProperties.MANIFEST_TARGET_SIZE_BYTES,
+        TableProperties.MANIFEST_TARGET_SIZE_BYTES_DEFAULT,
+    )
+    assert target is not None
+    by_spec: dict[int, list[ManifestFile]] = {}
+    for manifest in manifests:
+        if manifest.content == ManifestContent.DATA:
+            by_spec.setdefault(manifest.partition_spec_id, []).append(manifest)
+    packer: ListPacker[ManifestFile] = ListPacker(target_weight=target, lookback=1, largest_bin_first=False)
+    return sum(
+        len(manifest_bin)
+        for group in by_spec.values()
+        for manifest_bin in packer.pack_end(group, lambda m: m.manifest_length)
+        if len(manifest_bin) > 1
+    )
+
+
+def rewrite_manifests(pending: Transaction, snapshot_properties: dict[str, str]) -> _MergeAppendFiles:
+    """A snapshot producer that rewrites the current snapshot's data manifests (see :class:`_ManifestRewrite`)."""
+    return _ManifestRewrite(
+        operation=Operation.APPEND,
         transaction=pending,
         io=pending._table.io,
         snapshot_properties=snapshot_properties,
