@@ -171,7 +171,7 @@ def main() -> None:
 
     print(
         f"maintain: {maintain_seconds:.1f} s — compacted {report.files_compacted} files into {report.files_written}, "
-        f"merged {report.manifests_merged} manifests into {report.manifests_written}, expired "
+        f"packed {report.manifests_before} manifests into {report.manifests_after}, expired "
         f"{report.snapshots_expired} snapshots (retain last {args.retain_last}), deleted {report.files_deleted} "
         f"files they alone used, {report.orphans_deleted} orphans (older than 3 days)"
     )

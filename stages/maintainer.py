@@ -40,5 +40,4 @@ def _record(reports: list[MaintenanceReport]) -> None:
         logger.info("maintained", extra={"maintenance": asdict(report)})
     metrics.add_metric(name="TablesMaintained", unit=MetricUnit.Count, value=len(reports))
     metrics.add_metric(name="FilesCompacted", unit=MetricUnit.Count, value=sum(r.files_compacted for r in reports))
-    metrics.add_metric(name="ManifestsMerged", unit=MetricUnit.Count, value=sum(r.manifests_merged for r in reports))
     metrics.add_metric(name="SnapshotsExpired", unit=MetricUnit.Count, value=sum(r.snapshots_expired for r in reports))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -148,20 +148,43 @@ def test_manifest_rewrite_merges_the_manifests_upserts_left_and_changes_no_row(l
     assert build_catalog(settings).load_table((settings.namespace, POSTS.table)).current_snapshot() == snapshot
 
 
-def test_maintain_reports_the_manifests_it_merged_after_compacting(lake: Path, settings: Settings) -> None:
+def test_compaction_packs_the_manifests_in_its_own_snapshot(lake: Path, settings: Settings) -> None:
     # GIVEN a table after 20 upserts (many small files, many manifests)
     table = _upserted_table(lake, settings, 20)
     rows_before = table.scan().to_arrow().sort_by("post_id")
+    snapshots_before = len(table.metadata.snapshots)
 
-    # WHEN it is maintained
-    report = maintain(build_catalog(settings), (settings.namespace, POSTS.table), expire_older_than=timedelta(0))
+    # WHEN it is maintained (nothing expires)
+    report = maintain(build_catalog(settings), (settings.namespace, POSTS.table), orphans_older_than=None)
 
-    # THEN compaction and the manifest rewrite both ran, leaving one manifest, and the rows are unchanged
+    # THEN compaction left one manifest, in its one snapshot (no separate rewrite), and the rows are unchanged
     assert report.files_compacted > 0
-    assert report.manifests_merged > 1
-    assert report.manifests_written == 1
+    assert report.manifests_before > 5
+    assert report.manifests_after == 1
     table = build_catalog(settings).load_table((settings.namespace, POSTS.table))
+    assert len(table.metadata.snapshots) == snapshots_before + 1
     snapshot = table.current_snapshot()
     assert snapshot is not None
+    assert snapshot.summary is not None
+    assert snapshot.summary.operation.value == "overwrite"
     assert len(snapshot.manifests(table.io)) == 1
     assert table.scan().to_arrow().sort_by("post_id").equals(rows_before)
+
+
+def test_maintain_without_files_to_compact_still_packs_the_manifests(lake: Path, settings: Settings) -> None:
+    # GIVEN a table whose small files were compacted, then more upserts of keys in a single file
+    _upserted_table(lake, settings, 20)
+    maintain(build_catalog(settings), (settings.namespace, POSTS.table), orphans_older_than=None)
+    catalog = build_catalog(settings)
+    upsert = dataclasses.replace(POSTS, strategy="upsert")
+    for n in range(20, 26):
+        identity = SourceIdentity(sha256=f"{n:064x}", file=f"batch-{n}", version=None, run_id=f"run-{n}")
+        load_batch(catalog, upsert, posts_frame("P0000", likes=n), identity, namespace=settings.namespace)
+
+    # WHEN it is maintained again: each partition holds one file, so there is no file to compact
+    report = maintain(catalog, (settings.namespace, POSTS.table), orphans_older_than=None)
+
+    # THEN nothing was compacted, yet the manifests the upserts left were packed into one
+    assert report.files_compacted == 0
+    assert report.manifests_before > 1
+    assert report.manifests_after == 1
