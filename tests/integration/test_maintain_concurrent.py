@@ -87,7 +87,8 @@ def test_loads_racing_maintenance_load_every_file_once_and_reruns_stay_already_l
     landing = tmp_path / "landing"
     files = [posts_csv(n, landing) for n in range(FILES_BEFORE + LOADERS * FILES_PER_LOADER)]
     lake.mkdir()
-    assert {o.outcome for o in run_files(settings, files[:FILES_BEFORE])} == {"loaded"}
+    first_outcomes = run_files(settings, files[:FILES_BEFORE])
+    assert {o.outcome for o in first_outcomes} == {"loaded"}
     racing = files[FILES_BEFORE:]
 
     # WHEN two loaders load the rest while maintenance runs over and over, compacting, rewriting manifests
@@ -141,6 +142,8 @@ def test_loads_racing_maintenance_load_every_file_once_and_reruns_stay_already_l
     rows = stored_keys(table.metadata_location)
     assert rows.height == len(expected)
     assert set(zip(rows["post_id"], rows["creator"], strict=True)) == expected
+    # AND the loads' own counts agree: each key was inserted by exactly one load
+    assert sum(o.state.to_dict()["load"]["inserted"] for o in (*first_outcomes, *outcomes)) == len(expected)
     # AND the ledger holds exactly one "loaded" row per file, whether the loader or maintenance recorded it
     ledger = catalog.load_table((settings.namespace, LEDGER_TABLE)).scan().to_arrow()
     loaded = Counter(
@@ -148,8 +151,8 @@ def test_loads_racing_maintenance_load_every_file_once_and_reruns_stay_already_l
         for sha, outcome in zip(ledger["source_sha256"].to_pylist(), ledger["outcome"].to_pylist(), strict=True)
         if outcome == "loaded"
     )
-    shas = {o.state.to_dict()["sha256"] for o in outcomes}
-    assert len(shas) == len(racing)
+    shas = {o.state.to_dict()["sha256"] for o in (*first_outcomes, *outcomes)}
+    assert len(shas) == len(files)
     assert all(loaded[sha] == 1 for sha in shas), loaded
 
     # WHEN the snapshots of all loads have expired (one more maintenance, now quiet) and every file is rerun
