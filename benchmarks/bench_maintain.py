@@ -9,7 +9,8 @@ and an order-independent checksum of every column). Not part of the test run.
 - ``--via loader`` (default): ``icegate.lake.load_batch`` directly, with the posts contract as an
   **upsert**: batch n re-scrapes a quarter of batch n/2's posts, which rewrites the file that holds
   them (copy-on-write overwrites: the loads that leave the most manifests behind), and adds a file of
-  new posts to the current month. 500 full pipeline runs take minutes longer on 2 cores.
+  new posts to the current month. The default because the posts contract itself is ``insert_new``
+  (shared keys are skipped, no file is rewritten), and 500 pipeline runs take longer on 2 cores.
 - ``--via pipeline``: ``LocalRunner`` on CSV files, parse to load and the ledger, with the posts contract
   as it is (``insert_new``: each batch shares a quarter of its keys with the one before, which are
   skipped; every load is an append, posts dated over a year).
