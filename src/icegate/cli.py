@@ -465,7 +465,7 @@ def _duration(value: str) -> timedelta:
 @lake_option
 @click.option("--expire-older-than", default="7d", show_default=True, help="Expire snapshots older than this.")
 @click.option("--retain-last", default=10, show_default=True, help="Always keep this many newest snapshots.")
-@click.option("--no-compact", is_flag=True, help="Skip merging each partition's small files.")
+@click.option("--no-compact", is_flag=True, help="Skip compaction (each partition's small files, the manifests).")
 @click.option(
     "--orphans-older-than",
     default="3d",
@@ -527,6 +527,7 @@ def maintain(
         return
     console.print(
         f"{report.table}: compacted {report.files_compacted} small files into {report.files_written}, "
+        f"packed {report.manifests_before} manifests into {report.manifests_after}, "
         f"expired {report.snapshots_expired} snapshots, deleted {report.files_deleted} files they alone used "
         f"and {report.orphans_deleted} orphan files"
     )

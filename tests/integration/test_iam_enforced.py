@@ -329,7 +329,7 @@ def _maintain_posts_fully() -> Any:
 
 
 def test_maintain_runs_with_the_loader_grants_and_deletes_what_it_reports(deployed: Deployed) -> None:
-    """``maintain`` has no function of its own yet: it needs what the loader holds on warehouse/ and Glue."""
+    """``maintain`` run by hand (the CLI, not the scheduled maintainer) needs only what the loader holds."""
     # GIVEN two loads (small files, two snapshots)
     for sample in (POSTS_CSV, POSTS_XLSX):
         assert deployed.run(deployed.pipeline.upload(sample))["status"] == "SUCCEEDED"

@@ -84,5 +84,5 @@ def test_tables_dlq_and_maintain_json(lake: Path) -> None:
     assert maintained["table"] == "instagram_db.posts"
     assert set(maintained) == {
         "table", "files_compacted", "files_written", "snapshots_expired", "files_deleted", "orphans_deleted",
-        "ledger_rows_recorded",
+        "manifests_before", "manifests_after", "ledger_rows_recorded",
     }  # fmt: skip

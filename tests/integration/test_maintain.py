@@ -1,16 +1,25 @@
-"""``icegate maintain``: compaction, snapshot expiry and orphan removal on a table loaded by ``icegate run``."""
+"""``icegate maintain``: compaction, manifest rewrite, snapshot expiry and orphan removal on a loaded table."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
+from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from click.testing import CliRunner, Result
 
 from icegate.cli import main
-from icegate.lake import build_catalog
+from icegate.lake import SourceIdentity, build_catalog, load_batch
+from icegate.lake.maintain import maintain, rewrite_manifests
 from icegate.settings import Settings
 from tests.conftest import SAMPLES
+from tests.duckdb_reader import iceberg_scan
+from tests.frames import POSTS, posts_frame
+
+if TYPE_CHECKING:
+    from pyiceberg.table import Table
 
 POSTS_CSV = "post_results_20260113_175319.csv"
 POSTS_XLSX = "post_results_20260115_081500.xlsx"
@@ -93,3 +102,89 @@ def test_orphan_removal_younger_than_a_day_is_refused_unless_forced(
     assert "1 orphan files" in forced.output
     assert not uncommitted.exists()
     assert build_catalog(settings).load_table(("instagram_db", "posts")).scan().to_arrow().num_rows > 0
+
+
+def _upserted_table(lake: Path, settings: Settings, loads: int) -> Table:
+    """A posts table (as an upsert) after ``loads`` loads that each rewrite the previous load's keys."""
+    lake.mkdir()
+    catalog = build_catalog(settings)
+    upsert = dataclasses.replace(POSTS, strategy="upsert")
+    for n in range(loads):
+        # Each batch repeats half of the previous one's keys: the files holding them are rewritten (an
+        # overwrite); batches fall in six months, so files accumulate in each month's partition.
+        keys = (f"P{k:04d}" for k in range(n * 5, n * 5 + 10))
+        frame = posts_frame(*keys, likes=n, posted=date(2026, 1 + n % 6, 10))
+        identity = SourceIdentity(sha256=f"{n:064x}", file=f"batch-{n}", version=None, run_id=f"run-{n}")
+        load_batch(catalog, upsert, frame, identity, namespace=settings.namespace)
+    return catalog.load_table((settings.namespace, POSTS.table))
+
+
+def test_manifest_rewrite_merges_the_manifests_upserts_left_and_changes_no_row(lake: Path, settings: Settings) -> None:
+    # GIVEN a table after 20 upserts: an overwrite never merges manifests, so there are many
+    table = _upserted_table(lake, settings, 20)
+    snapshot = table.current_snapshot()
+    assert snapshot is not None
+    manifests_before = len(snapshot.manifests(table.io))
+    assert manifests_before > 5
+    files_before = sorted(task.file.file_path for task in table.scan().plan_files())
+    rows_before = iceberg_scan(table.metadata_location, "post_id")
+
+    # WHEN maintenance rewrites the manifests
+    merged, written = rewrite_manifests(build_catalog(settings), (settings.namespace, POSTS.table))
+
+    # THEN they are merged into one (the table is far below 8 MB of manifests), in a "replace" snapshot
+    table = build_catalog(settings).load_table((settings.namespace, POSTS.table))
+    snapshot = table.current_snapshot()
+    assert snapshot is not None
+    assert snapshot.summary is not None
+    assert snapshot.summary.operation.value == "replace"
+    assert (merged, written) == (manifests_before, 1)
+    assert len(snapshot.manifests(table.io)) == 1
+    # AND the same data files hold the same rows, as an independent reader sees them
+    assert sorted(task.file.file_path for task in table.scan().plan_files()) == files_before
+    assert iceberg_scan(table.metadata_location, "post_id").equals(rows_before)
+    # AND a second rewrite finds nothing to do and commits nothing
+    assert rewrite_manifests(build_catalog(settings), (settings.namespace, POSTS.table)) == (0, 0)
+    assert build_catalog(settings).load_table((settings.namespace, POSTS.table)).current_snapshot() == snapshot
+
+
+def test_compaction_packs_the_manifests_in_its_own_snapshot(lake: Path, settings: Settings) -> None:
+    # GIVEN a table after 20 upserts (many small files, many manifests)
+    table = _upserted_table(lake, settings, 20)
+    rows_before = table.scan().to_arrow().sort_by("post_id")
+    snapshots_before = len(table.metadata.snapshots)
+
+    # WHEN it is maintained (nothing expires)
+    report = maintain(build_catalog(settings), (settings.namespace, POSTS.table), orphans_older_than=None)
+
+    # THEN compaction left one manifest, in its one snapshot (no separate rewrite), and the rows are unchanged
+    assert report.files_compacted > 0
+    assert report.manifests_before > 5
+    assert report.manifests_after == 1
+    table = build_catalog(settings).load_table((settings.namespace, POSTS.table))
+    assert len(table.metadata.snapshots) == snapshots_before + 1
+    snapshot = table.current_snapshot()
+    assert snapshot is not None
+    assert snapshot.summary is not None
+    assert snapshot.summary.operation.value == "overwrite"
+    assert len(snapshot.manifests(table.io)) == 1
+    assert table.scan().to_arrow().sort_by("post_id").equals(rows_before)
+
+
+def test_maintain_without_files_to_compact_still_packs_the_manifests(lake: Path, settings: Settings) -> None:
+    # GIVEN a table whose small files were compacted, then more upserts of keys in a single file
+    _upserted_table(lake, settings, 20)
+    maintain(build_catalog(settings), (settings.namespace, POSTS.table), orphans_older_than=None)
+    catalog = build_catalog(settings)
+    upsert = dataclasses.replace(POSTS, strategy="upsert")
+    for n in range(20, 26):
+        identity = SourceIdentity(sha256=f"{n:064x}", file=f"batch-{n}", version=None, run_id=f"run-{n}")
+        load_batch(catalog, upsert, posts_frame("P0000", likes=n), identity, namespace=settings.namespace)
+
+    # WHEN it is maintained again: each partition holds one file, so there is no file to compact
+    report = maintain(catalog, (settings.namespace, POSTS.table), orphans_older_than=None)
+
+    # THEN nothing was compacted, yet the manifests the upserts left were packed into one
+    assert report.files_compacted == 0
+    assert report.manifests_before > 1
+    assert report.manifests_after == 1

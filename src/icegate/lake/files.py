@@ -10,6 +10,8 @@ This module is the one place that uses pyiceberg internals (pinned ``pyiceberg==
 - :class:`LeanTransaction` skips a deep copy of the table metadata that ``Transaction`` makes on
   every read of its metadata (a dozen per commit, each growing with the snapshot history).
 - :class:`_ThreadSafeOverwrite` fixes a race in ``_OverwriteFiles`` (see there).
+- :func:`_packed` merges a snapshot's manifests (compaction's, a manifest rewrite's): pyiceberg 0.12 has no
+  ``rewrite_manifests``.
 """
 
 from __future__ import annotations
@@ -38,15 +40,16 @@ from pyiceberg.io.pyarrow import (
     parquet_path_to_id_mapping,
     schema_to_pyarrow,
 )
-from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
+from pyiceberg.manifest import DataFile, DataFileContent, FileFormat, ManifestContent
 from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
 from pyiceberg.table import Table, TableProperties, Transaction
 from pyiceberg.table.locations import load_location_provider
-from pyiceberg.table.snapshots import Operation
+from pyiceberg.table.snapshots import Operation, Summary
 from pyiceberg.table.update import _apply_table_update, _TableMetadataUpdateContext
-from pyiceberg.table.update.snapshot import _OverwriteFiles
+from pyiceberg.table.update.snapshot import _ManifestMergeManager, _MergeAppendFiles, _OverwriteFiles
 from pyiceberg.typedef import Record
 from pyiceberg.types import DateType, PrimitiveType, StringType, TimestampType, TimestamptzType
+from pyiceberg.utils.bin_packing import ListPacker
 from pyiceberg.utils.properties import property_as_int
 
 if TYPE_CHECKING:
@@ -515,10 +518,93 @@ class _ThreadSafeOverwrite(_OverwriteFiles):
         return evaluate
 
 
-def overwrite(pending: Transaction, snapshot_properties: dict[str, str]) -> _OverwriteFiles:
-    """An overwrite snapshot producer for a table that has a snapshot (what ``update_snapshot().overwrite()`` gives)."""
-    return _ThreadSafeOverwrite(
+def overwrite(
+    pending: Transaction, snapshot_properties: dict[str, str], *, pack_manifests: bool = False
+) -> _OverwriteFiles:
+    """An overwrite snapshot producer for a table that has a snapshot (what ``update_snapshot().overwrite()`` gives).
+
+    ``pack_manifests``: the snapshot's data manifests are also merged (:func:`_packed`), as compaction does.
+    """
+    producer = _PackingOverwrite if pack_manifests else _ThreadSafeOverwrite
+    return producer(
         operation=Operation.OVERWRITE,
+        transaction=pending,
+        io=pending._table.io,
+        snapshot_properties=snapshot_properties,
+    )
+
+
+def _manifest_target_bytes(metadata: TableMetadata) -> int:
+    target = property_as_int(
+        metadata.properties,
+        TableProperties.MANIFEST_TARGET_SIZE_BYTES,
+        TableProperties.MANIFEST_TARGET_SIZE_BYTES_DEFAULT,
+    )
+    assert target is not None
+    return target
+
+
+def _packed(producer: Any, manifests: list[ManifestFile]) -> list[ManifestFile]:
+    """A new snapshot's data manifests merged into as few as ``commit.manifest.target-size-bytes`` (8 MB) allows.
+
+    pyiceberg's own merge (a merge-append's) but of every bin, not only bins of
+    ``commit.manifest.min-count-to-merge``: entries this snapshot added or deleted keep that status,
+    the others become "existing" (Iceberg's ``rewrite_manifests``, which pyiceberg 0.12 lacks).
+    """
+    merger = _ManifestMergeManager(
+        target_size_bytes=_manifest_target_bytes(producer._transaction.table_metadata),
+        min_count_to_merge=1,
+        merge_enabled=True,
+        snapshot_producer=producer,
+    )
+    data = [m for m in manifests if m.content == ManifestContent.DATA]
+    return merger.merge_manifests(data) + [m for m in manifests if m.content != ManifestContent.DATA]
+
+
+class _PackingOverwrite(_ThreadSafeOverwrite):
+    """An overwrite that also merges the snapshot's data manifests (compaction: one snapshot, not two)."""
+
+    def _process_manifests(self, manifests: list[ManifestFile]) -> list[ManifestFile]:
+        return _packed(self, manifests)
+
+
+class _ManifestRewrite(_MergeAppendFiles):
+    """A snapshot that adds and removes no data file and writes the current data manifests anew, packed.
+
+    Built as a merge-append of nothing; its summary says ``replace``, since the rows are unchanged
+    (pyiceberg 0.12 computes totals only for append, overwrite and delete, so they are computed as an
+    append of nothing).
+    """
+
+    def _process_manifests(self, manifests: list[ManifestFile]) -> list[ManifestFile]:
+        return _packed(self, manifests)
+
+    def _summary(self, snapshot_properties: dict[str, str] | None = None) -> Summary:
+        appended_nothing = super()._summary(snapshot_properties or {})
+        return Summary(Operation.REPLACE, **appended_nothing.additional_properties)
+
+
+def manifests_to_merge(metadata: TableMetadata, manifests: Sequence[ManifestFile]) -> int:
+    """How many of these data manifests :func:`_packed` would merge (0: each is alone in its bin already)."""
+    by_spec: dict[int, list[ManifestFile]] = {}
+    for manifest in manifests:
+        if manifest.content == ManifestContent.DATA:
+            by_spec.setdefault(manifest.partition_spec_id, []).append(manifest)
+    packer: ListPacker[ManifestFile] = ListPacker(
+        target_weight=_manifest_target_bytes(metadata), lookback=1, largest_bin_first=False
+    )
+    return sum(
+        len(manifest_bin)
+        for group in by_spec.values()
+        for manifest_bin in packer.pack_end(group, lambda m: m.manifest_length)
+        if len(manifest_bin) > 1
+    )
+
+
+def rewrite_manifests(pending: Transaction, snapshot_properties: dict[str, str]) -> _MergeAppendFiles:
+    """A snapshot producer that rewrites the current snapshot's data manifests (see :class:`_ManifestRewrite`)."""
+    return _ManifestRewrite(
+        operation=Operation.APPEND,
         transaction=pending,
         io=pending._table.io,
         snapshot_properties=snapshot_properties,

@@ -8,7 +8,10 @@ What pyiceberg 0.12 offers and what we add:
   recorded before the expiry commits (see ``markers``), so a rerun of an old file is still recognised.
 - There is no ``rewrite_data_files``: :func:`compact` reads a partition's small files and writes
   them back as key-sorted files of the table's target size, in one ``overwrite`` snapshot.
-- There is no ``rewrite_manifests``; manifests are merged as loads append (``merge_append``).
+- There is no ``rewrite_manifests``: loads merge manifests as they append (``merge_append``, from 16 on),
+  but an upsert's ``overwrite`` never merges, and planning reads every manifest. Compaction's snapshot
+  packs the table's manifests into as few as the manifest target size allows; with no file to compact,
+  :func:`rewrite_manifests` does the same in a ``replace`` snapshot of its own.
 - There is no ``remove_orphan_files``: :func:`remove_orphan_files` lists the table's folders
   and deletes data and manifest files that no snapshot references and that are older than a
   safety margin (a loader may be writing files it has not committed yet).
@@ -30,7 +33,16 @@ from pyiceberg.table.update.snapshot import ExpireSnapshots
 
 from icegate.errors import CommitConflict
 from icegate.lake.catalog import MERGE_KEY_PROPERTY, file_target
-from icegate.lake.files import FILE_INDEX, ROW_POSITION, overwrite, read_files, transaction, write_data_files
+from icegate.lake.files import (
+    FILE_INDEX,
+    ROW_POSITION,
+    manifests_to_merge,
+    overwrite,
+    read_files,
+    transaction,
+    write_data_files,
+)
+from icegate.lake.files import rewrite_manifests as manifest_rewrite
 from icegate.lake.ledger import record_markers
 
 if TYPE_CHECKING:
@@ -99,6 +111,9 @@ class MaintenanceReport:
     #: Files deleted because only expired snapshots referenced them.
     files_deleted: int = 0
     orphans_deleted: int = 0
+    #: The current snapshot's manifests before and after (compaction packs them; so does a manifest rewrite).
+    manifests_before: int = 0
+    manifests_after: int = 0
 
 
 def maintain(
@@ -112,7 +127,7 @@ def maintain(
     force: bool = False,
     target_file_size_bytes: int | None = None,
 ) -> MaintenanceReport:
-    """Compact, then expire, then remove orphans — each step its own commit.
+    """Compact (data files and manifests), then expire, then remove orphans — each step its own commit.
 
     Orphan removal younger than :data:`MIN_ORPHAN_AGE` is refused (:class:`UnsafeOrphanAge`) unless
     ``force``: it would delete files that a running load has written and is about to commit.
@@ -124,9 +139,13 @@ def maintain(
             "committed yet, and the table would then reference missing files; use a longer age, or force it only "
             "when no load is running"
         )
+    manifests_before = _manifest_count(catalog.load_table(identifier))
     compacted, written = (
         compact(catalog, identifier, target_file_size_bytes=target_file_size_bytes) if compact_files else (0, 0)
     )
+    if compact_files and not compacted:
+        rewrite_manifests(catalog, identifier)
+    manifests_after = _manifest_count(catalog.load_table(identifier))
     expired, deleted = expire_snapshots(
         catalog, identifier, older_than=datetime.now(UTC) - expire_older_than, retain_last=retain_last
     )
@@ -135,7 +154,14 @@ def maintain(
         if orphans_older_than is not None
         else 0
     )
-    return MaintenanceReport(".".join(identifier), compacted, written, expired, deleted, orphans)
+    return MaintenanceReport(
+        ".".join(identifier), compacted, written, expired, deleted, orphans, manifests_before, manifests_after
+    )
+
+
+def _manifest_count(table: Table) -> int:
+    snapshot = table.current_snapshot()
+    return len(snapshot.manifests(table.io)) if snapshot is not None else 0
 
 
 def maintain_namespace(catalog: Catalog, namespace: str, request: MaintenanceRequest) -> list[MaintenanceReport]:
@@ -178,7 +204,8 @@ def compact(
 
     The target is the table's (``write.target-file-size-bytes``, as loads write) unless given. A file is
     small below half the target size (or half its row cap). Files with delete files attached are left
-    alone. Returns (files replaced, files written).
+    alone. The same snapshot packs the table's manifests (see :func:`rewrite_manifests`). Returns
+    (files replaced, files written).
     """
     for _ in range(_ATTEMPTS):
         table = catalog.load_table(identifier)
@@ -213,12 +240,45 @@ def compact(
 
 def _commit_swap(table: Table, removed: list[DataFile], added: list[DataFile]) -> None:
     pending = transaction(table)
-    with overwrite(pending, {MAINTENANCE: "compact"}) as swap:
+    with overwrite(pending, {MAINTENANCE: "compact"}, pack_manifests=True) as swap:
         for data_file in removed:
             swap.delete_data_file(data_file)
         for data_file in added:
             swap.append_data_file(data_file)
     pending.commit_transaction()
+
+
+def rewrite_manifests(catalog: Catalog, identifier: tuple[str, str]) -> tuple[int, int]:
+    """Merge the current snapshot's small data manifests into few, in one snapshot that changes no row.
+
+    Planning a scan reads every manifest of the snapshot, and upserts (``overwrite``) add one or two per
+    load and never merge them. Manifests are packed per partition spec into
+    ``commit.manifest.target-size-bytes`` (8 MB). Returns (manifests merged, manifests written).
+    """
+    for _ in range(_ATTEMPTS):
+        table = catalog.load_table(identifier)
+        snapshot = table.current_snapshot()
+        if snapshot is None:
+            return 0, 0
+        before = snapshot.manifests(table.io)
+        merged = manifests_to_merge(table.metadata, before)
+        if not merged:
+            return 0, 0
+        pending = transaction(table)
+        with manifest_rewrite(pending, {MAINTENANCE: "rewrite-manifests"}):
+            pass  # nothing added or removed: the producer writes the packed manifests on commit
+        try:
+            updated = pending.commit_transaction()
+        except CommitFailedException:
+            continue  # pyiceberg deleted the manifests the lost attempt wrote
+        after = updated.current_snapshot()
+        assert after is not None
+        return merged, merged - (len(before) - len(after.manifests(updated.io)))
+    raise CommitConflict(
+        f"manifest rewrite lost {_ATTEMPTS} commits in a row to concurrent writers; nothing was rewritten, "
+        "run maintenance again when loads are quieter",
+        location=".".join(identifier),
+    )
 
 
 def expire_snapshots(
