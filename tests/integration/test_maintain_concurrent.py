@@ -181,17 +181,18 @@ def test_a_load_whose_files_were_written_before_maintenance_commits_them_after_i
     written, release = threading.Event(), threading.Event()
     held_files: list[str] = []
     commit_attempts: list[list[str]] = []
-    real_commit = loader_commit.commit_files
+    real_stage = loader_commit.stage_snapshot
 
-    def held_commit(table: Any, added: Any, *args: Any, **kwargs: Any) -> int:
+    def held_stage(pending: Any, added: Any, *args: Any, **kwargs: Any) -> int:
+        # Each commit attempt stages its snapshot just before committing it.
         commit_attempts.append([f.file_path for f in added])
         if not held_files:
             held_files.extend(f.file_path for f in added)
             written.set()
             release.wait(timeout=60)
-        return real_commit(table, added, *args, **kwargs)
+        return real_stage(pending, added, *args, **kwargs)
 
-    monkeypatch.setattr(loader_commit, "commit_files", held_commit)
+    monkeypatch.setattr(loader_commit, "stage_snapshot", held_stage)
     summary: list[Any] = []
     late = SourceIdentity(sha256=f"{99:064x}", file="batch-late", version=None, run_id="run-late")
     loader = threading.Thread(
