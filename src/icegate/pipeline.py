@@ -217,8 +217,11 @@ def run_parse(
     parsed = None
     if prior is None:
         data = storage.read_bytes(source.uri, source.version_id)
-        sha256 = hashlib.sha256(data).hexdigest()
-        lookup = functools.partial(_prior_load, settings, catalog, table, sha256=sha256)
+
+        def lookup() -> tuple[str, PriorLoad | None]:
+            digest = hashlib.sha256(data).hexdigest()
+            return digest, _prior_load(settings, catalog, table, sha256=digest)
+
         parse = functools.partial(
             parse_bytes,
             data,
@@ -229,9 +232,9 @@ def run_parse(
             normalize=NormalizeContext(phone_region=settings.phone_region),
         )
         if callable(catalog):  # the catalog is not open yet
-            prior, parsed = _parse_beside(lookup, parse)
+            (sha256, prior), parsed = _parse_beside(lookup, parse)
         else:
-            prior = lookup()
+            sha256, prior = lookup()
     if prior is not None:
         return _extend(
             Parsed,
@@ -267,21 +270,21 @@ def run_parse(
 
 
 def _parse_beside(
-    lookup: Callable[[], PriorLoad | None], parse: Callable[[], ParsedTable]
-) -> tuple[PriorLoad | None, ParsedTable | None]:
-    """The ledger's answer and the parse, side by side.
+    lookup: Callable[[], tuple[str, PriorLoad | None]], parse: Callable[[], ParsedTable]
+) -> tuple[tuple[str, PriorLoad | None], ParsedTable | None]:
+    """The content's hash and the ledger's answer for it, and the parse, side by side.
 
-    Opening a catalog (importing pyiceberg and sqlalchemy, ~1 s) and reading the ledger take about
-    as long as parsing a big file, and mostly need the interpreter while the parse mostly runs in
-    Arrow and polars: one waits for the other no more. Content found loaded drops its parse, and
-    its parse error with it, as if it had never been parsed.
+    Hashing the file, opening a catalog (importing pyiceberg and sqlalchemy, ~1 s) and reading the
+    ledger take about as long as parsing a big file, and mostly wait in hashlib or need the
+    interpreter while the parse mostly runs in Arrow and polars: one waits for the other no more.
+    Content found loaded drops its parse, and its parse error with it, as if it had never been parsed.
     """
     with ThreadPoolExecutor(1, thread_name_prefix="icegate-ledger") as pool:
         found = pool.submit(lookup)
         try:
             parsed = parse()
         except Exception:
-            if found.result() is not None:
+            if found.result()[1] is not None:
                 return found.result(), None
             raise
         return found.result(), parsed
