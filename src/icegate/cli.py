@@ -165,7 +165,8 @@ def run(
                 console.print(own_line)
             raise click.ClickException("no files to ingest")
 
-        runner = LocalRunner(settings, catalog=_catalog(settings, create=True))
+        # Opened beside the first file's parse; if it cannot be, the run stops with why, before any file ends anywhere.
+        runner = LocalRunner(settings, catalog=lambda: _catalog(settings, create=True))
         with Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),

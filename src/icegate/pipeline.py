@@ -34,7 +34,7 @@ from icegate import constants as c
 from icegate.datasets import NormalizeContext, detect_dataset, get_dataset
 from icegate.errors import NoValidRows, SourceNotFound, TransientError, UnknownDataset
 from icegate.locations import parse_location
-from icegate.parse import check_size, parse_bytes
+from icegate.parse import ParsedTable, check_size, parse_bytes
 from icegate.payloads import (
     MAX_MESSAGE_CHARS,
     DeadLettered,
@@ -191,6 +191,8 @@ def _prior_load(
             return None
         # The ledger tells fast; the table's own marker confirms (a ledger row cannot outlive the data).
         snapshot_id = find_loaded(catalog.load_table(tuple(table.rsplit(".", 1))), prior.sha256)
+    except CatalogNotOpened:
+        raise  # not the ledger's failure: the runner stops on it
     except Exception:
         log.warning("could not read the ledger; parsing the file in full", exc_info=True)
         return None
@@ -214,10 +216,27 @@ def run_parse(
     prior = None
     if source.version_id:
         prior = _prior_load(settings, catalog, table, version=(source.bucket, source.key, source.version_id))
+    parsed = None
     if prior is None:
         data = storage.read_bytes(source.uri, source.version_id)
-        sha256 = hashlib.sha256(data).hexdigest()
-        prior = _prior_load(settings, catalog, table, sha256=sha256)
+
+        def lookup() -> tuple[str, PriorLoad | None]:
+            digest = hashlib.sha256(data).hexdigest()
+            return digest, _prior_load(settings, catalog, table, sha256=digest)
+
+        parse = functools.partial(
+            parse_bytes,
+            data,
+            source.key,
+            dataset,
+            limits=settings.limits,
+            encoding=settings.source_encoding,
+            normalize=NormalizeContext(phone_region=settings.phone_region),
+        )
+        if callable(catalog):  # the catalog is not open yet
+            (sha256, prior), parsed = _parse_beside(lookup, parse)
+        else:
+            sha256, prior = lookup()
     if prior is not None:
         return _extend(
             Parsed,
@@ -227,14 +246,7 @@ def run_parse(
             uploaded_at=info.last_modified.isoformat(),
             prior_load=prior,
         )
-    parsed = parse_bytes(
-        data,
-        source.key,
-        dataset,
-        limits=settings.limits,
-        encoding=settings.source_encoding,
-        normalize=NormalizeContext(phone_region=settings.phone_region),
-    )
+    parsed = parsed or parse()
     parsed_uri = processing_uri(settings, job.run_id, "parsed.parquet")
     storage.write_parquet(parsed_uri, parsed.with_lines())  # lines: where a rejected row is in the file
     ignored = parsed.ignored_columns
@@ -257,6 +269,27 @@ def run_parse(
         ignored_columns_uri=ignored_uri,
         parsed_uri=parsed_uri,
     )
+
+
+def _parse_beside(
+    lookup: Callable[[], tuple[str, PriorLoad | None]], parse: Callable[[], ParsedTable]
+) -> tuple[tuple[str, PriorLoad | None], ParsedTable | None]:
+    """The content's hash and the ledger's answer for it, and the parse, side by side.
+
+    Hashing the file, opening a catalog (importing pyiceberg and sqlalchemy, ~1 s) and reading the
+    ledger take about as long as parsing a big file, and mostly wait in hashlib or need the
+    interpreter while the parse mostly runs in Arrow and polars: one waits for the other no more.
+    Content found loaded drops its parse, and its parse error with it, as if it had never been parsed.
+    """
+    with ThreadPoolExecutor(1, thread_name_prefix="icegate-ledger") as pool:
+        found = pool.submit(lookup)
+        try:
+            parsed = parse()
+        except Exception:
+            if found.result()[1] is not None:
+                return found.result(), None
+            raise
+        return found.result(), parsed
 
 
 @_stage
@@ -696,24 +729,66 @@ class FileOutcome:
 ProgressHook = Callable[[SourceObject, str], None]
 
 
-class LocalRunner:
-    """Runs files through the stages in-process, with the state machine's retry and catch semantics."""
+class CatalogNotOpened(Exception):
+    """The opener a ``LocalRunner`` was given failed: the run stops with the opener's own error (``error``)."""
 
-    def __init__(self, settings: Settings, storage: Storage | None = None, catalog: Catalog | None = None) -> None:
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class LocalRunner:
+    """Runs files through the stages in-process, with the state machine's retry and catch semantics.
+
+    ``catalog`` is a catalog, or a function that opens one: it is called while the first file
+    parses (opening a catalog takes about as long), and if it fails, the run stops with its
+    error before any file leaves a trace (the command line's "cannot open the catalog"). Without
+    either, the settings' catalog is opened when first needed, and one that is down fails the load.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        storage: Storage | None = None,
+        catalog: Catalog | Callable[[], Catalog] | None = None,
+    ) -> None:
         self.settings = settings
         self.storage = storage or Storage(settings.s3_endpoint)
-        self._catalog = catalog
+        self._catalog: Catalog | None = None
+        self._opener: Callable[[], Catalog] | None = None
+        self._opener_error: Exception | None = None
+        self._opening = threading.Lock()
+        if callable(catalog):
+            self._opener = catalog
+        else:
+            self._catalog = catalog
 
     @property
     def catalog(self) -> Catalog:
-        if self._catalog is None:
-            if self.settings.is_local:
-                Path(self.settings.lake_path()).mkdir(parents=True, exist_ok=True)
-            self._catalog = open_catalog(self.settings)
-        return self._catalog
+        with self._opening:  # files on several threads open it once
+            if self._catalog is None:
+                if self._opener is not None:
+                    self._catalog = self._open_once(self._opener)
+                else:
+                    if self.settings.is_local:
+                        Path(self.settings.lake_path()).mkdir(parents=True, exist_ok=True)
+                    self._catalog = open_catalog(self.settings)
+            return self._catalog
+
+    def _open_once(self, opener: Callable[[], Catalog]) -> Catalog:
+        if self._opener_error is None:
+            try:
+                return opener()
+            except Exception as exc:
+                self._opener_error = exc
+        raise CatalogNotOpened(self._opener_error)
 
     def _ledger_catalog(self) -> Catalog:
         return self.catalog
+
+    def _parse_catalog(self) -> Catalog | Callable[[], Catalog]:
+        """What the parse reads the ledger with: the catalog once open, else what opens it (beside the parse)."""
+        return self._catalog if self._catalog is not None else self._ledger_catalog
 
     def run(
         self,
@@ -800,7 +875,9 @@ class LocalRunner:
         try:
             enter(c.PARSE)
             # The ledger's catalog is opened only when asked for: a catalog that is down fails the load, not the parse.
-            parsed = state = _with_retries(lambda: run_parse(job, settings, storage, self._ledger_catalog))
+            parsed = state = _with_retries(lambda: run_parse(job, settings, storage, self._parse_catalog()))
+            if self._opener is not None:
+                self.catalog  # noqa: B018 - an opener that failed stops the run before anything is written
             enter(c.VALIDATE)
             validated = state = _with_retries(lambda: run_validate(parsed, settings, storage))
             storage.forget(parsed.parsed_uri)  # its only reader is done: free the file's raw strings
@@ -810,6 +887,9 @@ class LocalRunner:
                 return self._dead_letter(job, scored, c.GATE, gate_error(scored), started, keep_processing, storage)
             enter(c.LOAD)
             loaded = _with_retries(lambda: run_load(scored, settings, storage, self.catalog, waiting))
+        except CatalogNotOpened as failed:
+            self._clean(job.run_id, keep_processing, storage)
+            raise failed.error from None
         except Exception as exc:  # the state machine's Catch States.ALL
             return self._dead_letter(job, state, stage, error_info(exc), started, keep_processing, storage)
         assert loaded.load is not None
@@ -949,6 +1029,7 @@ def _files_under(path: Path) -> list[Path]:
 
 
 __all__ = [
+    "CatalogNotOpened",
     "FileOutcome",
     "LocalRunner",
     "LocalSources",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from pathlib import Path
@@ -115,7 +116,7 @@ def test_a_rerun_of_loaded_content_is_answered_from_the_ledger_without_parsing(
         raise AssertionError("the file was parsed")
 
     monkeypatch.setattr(pipeline, "parse_bytes", no_parsing)
-    rerun = LocalRunner(settings).run(SourceObject(bucket="", key=str(again)))
+    rerun = LocalRunner(settings, catalog=build_catalog(settings)).run(SourceObject(bucket="", key=str(again)))
 
     # THEN it is already loaded, into the snapshot of the first load, and the ledger says so
     assert rerun.outcome == "already_loaded"
@@ -124,6 +125,20 @@ def test_a_rerun_of_loaded_content_is_answered_from_the_ledger_without_parsing(
     assert state.quality.score == loaded.state.quality.score  # type: ignore[attr-defined]
     rows = ledger_rows(settings)
     assert rows.filter(pl.col("run_id") == rerun.run_id)["outcome"].to_list() == ["already_loaded"]
+
+
+def test_a_parse_beside_the_catalog_opening_gives_way_to_the_ledger(tmp_path: Path, settings: Settings) -> None:
+    """A runner whose catalog is not open yet parses while it opens; a ledger hit drops that parse, error and all."""
+    # GIVEN a posts file loaded once
+    path = write_posts(tmp_path / "in", "20260110_100000", posts_csv(50))
+    assert LocalRunner(settings).run(SourceObject(bucket="", key=str(path))).outcome == "loaded"
+
+    # WHEN a fresh runner (its catalog still to open) reruns it under limits its parse now fails
+    strict = dataclasses.replace(settings, limits=dataclasses.replace(settings.limits, max_rows=10))
+    rerun = LocalRunner(strict).run(SourceObject(bucket="", key=str(path)))
+
+    # THEN the ledger's answer wins: already loaded, not dead-lettered for the limit
+    assert rerun.outcome == "already_loaded", rerun.dead_letter
 
 
 def test_a_stale_ledger_row_never_skips_a_file_the_table_does_not_hold(tmp_path: Path, settings: Settings) -> None:

@@ -39,6 +39,7 @@ from icegate.lake import commit as commit_module
 from icegate.lake import maintain as maintain_module
 from icegate.lake.catalog import TARGET_FILE_ROWS
 from icegate.lake.commit import candidate_files, with_lineage
+from icegate.lake.files import _partition_rank
 from icegate.lake.maintain import compact, expire_snapshots, remove_orphan_files
 from icegate.settings import Settings
 from tests.frames import posts_frame
@@ -804,3 +805,19 @@ def test_orphan_removal_deletes_old_unreferenced_files_only(catalog: Catalog, se
     assert not stray.exists()
     assert parquet_on_disk(settings) == referenced
     assert rows_of(catalog).height == 1
+
+
+@pytest.mark.parametrize(
+    ("months", "ranks"),
+    [([5, None, 3, 5, None], [3, 1, 2, 3, 1]), ([None, None], [1, 1]), ([2, 1, 2], [2, 1, 2])],
+    ids=["nulls-first", "all-null", "no-null"],
+)
+def test_files_are_ordered_by_partition_rank_alike_for_one_partition_column_or_several(
+    months: list[int | None], ranks: list[int]
+) -> None:
+    # GIVEN rows' partition values, alone and beside a second partition column that is the same everywhere
+    frame = pl.DataFrame({"month": pl.Series(months, dtype=pl.Int32), "region": [1] * len(months)})
+
+    # THEN both rank partitions densely from 1, a null partition first
+    assert _partition_rank(frame, ["month"]).to_list() == ranks
+    assert _partition_rank(frame, ["month", "region"]).to_list() == ranks

@@ -911,6 +911,37 @@ def test_values_are_trimmed_and_blank_values_are_null() -> None:
     assert column(parsed.table, "caption") == ["padded", "nbsp", None, None]
 
 
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (["plain", "x", ""], ["plain", "x", None]),
+        (
+            ["caf\u00e9", "\u00e9t\u00e9", "\U0001f355 pizza \U0001f355"],
+            ["caf\u00e9", "\u00e9t\u00e9", "\U0001f355 pizza \U0001f355"],
+        ),
+        (["ideographic\u3000", "\u2003em", "ok"], ["ideographic", "em", "ok"]),
+        (["ok", "line\n", "\rcr"], ["ok", "line", "cr"]),
+        (["ok", None, " spaced "], ["ok", None, "spaced"]),
+    ],
+    ids=["ascii-nothing-to-trim", "non-ascii-ends-kept", "unicode-spaces-trimmed", "control-ends", "with-nulls"],
+)
+@pytest.mark.parametrize("kind", [pa.string(), pa.large_string()], ids=["string", "large_string"])
+def test_only_whitespace_at_the_ends_is_trimmed_whatever_the_other_values(
+    values: list[str | None], expected: list[str | None], kind: pa.DataType
+) -> None:
+    # GIVEN a caption column (two chunks, as a big file's blocks) mixing values to trim with values not to
+    source = pa.table(
+        {
+            **{name: pa.chunked_array([["v"], ["v"] * (len(values) - 1)]) for name in POSTS.column_names},
+            "caption": pa.chunked_array([values[:1], values[1:]], type=kind),
+        }
+    )
+
+    # WHEN its columns are mapped  THEN exactly the surrounding whitespace is gone, and blanks are null
+    table, _ = map_columns(source, POSTS, file=POSTS_FILE)
+    assert table.column("caption").to_pylist() == expected
+
+
 # ------------------------------------------------------------------------------------------------
 # Normalisers
 # ------------------------------------------------------------------------------------------------

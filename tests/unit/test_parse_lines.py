@@ -62,3 +62,17 @@ def test_formats_whose_records_are_not_lines_have_none() -> None:
     data = b'[{"post_id": "A", "creator": "c", "posted_date": "2026-01-10", "likes": "1", "comments": "2", '
     data += b'"post_url": "u"}]'
     assert parse_bytes(data, "post_results_1.json", POSTS, limits=Limits()).lines is None
+
+
+def test_lines_of_spaces_are_skipped_but_records_that_start_with_spaces_count() -> None:
+    # GIVEN a blank line, a line of spaces and a CR, and records that start with spaces or a tab
+    text = HEADER + "\n" + " \t \r\n" + "  " + row("A", "x") + "\t" + row("B", "two\nlines") + row("C", "y")
+
+    # THEN the records' lines skip only the blank ones
+    assert lines_of(text) == [(4, 4), (5, 6), (7, 7)]
+
+
+def test_in_a_tsv_a_line_of_tabs_is_a_record() -> None:
+    # GIVEN a TSV whose header has two columns and a line of a single tab (two empty fields)
+    # THEN that line is a record, as the reader reads it
+    assert record_lines(b"a\tb\n\t\n1\t2\n", "\t", 2).to_pydict() == {LINE: [2, 3], LAST_LINE: [2, 3]}

@@ -270,12 +270,24 @@ def _sort_key(frame: pl.DataFrame, partition_names: list[str]) -> pl.Series | li
         return [*partition_names, _CLUSTER]
     if not partition_names:
         return frame.get_column(_CLUSTER)
-    rank = frame.select(pl.struct(partition_names).rank("dense").cast(pl.UInt64)).to_series()
+    rank = _partition_rank(frame, partition_names)
     highest = int(rank.max() or 0) + (1 if rank.null_count() else 0)  # type: ignore[arg-type]
     rank = rank.fill_null(highest)  # nulls last
     bits = highest.bit_length()
     key: pl.Series = rank * (2 ** (64 - bits)) + frame.get_column(_CLUSTER) // (2**bits)
     return key
+
+
+def _partition_rank(frame: pl.DataFrame, partition_names: list[str]) -> pl.Series:
+    """The dense rank of each row's partition (from 1), a null partition value first.
+
+    One partition column (the usual month or day) is ranked as a number, several times cheaper
+    than ranking a struct of it; its nulls then rank first as they do in a struct.
+    """
+    if len(partition_names) > 1:
+        return frame.select(pl.struct(partition_names).rank("dense").cast(pl.UInt64)).to_series()
+    rank = frame.get_column(partition_names[0]).rank("dense").cast(pl.UInt64)
+    return (rank + 1).fill_null(1) if rank.null_count() else rank
 
 
 def _transformed(frame: pl.DataFrame, column: str, field: Any, schema: Any) -> pl.Expr:

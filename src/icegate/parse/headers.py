@@ -89,8 +89,41 @@ def map_columns(
 
 def _clean(values: pa.ChunkedArray) -> pa.ChunkedArray:
     """Trim surrounding (Unicode) whitespace; an empty value becomes null (without another copy)."""
-    trimmed = pc.utf8_trim_whitespace(values)
+    trimmed = values if all(map(_nothing_to_trim, values.chunks)) else pc.utf8_trim_whitespace(values)
     return pa.chunked_array([_empty_to_null(chunk) for chunk in trimmed.chunks], type=trimmed.type)
+
+
+#: Bytes that can start or end a value that has no whitespace at its ends: printable ASCII but space.
+#: Every whitespace character, ASCII or not, starts and ends with a byte outside this range.
+_VISIBLE_ASCII: Final = (0x21, 0x7E)
+
+
+def _nothing_to_trim(chunk: pa.Array) -> bool:
+    """Whether every value of a chunk starts and ends with a visible ASCII byte (or is empty).
+
+    Trimming then changes nothing, and a column that needs none keeps its own buffers: trimming
+    copies every value, and for a big file that copy costs more than the rest of the column's
+    cleaning. Only the first and last byte of each value are read. Anything unusual (nulls, a
+    sliced chunk) answers no, and the column is trimmed.
+    """
+    if chunk.null_count or chunk.offset or not (pa.types.is_string(chunk.type) or pa.types.is_large_string(chunk.type)):
+        return False
+    _, offsets_buffer, data_buffer = chunk.buffers()
+    if len(chunk) == 0 or data_buffer is None:
+        return True
+    offset_type = pa.int64() if pa.types.is_large_string(chunk.type) else pa.int32()
+    offsets = pa.Array.from_buffers(offset_type, len(chunk) + 1, [None, offsets_buffer])
+    data = pa.Array.from_buffers(pa.uint8(), data_buffer.size, [None, data_buffer])
+    starts, ends = offsets.slice(0, len(chunk)), offsets.slice(1)
+    filled = pc.less(starts, ends)
+    ends_bytes = pc.take(data, pc.filter(pc.subtract(ends, 1), filled))
+    start_bytes = pc.take(data, pc.filter(starts, filled))
+    for edge in (start_bytes, ends_bytes):
+        bounds = pc.min_max(edge)
+        lowest, highest = bounds["min"].as_py(), bounds["max"].as_py()
+        if lowest is not None and (lowest < _VISIBLE_ASCII[0] or highest > _VISIBLE_ASCII[1]):
+            return False
+    return True
 
 
 def _empty_to_null(chunk: pa.Array) -> pa.Array:

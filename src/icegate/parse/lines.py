@@ -51,7 +51,7 @@ def _by_quote_parity(text: bytes, delimiter: str, rows: int) -> _Lines | None:
     ends = pl.concat([breaks, pl.Series([size], dtype=pl.Int64)])
     first = pl.concat([pl.Series([1], dtype=pl.Int64), record_breaks + 1])
     last = pl.concat([record_breaks, pl.Series([newlines.len() + 1], dtype=pl.Int64)])
-    keep = ~_blank(data, delimiter, starts, ends)
+    keep = ~_blank(text, data, delimiter, starts, ends)
     first, last = first.filter(keep), last.filter(keep)
     if first.len() != rows + 1:  # the header is the first record kept
         return None
@@ -70,11 +70,20 @@ def _quotes_only_around_values(data: pl.Series, quotes: pl.Series, delimiter: st
     return bool(before.is_in(bounds).all() and after.is_in(bounds).all())
 
 
-def _blank(data: pl.Series, delimiter: str, starts: pl.Series, ends: pl.Series) -> pl.Series:
-    """Records of whitespace only (pyarrow skips them): no other byte between their start and end."""
-    spaces = [b for b in b" \t\r\n\v\f" if b != ord(delimiter)]
-    others = (~data.is_in(spaces)).arg_true().cast(pl.Int64)
-    return others.search_sorted(starts, side="left") == others.search_sorted(ends, side="left")
+def _blank(text: bytes, data: pl.Series, delimiter: str, starts: pl.Series, ends: pl.Series) -> pl.Series:
+    """Records of whitespace only (pyarrow skips them): no other byte between their start and end.
+
+    A record that starts with a visible byte is not blank, which settles almost every record by one
+    byte each; only the empty ones and those starting with whitespace are read in full.
+    """
+    spaces = bytes(b for b in b" \t\r\n\v\f" if b != ord(delimiter))
+    at_start = data.gather(starts.clip(upper_bound=data.len() - 1))
+    unsure = ((starts >= ends) | at_start.is_in(list(spaces))).arg_true()
+    blank = pl.repeat(False, starts.len(), dtype=pl.Boolean, eager=True)
+    if unsure.len():
+        pairs = zip(starts.gather(unsure).to_list(), ends.gather(unsure).to_list(), strict=True)
+        blank = blank.scatter(unsure, [not text[start:end].strip(spaces) for start, end in pairs])
+    return blank
 
 
 def _by_csv_reader(text: bytes, delimiter: str, rows: int) -> _Lines | None:
