@@ -30,3 +30,33 @@ def posts_frame(
     return pl.DataFrame(
         values, schema_overrides={"posted_date": pl.Date, "likes": pl.Int64, "comments": pl.Int64}
     ).select(POSTS.column_names)
+
+
+#: The posts scraper's header, as its CSV files start.
+SCRAPER_HEADER = (
+    "Search Term,Post ID,Creator,Posted Date,Likes,Comments,Hashtags,Caption,Image Description,Post URL,Status"
+)
+
+
+def scraper_posts_csv(ids: range) -> bytes:
+    """A posts file as the scraper writes it, holding posts ``P<id>`` (the same post always has the same row)."""
+    rows = [
+        f"pizza nyc,P{i:06d},creator_{i % 7},2026-01-0{1 + i % 9},{i},{i % 50},#food,Caption {i},A pizza,"
+        f"https://www.instagram.com/p/P{i:06d}/,success"
+        for i in ids
+    ]
+    return ("\n".join([SCRAPER_HEADER, *rows]) + "\n").encode()
+
+
+def observe_commits(catalog: Any) -> list[str]:
+    """The catalog's commits that land from now on, by table name (observed, not replaced)."""
+    landed: list[str] = []
+    real = catalog.commit_table
+
+    def counted(table: Any, *args: Any, **kwargs: Any) -> Any:
+        response = real(table, *args, **kwargs)
+        landed.append(table.name()[-1])
+        return response
+
+    catalog.commit_table = counted
+    return landed

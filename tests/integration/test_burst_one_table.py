@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from icegate.constants import LEDGER_TABLE, PROCESSING_PREFIX, WAITING_FOLDER
+from tests.frames import scraper_posts_csv
 from tests.integration.sfn_support import NAMESPACE, running_pipeline
 
-HEADER = "Search Term,Post ID,Creator,Posted Date,Likes,Comments,Hashtags,Caption,Image Description,Post URL,Status"
 FILES = 50
 ROWS = 20
 BURST_TIMEOUT_SECONDS = 900.0
@@ -29,12 +29,7 @@ BURST_TIMEOUT_SECONDS = 900.0
 
 def posts_csv(first: int) -> bytes:
     """ROWS posts from key ``first``: each file shares half its keys with the next one."""
-    rows = [
-        f"pizza nyc,P{i:06d},creator_{i % 7},2026-01-0{1 + i % 9},{i},{i % 50},#food,Caption {i},A pizza,"
-        f"https://www.instagram.com/p/P{i:06d}/,success"
-        for i in range(first, first + ROWS)
-    ]
-    return ("\n".join([HEADER, *rows]) + "\n").encode()
+    return scraper_posts_csv(range(first, first + ROWS))
 
 
 def test_fifty_concurrent_executions_for_one_table_all_succeed_each_file_once(

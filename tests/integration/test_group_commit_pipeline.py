@@ -31,20 +31,14 @@ from icegate.pipeline import (
 from icegate.settings import Settings
 from icegate.storage import Storage
 from icegate.waiting import InProcessQueue, WaitingLoad
-
-HEADER = "Search Term,Post ID,Creator,Posted Date,Likes,Comments,Hashtags,Caption,Image Description,Post URL,Status"
+from tests.frames import observe_commits, scraper_posts_csv
 
 
 def posts_csv(folder: Path, second: int, ids: range) -> Path:
     """A scraper's posts file holding ``ids`` (the same post always has the same row)."""
     path = folder / f"post_results_20260113_1200{second:02d}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = [
-        f"pizza nyc,P{i:06d},creator_{i % 7},2026-01-0{1 + i % 9},{i},{i % 50},#food,Caption {i},A pizza,"
-        f"https://www.instagram.com/p/P{i:06d}/,success"
-        for i in ids
-    ]
-    path.write_text("\n".join([HEADER, *rows]) + "\n", encoding="utf-8")
+    path.write_bytes(scraper_posts_csv(ids))
     return path
 
 
@@ -134,15 +128,7 @@ def test_threads_of_one_process_take_turns_and_the_next_one_commits_all_that_wai
     b = scored(posts_csv(tmp_path, 2, range(5, 15)), settings, storage)
     x = scored(posts_csv(tmp_path, 3, range(100, 101)), settings, storage)
     catalog = build_catalog(settings)
-    commits: list[str] = []
-    commit_table = catalog.commit_table
-
-    def counted(table: Any, *args: Any, **kwargs: Any) -> Any:
-        response = commit_table(table, *args, **kwargs)
-        commits.append(table.name()[-1])
-        return response
-
-    catalog.commit_table = counted  # type: ignore[method-assign]
+    commits = observe_commits(catalog)
     queue = InProcessQueue(max_files=10, max_bytes=10_000_000)
     results: dict[str, Any] = {}
     threads = [

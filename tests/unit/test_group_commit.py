@@ -15,7 +15,7 @@ from icegate.lake import Incoming, SourceIdentity, build_catalog, find_loaded, l
 from icegate.lake import commit as commit_module
 from icegate.lake.markers import MARKER_INSERTED, MARKER_RUN, MARKER_SHA256, MARKER_SKIPPED, loaded_snapshots
 from icegate.settings import Settings
-from tests.frames import posts_frame
+from tests.frames import observe_commits, posts_frame
 
 POSTS = get_dataset("posts")
 NS = "instagram_db"
@@ -28,18 +28,8 @@ def catalog(settings: Settings) -> Catalog:
 
 
 @pytest.fixture
-def commits(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The catalog commits that landed, by table name (observed, not replaced)."""
-    landed: list[str] = []
-    real = catalog.commit_table
-
-    def counted(table: Any, *args: Any, **kwargs: Any) -> Any:
-        response = real(table, *args, **kwargs)
-        landed.append(table.name()[-1])
-        return response
-
-    monkeypatch.setattr(catalog, "commit_table", counted)
-    return landed
+def commits(catalog: Catalog) -> list[str]:
+    return observe_commits(catalog)
 
 
 def file(name: str, *ids: str) -> Incoming:
