@@ -318,9 +318,14 @@ def running_pipeline(
 def _executing_state_machine(
     monkeypatch: pytest.MonkeyPatch, s3_endpoint: str | None, catalog_properties: dict[str, str]
 ) -> Iterator[CloudPipeline]:
-    from stages._powertools import storage
+    from stages._powertools import metrics, storage
 
     storage.cache_clear()  # its S3 client must be made inside the mock
+    # Executions run side by side here, their handlers in one process sharing Powertools' one metric set:
+    # one handler's flush would clear another's mid-serialisation ("Must contain at least one metric").
+    # On Lambda a process serves one invocation at a time, so this harness records no metrics.
+    monkeypatch.setattr(metrics, "add_metric", lambda **_: None)
+    monkeypatch.setattr(metrics, "add_dimension", lambda **_: None)
     definition = synthesised_definition()
     dispatcher = LambdaDispatcher(definition.stage_of_function)
     monkeypatch.setattr(lambda_eval_utils, "_invoke_lambda_function", dispatcher)
