@@ -254,8 +254,8 @@ class FunctionsConstruct(Construct):
             [self._storage.lake_objects_arn(PROCESSING_PREFIX)],
             "Writes processing/<run id>/parsed.parquet; the run id is the execution name, known only at run time.",
         )
-        # A rerun of content already loaded is answered before parsing: the ledger says so, and the dataset
-        # table's own snapshot marker confirms it. Read-only.
+        # A rerun of content already loaded is answered before parsing: the dataset table's snapshot markers
+        # (and the ledger, once snapshots expired) say so. Read-only.
         self._allow_read_tables(
             PARSE,
             [self._catalog.tables_arn],

@@ -200,11 +200,20 @@ def record(catalog: Catalog | Callable[[], Catalog], namespace: str, row: Mappin
     return record_rows(catalog, namespace, [row])
 
 
-def record_rows(catalog: Catalog | Callable[[], Catalog], namespace: str, rows: Sequence[Mapping[str, Any]]) -> bool:
-    """Write ledger rows in one append (a group commit's files), as :func:`record` writes one."""
+def record_rows(
+    catalog: Catalog | Callable[[], Catalog],
+    namespace: str,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    just_committed: bool = False,
+) -> bool:
+    """Write ledger rows in one append (a group commit's files), as :func:`record` writes one.
+
+    ``just_committed``: the rows are of loads this very call committed, so none can be recorded yet.
+    """
     try:
         resolved = catalog() if callable(catalog) else catalog
-        append_rows(resolved, namespace, [dict(row) for row in rows])
+        append_rows(resolved, namespace, [dict(row) for row in rows], unrecorded=just_committed)
     except Exception:
         log.exception(
             "could not record %s in the ledger %s.%s; `icegate maintain` repairs a loaded file's row",
@@ -275,7 +284,14 @@ def history(
         arrow = scan(table, where(since=since, dataset=dataset or None, outcome=outcome or None))
     frame = pl.from_arrow(arrow)
     assert isinstance(frame, pl.DataFrame)
-    return frame.sort("finished_at", nulls_last=False)
+    # One row per run, outcome and table: a loader records its just-committed loads without looking
+    # for their rows first, and `icegate maintain` may have rebuilt one in between from its marker;
+    # the loader's own row says more.
+    rebuilt = pl.col("recorded_by").eq(RECORDED_BY_MAINTAIN).fill_null(False)
+    once = frame.sort(rebuilt, maintain_order=True).unique(
+        ["run_id", "outcome", "table_name"], keep="first", maintain_order=True
+    )
+    return once.sort("finished_at", nulls_last=False, maintain_order=True)
 
 
 #: What :func:`source_outcomes` reads of each row: the source's identity, the outcome and its time.

@@ -181,16 +181,25 @@ def _prior_load(
 ) -> PriorLoad | None:
     """The ledger's record of this content (or S3 object version) already loaded into ``table``; ``None``
     also when the ledger cannot be read — the loader's snapshot-marker check still keeps the load exactly-once."""
+    from pyiceberg.exceptions import NoSuchTableError
+
     from icegate import ledger  # the ledger is an Iceberg table: see open_catalog
-    from icegate.lake import find_loaded
+    from icegate.lake import find_loaded, surely_never_loaded
 
     try:
         catalog = _resolve(catalog, settings)
-        prior = ledger.find_prior_load(catalog, settings.namespace, table, sha256=sha256, version=version)
-        if prior is None or not prior.sha256 or not catalog.table_exists(tuple(table.rsplit(".", 1))):
+        try:
+            data_table = catalog.load_table(tuple(table.rsplit(".", 1)))
+        except NoSuchTableError:
             return None
-        # The ledger tells fast; the table's own marker confirms (a ledger row cannot outlive the data).
-        snapshot_id = find_loaded(catalog.load_table(tuple(table.rsplit(".", 1))), prior.sha256)
+        source = (SourceObject(bucket=version[0], key=version[1]).uri, version[2]) if version is not None else None
+        if surely_never_loaded(data_table, sha256=sha256, source=source):
+            return None  # the table's markers are all its loads: no need to read the ledger
+        prior = ledger.find_prior_load(catalog, settings.namespace, table, sha256=sha256, version=version)
+        if prior is None or not prior.sha256:
+            return None
+        # The ledger tells what the load was; the table's own marker confirms (a ledger row cannot outlive the data).
+        snapshot_id = find_loaded(data_table, prior.sha256)
     except CatalogNotOpened:
         raise  # not the ledger's failure: the runner stops on it
     except Exception:
@@ -450,7 +459,7 @@ def run_load(
         for run_id, reason in group.left_out.items():
             log.warning("left %s out of this group commit (its own load will meet it): %s", run_id, reason)
         rows = _ledger_rows([(done[r], taken[r].report) for r in done], settings, catalog)
-        ledger.record_rows(catalog, settings.namespace, rows)
+        ledger.record_rows(catalog, settings.namespace, rows, just_committed=group.committed)
         turn.finish(done)
     return done[scored.run_id]
 

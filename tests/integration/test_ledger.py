@@ -303,3 +303,102 @@ def test_an_object_version_already_loaded_is_answered_without_reading_it(tmp_pat
     state: Any = rerun.state
     assert state.sha256 == first.state.sha256  # type: ignore[attr-defined]
     assert state.load.snapshot_id == first.state.load.snapshot_id  # type: ignore[attr-defined]
+
+
+def count_ledger_scans(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Each ledger read (a scan of icegate_loads) from here on, by its filter."""
+    scans: list[str] = []
+    real = lake_ledger.scan
+
+    def counted(table: Any, row_filter: Any = None, columns: Any = ("*",)) -> Any:
+        if table.name()[-1] == LEDGER_TABLE:
+            scans.append(str(row_filter))
+        return real(table, row_filter, columns)
+
+    monkeypatch.setattr(lake_ledger, "scan", counted)
+    return scans
+
+
+def test_a_new_file_is_loaded_and_recorded_without_reading_the_ledger_while_the_history_is_whole(
+    tmp_path: Path, lake: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN two files loaded (a ledger of two rows, the table's history whole)
+    first = write_posts(tmp_path / "in", "20260110_100000", posts_csv(10))
+    assert LocalRunner(settings).run(SourceObject(bucket="", key=str(first))).outcome == "loaded"
+    second = write_posts(tmp_path / "in", "20260111_100000", posts_csv(10, start=100))
+    assert LocalRunner(settings).run(SourceObject(bucket="", key=str(second))).outcome == "loaded"
+    scans = count_ledger_scans(monkeypatch)
+
+    # WHEN a new file loads
+    third = write_posts(tmp_path / "in", "20260112_100000", posts_csv(10, start=200))
+    assert LocalRunner(settings).run(SourceObject(bucket="", key=str(third))).outcome == "loaded"
+
+    # THEN the table's markers said "not loaded before", and its row was appended without a look for it
+    assert scans == []
+    assert ledger_rows(settings).filter(pl.col("outcome") == "loaded").height == 3
+    # AND a rerun of loaded content still gets its answer (and score) from the ledger
+    rerun = LocalRunner(settings).run(SourceObject(bucket="", key=str(first)))
+    assert rerun.outcome == "already_loaded"
+    assert scans != []
+
+    # WHEN snapshots expired, the markers no longer tell every load: a new file asks the ledger
+    result = icegate("maintain", "posts", "--lake", str(lake), "--expire-older-than", "0m", "--retain-last", "1")
+    assert result.exit_code == 0, result.output
+    scans.clear()
+    fourth = write_posts(tmp_path / "in", "20260113_100000", posts_csv(10, start=300))
+    assert LocalRunner(settings).run(SourceObject(bucket="", key=str(fourth))).outcome == "loaded"
+    assert scans != []
+
+
+def test_a_ledger_append_that_may_have_landed_looks_for_its_rows_before_the_next_attempt(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a catalog database that reports "locked" after the first ledger commit has landed
+    from sqlalchemy.exc import OperationalError
+
+    Path(settings.lake_root).mkdir(parents=True)
+    catalog = build_catalog(settings)
+    real_transaction = lake_ledger.transaction
+    failures: list[bool] = []
+
+    def landed_then_locked(table: Any) -> Any:
+        pending = real_transaction(table)
+        real_commit = pending.commit_transaction
+
+        def commit() -> Any:
+            result = real_commit()
+            if not failures:
+                failures.append(True)
+                raise OperationalError("COMMIT", {}, Exception("database is locked"))
+            return result
+
+        pending.commit_transaction = commit
+        return pending
+
+    monkeypatch.setattr(lake_ledger, "transaction", landed_then_locked)
+    row = {"run_id": "r1", "outcome": "loaded", "table_name": "instagram_db.posts", "source_sha256": "abc"}
+
+    # WHEN the loader records a load it has just committed (no look for its row first)
+    written = append_rows(catalog, settings.namespace, [row], backoff=0, unrecorded=True)
+
+    # THEN the retry found the row that landed and wrote it once
+    assert failures == [True]
+    assert written == 0
+    assert ledger_rows(settings).height == 1
+
+
+def test_the_ledgers_history_shows_a_load_once_when_maintain_rebuilt_its_row_meanwhile(settings: Settings) -> None:
+    # GIVEN a load's row rebuilt by maintain from its marker, and then written by its loader too
+    from icegate import ledger
+
+    Path(settings.lake_root).mkdir(parents=True)
+    catalog = build_catalog(settings)
+    row = {"run_id": "r1", "outcome": "loaded", "table_name": "instagram_db.posts", "dataset": "posts"}
+    append_rows(catalog, settings.namespace, [{**row, "recorded_by": "maintain"}])
+    append_rows(catalog, settings.namespace, [{**row, "recorded_by": "loader"}], unrecorded=True)
+
+    # WHEN its history is read
+    rows = ledger.history(catalog, settings.namespace, dataset="posts")
+
+    # THEN the load is there once, as its loader recorded it
+    assert rows.select("run_id", "recorded_by").rows() == [("r1", "loader")]

@@ -26,6 +26,7 @@ from icegate.lake.markers import (
     SourceIdentity,
     find_loaded,
     loaded_snapshots,
+    surely_never_loaded,
 )
 from icegate.lake.merge import dedupe_in_file, plan_insert_new, plan_upsert
 
@@ -51,5 +52,6 @@ __all__ = [
     "plan_insert_new",
     "plan_upsert",
     "prepare",
+    "surely_never_loaded",
     "with_lineage",
 ]

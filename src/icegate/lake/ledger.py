@@ -168,18 +168,30 @@ def _with_new_columns(table: Table) -> Table:
 
 
 def append_rows(
-    catalog: Catalog, namespace: str, rows: Sequence[dict[str, Any]], *, attempts: int = 8, backoff: float = 0.05
+    catalog: Catalog,
+    namespace: str,
+    rows: Sequence[dict[str, Any]],
+    *,
+    attempts: int = 8,
+    backoff: float = 0.05,
+    unrecorded: bool = False,
 ) -> int:
-    """Append ledger rows, skipping any whose (run id, outcome) is already recorded. Returns rows written."""
+    """Append ledger rows, skipping any whose (run id, outcome) is already recorded. Returns rows written.
+
+    ``unrecorded``: the caller knows no such row can exist yet (the loads it just committed), so the
+    check — a ledger scan whose cost grows with the ledger's files until maintenance compacts them —
+    is skipped, unless an attempt may have landed unseen (a busy catalog database).
+    """
     if not rows:
         return 0
+    check = not unrecorded
     for attempt in range(attempts):
         if attempt:
             time.sleep(random.uniform(0, min(2.0, backoff * 2**attempt)))
         try:
             table = ledger_table(catalog, namespace, create=True)
             assert table is not None
-            recorded = _recorded_keys(table, {str(row["run_id"]) for row in rows})
+            recorded = _recorded_keys(table, {str(row["run_id"]) for row in rows}) if check else set()
             fresh = [row for row in rows if (row["run_id"], row["outcome"]) not in recorded]
             if not fresh:
                 return 0
@@ -193,6 +205,7 @@ def append_rows(
         except DBAPIError as exc:
             if not is_contention(exc):
                 raise
+            check = True  # whether that commit landed is unknown
             continue
     raise CommitFailedException(f"{attempts} commits to {namespace}.{LEDGER_TABLE} lost to concurrent writers")
 

@@ -81,6 +81,22 @@ def history_is_complete(table: Table) -> bool:
     return len(metadata.snapshots) == getattr(metadata, "last_sequence_number", -1)  # format 1 has none
 
 
+def surely_never_loaded(table: Table, *, sha256: str | None = None, source: tuple[str, str] | None = None) -> bool:
+    """Whether the table's own history proves that no load took this content (or this source version:
+    file URI and version id), without reading the ledger; ``False`` when it cannot tell — once a snapshot
+    expired, or while older versions' markers are table properties — and then the ledger must say.
+
+    Every file's "already loaded?" asks this first: a ledger scan costs more the more the ledger holds,
+    the markers of a whole history cost a pass over the snapshot summaries in memory.
+    """
+    if not history_is_complete(table) or any(name.startswith(LEDGER_PREFIX) for name in table.properties):
+        return False
+    for _, props in loaded_snapshots(table):
+        if props[MARKER_SHA256] == sha256 or (props.get(MARKER_FILE), props.get(MARKER_VERSION)) == source:
+            return False
+    return True
+
+
 def find_loaded(table: Table, sha256: str) -> int | None:
     """The snapshot that already loaded a source with this content hash, if any (expired ones included)."""
     found = find_marker(table, sha256)
