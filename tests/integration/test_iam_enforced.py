@@ -261,8 +261,10 @@ def _race_once(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     real_plan_load = commit_module.plan_load
     rival_inserted: list[int] = []
 
-    def plan_then_lose_the_race(table: Any, dataset: Any, incoming: pl.DataFrame, ordering: str | None) -> Any:
-        plan = real_plan_load(table, dataset, incoming, ordering)
+    def plan_then_lose_the_race(
+        table: Any, dataset: Any, incoming: pl.DataFrame, ordering: str | None, live: Any = None
+    ) -> Any:
+        plan = real_plan_load(table, dataset, incoming, ordering, live)
         if not rival_inserted:
             rival_inserted.append(-1)  # the rival's own load plans through here too
             rival = incoming.drop(ROW_INDEX).head(5).select(dataset.column_names)

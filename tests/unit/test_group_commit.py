@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 import pytest
 from pyiceberg.catalog import Catalog
 
@@ -159,3 +160,81 @@ def test_a_group_that_loses_the_race_is_replanned_without_duplicating_a_key(
     assert (done.loads["run-a"].inserted, done.loads["run-a"].skipped) == (1, 1)
     assert "run-b" not in done.loads
     assert post_ids(catalog) == ["p1", "p2", "p3"]
+
+
+def test_an_upsert_group_reads_the_manifests_once_and_plans_each_file_against_the_ones_before(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN an upsert table holding p1 (1 like); files a (p1→2 likes, p2), b (p2→3 likes, p3), c (p1→4 likes)
+    upsert = dataclasses.replace(POSTS, strategy="upsert")
+
+    def liked(name: str, likes: int, *ids: str) -> Incoming:
+        incoming = file(name, *ids)
+        return prepare(upsert, posts_frame(*ids, likes=likes, with_urls=True), incoming.identity)
+
+    load_batch(catalog, upsert, posts_frame("p1", with_urls=True), file("first", "p1").identity, namespace=NS)
+    plans: list[int] = []
+    real_plan_files = commit_module.LiveFiles.__init__
+
+    def counted(self: Any, table: Any) -> None:
+        plans.append(1)
+        real_plan_files(self, table)
+
+    monkeypatch.setattr(commit_module.LiveFiles, "__init__", counted)
+
+    # WHEN they commit as one group, each rewriting a file the one before it staged
+    done = load_group(
+        catalog,
+        upsert,
+        liked("a", 2, "p1", "p2"),
+        namespace=NS,
+        waiting=lambda: [liked("b", 3, "p2", "p3"), liked("c", 4, "p1")],
+        backoff_seconds=0,
+    )
+
+    # THEN the table's files were listed once for the three plans
+    assert plans == [1]
+    # AND each file saw the rows of the files before it: a updates p1, b updates a's p2, c updates a's p1
+    assert {run: (s.inserted, s.updated) for run, s in done.loads.items()} == {
+        "run-a": (1, 1),
+        "run-b": (1, 1),
+        "run-c": (0, 1),
+    }
+    rows = pl.from_arrow(catalog.load_table((NS, POSTS.table)).scan().to_arrow())
+    assert isinstance(rows, pl.DataFrame)
+    assert sorted(rows.select("post_id", "likes").iter_rows()) == [("p1", 4), ("p2", 3), ("p3", 3)]
+
+
+def test_a_load_that_finds_this_process_last_commit_as_head_reads_no_manifest(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a table this process committed to last (p1, p2), and manifest readings counted
+    from pyiceberg.table import DataScan
+
+    group(catalog, file("a", "p1", "p2"))
+    readings: list[int] = []
+    real = DataScan.plan_files
+
+    def counted(self: Any) -> Any:
+        readings.append(1)
+        return real(self)
+
+    monkeypatch.setattr(DataScan, "plan_files", counted)
+
+    # WHEN the next file loads
+    done = group(catalog, file("b", "p2", "p3"))
+
+    # THEN it planned against the files kept from that commit: no manifest read, p2 still found stored
+    assert readings == []
+    assert (done.loads["run-b"].inserted, done.loads["run-b"].skipped) == (1, 1)
+
+    # WHEN another writer (not this process's loads) moves the head, the next load reads the manifests
+    table = catalog.load_table((NS, POSTS.table))
+    p1 = table.scan(row_filter="post_id == 'p1'").to_arrow()
+    at = p1.schema.get_field_index("post_id")
+    table.append(p1.set_column(at, p1.schema.field(at), pa.array(["p4"], p1.schema.field(at).type)))
+    readings.clear()
+    done = group(catalog, file("c", "p3", "p4", "p5"))
+    assert readings == [1]
+    assert (done.loads["run-c"].inserted, done.loads["run-c"].skipped) == (1, 2)
+    assert post_ids(catalog) == ["p1", "p2", "p3", "p4", "p5"]

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import polars as pl
 from pyiceberg.exceptions import CommitFailedException, ValidationException
@@ -151,6 +152,8 @@ class GroupLoad:
     loads: dict[str, LoadSummary]
     #: Run id -> why a waiting file was left out of the group (its own loader meets the error alone).
     left_out: dict[str, str] = field(default_factory=dict)
+    #: Whether this call committed the loads; ``False`` when its own file was found loaded before.
+    committed: bool = True
 
 
 def load_batch(
@@ -201,7 +204,7 @@ def load_group(
             if (found := find_marker(table, own.identity.sha256)) is not None:
                 _discard(table, *written.values())
                 summary = _summary_of_loaded(table_name, dataset, own.identity, own.duplicates, *found)
-                return GroupLoad({own.identity.run_id: summary})
+                return GroupLoad({own.identity.run_id: summary}, committed=False)
             # Another tool may have added, renamed or dropped columns, or the contract gained some.
             table, fit = evolve_table(table, dataset, file=own.identity.file)
             ordering = fit.names[dataset.ordering_column] if dataset.ordering_column else None
@@ -209,12 +212,13 @@ def load_group(
             members = [own, *_still_waiting(table, own, waiting(), left_out)]
             pending = transaction(table)
             staged = table
+            live = LiveFiles(table)
             plans: dict[str, LoadPlan] = {}
             snapshots: dict[str, int] = {}
             for member in members:
                 run_id = member.identity.run_id
                 try:
-                    plan = plan_load(staged, dataset, member.rows.rename(fit.renames), ordering)
+                    plan = plan_load(staged, dataset, member.rows.rename(fit.renames), ordering, live)
                     previous = written.get(run_id)
                     if previous is None or not previous.plan.same_output(plan):
                         _discard(table, previous)
@@ -230,10 +234,14 @@ def load_group(
                     continue
                 properties = {**member.identity.snapshot_properties(), **plan.counts()}
                 files, replaced = written[run_id].files, plan.replaced_files
-                snapshots[run_id] = stage_snapshot(pending, files, replaced, properties, merge_manifests=True)
+                # Manifests are merged once per commit, by its last snapshot.
+                last = member is members[-1]
+                snapshots[run_id] = stage_snapshot(pending, files, replaced, properties, merge_manifests=last)
                 staged = staged_table(table, pending)
+                live.stage(files, replaced)
                 plans[run_id] = plan
             commit_staged(pending)
+            live.committed(_head(staged) or 0)
         except (CommitFailedException, ValidationException):
             # pyiceberg raises these only when the commit did not land: another writer won the
             # race, or its own checks found the plan's snapshot no longer matching. Re-plan.
@@ -308,17 +316,24 @@ def _summary_of_loaded(
     return LoadSummary(table_name, dataset.strategy, 0, 0, 0, duplicates, snapshot_id, already_loaded=True)
 
 
-def plan_load(table: Table, dataset: Dataset, incoming: pl.DataFrame, ordering: str | None) -> LoadPlan:
+def plan_load(
+    table: Table,
+    dataset: Dataset,
+    incoming: pl.DataFrame,
+    ordering: str | None,
+    live: LiveFiles | None = None,
+) -> LoadPlan:
     """The merge of ``incoming`` against the table's current snapshot.
 
     ``incoming`` holds rows with lineage and ``ROW_INDEX``, its columns named as the table names
-    them; ``ordering`` is the table's name of the contract's ordering column.
+    them; ``ordering`` is the table's name of the contract's ordering column. ``live``: the current
+    snapshot's data files when the caller already knows them (a group's plans share one reading).
     """
     schema_id = table.metadata.current_schema_id
     if dataset.strategy == "append" or table.current_snapshot() is None:
         return LoadPlan(incoming.drop(ROW_INDEX), [], incoming.height, 0, 0, incoming.get_column(ROW_INDEX), schema_id)
     key = dataset.key
-    candidates = candidate_files(table, dataset, incoming)
+    candidates = candidate_files(table, dataset, incoming, live or LiveFiles(table))
     if dataset.strategy == "insert_new":
         stored_keys = read_files(table.metadata, table.io, candidates, key)
         new_rows, skipped = plan_insert_new(incoming, stored_keys, key)
@@ -347,15 +362,58 @@ def plan_load(table: Table, dataset: Dataset, incoming: pl.DataFrame, ordering: 
     )
 
 
-def candidate_files(table: Table, dataset: Dataset, incoming: pl.DataFrame) -> list[FileScanTask]:
-    """The current snapshot's files whose partition and column statistics allow them to hold a batch key."""
-    tasks = list(table.scan().plan_files())
+class LiveFiles:
+    """The data files of the snapshot a plan is made against.
+
+    A group plans each file against the table as the files before it leave it. Reading the manifests
+    once for the group and applying each staged plan's files here gives the same files as planning
+    against each staged snapshot — which would read every manifest again for every file of the group.
+    And a snapshot's files never change: the files of the snapshot this process last committed to a
+    table are kept, so the next load here that finds it still the head reads no manifest at all.
+    """
+
+    _last_commit: ClassVar[dict[str, tuple[int, tuple[FileScanTask, ...], dict[tuple[str, int], Any]]]] = {}
+    _last_commit_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, table: Table) -> None:
+        self._table_uuid = str(table.metadata.table_uuid)
+        head = table.current_snapshot()
+        with LiveFiles._last_commit_lock:
+            known = LiveFiles._last_commit.get(self._table_uuid)
+        #: (file path, field id) -> the file's decoded lower and upper bound of that column.
+        self.bounds: dict[tuple[str, int], Any] = {}
+        if head is None:
+            self.tasks: list[FileScanTask] = []
+        elif known is not None and known[0] == head.snapshot_id:
+            self.tasks, self.bounds = list(known[1]), dict(known[2])
+        else:
+            self.tasks = list(table.scan().plan_files())
+
+    def committed(self, snapshot_id: int) -> None:
+        """The staged files are now those of ``snapshot_id``, committed: keep them for the next load."""
+        live = {task.file.file_path for task in self.tasks}
+        bounds = {key: value for key, value in self.bounds.items() if key[0] in live}
+        with LiveFiles._last_commit_lock:
+            LiveFiles._last_commit[self._table_uuid] = (snapshot_id, tuple(self.tasks), bounds)
+
+    def stage(self, added: Sequence[DataFile], removed: Sequence[DataFile]) -> None:
+        """The files once a snapshot adding ``added`` and removing ``removed`` is staged."""
+        from pyiceberg.table import FileScanTask
+
+        gone = {data_file.file_path for data_file in removed}
+        kept = [task for task in self.tasks if task.file.file_path not in gone] if gone else self.tasks
+        self.tasks = [*kept, *(FileScanTask(data_file) for data_file in added)]
+
+
+def candidate_files(table: Table, dataset: Dataset, incoming: pl.DataFrame, live: LiveFiles) -> list[FileScanTask]:
+    """The files (of ``live``, the snapshot's) whose statistics allow them to hold a batch key."""
     schema = table.schema()
     probes = [
         key_probe(incoming, column, schema.find_field(column).field_id, schema.find_type(column))  # type: ignore[arg-type]
         for column in dataset.key
     ]
-    return [task for task, keep in zip(tasks, may_hold_keys(tasks, probes), strict=True) if keep]
+    keep = may_hold_keys(live.tasks, probes, live.bounds)
+    return [task for task, kept in zip(live.tasks, keep, strict=True) if kept]
 
 
 def write_files(table: Table, dataset: Dataset, plan: LoadPlan) -> list[DataFile]:

@@ -20,7 +20,7 @@ import itertools
 import math
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from io import BytesIO
@@ -210,18 +210,20 @@ class _FileWriter:
             parquet_column_mapping=self._column_ids,
         )
         _drop_unserializable_bounds(statistics)
-        return DataFile.from_args(
+        data_file = DataFile.from_args(
             content=DataFileContent.DATA,
             file_path=path,
             file_format=FileFormat.PARQUET,
             partition=partition_key.partition if partition_key else Record(),
             file_size_in_bytes=len(content),
             sort_order_id=None,
-            spec_id=self._metadata.default_spec_id,
             equality_ids=None,
             key_metadata=None,
             **statistics.to_serialized_dict(),
         )
+        # Not a field of the file's record (from_args drops it): a group's next plan may replace this file.
+        data_file.spec_id = self._metadata.default_spec_id
+        return data_file
 
 
 def _in_table_layout(frame: pl.DataFrame, schema: Schema) -> pl.DataFrame:
@@ -352,23 +354,32 @@ def _physical(series: pl.Series) -> pl.Series:
     return series
 
 
-def may_hold_keys(tasks: Sequence[FileScanTask], probes: Sequence[KeyProbe]) -> list[bool]:
+def may_hold_keys(
+    tasks: Sequence[FileScanTask],
+    probes: Sequence[KeyProbe],
+    decoded: MutableMapping[tuple[str, int], tuple[Any, Any]] | None = None,
+) -> list[bool]:
     """For each file, whether its statistics allow it to hold any of the keys (never a false "no").
 
     A file can hold a key only if, for every key column, one of the batch's values lies between
     the file's lower and upper bound (or the batch has a null there and the file may have nulls).
-    Missing statistics mean "maybe".
+    Missing statistics mean "maybe". ``decoded`` keeps each file's decoded bounds for the next call.
     """
     keep = [True] * len(tasks)
+    decoded = {} if decoded is None else decoded
     for probe in probes:
         count = probe.values.len()
         lowers: list[Any] = []
         uppers: list[Any] = []
         for task in tasks:
-            lower = (task.file.lower_bounds or {}).get(probe.field_id)
-            upper = (task.file.upper_bounds or {}).get(probe.field_id)
-            lowers.append(_decode(probe.iceberg_type, lower))
-            uppers.append(_decode(probe.iceberg_type, upper))
+            bounds = decoded.get((task.file.file_path, probe.field_id))
+            if bounds is None:
+                lower = (task.file.lower_bounds or {}).get(probe.field_id)
+                upper = (task.file.upper_bounds or {}).get(probe.field_id)
+                bounds = (_decode(probe.iceberg_type, lower), _decode(probe.iceberg_type, upper))
+                decoded[task.file.file_path, probe.field_id] = bounds
+            lowers.append(bounds[0])
+            uppers.append(bounds[1])
         dtype = probe.values.dtype
         first = (
             probe.values.search_sorted(pl.Series(lowers, dtype=dtype), side="left").fill_null(0)
