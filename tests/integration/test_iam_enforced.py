@@ -34,7 +34,6 @@ from icegate.datasets import all_datasets
 from icegate.lake import SourceIdentity, build_catalog, load_batch
 from icegate.lake import commit as commit_module
 from icegate.lake.maintain import maintain
-from icegate.lake.merge import ROW_INDEX
 from icegate.report import REPORT_NAME
 from icegate.settings import load_settings
 from tests.conftest import SAMPLES
@@ -254,27 +253,25 @@ def _replace_strategy(dataset: Any, strategy: str) -> Any:
 
 
 def _race_once(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Another loader commits some of the same keys between the loader's plan and its commit, once.
+    """Another loader commits some of the same keys between the loader's plan (its files written) and its commit, once.
 
     Returns the list the rival's inserted-row count is appended to.
     """
-    real_plan_load = commit_module.plan_load
+    real_write_files = commit_module.write_files
     rival_inserted: list[int] = []
 
-    def plan_then_lose_the_race(
-        table: Any, dataset: Any, incoming: pl.DataFrame, ordering: str | None, live: Any = None
-    ) -> Any:
-        plan = real_plan_load(table, dataset, incoming, ordering, live)
+    def write_then_lose_the_race(table: Any, dataset: Any, plan: Any) -> Any:
+        files = real_write_files(table, dataset, plan)
         if not rival_inserted:
-            rival_inserted.append(-1)  # the rival's own load plans through here too
-            rival = incoming.drop(ROW_INDEX).head(5).select(dataset.column_names)
+            rival_inserted.append(-1)  # the rival's own load writes through here too
+            rival = plan.rows.head(5).select(dataset.column_names)
             identity = SourceIdentity(sha256="rival", file="s3://landing/rival.csv", version="v1", run_id="rival")
             settings = load_settings()
             summary = load_batch(build_catalog(settings), dataset, rival, identity, namespace=settings.namespace)
             rival_inserted[0] = summary.inserted
-        return plan
+        return files
 
-    monkeypatch.setattr(commit_module, "plan_load", plan_then_lose_the_race)
+    monkeypatch.setattr(commit_module, "write_files", write_then_lose_the_race)
     return rival_inserted
 
 

@@ -238,3 +238,17 @@ def test_a_load_that_finds_this_process_last_commit_as_head_reads_no_manifest(
     assert readings == [1]
     assert (done.loads["run-c"].inserted, done.loads["run-c"].skipped) == (1, 2)
     assert post_ids(catalog) == ["p1", "p2", "p3", "p4", "p5"]
+
+
+def test_a_waiting_file_left_out_at_writing_leaves_its_keys_to_the_files_after_it(catalog: Catalog) -> None:
+    # GIVEN an empty table, and a broken waiting file (it cannot be written) whose key p2 a later file holds too
+    broken = file("broken", "p2")
+    broken = dataclasses.replace(broken, rows=broken.rows.drop("creator"))
+
+    # WHEN a loader takes its turn with the broken file, then c (p2, p3), waiting
+    done = group(catalog, file("a", "p1"), broken, file("c", "p2", "p3"))
+
+    # THEN c inserts p2 itself: the broken file, left out, stored nothing for c to skip
+    assert "creator" in done.left_out["run-broken"]
+    assert (done.loads["run-c"].inserted, done.loads["run-c"].skipped) == (2, 0)
+    assert post_ids(catalog) == ["p1", "p2", "p3"]

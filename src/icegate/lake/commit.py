@@ -26,6 +26,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -69,6 +70,8 @@ logger = logging.getLogger(__name__)
 
 #: Longest pause between two commit attempts.
 MAX_BACKOFF_SECONDS = 2.0
+#: Files of a group written at once (Parquet encoding releases the GIL).
+WRITERS = 4
 
 
 def with_lineage(
@@ -215,21 +218,30 @@ def load_group(
             live = LiveFiles(table)
             plans: dict[str, LoadPlan] = {}
             snapshots: dict[str, int] = {}
+            if dataset.strategy != "upsert":
+                # Nothing is replaced: plan every file from one reading and write them side by side.
+                ahead = _plan_inserts(table, dataset, members, fit.renames, live, left_out)
+                if not _write_ahead(table, dataset, ahead, written, own, left_out):
+                    continue  # a waiting file could not be written, and the files after it counted its keys
+                members = [m for m in members if m.identity.run_id in ahead]
             for member in members:
                 run_id = member.identity.run_id
                 try:
-                    plan = plan_load(staged, dataset, member.rows.rename(fit.renames), ordering, live)
-                    previous = written.get(run_id)
-                    if previous is None or not previous.plan.same_output(plan):
-                        _discard(table, previous)
-                        written[run_id] = _Written(plan, write_files(staged, dataset, plan))
+                    if dataset.strategy != "upsert":
+                        plan = written[run_id].plan
+                    else:
+                        plan = plan_load(staged, dataset, member.rows.rename(fit.renames), ordering, live)
+                        previous = written.get(run_id)
+                        if previous is None or not previous.plan.same_output(plan):
+                            _discard(table, previous)
+                            written[run_id] = _Written(plan, write_files(staged, dataset, plan))
                 except (FileNotFoundError, OSError, TransientError):
                     raise
                 except Exception as exc:
                     if member is own:
                         raise
                     # A waiting file this loader cannot plan is its own loader's to fail, with its own error.
-                    left_out[run_id] = f"{type(exc).__name__}: {exc}"
+                    _leave_out(left_out, member, exc)
                     _discard(table, written.pop(run_id, None))
                     continue
                 properties = {**member.identity.snapshot_properties(), **plan.counts()}
@@ -279,6 +291,92 @@ def load_group(
         f"{attempts} commits to {table_name} lost to concurrent writers; the load will be retried",
         file=own.identity.file,
     )
+
+
+def _plan_inserts(
+    table: Table,
+    dataset: Dataset,
+    members: Sequence[Incoming],
+    renames: Mapping[str, str],
+    live: LiveFiles,
+    left_out: dict[str, str],
+) -> dict[str, LoadPlan]:
+    """Plans of files that replace no stored row (``insert_new``, ``append``), each against the table as the
+    files before it leave it: the stored keys of all of them are read at once, then each file skips the
+    keys stored or inserted by a file before it. The same plans as planning each against the staged
+    snapshot of the one before, without reading the table again per file. A waiting file that cannot be
+    planned is left out (its keys count for no one); the loader's own file raises."""
+    schema_id = table.metadata.current_schema_id
+    batches: dict[str, pl.DataFrame] = {}
+    for member in members:
+        try:
+            batch = member.rows.rename(dict(renames))
+            if dataset.strategy == "insert_new":
+                batch.select(dataset.key)  # a file lacking a key column fails here, alone
+            batches[member.identity.run_id] = batch
+        except Exception as exc:
+            if member is members[0]:
+                raise
+            _leave_out(left_out, member, exc)
+    if dataset.strategy == "append":
+        return {
+            run_id: LoadPlan(rows.drop(ROW_INDEX), [], rows.height, 0, 0, rows.get_column(ROW_INDEX), schema_id)
+            for run_id, rows in batches.items()
+        }
+    key = list(dataset.key)
+    stored = pl.concat([batch.select(key) for batch in batches.values()], how="vertical_relaxed").clear()
+    if table.current_snapshot() is not None:
+        everyone = pl.concat([batch.select(key) for batch in batches.values()], how="vertical_relaxed")
+        candidates = candidate_files(table, dataset, everyone, live)
+        stored = read_files(table.metadata, table.io, candidates, key).select(key)
+    plans = {}
+    for run_id, batch in batches.items():
+        new_rows, skipped = plan_insert_new(batch, stored, dataset.key)
+        plans[run_id] = LoadPlan(
+            new_rows.drop(ROW_INDEX), [], new_rows.height, 0, skipped, new_rows.get_column(ROW_INDEX), schema_id
+        )
+        stored = pl.concat([stored, new_rows.select(key)], how="vertical_relaxed")
+    return plans
+
+
+def _write_ahead(
+    table: Table,
+    dataset: Dataset,
+    plans: Mapping[str, LoadPlan],
+    written: dict[str, _Written],
+    own: Incoming,
+    left_out: dict[str, str],
+) -> bool:
+    """Write the files of ``plans`` side by side (keeping those an earlier attempt wrote for the same output).
+
+    ``False`` when a waiting file could not be written: it is left out, and the plans after it, which
+    counted its keys as inserted, must be made again. The loader's own file raises.
+    """
+    todo = []
+    for run_id, plan in plans.items():
+        previous = written.get(run_id)
+        if previous is None or not previous.plan.same_output(plan):
+            _discard(table, previous)
+            written.pop(run_id, None)
+            todo.append((run_id, plan))
+    failed: dict[str, Exception] = {}
+    with ThreadPoolExecutor(max_workers=max(1, min(WRITERS, len(todo)))) as pool:
+        futures = {run_id: pool.submit(write_files, table, dataset, plan) for run_id, plan in todo}
+        for (run_id, plan), future in zip(todo, futures.values(), strict=True):
+            try:
+                written[run_id] = _Written(plan, future.result())
+            except Exception as exc:
+                failed[run_id] = exc
+    for run_id, error in failed.items():
+        if run_id == own.identity.run_id or isinstance(error, (FileNotFoundError, OSError, TransientError)):
+            raise error
+    for run_id, error in failed.items():
+        left_out[run_id] = f"{type(error).__name__}: {error}"
+    return not failed
+
+
+def _leave_out(left_out: dict[str, str], member: Incoming, exc: Exception) -> None:
+    left_out[member.identity.run_id] = f"{type(exc).__name__}: {exc}"
 
 
 def _still_waiting(
