@@ -70,7 +70,7 @@ logger = logging.getLogger(__name__)
 
 #: Longest pause between two commit attempts.
 MAX_BACKOFF_SECONDS = 2.0
-#: Files of a group written at once (Parquet encoding releases the GIL).
+#: Files of a group written at once (Parquet encoding and file I/O release the GIL).
 WRITERS = 4
 
 
@@ -241,7 +241,7 @@ def load_group(
                     if member is own:
                         raise
                     # A waiting file this loader cannot plan is its own loader's to fail, with its own error.
-                    _leave_out(left_out, member, exc)
+                    _leave_out(left_out, member.identity.run_id, exc)
                     _discard(table, written.pop(run_id, None))
                     continue
                 properties = {**member.identity.snapshot_properties(), **plan.counts()}
@@ -317,16 +317,16 @@ def _plan_inserts(
         except Exception as exc:
             if member is members[0]:
                 raise
-            _leave_out(left_out, member, exc)
+            _leave_out(left_out, member.identity.run_id, exc)
     if dataset.strategy == "append":
         return {
             run_id: LoadPlan(rows.drop(ROW_INDEX), [], rows.height, 0, 0, rows.get_column(ROW_INDEX), schema_id)
             for run_id, rows in batches.items()
         }
     key = list(dataset.key)
-    stored = pl.concat([batch.select(key) for batch in batches.values()], how="vertical_relaxed").clear()
+    everyone = pl.concat([batch.select(key) for batch in batches.values()], how="vertical_relaxed")
+    stored = everyone.clear()
     if table.current_snapshot() is not None:
-        everyone = pl.concat([batch.select(key) for batch in batches.values()], how="vertical_relaxed")
         candidates = candidate_files(table, dataset, everyone, live)
         stored = read_files(table.metadata, table.io, candidates, key).select(key)
     plans = {}
@@ -371,12 +371,12 @@ def _write_ahead(
         if run_id == own.identity.run_id or isinstance(error, (FileNotFoundError, OSError, TransientError)):
             raise error
     for run_id, error in failed.items():
-        left_out[run_id] = f"{type(error).__name__}: {error}"
+        _leave_out(left_out, run_id, error)
     return not failed
 
 
-def _leave_out(left_out: dict[str, str], member: Incoming, exc: Exception) -> None:
-    left_out[member.identity.run_id] = f"{type(exc).__name__}: {exc}"
+def _leave_out(left_out: dict[str, str], run_id: str, exc: Exception) -> None:
+    left_out[run_id] = f"{type(exc).__name__}: {exc}"
 
 
 def _still_waiting(
