@@ -478,11 +478,14 @@ class LiveFiles:
         head = table.current_snapshot()
         with LiveFiles._last_commit_lock:
             known = LiveFiles._last_commit.get(self._table_uuid)
+            if known is not None and (head is None or known[0] != head.snapshot_id):
+                del LiveFiles._last_commit[self._table_uuid]  # stale: not kept beside the files read now
+                known = None
         #: (file path, field id) -> the file's decoded lower and upper bound of that column.
         self.bounds: dict[tuple[str, int], Any] = {}
         if head is None:
             self.tasks: list[FileScanTask] = []
-        elif known is not None and known[0] == head.snapshot_id:
+        elif known is not None:
             self.tasks, self.bounds = list(known[1]), dict(known[2])
         else:
             self.tasks = list(table.scan().plan_files())
