@@ -226,24 +226,21 @@ def load_group(
                 members = [m for m in members if m.identity.run_id in ahead]
             for member in members:
                 run_id = member.identity.run_id
-                try:
-                    if dataset.strategy != "upsert":
-                        plan = written[run_id].plan
-                    else:
-                        plan = plan_load(staged, dataset, member.rows.rename(fit.renames), ordering, live)
-                        previous = written.get(run_id)
-                        if previous is None or not previous.plan.same_output(plan):
-                            _discard(table, previous)
+                if dataset.strategy == "upsert":
+                    try:
+                        plan = plan_upsert_load(staged, dataset, member.rows.rename(fit.renames), ordering, live)
+                        if _must_write(table, written, run_id, plan):
                             written[run_id] = _Written(plan, write_files(staged, dataset, plan))
-                except (FileNotFoundError, OSError, TransientError):
-                    raise
-                except Exception as exc:
-                    if member is own:
+                    except (FileNotFoundError, OSError, TransientError):
                         raise
-                    # A waiting file this loader cannot plan is its own loader's to fail, with its own error.
-                    _leave_out(left_out, member.identity.run_id, exc)
-                    _discard(table, written.pop(run_id, None))
-                    continue
+                    except Exception as exc:
+                        if member is own:
+                            raise
+                        # A waiting file this loader cannot plan is its own loader's to fail, with its own error.
+                        _leave_out(left_out, run_id, exc)
+                        _discard(table, written.pop(run_id, None))
+                        continue
+                plan = written[run_id].plan
                 properties = {**member.identity.snapshot_properties(), **plan.counts()}
                 files, replaced = written[run_id].files, plan.replaced_files
                 # Manifests are merged once per commit, by its last snapshot.
@@ -319,10 +316,7 @@ def _plan_inserts(
                 raise
             _leave_out(left_out, member.identity.run_id, exc)
     if dataset.strategy == "append":
-        return {
-            run_id: LoadPlan(rows.drop(ROW_INDEX), [], rows.height, 0, 0, rows.get_column(ROW_INDEX), schema_id)
-            for run_id, rows in batches.items()
-        }
+        return {run_id: _inserting(rows, 0, schema_id) for run_id, rows in batches.items()}
     key = list(dataset.key)
     everyone = pl.concat([batch.select(key) for batch in batches.values()], how="vertical_relaxed")
     stored = everyone.clear()
@@ -332,9 +326,7 @@ def _plan_inserts(
     plans = {}
     for run_id, batch in batches.items():
         new_rows, skipped = plan_insert_new(batch, stored, dataset.key)
-        plans[run_id] = LoadPlan(
-            new_rows.drop(ROW_INDEX), [], new_rows.height, 0, skipped, new_rows.get_column(ROW_INDEX), schema_id
-        )
+        plans[run_id] = _inserting(new_rows, skipped, schema_id)
         stored = pl.concat([stored, new_rows.select(key)], how="vertical_relaxed")
     return plans
 
@@ -352,13 +344,7 @@ def _write_ahead(
     ``False`` when a waiting file could not be written: it is left out, and the plans after it, which
     counted its keys as inserted, must be made again. The loader's own file raises.
     """
-    todo = []
-    for run_id, plan in plans.items():
-        previous = written.get(run_id)
-        if previous is None or not previous.plan.same_output(plan):
-            _discard(table, previous)
-            written.pop(run_id, None)
-            todo.append((run_id, plan))
+    todo = [(run_id, plan) for run_id, plan in plans.items() if _must_write(table, written, run_id, plan)]
     failed: dict[str, Exception] = {}
     with ThreadPoolExecutor(max_workers=max(1, min(WRITERS, len(todo)))) as pool:
         futures = {run_id: pool.submit(write_files, table, dataset, plan) for run_id, plan in todo}
@@ -373,6 +359,16 @@ def _write_ahead(
     for run_id, error in failed.items():
         _leave_out(left_out, run_id, error)
     return not failed
+
+
+def _must_write(table: Table, written: dict[str, _Written], run_id: str, plan: LoadPlan) -> bool:
+    """Whether ``plan``'s files must be written: an earlier attempt's files are kept when they hold the
+    same rows, and deleted (and forgotten) when they do not."""
+    previous = written.get(run_id)
+    if previous is not None and previous.plan.same_output(plan):
+        return False
+    _discard(table, written.pop(run_id, None))
+    return True
 
 
 def _leave_out(left_out: dict[str, str], run_id: str, exc: Exception) -> None:
@@ -414,31 +410,24 @@ def _summary_of_loaded(
     return LoadSummary(table_name, dataset.strategy, 0, 0, 0, duplicates, snapshot_id, already_loaded=True)
 
 
-def plan_load(
-    table: Table,
-    dataset: Dataset,
-    incoming: pl.DataFrame,
-    ordering: str | None,
-    live: LiveFiles | None = None,
+def _inserting(rows: pl.DataFrame, skipped: int, schema_id: int) -> LoadPlan:
+    """The plan that inserts ``rows`` (numbered by ``ROW_INDEX``) as they are and replaces nothing."""
+    return LoadPlan(rows.drop(ROW_INDEX), [], rows.height, 0, skipped, rows.get_column(ROW_INDEX), schema_id)
+
+
+def plan_upsert_load(
+    table: Table, dataset: Dataset, incoming: pl.DataFrame, ordering: str | None, live: LiveFiles
 ) -> LoadPlan:
-    """The merge of ``incoming`` against the table's current snapshot.
+    """The upsert of ``incoming`` against the table's snapshot whose data files ``live`` holds.
 
     ``incoming`` holds rows with lineage and ``ROW_INDEX``, its columns named as the table names
-    them; ``ordering`` is the table's name of the contract's ordering column. ``live``: the current
-    snapshot's data files when the caller already knows them (a group's plans share one reading).
+    them; ``ordering`` is the table's name of the contract's ordering column.
     """
     schema_id = table.metadata.current_schema_id
-    if dataset.strategy == "append" or table.current_snapshot() is None:
-        return LoadPlan(incoming.drop(ROW_INDEX), [], incoming.height, 0, 0, incoming.get_column(ROW_INDEX), schema_id)
+    if table.current_snapshot() is None:
+        return _inserting(incoming, 0, schema_id)
     key = dataset.key
-    candidates = candidate_files(table, dataset, incoming, live or LiveFiles(table))
-    if dataset.strategy == "insert_new":
-        stored_keys = read_files(table.metadata, table.io, candidates, key)
-        new_rows, skipped = plan_insert_new(incoming, stored_keys, key)
-        return LoadPlan(
-            new_rows.drop(ROW_INDEX), [], new_rows.height, 0, skipped, new_rows.get_column(ROW_INDEX), schema_id
-        )
-
+    candidates = candidate_files(table, dataset, incoming, live)
     stored = read_files(table.metadata, table.io, candidates, [*key, *([ordering] if ordering else [])])
     upsert = plan_upsert(incoming, stored, key, ordering)
     rewritten = [candidates[i] for i in upsert.files_to_rewrite]
