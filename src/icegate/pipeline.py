@@ -818,8 +818,14 @@ class LocalRunner:
         on_done: Callable[[FileOutcome], None] | None = None,
         keep_processing: bool = False,
         group: bool = True,
+        processes: int | None = None,
     ) -> list[FileOutcome]:
-        """Run files on ``workers`` threads; a table's loads group-commit what waits (``icegate.waiting``).
+        """Run files ``workers`` at a time; a table's loads group-commit what waits (``icegate.waiting``).
+
+        Parse, validate and score run in ``processes`` worker processes (by default one per CPU, when more
+        than one file runs at a time): they are Python-heavy, and threads of one process would take turns
+        on one core. Loads run on ``workers`` threads of this process, where the files waiting for a table
+        are committed together. ``processes=0`` runs every stage on the threads.
 
         Outcomes come back in the order of ``sources``. ``on_done`` is called as each file ends; if it
         raises (a KeyboardInterrupt), files not started are not started, the ones running finish, and
@@ -836,12 +842,29 @@ class LocalRunner:
         queue: WaitingLoads = (
             InProcessQueue(self.settings.group_max_files, self.settings.limits.max_bytes) if group else Alone()
         )
+        processes = min(workers, _cpus()) if processes is None else processes
+        stages = _StageProcesses(self.settings, processes) if processes > 1 else None
+        if stages is not None:
+            try:
+                self.catalog  # noqa: B018 - an opener that fails stops the run before any file starts
+            except CatalogNotOpened as failed:
+                stages.close()
+                raise failed.error from None
         per_thread = threading.local()
 
         def run_one(source: SourceObject) -> FileOutcome:
             if not hasattr(per_thread, "storage"):
                 per_thread.storage = self.storage.fork()
-            return self._run(source, per_thread.storage, queue, on_stage, keep_processing, "")
+            if stages is None:
+                return self._run(source, per_thread.storage, queue, on_stage, keep_processing, "")
+            started = time.perf_counter()
+            job = Job(source=source, run_id=new_run_id())
+            if on_stage:
+                on_stage(source, c.PARSE)
+            ready = stages.until_load(job, keep_processing)
+            if isinstance(ready, FileOutcome):
+                return dataclasses.replace(ready, seconds=time.perf_counter() - started)
+            return self._load(job, ready, per_thread.storage, queue, on_stage, keep_processing, started)
 
         results: dict[int, FileOutcome] = {}
         pool = ThreadPoolExecutor(workers, thread_name_prefix="icegate-run")
@@ -853,6 +876,8 @@ class LocalRunner:
                     on_done(outcome)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+            if stages is not None:
+                stages.close()
         return [results[i] for i in sorted(results)]
 
     def _run(
@@ -866,45 +891,62 @@ class LocalRunner:
     ) -> FileOutcome:
         started = time.perf_counter()
         job = Job(source=source, run_id=new_run_id(), replay_of=replay_of)
+        # The stages share this process: processing/ objects pass in memory, never written (unless kept).
+        storage.hold(None if keep_processing else processing_uri(self.settings, job.run_id, ""))
+        ready = self._until_load(job, storage, on_stage, keep_processing, started)
+        if isinstance(ready, FileOutcome):
+            return ready
+        return self._load(job, ready, storage, waiting, on_stage, keep_processing, started)
+
+    def _until_load(
+        self, job: Job, storage: Storage, on_stage: ProgressHook | None, keep_processing: bool, started: float
+    ) -> Scored | FileOutcome:
+        """Parse, validate and score ``job``'s file: the scored file to load, or how it ended (dead-lettered)."""
+        settings = self.settings
         state: Payload = job
         stage = c.PARSE
-
-        def enter(name: str) -> None:
-            nonlocal stage
-            stage = name
-            # What the last stage freed goes back to the OS: polars' allocator cannot reuse Arrow's free pages,
-            # so without this the stages' peaks stack up (1M rows: ~1.1 GB -> ~0.97 GB).
-            pa.default_memory_pool().release_unused()
-            if on_stage:
-                on_stage(source, name)
-
-        settings = self.settings
-        # The stages share this process: processing/ objects pass in memory, never written (unless kept).
-        storage.hold(None if keep_processing else processing_uri(settings, job.run_id, ""))
         try:
-            enter(c.PARSE)
+            stage = _enter(job.source, c.PARSE, on_stage)
             # The ledger's catalog is opened only when asked for: a catalog that is down fails the load, not the parse.
             parsed = state = _with_retries(lambda: run_parse(job, settings, storage, self._parse_catalog()))
             if self._opener is not None:
                 self.catalog  # noqa: B018 - an opener that failed stops the run before anything is written
-            enter(c.VALIDATE)
+            stage = _enter(job.source, c.VALIDATE, on_stage)
             validated = state = _with_retries(lambda: run_validate(parsed, settings, storage))
             storage.forget(parsed.parsed_uri)  # its only reader is done: free the file's raw strings
-            enter(c.SCORE)
+            stage = _enter(job.source, c.SCORE, on_stage)
             scored = state = _with_retries(lambda: run_score(validated, settings, storage, self._ledger_catalog))
-            if not passes_gate(scored):
-                return self._dead_letter(job, scored, c.GATE, gate_error(scored), started, keep_processing, storage)
-            enter(c.LOAD)
-            loaded = _with_retries(lambda: run_load(scored, settings, storage, self.catalog, waiting))
         except CatalogNotOpened as failed:
             self._clean(job.run_id, keep_processing, storage)
             raise failed.error from None
         except Exception as exc:  # the state machine's Catch States.ALL
             return self._dead_letter(job, state, stage, error_info(exc), started, keep_processing, storage)
+        if not passes_gate(scored):
+            return self._dead_letter(job, scored, c.GATE, gate_error(scored), started, keep_processing, storage)
+        return scored
+
+    def _load(
+        self,
+        job: Job,
+        scored: Scored,
+        storage: Storage,
+        waiting: WaitingLoads,
+        on_stage: ProgressHook | None,
+        keep_processing: bool,
+        started: float,
+    ) -> FileOutcome:
+        try:
+            _enter(job.source, c.LOAD, on_stage)
+            loaded = _with_retries(lambda: run_load(scored, self.settings, storage, self.catalog, waiting))
+        except CatalogNotOpened as failed:
+            self._clean(job.run_id, keep_processing, storage)
+            raise failed.error from None
+        except Exception as exc:  # the state machine's Catch States.ALL
+            return self._dead_letter(job, scored, c.LOAD, error_info(exc), started, keep_processing, storage)
         assert loaded.load is not None
         self._clean(job.run_id, keep_processing, storage)
         outcome: Outcome = "already_loaded" if loaded.load.already_loaded else "loaded"
-        return FileOutcome(source, job.run_id, outcome, loaded, seconds=time.perf_counter() - started)
+        return FileOutcome(job.source, job.run_id, outcome, loaded, seconds=time.perf_counter() - started)
 
     def _dead_letter(
         self,
@@ -951,6 +993,66 @@ def _with_retries(call: Callable[[], R]) -> R:
             ceiling = c.TRANSIENT_RETRY_INTERVAL_SECONDS * c.TRANSIENT_RETRY_BACKOFF_RATE**retry
             time.sleep(random.uniform(0, min(ceiling, c.TRANSIENT_RETRY_MAX_DELAY_SECONDS)))
     raise AssertionError("unreachable")
+
+
+def _enter(source: SourceObject, stage: str, on_stage: ProgressHook | None) -> str:
+    # What the last stage freed goes back to the OS: polars' allocator cannot reuse Arrow's free pages,
+    # so without this the stages' peaks stack up (1M rows: ~1.1 GB -> ~0.97 GB).
+    pa.default_memory_pool().release_unused()
+    if on_stage:
+        on_stage(source, stage)
+    return stage
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # the CPUs this process may use (a container's, not the host's)
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class _StageProcesses:
+    """Worker processes that take files through parse, validate and score (``LocalRunner.run_many``).
+
+    Each process opens the settings' catalog for its reads (the ledger, the table's markers) and writes a
+    file's processing objects to the lake, where the load in the parent reads them. Processes are
+    spawned, not forked: the parent runs threads (and polars' pool), which a fork would copy mid-flight.
+    """
+
+    def __init__(self, settings: Settings, processes: int) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self._pool = ProcessPoolExecutor(
+            processes,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_stage_process_started,
+            initargs=(settings,),
+        )
+
+    def until_load(self, job: Job, keep_processing: bool) -> Scored | FileOutcome:
+        return self._pool.submit(_until_load_in_process, job, keep_processing).result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+_process_runner: LocalRunner | None = None
+
+
+def _stage_process_started(settings: Settings) -> None:
+    import signal
+
+    # Ctrl-C is the parent's to handle: it lets the files under way finish (their stages here included).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    global _process_runner
+    _process_runner = LocalRunner(settings)
+
+
+def _until_load_in_process(job: Job, keep_processing: bool) -> Scored | FileOutcome:
+    assert _process_runner is not None, "started by _stage_process_started"
+    # Nothing held in memory: the parent's load reads the validated rows and the report from the lake.
+    return _process_runner._until_load(job, _process_runner.storage, None, keep_processing, time.perf_counter())
 
 
 @dataclass(frozen=True)

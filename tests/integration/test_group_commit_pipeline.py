@@ -209,3 +209,34 @@ def test_run_many_reports_outcomes_in_the_order_of_the_files(lake: Path, setting
     # THEN each outcome stands at its file's place
     assert [o.source.key for o in outcomes] == [s.key for s in sources]
     assert {o.outcome for o in outcomes} == {"loaded"}
+
+
+def test_run_many_with_stage_processes_ends_each_file_as_a_run_on_threads_does(
+    lake: Path, settings: Settings, tmp_path: Path
+) -> None:
+    # GIVEN five posts files whose keys overlap, one file that cannot be parsed, and one already loaded
+    sources = [SourceObject(bucket="", key=str(posts_csv(tmp_path, n, range(2 * n, 2 * n + 4)))) for n in range(5)]
+    broken = tmp_path / "post_results_20260113_120059.csv"
+    broken.write_bytes(b"Post ID,Creator\n\xff\xfe\x00 not text\n")
+    sources.append(SourceObject(bucket="", key=str(broken)))
+    LocalRunner(settings).run(sources[0])
+    stages: list[str] = []
+
+    # WHEN four workers run them, parse/validate/score in two worker processes
+    outcomes = LocalRunner(settings).run_many(
+        sources, workers=4, processes=2, on_stage=lambda source, stage: stages.append(stage)
+    )
+
+    # THEN every file ends as a sequential run ends it: loaded once, already loaded, or dead-lettered with why
+    assert [o.outcome for o in outcomes] == ["already_loaded", "loaded", "loaded", "loaded", "loaded", "dead_lettered"]
+    assert stored_ids(settings) == [f"P{i:06d}" for i in range(12)]
+    entry = outcomes[-1].dead_letter
+    assert entry is not None
+    assert (entry.stage, entry.error_type) == (c.PARSE, "MalformedFile")
+    assert Path(entry.error_uri).is_file()
+    # AND the ledger holds each file's outcome, and no processing object is left behind
+    outcomes_recorded = Counter(history(build_catalog(settings), settings.namespace)["outcome"])
+    assert outcomes_recorded == Counter({"loaded": 5, "already_loaded": 1, "dead_lettered": 1})
+    assert not any((lake / c.PROCESSING_PREFIX).rglob("*.parquet"))
+    # AND progress names each file's parse and its load (the stages in between run in the worker processes)
+    assert Counter(stages) == Counter({c.PARSE: 6, c.LOAD: 5})
