@@ -1,7 +1,7 @@
 """Loads waiting for their table: what lets one loader commit a burst of files in one catalog commit.
 
 A loader announces its file as waiting for its table, then takes a turn: it commits its own file
-together with the files waiting beside it (``lake.commit.load_group``: one snapshot per file, one
+together with the files waiting beside it (``lake.commit.load_group``: a marker per file, one
 catalog commit for all), records their ledger rows in one append, and tells them they are done.
 A burst of N files for one table thus costs a handful of contended commits instead of N.
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from icegate.constants import LEDGER_TABLE, PROCESSING_PREFIX, WAITING_FOLDER
+from icegate.lake.markers import MARKER_SHA256, loaded_snapshots
 from tests.frames import scraper_posts_csv
 from tests.integration.sfn_support import NAMESPACE, running_pipeline
 
@@ -66,10 +67,11 @@ def test_fifty_concurrent_executions_for_one_table_all_succeed_each_file_once(
         expected = (FILES - 1) * ROWS // 2 + ROWS
         assert posts.height == expected
         assert posts["post_id"].n_unique() == expected
-        # AND each file has its own snapshot marker and one "loaded" ledger row
+        # AND each file has its own marker (a group's snapshot lists its files') and one "loaded" ledger row
         table = cloud.catalog().load_table((NAMESPACE, "posts"))
-        markers = [s for s in table.metadata.snapshots if s.summary and "icegate.source-sha256" in s.summary]
+        markers = Counter(props[MARKER_SHA256] for _, props in loaded_snapshots(table))
         assert len(markers) == FILES
+        assert set(markers.values()) == {1}
         ledger = cloud.table(LEDGER_TABLE)
         assert Counter(ledger.filter(ledger["outcome"] == "loaded")["run_id"]).most_common(1)[0][1] == 1
         assert (ledger["outcome"] == "loaded").sum() == FILES

@@ -1,4 +1,4 @@
-"""Group commit: several files of one table in one catalog commit, one snapshot and marker per file."""
+"""Group commit: several files of one table in one catalog commit, a marker per file (one snapshot for inserts)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from pyiceberg.catalog import Catalog
 from icegate.datasets import get_dataset
 from icegate.lake import Incoming, SourceIdentity, build_catalog, find_loaded, load_batch, load_group, prepare
 from icegate.lake import commit as commit_module
+from icegate.lake.ledger import ledger_table, record_markers, scan, where
 from icegate.lake.markers import MARKER_INSERTED, MARKER_RUN, MARKER_SHA256, MARKER_SKIPPED, loaded_snapshots
+from icegate.lake.rollback import RollbackError, rollback
 from icegate.settings import Settings
 from tests.frames import observe_commits, posts_frame
 
@@ -252,3 +254,71 @@ def test_a_waiting_file_left_out_at_writing_leaves_its_keys_to_the_files_after_i
     assert "creator" in done.left_out["run-broken"]
     assert (done.loads["run-c"].inserted, done.loads["run-c"].skipped) == (2, 0)
     assert post_ids(catalog) == ["p1", "p2", "p3"]
+
+
+def test_a_group_that_replaces_nothing_is_one_snapshot_listing_each_files_marker_and_sharing_its_data_files(
+    catalog: Catalog,
+) -> None:
+    # GIVEN three files of one month whose keys overlap (insert_new replaces nothing)
+    own, b, c = file("a", "p1", "p2"), file("b", "p2", "p3"), file("c", "p3", "p4")
+
+    # WHEN a loader commits them as a group
+    done = group(catalog, own, b, c)
+
+    # THEN the table has one snapshot, and every file's load names it
+    table = catalog.load_table((NS, POSTS.table))
+    assert len(table.metadata.snapshots) == 1
+    snapshot_id = table.metadata.snapshots[0].snapshot_id
+    assert {run: s.snapshot_id for run, s in done.loads.items()} == dict.fromkeys(
+        ("run-a", "run-b", "run-c"), snapshot_id
+    )
+    # AND its summary lists each file's marker with the file's own counts (inserted, skipped)
+    markers = {
+        props[MARKER_RUN]: (sid, props[MARKER_SHA256], props[MARKER_INSERTED], props[MARKER_SKIPPED])
+        for sid, props in loaded_snapshots(table)
+    }
+    assert markers == {
+        "run-a": (snapshot_id, "sha-a", "2", "0"),
+        "run-b": (snapshot_id, "sha-b", "1", "1"),
+        "run-c": (snapshot_id, "sha-c", "1", "1"),
+    }
+    # AND the group's rows share its data files: one file for the one partition, not one per source file
+    assert len(list(table.scan().plan_files())) == 1
+    assert post_ids(catalog) == ["p1", "p2", "p3", "p4"]
+
+
+def test_rolling_back_one_file_of_a_group_snapshot_leaves_the_others_loaded(catalog: Catalog) -> None:
+    # GIVEN three files committed as one snapshot
+    own, b, c = file("a", "p1"), file("b", "p2"), file("c", "p3")
+    group(catalog, own, b, c)
+
+    # WHEN the load of b is rolled back
+    undone = rollback(catalog, (NS, POSTS.table), run_id="run-b")
+
+    # THEN only b's rows are gone, and only b counts as not loaded (its file would load again)
+    assert (undone.rows_removed, undone.source_sha256) == (1, "sha-b")
+    assert post_ids(catalog) == ["p1", "p3"]
+    table = catalog.load_table((NS, POSTS.table))
+    assert find_loaded(table, "sha-b") is None
+    assert find_loaded(table, "sha-a") == find_loaded(table, "sha-c") == undone.rolled_back_snapshot_id
+    # AND a's load cannot be confused with b's: rolling back a still works, and b cannot be rolled back twice
+    with pytest.raises(RollbackError, match="already rolled back"):
+        rollback(catalog, (NS, POSTS.table), run_id="run-b")
+    assert rollback(catalog, (NS, POSTS.table), run_id="run-a").rows_removed == 1
+    assert post_ids(catalog) == ["p3"]
+
+
+def test_maintain_rebuilds_a_ledger_row_for_every_file_of_a_group_snapshot(catalog: Catalog) -> None:
+    # GIVEN three files committed as one snapshot, and a ledger that lacks their rows
+    own, b, c = file("a", "p1", "p2"), file("b", "p2", "p3"), file("c", "p9")
+    done = group(catalog, own, b, c)
+
+    # WHEN the ledger is rebuilt from the table's markers (as icegate maintain does before expiring)
+    written = record_markers(catalog, NS, catalog.load_table((NS, POSTS.table)))
+
+    # THEN each file has its own row, with its own count of inserted rows and the group's snapshot
+    assert written == 3
+    rows = scan(ledger_table(catalog, NS, create=False), where(outcome="loaded")).to_pylist()  # type: ignore[arg-type]
+    assert {r["run_id"]: (r["rows_inserted"], r["snapshot_id"], r["source_sha256"]) for r in rows} == {
+        run: (s.inserted, s.snapshot_id, f"sha-{run.removeprefix('run-')}") for run, s in done.loads.items()
+    }

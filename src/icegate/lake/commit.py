@@ -8,15 +8,19 @@ again — a bounded number of times with jittered backoff, then :class:`CommitCo
 state machine retries. Each attempt first fits the contract onto the table's current schema
 (``evolve``), and re-plans too when maintenance removed the files its plan was reading.
 
-One snapshot per file, carrying the source marker: an ``append`` of new files, or for an
+A snapshot carries the source marker of each file it loaded: an ``append`` of new files, or for an
 ``upsert`` that replaces stored rows an ``overwrite`` that swaps the rewritten files for new ones
 (copy-on-write) in the same commit as the new rows.
 
 Group commit (:func:`load_group`): a loader commits the files waiting for the same table together
-with its own (``icegate.waiting`` says who waits). Each file is planned against the table as the
-files before it leave it and gets its own snapshot and marker; the snapshots go to the catalog in one
-transaction — one commit, asserting the head the first was planned against. A burst of N files
-thus costs a few contended commits instead of N, and every file stays loaded exactly once.
+with its own (``icegate.waiting`` says who waits), in one catalog commit asserting the head the group
+was planned against. Files that replace nothing (``insert_new``, ``append``) are planned from one
+reading of the stored keys, each skipping the keys the files before it insert; their rows are written
+together (one run of data files per partition for the group, not per file) and committed as one
+snapshot whose summary lists every file's marker. Upserts, which may rewrite what the file before
+them wrote, are planned one after another against the table as the files before leave it, and get a
+snapshot each. A burst of N files thus costs a few contended commits instead of N, and every file
+stays loaded exactly once.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ from icegate.lake.markers import (
     MARKER_UPDATED,
     SourceIdentity,
     find_marker,
+    load_markers,
 )
 from icegate.lake.merge import ROW_INDEX, dedupe_in_file, drop_replaced, plan_insert_new, plan_upsert
 from icegate.payloads import LoadSummary
@@ -187,10 +192,11 @@ def load_group(
 ) -> GroupLoad:
     """Commit ``own`` — with the files ``waiting`` for the same table — in one catalog commit, exactly once each.
 
-    Each file gets its own snapshot with its own marker, planned against the snapshot of the file
-    before it; the snapshots are committed together, so a burst of N files costs one contended
-    commit instead of N. If the commit loses a race, every file is re-checked and re-planned; a file
-    another writer committed meanwhile drops out (its marker says so). When ``own`` is found already
+    Each file is planned against the table as the files before it leave it and keeps its own marker
+    (one snapshot for a group that replaces nothing, a snapshot per file for upserts); the group is
+    one catalog commit, so a burst of N files costs one contended commit instead of N. If the commit
+    loses a race, every file is re-checked and re-planned; a file another writer committed meanwhile
+    drops out (its marker says so). When ``own`` is found already
     committed — by an earlier run, or by another loader's group — nothing is written.
     """
     table_name = f"{namespace}.{dataset.table}"
@@ -218,15 +224,9 @@ def load_group(
             live = LiveFiles(table)
             plans: dict[str, LoadPlan] = {}
             snapshots: dict[str, int] = {}
-            if dataset.strategy != "upsert":
-                # Nothing is replaced: plan every file from one reading and write them side by side.
-                ahead = _plan_inserts(table, dataset, members, fit.renames, live, left_out)
-                if not _write_ahead(table, dataset, ahead, written, own, left_out):
-                    continue  # a waiting file could not be written, and the files after it counted its keys
-                members = [m for m in members if m.identity.run_id in ahead]
-            for member in members:
-                run_id = member.identity.run_id
-                if dataset.strategy == "upsert":
+            if dataset.strategy == "upsert":
+                for member in members:
+                    run_id = member.identity.run_id
                     try:
                         plan = plan_upsert_load(staged, dataset, member.rows.rename(fit.renames), ordering, live)
                         if _must_write(table, written, run_id, plan):
@@ -240,17 +240,33 @@ def load_group(
                         _leave_out(left_out, run_id, exc)
                         _discard(table, written.pop(run_id, None))
                         continue
-                plan = written[run_id].plan
-                properties = {**member.identity.snapshot_properties(), **plan.counts()}
-                files, replaced = written[run_id].files, plan.replaced_files
-                # Manifests are merged once per commit, by its last snapshot.
-                last = member is members[-1]
-                snapshots[run_id] = stage_snapshot(pending, files, replaced, properties, merge_manifests=last)
+                    properties = {**member.identity.snapshot_properties(), **plan.counts()}
+                    files, replaced = written[run_id].files, plan.replaced_files
+                    # Manifests are merged once per commit, by its last snapshot.
+                    last = member is members[-1]
+                    snapshots[run_id] = stage_snapshot(pending, files, replaced, properties, merge_manifests=last)
+                    staged = staged_table(table, pending)
+                    live.stage(files, replaced)
+                    plans[run_id] = plan
+            else:
+                # Nothing is replaced: plan every file from one reading, write their rows together, and
+                # commit them as one snapshot whose summary holds every file's marker.
+                plans = _plan_inserts(table, dataset, members, fit.renames, live, left_out)
+                if (group_files := _write_together(table, dataset, plans, written, own, left_out)) is None:
+                    continue  # a waiting file could not be written, and the files after it counted its keys
+                members = [m for m in members if m.identity.run_id in plans]
+                marker = load_markers(
+                    [{**m.identity.snapshot_properties(), **plans[m.identity.run_id].counts()} for m in members]
+                )
+                snapshot_id = stage_snapshot(pending, group_files, [], marker, merge_manifests=True)
+                snapshots = dict.fromkeys(plans, snapshot_id)
                 staged = staged_table(table, pending)
-                live.stage(files, replaced)
-                plans[run_id] = plan
+                live.stage(group_files, [])
             commit_staged(pending)
             live.committed(_head(staged) or 0)
+            # Files an earlier attempt wrote for a group this commit did not take: never committed.
+            committed = {task.file.file_path for task in live.tasks}
+            _discard(table, *(w for w in written.values() if not any(f.file_path in committed for f in w.files)))
         except (CommitFailedException, ValidationException):
             # pyiceberg raises these only when the commit did not land: another writer won the
             # race, or its own checks found the plan's snapshot no longer matching. Re-plan.
@@ -331,19 +347,65 @@ def _plan_inserts(
     return plans
 
 
-def _write_ahead(
+def _write_together(
     table: Table,
     dataset: Dataset,
     plans: Mapping[str, LoadPlan],
     written: dict[str, _Written],
     own: Incoming,
     left_out: dict[str, str],
-) -> bool:
-    """Write the files of ``plans`` side by side (keeping those an earlier attempt wrote for the same output).
+) -> list[DataFile] | None:
+    """The data files holding the rows of ``plans``: every file's rows written together, so that a group
+    of small files makes one run of files per partition, not one per file and partition.
 
-    ``False`` when a waiting file could not be written: it is left out, and the plans after it, which
-    counted its keys as inserted, must be made again. The loader's own file raises.
+    Files an earlier attempt wrote for the same rows are kept. If the rows cannot be written together,
+    each file's are written alone to find which cannot: ``None`` when a waiting file could not be written
+    (it is left out, and the plans after it, which counted its keys as inserted, must be made again); the
+    loader's own file raises.
     """
+    together = _together(plans)
+    key = _TOGETHER + "/".join(plans)
+    if key in written and written[key].plan.same_output(together):
+        return written[key].files
+    try:
+        files = write_files(table, dataset, together)
+    except (FileNotFoundError, OSError, TransientError):
+        raise
+    except Exception:
+        logger.info("the rows of %d files could not be written together; writing each file's alone", len(plans))
+        return _write_each(table, dataset, plans, written, own, left_out)
+    _discard(table, written.pop(key, None))
+    written[key] = _Written(together, files)
+    return files
+
+
+#: Key in a group's written files of the files that hold several loads' rows (a run id never starts with it).
+_TOGETHER = "+"
+
+
+def _together(plans: Mapping[str, LoadPlan]) -> LoadPlan:
+    """One plan inserting the rows of every plan (each file's incoming rows told apart by its place)."""
+    parts = list(plans.values())
+    return LoadPlan(
+        pl.concat([plan.rows for plan in parts], how="vertical_relaxed"),
+        [],
+        sum(plan.inserted for plan in parts),
+        0,
+        sum(plan.skipped for plan in parts),
+        pl.concat([plan.incoming.cast(pl.Int64) + (place << 32) for place, plan in enumerate(parts)]),
+        parts[0].schema_id,
+    )
+
+
+def _write_each(
+    table: Table,
+    dataset: Dataset,
+    plans: Mapping[str, LoadPlan],
+    written: dict[str, _Written],
+    own: Incoming,
+    left_out: dict[str, str],
+) -> list[DataFile] | None:
+    """Write each plan's files on its own, side by side (see :func:`_write_together`)."""
     todo = [(run_id, plan) for run_id, plan in plans.items() if _must_write(table, written, run_id, plan)]
     failed: dict[str, Exception] = {}
     with ThreadPoolExecutor(max_workers=max(1, min(WRITERS, len(todo)))) as pool:
@@ -358,7 +420,9 @@ def _write_ahead(
             raise error
     for run_id, error in failed.items():
         _leave_out(left_out, run_id, error)
-    return not failed
+    if failed:
+        return None
+    return [data_file for run_id in plans for data_file in written[run_id].files]
 
 
 def _must_write(table: Table, written: dict[str, _Written], run_id: str, plan: LoadPlan) -> bool:

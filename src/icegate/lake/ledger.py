@@ -38,6 +38,7 @@ from icegate.lake.files import transaction
 from icegate.lake.markers import (
     LEDGER_PREFIX,
     MARKER_FILE,
+    MARKER_INSERTED,
     MARKER_ROLLBACK_OF_RUN,
     MARKER_ROLLBACK_OF_SHA256,
     MARKER_RUN,
@@ -330,7 +331,7 @@ def record_markers(
             continue
         snapshot = snapshots[snapshot_id]
         operation = snapshot.summary.operation.value if snapshot.summary else ""
-        added = props.get("added-records")
+        added = props.get(MARKER_INSERTED) or (props.get("added-records") if operation == "append" else None)
         uri = props.get(MARKER_FILE, "")
         bucket, _, key = uri.removeprefix("s3://").partition("/") if uri.startswith("s3://") else ("", "", uri)
         rows.append(
@@ -341,8 +342,8 @@ def record_markers(
                 "source_key": key,
                 "source_uri": uri,
                 "source_version": props.get(MARKER_VERSION),
-                # An append adds exactly the inserted rows; an overwrite also rewrites kept rows.
-                "rows_inserted": int(added) if added is not None and operation == "append" else None,
+                # The marker's count; else an append's added rows (an overwrite also rewrites kept rows).
+                "rows_inserted": int(added) if added is not None else None,
                 "finished_at": datetime.fromtimestamp(snapshot.timestamp_ms / 1000, UTC),
             }
         )

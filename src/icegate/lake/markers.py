@@ -1,16 +1,19 @@
 """Source markers: which file each commit loaded, so that a rerun is a no-op (invariant I3).
 
-A load's snapshot carries the source identity in its summary. Expiring snapshots would forget
-them, so ``icegate maintain`` first makes sure the ledger (``icegate_loads``) holds a ``loaded`` row
-for every snapshot it expires, and :func:`find_loaded` asks the ledger about loads no longer in the
-history — only once some snapshot has expired: while the history is complete, its markers are all.
+A load's snapshot carries the source identity in its summary: as summary entries when it loaded one
+file, as a JSON list of those entries under ``icegate.loads`` when a group commit loaded several.
+Expiring snapshots would forget them, so ``icegate maintain`` first makes sure the ledger
+(``icegate_loads``) holds a ``loaded`` row for every load whose snapshot it expires, and
+:func:`find_loaded` asks the ledger about loads no longer in the history — only once some snapshot
+has expired: while the history is complete, its markers are all.
 Older versions kept those markers as table properties (``icegate.loaded.<sha256>`` → snapshot id,
 one per file, forever); they are still read, and ``icegate maintain`` moves them into the ledger once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -33,6 +36,8 @@ MARKER_SKIPPED = "icegate.skipped"
 MARKER_ROLLBACK_OF_SNAPSHOT = "icegate.rollback-of-snapshot"
 MARKER_ROLLBACK_OF_RUN = "icegate.rollback-of-run"
 MARKER_ROLLBACK_OF_SHA256 = "icegate.rollback-of-sha256"
+#: Snapshot-summary key of a snapshot that loaded several files (a group commit): their markers, a JSON list.
+MARKER_LOADS = "icegate.loads"
 #: Table-property prefix of the markers older versions kept for expired snapshots (moved to the ledger).
 LEDGER_PREFIX = "icegate.loaded."
 
@@ -53,21 +58,37 @@ class SourceIdentity:
         return props
 
 
+def load_markers(loads: Sequence[Mapping[str, str]]) -> dict[str, str]:
+    """The summary entries of a snapshot that loads these files, given each one's marker entries."""
+    if len(loads) == 1:
+        return dict(loads[0])
+    return {MARKER_LOADS: json.dumps([dict(marker) for marker in loads], separators=(",", ":"))}
+
+
 def loaded_snapshots(table: Table) -> Iterator[tuple[int, dict[str, str]]]:
-    """Snapshots (still in the table's history) committed by icegate, with their source markers."""
+    """Each load still in the table's history: its snapshot and its source marker (a group commit's
+    snapshot once per file it loaded)."""
     for snapshot in table.metadata.snapshots:
         props = snapshot.summary.additional_properties if snapshot.summary else {}
         if MARKER_SHA256 in props:
             yield snapshot.snapshot_id, props
+        elif MARKER_LOADS in props:
+            for marker in json.loads(props[MARKER_LOADS]):
+                yield snapshot.snapshot_id, marker
 
 
-def rolled_back_snapshots(table: Table) -> set[int]:
-    """Load snapshots (still in the history) that a later rollback snapshot undid."""
+def rolled_back_loads(table: Table) -> set[tuple[int, str]]:
+    """Loads (snapshot, run id; still in the history) that a later rollback snapshot undid."""
     return {
-        int(props[MARKER_ROLLBACK_OF_SNAPSHOT])
+        (int(props[MARKER_ROLLBACK_OF_SNAPSHOT]), props.get(MARKER_ROLLBACK_OF_RUN, ""))
         for snapshot in table.metadata.snapshots
         if snapshot.summary and MARKER_ROLLBACK_OF_SNAPSHOT in (props := snapshot.summary.additional_properties)
     }
+
+
+def is_undone(snapshot_id: int, marker: Mapping[str, str], undone: set[tuple[int, str]]) -> bool:
+    """Whether a rollback undid this load (a group commit's snapshot holds other loads that may stand)."""
+    return (snapshot_id, marker.get(MARKER_RUN, "")) in undone
 
 
 def history_is_complete(table: Table) -> bool:
@@ -111,9 +132,11 @@ def find_marker(table: Table, sha256: str) -> tuple[int, dict[str, str]] | None:
     """
     if (recorded := table.properties.get(LEDGER_PREFIX + sha256)) is not None:
         return int(recorded), {}
-    undone = rolled_back_snapshots(table)
+    undone = rolled_back_loads(table)
     in_history = (
-        (sid, props) for sid, props in loaded_snapshots(table) if props[MARKER_SHA256] == sha256 and sid not in undone
+        (sid, props)
+        for sid, props in loaded_snapshots(table)
+        if props[MARKER_SHA256] == sha256 and not is_undone(sid, props, undone)
     )
     if (found := next(in_history, None)) is not None:
         return found

@@ -39,8 +39,9 @@ from icegate.lake.markers import (
     MARKER_ROLLBACK_OF_SNAPSHOT,
     MARKER_RUN,
     MARKER_SHA256,
+    is_undone,
     loaded_snapshots,
-    rolled_back_snapshots,
+    rolled_back_loads,
 )
 
 if TYPE_CHECKING:
@@ -93,7 +94,7 @@ def find_load(table: Table, *, run_id: str | None = None, file: str | None = Non
     ``file`` is the source as the marker records it (``s3://bucket/key`` or a local path), or its
     trailing part (a key, a file name) when that names one source.
     """
-    undone = rolled_back_snapshots(table)
+    undone = rolled_back_loads(table)
     loads = list(loaded_snapshots(table))
     if run_id is not None:
         matches = [(sid, props) for sid, props in loads if props.get(MARKER_RUN) == run_id]
@@ -113,7 +114,7 @@ def find_load(table: Table, *, run_id: str | None = None, file: str | None = Non
                 "rolled back only while its snapshot is retained"
             )
         raise RollbackError(f"no load of {what} in {name}")
-    live = [(sid, props) for sid, props in matches if sid not in undone]
+    live = [(sid, props) for sid, props in matches if not is_undone(sid, props, undone)]
     if not live:
         raise RollbackError(f"the load of {what} into {name} was already rolled back")
     return live[-1]  # history order: the newest load of the file
