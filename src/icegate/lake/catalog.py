@@ -46,12 +46,6 @@ TARGET_FILE_SIZE_BYTES = "write.target-file-size-bytes"
 DEFAULT_TARGET_FILE_SIZE_BYTES = 128 * 1024 * 1024
 #: Optional table property: at most this many rows per file, on top of the size (none by default).
 TARGET_FILE_ROWS = "icegate.target-file-rows"
-#: Iceberg's table property for the size manifests are merged up to. A merge rewrites every entry of the
-#: manifests it packs, in pure-Python Avro: under Iceberg's 8 MB default, each merge of a table with
-#: thousands of small files rewrote its whole file list again. 1 MiB (a few thousand entries) bounds
-#: that work and still plans from few manifests (maintenance compacts the data files they list).
-MANIFEST_TARGET_SIZE_BYTES = "commit.manifest.target-size-bytes"
-MANIFEST_TARGET_BYTES = 1024 * 1024
 TABLE_PROPERTIES = {
     # Our loop re-validates on conflict; pyiceberg's own retry would not (see commit.py).
     "commit.retry.num-retries": "0",
@@ -62,7 +56,6 @@ TABLE_PROPERTIES = {
     # Appends merge small manifests, so that planning reads a few manifests, not one per load.
     "commit.manifest-merge.enabled": "true",
     "commit.manifest.min-count-to-merge": "16",
-    MANIFEST_TARGET_SIZE_BYTES: str(MANIFEST_TARGET_BYTES),
     TARGET_FILE_SIZE_BYTES: str(DEFAULT_TARGET_FILE_SIZE_BYTES),
 }
 #: Table property: the merge key the table was created with, comma-separated.

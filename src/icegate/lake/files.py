@@ -568,7 +568,7 @@ def _manifest_target_bytes(metadata: TableMetadata) -> int:
 
 
 def _packed(producer: Any, manifests: list[ManifestFile]) -> list[ManifestFile]:
-    """A new snapshot's data manifests merged into as few as ``commit.manifest.target-size-bytes`` allows.
+    """A new snapshot's data manifests merged into as few as ``commit.manifest.target-size-bytes`` (8 MB) allows.
 
     pyiceberg's own merge (a merge-append's) but of every bin, not only bins of
     ``commit.manifest.min-count-to-merge``: entries this snapshot added or deleted keep that status,

@@ -253,8 +253,7 @@ def rewrite_manifests(catalog: Catalog, identifier: tuple[str, str]) -> tuple[in
 
     Planning a scan reads every manifest of the snapshot, and upserts (``overwrite``) add one or two per
     load and never merge them. Manifests are packed per partition spec into
-    ``commit.manifest.target-size-bytes`` (1 MiB on the tables icegate creates). Returns (manifests merged,
-    manifests written).
+    ``commit.manifest.target-size-bytes`` (8 MB). Returns (manifests merged, manifests written).
     """
     for _ in range(_ATTEMPTS):
         table = catalog.load_table(identifier)
