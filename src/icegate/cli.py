@@ -131,7 +131,8 @@ def main() -> None:
     type=click.IntRange(1, 64),
     default=1,
     show_default=True,
-    help="Files run in parallel; loads into one table commit together (group commit).",
+    help="Files run in parallel (parsed, validated and scored in a worker process per CPU); loads into one table "
+    "commit together (group commit).",
 )
 @json_option
 def run(
