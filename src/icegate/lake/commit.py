@@ -365,7 +365,7 @@ def _write_together(
     """
     together = _together(plans)
     key = _TOGETHER + "/".join(plans)
-    if key in written and written[key].plan.same_output(together):
+    if not _must_write(table, written, key, together):
         return written[key].files
     try:
         files = write_files(table, dataset, together)
@@ -374,7 +374,6 @@ def _write_together(
     except Exception:
         logger.info("the rows of %d files could not be written together; writing each file's alone", len(plans))
         return _write_each(table, dataset, plans, written, own, left_out)
-    _discard(table, written.pop(key, None))
     written[key] = _Written(together, files)
     return files
 
