@@ -149,7 +149,7 @@ def run(
     or in <lake>/dlq/<dataset>/<run_id>/ with an error.json that says why. Exits 1 when any file
     went to the DLQ (or, with --expect, when any file ended otherwise than expected).
     """
-    from icegate.pipeline import LocalRunner, local_sources
+    from icegate.pipeline import LocalRunner, WorkerProcessDied, local_sources
 
     settings = _settings(lake_root)
     expected = _read_expectations(expect) if expect else None
@@ -183,13 +183,16 @@ def run(
             def on_stage(source: Any, stage: str) -> None:
                 progress.update(task, description=f"{source.name}: {stage}")
 
-            outcomes = runner.run_many(
-                sources,
-                workers=workers,
-                on_stage=on_stage,
-                on_done=lambda _: progress.advance(task),
-                keep_processing=keep_processing,
-            )
+            try:
+                outcomes = runner.run_many(
+                    sources,
+                    workers=workers,
+                    on_stage=on_stage,
+                    on_done=lambda _: progress.advance(task),
+                    keep_processing=keep_processing,
+                )
+            except WorkerProcessDied as exc:
+                raise click.ClickException(str(exc)) from None
 
         console.print(_summary_table(outcomes))
         if own_line:
@@ -838,6 +841,7 @@ class _RateColumn(ProgressColumn):
 
 def _run_backfill(found: Plan, runner: LocalRunner, workers: int, *, quiet: bool) -> Result:
     from icegate import backfill as backfills
+    from icegate.pipeline import WorkerProcessDied
 
     with Progress(
         SpinnerColumn(),
@@ -855,7 +859,10 @@ def _run_backfill(found: Plan, runner: LocalRunner, workers: int, *, quiet: bool
         def on_done(outcome: FileOutcome) -> None:
             progress.update(task, advance=1, description=f"backfill: {escape(Path(found.uri_of(outcome)).name)}")
 
-        return backfills.run(found, runner, workers=workers, on_done=on_done)
+        try:
+            return backfills.run(found, runner, workers=workers, on_done=on_done)
+        except WorkerProcessDied as exc:
+            raise click.ClickException(f"{exc}; the files that finished are in the ledger") from None
 
 
 def _print_dry_run(found: Plan) -> None:

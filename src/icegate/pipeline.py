@@ -738,6 +738,10 @@ class FileOutcome:
 ProgressHook = Callable[[SourceObject, str], None]
 
 
+class WorkerProcessDied(Exception):
+    """A process running files' stages for ``LocalRunner.run_many`` stopped: the run stops, saying so."""
+
+
 class CatalogNotOpened(Exception):
     """The opener a ``LocalRunner`` was given failed: the run stops with the opener's own error (``error``)."""
 
@@ -1031,7 +1035,16 @@ class _StageProcesses:
         )
 
     def until_load(self, job: Job, keep_processing: bool) -> Scored | FileOutcome:
-        return self._pool.submit(_until_load_in_process, job, keep_processing).result()
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            return self._pool.submit(_until_load_in_process, job, keep_processing).result()
+        except BrokenProcessPool as exc:
+            raise WorkerProcessDied(
+                f"a worker process stopped while taking {job.source.uri} through its stages (killed for memory, or "
+                "crashed); the run stopped: files that had not finished were left as they were, and running the "
+                "same command again takes them (with fewer --workers if memory ran out)"
+            ) from exc
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -1144,6 +1157,7 @@ __all__ = [
     "FileOutcome",
     "LocalRunner",
     "LocalSources",
+    "WorkerProcessDied",
     "error_info",
     "local_sources",
     "new_run_id",

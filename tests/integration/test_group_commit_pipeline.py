@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing
+import re
 import threading
 import time
 from collections import Counter
@@ -22,6 +24,8 @@ from icegate.ledger import history
 from icegate.payloads import Job, Scored, SourceObject
 from icegate.pipeline import (
     LocalRunner,
+    WorkerProcessDied,
+    _StageProcesses,
     object_queue,
     run_load,
     run_parse,
@@ -240,3 +244,27 @@ def test_run_many_with_stage_processes_ends_each_file_as_a_run_on_threads_does(
     assert not any((lake / c.PROCESSING_PREFIX).rglob("*.parquet"))
     # AND progress names each file's parse and its load (the stages in between run in the worker processes)
     assert Counter(stages) == Counter({c.PARSE: 6, c.LOAD: 5})
+
+
+def test_a_worker_process_that_dies_stops_the_run_saying_which_file_it_was_taking(
+    lake: Path, settings: Settings, tmp_path: Path
+) -> None:
+    # GIVEN stage processes that have taken one file through its stages
+    first, second = (posts_csv(tmp_path, n, range(n, n + 3)) for n in (1, 2))
+    stages = _StageProcesses(settings, 1)
+    try:
+        ready = stages.until_load(Job(source=SourceObject(bucket="", key=str(first)), run_id="run-first"), False)
+        assert isinstance(ready, Scored)
+
+        # WHEN the worker process is killed (as the kernel does when memory runs out) before the next file
+        for child in multiprocessing.active_children():
+            child.kill()
+            child.join()
+
+        # THEN the next file's stages fail with why, naming the file, instead of a broken-pool traceback
+        with pytest.raises(
+            WorkerProcessDied, match=rf"stopped while taking {re.escape(str(second))} .* same command again"
+        ):
+            stages.until_load(Job(source=SourceObject(bucket="", key=str(second)), run_id="run-second"), False)
+    finally:
+        stages.close()
