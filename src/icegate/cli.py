@@ -939,3 +939,28 @@ def _backfill_notes(done: Result, *, dry_run: bool) -> list[str]:
     elif found.over_limit:
         notes.append(f"{len(found.over_limit)} more file(s) to run: rerun the same command to continue")
     return notes
+
+
+def entry() -> None:
+    """The ``icegate`` command: :func:`main`, then straight out of the process with its exit code.
+
+    Tearing the interpreter down frees every object a run made (for a 1 M-row file, ~1 GB of rows) and
+    unloads every module: ~0.4 s after the work is done and the output written. Once the output and the
+    logs are flushed, nothing is left for it to do. A traceback leaves the ordinary way.
+    """
+    import logging
+    import os
+
+    try:
+        main()
+    except SystemExit as done:
+        code = done.code
+    else:
+        code = 0
+    if isinstance(code, str):  # what SystemExit does with a message: print it, exit 1
+        print(code, file=sys.stderr)
+        code = 1
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)

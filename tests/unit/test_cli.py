@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import boto3
@@ -251,3 +253,35 @@ def test_a_plain_folder_of_files_is_still_ingested_whole(tmp_path: Path) -> None
     assert sorted(Path(f.key).name for f in found.files) == sorted([POSTS_CSV, RESTAURANTS_CSV, "error.json"])
     assert found.unsupported == [str(folder / "notes.txt")]
     assert found.own == []
+
+
+def command(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The installed command's entry point, in a process of its own (it leaves the process itself)."""
+    script = f"import sys; sys.argv = ['icegate', *{list(args)!r}]; from icegate.cli import entry; entry()"
+    return subprocess.run([sys.executable, "-c", script], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "stream", "expected"),
+    [
+        (("run", "--json", f"samples/{POSTS_CSV}"), 0, "stdout", '"outcome": "loaded"'),
+        (("run", "nowhere"), 2, "stderr", "Path 'nowhere' does not exist"),
+        (("dlq",), 1, "stderr", "no lake at"),
+    ],
+    ids=["success-prints-all-its-json", "usage-error-exits-2", "user-error-exits-1"],
+)
+def test_the_command_leaves_the_process_with_its_exit_code_and_all_its_output(
+    tmp_path: Path, args: tuple[str, ...], code: int, stream: str, expected: str
+) -> None:
+    # GIVEN a folder with the sample files (and no lake yet)
+    shutil.copytree(SAMPLES, tmp_path / "samples")
+
+    # WHEN the command runs to its end, leaving the process without the interpreter's teardown
+    done = command(*args, cwd=tmp_path)
+
+    # THEN its exit code is the command's, and what it wrote was flushed before the process ended
+    assert done.returncode == code, done.stderr
+    assert expected in getattr(done, stream)
+    assert "Traceback" not in done.stderr
+    if args[:2] == ("run", "--json"):
+        assert {f["outcome"] for f in json.loads(done.stdout)["files"]} >= {"loaded"}
