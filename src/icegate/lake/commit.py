@@ -75,7 +75,8 @@ logger = logging.getLogger(__name__)
 
 #: Longest pause between two commit attempts.
 MAX_BACKOFF_SECONDS = 2.0
-#: Files of a group written at once (Parquet encoding and file I/O release the GIL).
+#: Files of a group written at once when their rows cannot be written together (Parquet encoding and file I/O
+#: release the GIL).
 WRITERS = 4
 
 
