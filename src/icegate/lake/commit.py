@@ -224,6 +224,7 @@ def load_group(
             staged = table
             live = LiveFiles(table)
             plans: dict[str, LoadPlan] = {}
+            staged_files: list[DataFile] = []
             snapshots: dict[str, int] = {}
             if dataset.strategy == "upsert":
                 for member in members:
@@ -248,6 +249,7 @@ def load_group(
                     snapshots[run_id] = stage_snapshot(pending, files, replaced, properties, merge_manifests=last)
                     staged = staged_table(table, pending)
                     live.stage(files, replaced)
+                    staged_files += files
                     plans[run_id] = plan
             else:
                 # Nothing is replaced: plan every file from one reading, write their rows together, and
@@ -263,10 +265,11 @@ def load_group(
                 snapshots = dict.fromkeys(plans, snapshot_id)
                 staged = staged_table(table, pending)
                 live.stage(group_files, [])
+                staged_files = group_files
             commit_staged(pending)
             live.committed(_head(staged) or 0)
             # Files an earlier attempt wrote for a group this commit did not take: never committed.
-            committed = {task.file.file_path for task in live.tasks}
+            committed = {data_file.file_path for data_file in staged_files}
             _discard(table, *(w for w in written.values() if not any(f.file_path in committed for f in w.files)))
         except (CommitFailedException, ValidationException):
             # pyiceberg raises these only when the commit did not land: another writer won the
