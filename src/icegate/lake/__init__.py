@@ -4,7 +4,8 @@
 loaded; ``files`` writes and reads data files (the one home of pyiceberg internals); ``merge``
 decides what a load inserts, replaces and skips; ``evolve`` fits the contract onto a table whose
 schema changed and evolves it safely; ``commit`` runs a load to one snapshot under concurrent
-writers; ``maintain`` expires snapshots, compacts small files and removes orphans.
+writers; ``stream`` loads a file too big for memory, in slices, as one such commit; ``maintain``
+expires snapshots, compacts small files and removes orphans.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from icegate.lake.markers import (
     surely_never_loaded,
 )
 from icegate.lake.merge import dedupe_in_file, plan_insert_new, plan_upsert
+from icegate.lake.stream import dedupe_slices, load_stream
 
 __all__ = [
     "LINEAGE_COLUMNS",
@@ -42,11 +44,13 @@ __all__ = [
     "SourceIdentity",
     "build_catalog",
     "dedupe_in_file",
+    "dedupe_slices",
     "ensure_table",
     "find_loaded",
     "iceberg_schema",
     "load_batch",
     "load_group",
+    "load_stream",
     "loaded_snapshots",
     "partition_spec",
     "plan_insert_new",

@@ -2,11 +2,12 @@
 
 pyiceberg 0.12 retries a lost commit by re-applying it to the new snapshot without re-checking the
 merge, so two loaders could both insert the same new key. Tables are created with
-``commit.retry.num-retries=0`` and :func:`load_batch` owns the loop: on a conflict it reloads the
-table, re-checks the source marker, recomputes the merge against the new snapshot and commits
-again — a bounded number of times with jittered backoff, then :class:`CommitConflict`, which the
-state machine retries. Each attempt first fits the contract onto the table's current schema
-(``evolve``), and re-plans too when maintenance removed the files its plan was reading.
+``commit.retry.num-retries=0`` and :func:`load_batch` owns the loop (:func:`commit_loop`, which
+``stream.load_stream`` runs too): on a conflict it reloads the table, re-checks the source marker,
+recomputes the merge against the new snapshot and commits again — a bounded number of times with
+jittered backoff, then :class:`CommitConflict`, which the state machine retries. Each attempt first
+fits the contract onto the table's current schema (``evolve``), and re-plans too when maintenance
+removed the files its plan was reading.
 
 A snapshot carries the source marker of each file it loaded: an ``append`` of new files, or for an
 ``upsert`` that replaces stored rows an ``overwrite`` that swaps the rewritten files for new ones
@@ -33,7 +34,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import polars as pl
 from pyiceberg.exceptions import CommitFailedException, ValidationException
@@ -70,6 +71,7 @@ if TYPE_CHECKING:
     from pyiceberg.table import FileScanTask, Table, Transaction
 
     from icegate.datasets import Dataset
+    from icegate.lake.evolve import SchemaFit
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +80,8 @@ MAX_BACKOFF_SECONDS = 2.0
 #: Files of a group written at once when their rows cannot be written together (Parquet encoding and file I/O
 #: release the GIL).
 WRITERS = 4
+
+_Result = TypeVar("_Result")
 
 
 def with_lineage(
@@ -201,76 +205,133 @@ def load_group(
     committed — by an earlier run, or by another loader's group — nothing is written.
     """
     table_name = f"{namespace}.{dataset.table}"
-    table = ensure_table(catalog, dataset, namespace)
     written: dict[str, _Written] = {}
     left_out: dict[str, str] = {}
-    for attempt in range(attempts):
-        if attempt:
-            _sleep_before_retry(attempt, backoff_seconds)
+
+    def loaded_before(snapshot_id: int, marker: dict[str, str]) -> GroupLoad:
+        summary = _summary_of_loaded(table_name, dataset, own.identity, own.duplicates, snapshot_id, marker)
+        return GroupLoad({own.identity.run_id: summary}, committed=False)
+
+    def attempt(table: Table, fit: SchemaFit) -> GroupLoad | None:
+        ordering = fit.names[dataset.ordering_column] if dataset.ordering_column else None
+        members = [own, *_still_waiting(table, own, waiting(), left_out)]
+        pending = transaction(table)
+        staged = table
+        live = LiveFiles(table)
+        plans: dict[str, LoadPlan] = {}
+        staged_files: list[DataFile] = []
+        snapshots: dict[str, int] = {}
+        if dataset.strategy == "upsert":
+            for member in members:
+                run_id = member.identity.run_id
+                try:
+                    plan = plan_upsert_load(staged, dataset, member.rows.rename(fit.renames), ordering, live)
+                    if _must_write(table, written, run_id, plan):
+                        written[run_id] = _Written(plan, write_files(staged, dataset, plan))
+                except (FileNotFoundError, OSError, TransientError):
+                    raise
+                except Exception as exc:
+                    if member is own:
+                        raise
+                    # A waiting file this loader cannot plan is its own loader's to fail, with its own error.
+                    _leave_out(left_out, run_id, exc)
+                    _discard(table, written.pop(run_id, None))
+                    continue
+                properties = {**member.identity.snapshot_properties(), **plan.counts()}
+                files, replaced = written[run_id].files, plan.replaced_files
+                # Manifests are merged once per commit, by its last snapshot.
+                last = member is members[-1]
+                snapshots[run_id] = stage_snapshot(pending, files, replaced, properties, merge_manifests=last)
+                staged = staged_table(table, pending)
+                live.stage(files, replaced)
+                staged_files += files
+                plans[run_id] = plan
+        else:
+            # Nothing is replaced: plan every file from one reading, write their rows together, and
+            # commit them as one snapshot whose summary holds every file's marker.
+            plans = _plan_inserts(table, dataset, members, fit.renames, live, left_out)
+            if (group_files := _write_together(table, dataset, plans, written, own, left_out)) is None:
+                return None  # a waiting file could not be written, and the files after it counted its keys
+            members = [m for m in members if m.identity.run_id in plans]
+            marker = load_markers(
+                [{**m.identity.snapshot_properties(), **plans[m.identity.run_id].counts()} for m in members]
+            )
+            snapshot_id = stage_snapshot(pending, group_files, [], marker, merge_manifests=True)
+            snapshots = dict.fromkeys(plans, snapshot_id)
+            staged = staged_table(table, pending)
+            live.stage(group_files, [])
+            staged_files = group_files
+        commit_staged(pending)
+        live.committed(_head(staged) or 0)
+        # Files an earlier attempt wrote for a group this commit did not take: never committed.
+        committed = {data_file.file_path for data_file in staged_files}
+        _discard(table, *(w for w in written.values() if not any(f.file_path in committed for f in w.files)))
+        loads = {
+            run_id: LoadSummary(
+                table_name,
+                dataset.strategy,
+                plan.inserted,
+                plan.updated,
+                plan.skipped,
+                next(m.duplicates for m in members if m.identity.run_id == run_id),
+                snapshots[run_id],
+            )
+            for run_id, plan in plans.items()
+        }
+        return GroupLoad(loads, {k: v for k, v in left_out.items() if k not in loads})
+
+    return commit_loop(
+        catalog,
+        dataset,
+        own.identity,
+        written,
+        attempt,
+        loaded_before,
+        namespace=namespace,
+        attempts=attempts,
+        backoff_seconds=backoff_seconds,
+    )
+
+
+def commit_loop(
+    catalog: Catalog,
+    dataset: Dataset,
+    identity: SourceIdentity,
+    written: Mapping[str, _Written],
+    attempt: Callable[[Table, SchemaFit], _Result | None],
+    loaded_before: Callable[[int, dict[str, str]], _Result],
+    *,
+    namespace: str,
+    attempts: int,
+    backoff_seconds: float,
+) -> _Result:
+    """The commit protocol every load runs: up to ``attempts`` tries, each against the table's current snapshot.
+
+    Each attempt reloads the table, re-checks the source marker of ``identity`` (found: the files
+    ``written`` are deleted and ``loaded_before`` says what to report), fits the contract onto the table
+    (``evolve``), then runs ``attempt``, which plans, writes (recording its files in ``written``),
+    stages and commits, and returns what to report — or ``None`` to try again. A commit that lost a
+    race, a plan whose files maintenance removed, a busy catalog database: the next attempt re-plans
+    (files that may have landed are kept). Out of attempts: the files ``written`` are deleted and
+    :class:`CommitConflict` is raised, which the state machine retries.
+    """
+    table_name = f"{namespace}.{dataset.table}"
+    table = ensure_table(catalog, dataset, namespace)
+    for number in range(attempts):
+        if number:
+            _sleep_before_retry(number, backoff_seconds)
         planned_against: int | None = None
         try:
-            if attempt:
+            if number:
                 table = catalog.load_table((namespace, dataset.table))
-            if (found := find_marker(table, own.identity.sha256)) is not None:
+            if (found := find_marker(table, identity.sha256)) is not None:
                 _discard(table, *written.values())
-                summary = _summary_of_loaded(table_name, dataset, own.identity, own.duplicates, *found)
-                return GroupLoad({own.identity.run_id: summary}, committed=False)
+                return loaded_before(*found)
             # Another tool may have added, renamed or dropped columns, or the contract gained some.
-            table, fit = evolve_table(table, dataset, file=own.identity.file)
-            ordering = fit.names[dataset.ordering_column] if dataset.ordering_column else None
+            table, fit = evolve_table(table, dataset, file=identity.file)
             planned_against = _head(table)
-            members = [own, *_still_waiting(table, own, waiting(), left_out)]
-            pending = transaction(table)
-            staged = table
-            live = LiveFiles(table)
-            plans: dict[str, LoadPlan] = {}
-            staged_files: list[DataFile] = []
-            snapshots: dict[str, int] = {}
-            if dataset.strategy == "upsert":
-                for member in members:
-                    run_id = member.identity.run_id
-                    try:
-                        plan = plan_upsert_load(staged, dataset, member.rows.rename(fit.renames), ordering, live)
-                        if _must_write(table, written, run_id, plan):
-                            written[run_id] = _Written(plan, write_files(staged, dataset, plan))
-                    except (FileNotFoundError, OSError, TransientError):
-                        raise
-                    except Exception as exc:
-                        if member is own:
-                            raise
-                        # A waiting file this loader cannot plan is its own loader's to fail, with its own error.
-                        _leave_out(left_out, run_id, exc)
-                        _discard(table, written.pop(run_id, None))
-                        continue
-                    properties = {**member.identity.snapshot_properties(), **plan.counts()}
-                    files, replaced = written[run_id].files, plan.replaced_files
-                    # Manifests are merged once per commit, by its last snapshot.
-                    last = member is members[-1]
-                    snapshots[run_id] = stage_snapshot(pending, files, replaced, properties, merge_manifests=last)
-                    staged = staged_table(table, pending)
-                    live.stage(files, replaced)
-                    staged_files += files
-                    plans[run_id] = plan
-            else:
-                # Nothing is replaced: plan every file from one reading, write their rows together, and
-                # commit them as one snapshot whose summary holds every file's marker.
-                plans = _plan_inserts(table, dataset, members, fit.renames, live, left_out)
-                if (group_files := _write_together(table, dataset, plans, written, own, left_out)) is None:
-                    continue  # a waiting file could not be written, and the files after it counted its keys
-                members = [m for m in members if m.identity.run_id in plans]
-                marker = load_markers(
-                    [{**m.identity.snapshot_properties(), **plans[m.identity.run_id].counts()} for m in members]
-                )
-                snapshot_id = stage_snapshot(pending, group_files, [], marker, merge_manifests=True)
-                snapshots = dict.fromkeys(plans, snapshot_id)
-                staged = staged_table(table, pending)
-                live.stage(group_files, [])
-                staged_files = group_files
-            commit_staged(pending)
-            live.committed(_head(staged) or 0)
-            # Files an earlier attempt wrote for a group this commit did not take: never committed.
-            committed = {data_file.file_path for data_file in staged_files}
-            _discard(table, *(w for w in written.values() if not any(f.file_path in committed for f in w.files)))
+            if (result := attempt(table, fit)) is None:
+                continue
         except (CommitFailedException, ValidationException):
             # pyiceberg raises these only when the commit did not land: another writer won the
             # race, or its own checks found the plan's snapshot no longer matching. Re-plan.
@@ -290,23 +351,11 @@ def load_group(
             for maybe in written.values():
                 maybe.maybe_committed = True
             continue
-        loads = {
-            run_id: LoadSummary(
-                table_name,
-                dataset.strategy,
-                plan.inserted,
-                plan.updated,
-                plan.skipped,
-                next(m.duplicates for m in members if m.identity.run_id == run_id),
-                snapshots[run_id],
-            )
-            for run_id, plan in plans.items()
-        }
-        return GroupLoad(loads, {k: v for k, v in left_out.items() if k not in loads})
+        return result
     _discard(table, *written.values())
     raise CommitConflict(
         f"{attempts} commits to {table_name} lost to concurrent writers; the load will be retried",
-        file=own.identity.file,
+        file=identity.file,
     )
 
 
