@@ -6,7 +6,7 @@ this reader refuses both, and names the line of a row with the wrong number of f
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Final, NoReturn
 
 import pyarrow as pa
@@ -14,26 +14,36 @@ import pyarrow.csv as pa_csv
 
 from icegate.errors import EmptyFile, MalformedFile
 from icegate.parse.limits import check_limits
+from icegate.parse.origin import Origin
 from icegate.parse.text import line_at, to_utf8
 from icegate.settings import Limits
 
+#: The delimited formats and their delimiters.
+DELIMITERS: Final[Mapping[str, str]] = {"csv": ",", "tsv": "\t"}
 #: Big enough for pyarrow to parse ~175 MB on two cores in parallel, small enough to split the work.
 _CSV_BLOCK_SIZE: Final = 4 * 1024 * 1024
 #: The reader gives up listing rows with the wrong number of fields after this many.
-_MAX_INVALID_ROWS: Final = 100
+MAX_INVALID_ROWS: Final = 100
+
+#: A row with the wrong number of fields: the header's number, the row's, and its text as the reader read it.
+InvalidRow = tuple[int, int, str]
 
 
 class _InvalidRows:
-    """``invalid_row_handler`` for pyarrow: skips blank lines, remembers rows of the wrong width."""
+    """``invalid_row_handler`` for pyarrow: skips blank lines, remembers rows of the wrong width.
 
-    def __init__(self) -> None:
-        self.rows: list[tuple[int, int, str]] = []
+    ``before``: such rows already found (in earlier blocks of a streamed file) count towards the limit.
+    """
+
+    def __init__(self, before: int = 0) -> None:
+        self.before = before
+        self.rows: list[InvalidRow] = []
 
     def __call__(self, row: Any) -> str:
         if not row.text.strip():
             return "skip"  # a line of spaces is a blank line too
         self.rows.append((row.expected_columns, row.actual_columns, row.text))
-        return "error" if len(self.rows) >= _MAX_INVALID_ROWS else "skip"
+        return "error" if self.before + len(self.rows) >= MAX_INVALID_ROWS else "skip"
 
 
 def decode_csv(
@@ -44,10 +54,30 @@ def decode_csv(
     Quoted fields may hold delimiters, doubled quotes and line breaks; blank lines are skipped;
     empty fields stay empty strings (:func:`map_columns` turns them into nulls).
     """
-    text = to_utf8(data, file, encoding)
+    return read_delimited(to_utf8(data, file, encoding), file, limits=limits, delimiter=delimiter)
+
+
+def read_delimited(
+    text: bytes,
+    file: str,
+    *,
+    limits: Limits,
+    delimiter: str = ",",
+    origin: Origin | None = None,
+    invalid: list[InvalidRow] | None = None,
+) -> pa.Table:
+    """:func:`decode_csv` of text that is already valid UTF-8 (what :func:`to_utf8` returns).
+
+    For a block of a streamed file (its header plus some of its records): ``origin`` makes errors name
+    the file's lines and rows, and the rows limit count the rows before the block too; ``invalid`` takes
+    the rows with the wrong number of fields instead of refusing them, so that they are counted over all
+    blocks as over a whole file. Once it holds any, the later checks are skipped (those rows are what
+    the file is refused for) and the table holds the other rows (none once the reader gave up).
+    """
     if not text or text.isspace():
         raise EmptyFile("the file is empty: no header row and no data", file=file)
-    names = _csv_header(text, file, delimiter)
+    lines = origin.lines if origin else 0
+    names = header_names(text, file, delimiter)
     if len(names) > limits.max_columns:
         raise MalformedFile(
             f"the header has {len(names):,} columns; the limit is {limits.max_columns:,} (ICEGATE_MAX_COLUMNS). "
@@ -55,12 +85,15 @@ def decode_csv(
             file=file,
             location="line 1",
         )
-    invalid = _InvalidRows()
-    table = _read_csv(text, file, delimiter, names, invalid)
-    if invalid.rows:
-        _raise_invalid_row(text, file, delimiter, invalid.rows)
-    _refuse_unclosed_quote(text, table, file, delimiter)
-    check_limits(table, file, limits)
+    found = _InvalidRows(len(invalid) if invalid is not None else 0)
+    table = _read_csv(text, file, delimiter, names, found)
+    if invalid is not None and (found.rows or invalid):
+        invalid.extend(found.rows)
+        return table
+    if found.rows:
+        _raise_invalid_row(text, file, delimiter, found.rows, lines)
+    _refuse_unclosed_quote(text, table, file, delimiter, lines)
+    check_limits(table, file, limits, origin=origin)
     return table
 
 
@@ -76,7 +109,7 @@ def _parse_options(delimiter: str, handler: Callable[[Any], str]) -> Any:
     )
 
 
-def _csv_header(text: bytes, file: str, delimiter: str) -> list[str]:
+def header_names(text: bytes, file: str, delimiter: str) -> list[str]:
     """The header row's names as pyarrow will read them (duplicates kept), from the first block only."""
     block = 1 << 20
     while True:
@@ -114,7 +147,7 @@ def _read_csv(text: bytes, file: str, delimiter: str, names: list[str], invalid:
                 convert_options=convert,
             )
         except pa.ArrowInvalid as exc:
-            if invalid.rows:
+            if invalid.rows or invalid.before:
                 return pa.table({})  # reported by the caller, with the line
             # A row longer than a block: read the file as one block (serial, still correct).
             if "straddl" in str(exc) and block <= len(text):
@@ -127,34 +160,64 @@ def _csv_error(exc: Exception, text: bytes, file: str) -> MalformedFile:
     message = str(exc)
     if "Empty CSV file" in message:  # the text is not blank, yet pyarrow found no complete row
         quote = text.find(b'"')
-        return MalformedFile(
-            "no complete header row: a quoted value opened here is never closed; close the quote",
-            file=file,
-            location=f"line {line_at(text, quote)}" if quote >= 0 else None,
-        )
+        return unclosed_header(file, line_at(text, quote) if quote >= 0 else None)
     return MalformedFile(f"the file cannot be read as delimited text: {message}", file=file)
 
 
-def _raise_invalid_row(text: bytes, file: str, delimiter: str, rows: list[tuple[int, int, str]]) -> NoReturn:
-    located = sorted(
-        ((_find_row(text, row_text), expected, actual, row_text) for expected, actual, row_text in rows),
-        key=lambda item: (item[0] is None, item[0] or 0),
+def unclosed_header(file: str, line: int | None) -> MalformedFile:
+    """The error for a header row that never ends: a quote in it (the file's first, on ``line``) never closes."""
+    return MalformedFile(
+        "no complete header row: a quoted value opened here is never closed; close the quote",
+        file=file,
+        location=f"line {line}" if line is not None else None,
     )
-    offset, expected, actual, row_text = located[0]
+
+
+def _raise_invalid_row(text: bytes, file: str, delimiter: str, rows: list[InvalidRow], lines: int) -> NoReturn:
+    (expected, actual, row_text), line = first_invalid_row(text, rows)
+    line = lines + line if line is not None else None
+    raise invalid_row(expected, actual, row_text, file=file, delimiter=delimiter, line=line, count=len(rows))
+
+
+def first_invalid_row(text: bytes, rows: list[InvalidRow]) -> tuple[InvalidRow, int | None]:
+    """The first of ``rows`` in ``text``, and its line (None if its text is not found as whole lines).
+
+    The reader's threads report rows out of order; the file's order is where their texts are.
+    """
+    located = sorted(((_find_row(text, row[2]), row) for row in rows), key=lambda item: (item[0] is None, item[0] or 0))
+    offset, row = located[0]
+    return row, line_at(text, offset) if offset is not None else None
+
+
+def invalid_row(
+    expected: int,
+    actual: int,
+    row_text: str,
+    *,
+    file: str,
+    delimiter: str,
+    line: int | None,
+    count: int = 1,
+    quoted: bool | None = None,
+) -> MalformedFile:
+    """The error for a row of ``actual`` fields under a header of ``expected`` (the first of ``count``).
+
+    ``quoted``: whether the row holds a quote, when ``row_text`` is only its start (default: whether that does).
+    """
     shown = "a tab" if delimiter == "\t" else repr(delimiter)
     hint = (
         f"a value that contains {shown} must be quoted"
         if actual > expected
         else "a field is missing, or a quote opened in this row is never closed"
-        if '"' in row_text
+        if ('"' in row_text if quoted is None else quoted)
         else "a field is missing"
     )
-    more = f" ({len(rows)}{'+' if len(rows) >= _MAX_INVALID_ROWS else ''} such rows)" if len(rows) > 1 else ""
+    more = f" ({count}{'+' if count >= MAX_INVALID_ROWS else ''} such rows)" if count > 1 else ""
     preview = row_text if len(row_text) <= 80 else row_text[:77] + "..."
-    raise MalformedFile(
+    return MalformedFile(
         f"a row has {actual} fields but the header has {expected}{more}: {preview!r}; {hint}",
         file=file,
-        location=f"line {line_at(text, offset)}" if offset is not None else None,
+        location=f"line {line}" if line is not None else None,
     )
 
 
@@ -172,7 +235,7 @@ def _find_row(text: bytes, row_text: str) -> int | None:
     return None
 
 
-def _refuse_unclosed_quote(text: bytes, table: pa.Table, file: str, delimiter: str) -> None:
+def _refuse_unclosed_quote(text: bytes, table: pa.Table, file: str, delimiter: str, lines: int) -> None:
     """pyarrow reads an unclosed quote in the last column to the end of the file without a word.
 
     Then, and only then, the file ends with the opening quote plus the (re-escaped) last value,
@@ -186,9 +249,14 @@ def _refuse_unclosed_quote(text: bytes, table: pa.Table, file: str, delimiter: s
         return
     opening = len(text) - len(tail)
     if opening == 0 or text[opening - 1] in (delimiter.encode() + b"\r\n"):
-        raise MalformedFile(
-            "a quoted value opened here is never closed, so the rest of the file was read into it; "
-            'close the quote (a quote inside a quoted value is written twice: "")',
-            file=file,
-            location=f"line {line_at(text, opening)}",
-        )
+        raise unclosed_quote(file, lines + line_at(text, opening))
+
+
+def unclosed_quote(file: str, line: int) -> MalformedFile:
+    """The error for a quoted value in the last column that is never closed, opened on ``line``."""
+    return MalformedFile(
+        "a quoted value opened here is never closed, so the rest of the file was read into it; "
+        'close the quote (a quote inside a quoted value is written twice: "")',
+        file=file,
+        location=f"line {line}",
+    )

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from icegate.errors import FileTooLarge, MalformedFile
+from icegate.errors import EmptyFile, FileTooLarge, MalformedFile
+from icegate.parse.origin import Origin
 from icegate.settings import Limits
 from icegate.sizing import format_weight
 
@@ -13,11 +14,17 @@ from icegate.sizing import format_weight
 def check_size(size: int, file: str, limits: Limits) -> None:
     """Refuse an object over ``limits.max_bytes``: called on its stored size before download, and on the bytes."""
     if size > limits.max_bytes:
-        raise FileTooLarge(
-            f"the file is {size:,} bytes; the limit is {limits.max_bytes:,} (ICEGATE_MAX_BYTES). "
-            "Split the file or raise the limit",
-            file=file,
-        )
+        raise too_many_bytes(file, limits, size)
+
+
+def too_many_bytes(file: str, limits: Limits, size: int | None = None) -> FileTooLarge:
+    """The error for a file over ``limits.max_bytes``; a stream read past the limit knows no ``size``."""
+    count = f"{size:,} bytes" if size is not None else f"more than {limits.max_bytes:,} bytes"
+    return FileTooLarge(
+        f"the file is {count}; the limit is {limits.max_bytes:,} (ICEGATE_MAX_BYTES). "
+        "Split the file or raise the limit",
+        file=file,
+    )
 
 
 def check_decoded_size(data: bytes, fmt: str, file: str, limits: Limits) -> None:
@@ -32,10 +39,15 @@ def check_decoded_size(data: bytes, fmt: str, file: str, limits: Limits) -> None
         )
 
 
-def check_limits(table: pa.Table, file: str, limits: Limits) -> None:
-    """Rows, columns and the byte length of every field (vectorised) against ``limits``."""
-    if table.num_rows > limits.max_rows:
-        raise too_many_rows(file, limits, table.num_rows)
+def check_limits(table: pa.Table, file: str, limits: Limits, *, origin: Origin | None = None) -> None:
+    """Rows, columns and the byte length of every field (vectorised) against ``limits``.
+
+    ``origin``: the table is a block of a streamed file; its rows count after ``origin.rows`` others,
+    and a file over the limit has "more than" it (the rest is not read).
+    """
+    rows_before = origin.rows if origin else 0
+    if rows_before + table.num_rows > limits.max_rows:
+        raise too_many_rows(file, limits, None if origin else table.num_rows)
     if table.num_columns > limits.max_columns:
         raise MalformedFile(
             f"the file has {table.num_columns:,} columns; the limit is {limits.max_columns:,} (ICEGATE_MAX_COLUMNS)",
@@ -46,13 +58,26 @@ def check_limits(table: pa.Table, file: str, limits: Limits) -> None:
         longest = pc.max(lengths).as_py()
         if longest is not None and longest > limits.max_field_bytes:
             row = pc.index(pc.greater(lengths, limits.max_field_bytes), True).as_py() + 1
-            raise MalformedFile(
-                f"a value in column {name!r} is {longest:,} bytes long; the limit is "
-                f"{limits.max_field_bytes:,} (ICEGATE_MAX_FIELD_BYTES). The first such value is in data row {row}; "
-                "a quote that is never closed can also swallow the rest of a file into one value",
-                file=file,
-                location=f"row {row}, column {name!r}",
-            )
+            raise field_too_long(name, longest, rows_before + row, file, limits)
+
+
+def field_too_long(column: str, longest: int, row: int, file: str, limits: Limits) -> MalformedFile:
+    """The error for values of ``column`` over the field limit: ``longest`` bytes, the first in data ``row``."""
+    return MalformedFile(
+        f"a value in column {column!r} is {longest:,} bytes long; the limit is "
+        f"{limits.max_field_bytes:,} (ICEGATE_MAX_FIELD_BYTES). The first such value is in data row {row}; "
+        "a quote that is never closed can also swallow the rest of a file into one value",
+        file=file,
+        location=f"row {row}, column {column!r}",
+    )
+
+
+def no_data_rows(file: str, header: list[str]) -> EmptyFile:
+    """The error for a file that decodes to no data rows (``header``: its source columns, if any)."""
+    return EmptyFile(
+        "the file has no data rows" + (f" (only a header: {', '.join(map(repr, header))})" if header else ""),
+        file=file,
+    )
 
 
 def too_many_rows(file: str, limits: Limits, rows: int | None = None) -> FileTooLarge:

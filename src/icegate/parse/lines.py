@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass
 
 import polars as pl
 import pyarrow as pa
@@ -26,15 +27,42 @@ _Lines = tuple[pl.Series, pl.Series]
 
 def record_lines(text: bytes, delimiter: str, rows: int) -> pa.Table:
     """First and last physical line of each of the ``rows`` data records (the header excluded)."""
-    found = _by_quote_parity(text, delimiter, rows) or _by_csv_reader(text, delimiter, rows)
+    return count_record_lines(text, delimiter, rows).table
+
+
+@dataclass(frozen=True)
+class RecordLines:
+    """:func:`record_lines`, and how they were counted (a streamed file's blocks carry the count on)."""
+
+    #: ``LINE`` and ``LAST_LINE`` of each data record.
+    table: pa.Table
+    #: Quote parity placed every record and the text ends outside any quoted value: every quote in it is
+    #: around a value, so its record breaks are exactly the line feeds that an even number of quotes precede.
+    by_parity: bool
+    #: The text's line breaks as the lines were counted: line feeds (parity), or line feeds and lone
+    #: carriage returns (the csv reader, and for lines unknown).
+    breaks: int
+
+
+def count_record_lines(text: bytes, delimiter: str, rows: int) -> RecordLines:
+    """:func:`record_lines` with how they were counted."""
+    parity = _by_quote_parity(text, delimiter, rows)
+    found = parity[0] if parity else _by_csv_reader(text, delimiter, rows)
     if found is None:
         nulls = pa.nulls(rows, pa.int64())
-        return pa.table({LINE: nulls, LAST_LINE: nulls})
-    first, last = found
-    return pa.table({LINE: first.cast(pl.Int64).to_arrow(), LAST_LINE: last.cast(pl.Int64).to_arrow()})
+        table = pa.table({LINE: nulls, LAST_LINE: nulls})
+    else:
+        first, last = found
+        table = pa.table({LINE: first.cast(pl.Int64).to_arrow(), LAST_LINE: last.cast(pl.Int64).to_arrow()})
+    if parity:
+        _, newlines, even = parity
+        return RecordLines(table, by_parity=even, breaks=newlines)
+    breaks = text.count(b"\n") + text.count(b"\r") - text.count(b"\r\n")
+    return RecordLines(table, by_parity=False, breaks=breaks)
 
 
-def _by_quote_parity(text: bytes, delimiter: str, rows: int) -> _Lines | None:
+def _by_quote_parity(text: bytes, delimiter: str, rows: int) -> tuple[_Lines, int, bool] | None:
+    """The lines, the number of line feeds and whether the quotes are even; None if parity cannot place them."""
     size = len(text)
     data = pl.Series(pa.Array.from_buffers(pa.uint8(), size, [None, pa.py_buffer(text)]))
     newlines = (data == ord("\n")).arg_true().cast(pl.Int64)
@@ -55,7 +83,7 @@ def _by_quote_parity(text: bytes, delimiter: str, rows: int) -> _Lines | None:
     first, last = first.filter(keep), last.filter(keep)
     if first.len() != rows + 1:  # the header is the first record kept
         return None
-    return first.slice(1), last.slice(1)
+    return (first.slice(1), last.slice(1)), newlines.len(), quotes.len() % 2 == 0
 
 
 def _quotes_only_around_values(data: pl.Series, quotes: pl.Series, delimiter: str) -> bool:

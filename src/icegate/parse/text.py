@@ -1,24 +1,32 @@
 """Bytes to valid UTF-8 text: gzip (capped, streaming), byte-order marks, a configured legacy encoding.
 
 Every text format goes through :func:`to_utf8`, so a file that is not text, or not the encoding it
-claims, is refused here with the line and byte offset, never decoded into mojibake.
+claims, is refused here with the line and byte offset, never decoded into mojibake. The streamed
+parse (:mod:`.text_stream`) uses the same pieces a chunk at a time: :func:`plan_text` on the first
+bytes, :func:`gunzip` on the compressed stream and :func:`checked_utf8` on each block, so both say
+the same things about the same bytes.
 """
 
 from __future__ import annotations
 
 import codecs
 import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Final
 
 import pyarrow as pa
 
 from icegate.errors import FileTooLarge, MalformedFile, UnsupportedFormat
+from icegate.parse.origin import Origin
 from icegate.settings import Limits
 
 GZIP_MAGIC: Final = b"\x1f\x8b"
 ZIP_MAGIC: Final = b"PK\x03\x04"
 PARQUET_MAGIC: Final = b"PAR1"
 OLE2_MAGIC: Final = b"\xd0\xcf\x11\xe0"  # legacy .xls and other Office 97 files
+#: What :func:`plan_text` needs to see of a text: its longest magic number or byte-order mark.
+HEAD_BYTES: Final = 4
 
 _ENCODING_HINT: Final = (
     "re-save the file as UTF-8, or set ICEGATE_SOURCE_ENCODING to the encoding it was written in "
@@ -37,16 +45,27 @@ _DECOMPRESS_CHUNK: Final = 64 * 1024 * 1024
 
 def decompress(data: bytes, file: str, *, limits: Limits) -> bytes:
     """Gunzip ``data`` (all members), never producing more than ``limits.max_uncompressed_bytes``."""
+    return b"".join(gunzip((data,), file, limits=limits))
+
+
+def gunzip(
+    chunks: Iterable[bytes], file: str, *, limits: Limits, piece_bytes: int = _DECOMPRESS_CHUNK
+) -> Iterator[bytes]:
+    """Gunzip a stream of compressed chunks (all members) into pieces of at most ``piece_bytes``.
+
+    Never produces more than ``limits.max_uncompressed_bytes`` in all, counted as it goes, so a
+    bomb stops at the cap whether it arrives whole or a chunk at a time.
+    """
     cap = limits.max_uncompressed_bytes
-    parts: list[bytes] = []
     total = 0
-    remaining = data
+    source = (chunk for chunk in chunks if chunk)
+    remaining = next(source, b"")
     while remaining:
         inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
         pending = remaining
         while not inflater.eof:
             try:
-                piece = inflater.decompress(pending, min(_DECOMPRESS_CHUNK, cap - total + 1))
+                piece = inflater.decompress(pending, min(piece_bytes, cap - total + 1))
             except zlib.error as exc:
                 raise MalformedFile(f"the gzip data is corrupt ({exc}); compress the file again", file=file) from None
             total += len(piece)
@@ -56,46 +75,104 @@ def decompress(data: bytes, file: str, *, limits: Limits) -> bytes:
                     "(ICEGATE_MAX_UNCOMPRESSED_BYTES); split it into smaller files",
                     file=file,
                 )
-            parts.append(piece)
+            if piece:
+                yield piece
             pending = inflater.unconsumed_tail
-            if not piece and not pending:
-                raise MalformedFile("the gzip data ends early: the file is truncated; upload it again", file=file)
+            if not piece and not pending and not inflater.eof:  # the member needs more input
+                pending = next(source, b"")
+                if not pending:
+                    raise MalformedFile("the gzip data ends early: the file is truncated; upload it again", file=file)
         remaining = inflater.unused_data
-        if remaining and not remaining.startswith(GZIP_MAGIC):
-            if remaining.count(0) == len(remaining):  # zero padding after the last member is harmless
+        while len(remaining) < len(GZIP_MAGIC):  # what follows a member is judged by its first two bytes
+            more = next(source, b"")
+            if not more:
                 break
-            raise MalformedFile(f"{len(remaining):,} bytes of non-gzip data follow the compressed data", file=file)
-    return b"".join(parts)
+            remaining += more
+        if remaining and not remaining.startswith(GZIP_MAGIC):
+            _refuse_trailing_data(remaining, source, file)
+            return
 
 
-def to_utf8(data: bytes, file: str, encoding: str | None = None) -> bytes:
-    """Valid UTF-8 without a byte-order mark and without NUL bytes, or a :class:`MalformedFile`.
+def _refuse_trailing_data(first: bytes, rest: Iterator[bytes], file: str) -> None:
+    """Zero padding after the last member is harmless; anything else is counted (to the end) and refused."""
+    size, zeros = len(first), first.count(0) == len(first)
+    for chunk in rest:
+        size += len(chunk)
+        zeros = zeros and chunk.count(0) == len(chunk)
+    if not zeros:
+        raise MalformedFile(f"{size:,} bytes of non-gzip data follow the compressed data", file=file)
+
+
+@dataclass(frozen=True)
+class TextPlan:
+    """How a text is to be read, as its first bytes (and the configured encoding) say."""
+
+    #: Byte-order mark bytes to drop.
+    skip: int = 0
+    #: Transcode every byte from this codec: a byte-order mark's, or a configured UTF-16/32.
+    codec: str | None = None
+    #: Transcode from this configured (legacy) codec only if the text is not valid UTF-8.
+    fallback: str | None = None
+    #: Where the byte offsets in errors count from: the file's start for a UTF-16/32 mark, else after the mark.
+    counted_from: int = 0
+
+
+def plan_text(head: bytes, file: str, encoding: str | None = None) -> TextPlan:
+    """Refuse binary files and choose the decoding from the first :data:`HEAD_BYTES` bytes.
 
     A byte-order mark decides the encoding. Without one, UTF-8 input is taken as UTF-8 even when
     ``encoding`` is set (a legacy 8-bit text is valid UTF-8 only by accident, so reading it as
     ``encoding`` would produce mojibake); other input is transcoded from ``encoding`` or refused.
     """
-    _refuse_binary(data, file)
+    _refuse_binary(head, file)
     for bom, codec in _BOMS:
-        if data.startswith(bom):
-            return _no_nul(_transcode(data, codec, file, skip=len(bom)), file)
-    if data.startswith(codecs.BOM_UTF8):
-        data = data[len(codecs.BOM_UTF8) :]
+        if head.startswith(bom):
+            return TextPlan(skip=len(bom), codec=codec)
+    skip = len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0
     codec_name = _codec_name(encoding, file) if encoding else None
     if codec_name in ("utf-8", "utf-8-sig"):
         codec_name = None
     if codec_name and codec_name.startswith(("utf-16", "utf-32")):
-        return _no_nul(_transcode(data, codec_name, file), file)
-    bad = _invalid_utf8_offset(data)
+        return TextPlan(skip=skip, codec=codec_name, counted_from=skip)
+    return TextPlan(skip=skip, fallback=codec_name, counted_from=skip)
+
+
+def to_utf8(data: bytes, file: str, encoding: str | None = None) -> bytes:
+    """Valid UTF-8 without a byte-order mark and without NUL bytes, or a :class:`MalformedFile`.
+
+    The encoding is chosen as :func:`plan_text` says.
+    """
+    plan = plan_text(data[:HEAD_BYTES], file, encoding)
+    if plan.codec:
+        return no_nul(_transcode(data, plan.codec, file, skip=plan.skip, counted_from=plan.counted_from), file)
+    if plan.skip:
+        data = data[plan.skip :]
+    bad = invalid_utf8_offset(data)
     if bad is None:
-        return _no_nul(data, file)
-    if codec_name:
-        return _no_nul(_transcode(data, codec_name, file), file)
-    raise MalformedFile(
-        f"the file is not valid UTF-8: byte 0x{data[bad]:02x} at byte offset {bad:,} cannot be decoded "
-        f"(in {_line_excerpt(data, bad)}); {_ENCODING_HINT}",
+        return no_nul(data, file)
+    if plan.fallback:
+        return no_nul(_transcode(data, plan.fallback, file), file)
+    raise not_utf8(data, bad, file, Origin())
+
+
+def checked_utf8(text: bytes, file: str, origin: Origin) -> bytes:
+    """``text`` itself when it is valid UTF-8 without NUL bytes; else the error :func:`to_utf8` gives.
+
+    For a block of a streamed file: ``origin`` places the error's line and byte offset in the file.
+    """
+    bad = invalid_utf8_offset(text)
+    if bad is not None:
+        raise not_utf8(text, bad, file, origin)
+    return no_nul(text, file, origin)
+
+
+def undecodable(codec: str, byte: int, offset: int, line: int, file: str) -> MalformedFile:
+    """The error for a byte that is invalid in ``codec``, at ``offset`` on ``line`` of the file."""
+    return MalformedFile(
+        f"the file cannot be decoded as {codec}: byte 0x{byte:02x} at byte offset {offset:,} "
+        f"is invalid there; {_ENCODING_HINT}",
         file=file,
-        location=f"line {line_at(data, bad)}",
+        location=f"line {line}",
     )
 
 
@@ -118,7 +195,7 @@ def _refuse_binary(data: bytes, file: str) -> None:
         raise MalformedFile("the file is a legacy Office (.xls) document; save it as .xlsx or CSV", file=file)
 
 
-def _invalid_utf8_offset(data: bytes) -> int | None:
+def invalid_utf8_offset(data: bytes | memoryview) -> int | None:
     """Byte offset of the first invalid UTF-8 sequence, or None. Fast: validated by Arrow."""
     offsets = pa.array([0, len(data)], pa.int64()).buffers()[1]
     try:
@@ -139,28 +216,34 @@ def _invalid_utf8_offset(data: bytes) -> int | None:
     return len(data)  # pragma: no cover - Arrow and Python disagree about validity
 
 
-def _transcode(data: bytes, codec: str, file: str, *, skip: int = 0) -> bytes:
+def not_utf8(data: bytes, bad: int, file: str, origin: Origin) -> MalformedFile:
+    """The error for the invalid UTF-8 byte ``data[bad]`` (``origin`` places ``data`` in the file)."""
+    return MalformedFile(
+        f"the file is not valid UTF-8: byte 0x{data[bad]:02x} at byte offset {origin.offset + bad:,} cannot be "
+        f"decoded (in {line_excerpt(data, bad)}); {_ENCODING_HINT}",
+        file=file,
+        location=f"line {origin.lines + line_at(data, bad)}",
+    )
+
+
+def _transcode(data: bytes, codec: str, file: str, *, skip: int = 0, counted_from: int = 0) -> bytes:
     try:
         return codecs.decode(memoryview(data)[skip:], codec).encode("utf-8")
     except UnicodeDecodeError as exc:
-        offset = skip + exc.start
-        lines = codecs.decode(memoryview(data)[skip:offset], codec, errors="replace").count("\n") + 1
-        raise MalformedFile(
-            f"the file cannot be decoded as {codec}: byte 0x{data[offset]:02x} at byte offset {offset:,} "
-            f"is invalid there; {_ENCODING_HINT}",
-            file=file,
-            location=f"line {lines}",
-        ) from None
+        at = skip + exc.start
+        lines = codecs.decode(memoryview(data)[skip:at], codec, errors="replace").count("\n") + 1
+        raise undecodable(codec, data[at], at - counted_from, lines, file) from None
 
 
-def _no_nul(data: bytes, file: str) -> bytes:
+def no_nul(data: bytes, file: str, origin: Origin = Origin()) -> bytes:  # noqa: B008 - immutable
+    """``data`` itself, or the error for its first NUL byte (``origin`` places ``data`` in the file)."""
     at = data.find(b"\x00")
     if at >= 0:
         raise MalformedFile(
-            f"the file contains a NUL byte (0x00) at byte offset {at:,}: it is binary, or UTF-16 without a "
-            "byte-order mark; export it again as UTF-8 text",
+            f"the file contains a NUL byte (0x00) at byte offset {origin.offset + at:,}: it is binary, or UTF-16 "
+            "without a byte-order mark; export it again as UTF-8 text",
             file=file,
-            location=f"line {line_at(data, at)}",
+            location=f"line {origin.lines + line_at(data, at)}",
         )
     return data
 
@@ -169,7 +252,7 @@ def line_at(data: bytes, offset: int) -> int:
     return data.count(b"\n", 0, offset) + 1
 
 
-def _line_excerpt(data: bytes, offset: int, width: int = 60) -> str:
+def line_excerpt(data: bytes, offset: int, width: int = 60) -> str:
     start = max(data.rfind(b"\n", 0, offset) + 1, offset - width // 2)
     end = data.find(b"\n", offset)
     end = min(len(data) if end < 0 else end, offset + width // 2)
