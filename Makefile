@@ -53,8 +53,9 @@ format: $(DEV) ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: $(RUNTIME) ## 1,000,000 posts rows: raw floor, dlt's append (own venv, .bench-venv/), `icegate run`
+bench: $(RUNTIME) ## 1 M posts rows: raw floor, dlt's append (own venv, .bench-venv/), `icegate run`; then 10 M rows
 	$(BIN)/python benchmarks/bench_run.py --rows 1000000 --with-dlt
+	$(BIN)/python benchmarks/bench_run.py --rows 10000000 --repeat 1
 
 synth: $(DEV) ## Synthesise the CDK app into cdk.out (no Docker needed)
 	$(BIN)/python app.py

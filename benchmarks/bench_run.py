@@ -11,6 +11,7 @@ and the peak RSS (the child's high-water mark) over ``--repeat`` runs. Not part 
 - **icegate run**: parse, validate, score, dedup-merge, commit, into a fresh lake.
 
     .venv/bin/python benchmarks/bench_run.py --rows 1000000 [--repeat 3] [--with-dlt]
+    .venv/bin/python benchmarks/bench_run.py --rows 10000000 --repeat 1   # streamed: its peak is the point
 """
 
 from __future__ import annotations

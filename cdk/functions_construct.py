@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from aws_cdk import Duration, Stack
+from aws_cdk import Duration, Size, Stack
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -22,6 +22,7 @@ from icegate.constants import (
     ENV_CATALOG_TYPE,
     ENV_LAKE_ROOT,
     ENV_MAX_BYTES,
+    ENV_MAX_STREAM_BYTES,
     ENV_MAX_UNCOMPRESSED_BYTES,
     ENV_NAMESPACE,
     ENV_WAREHOUSE,
@@ -35,6 +36,7 @@ from icegate.constants import (
     WAITING_FOLDER,
     WAREHOUSE_PREFIX,
 )
+from icegate.sizing import EPHEMERAL_STORAGE_MB, max_stream_bytes
 
 #: The build context is the repository root (the image needs pyproject.toml, src/ and stages/);
 #: ``.dockerignore`` there keeps everything else out of the context and out of the synthesised asset.
@@ -135,6 +137,8 @@ class FunctionsConstruct(Construct):
             # a larger file is dead-lettered as FileTooLarge instead of running a stage out of memory.
             ENV_MAX_BYTES: str(max_file_bytes),
             ENV_MAX_UNCOMPRESSED_BYTES: str(max_file_bytes),
+            # A bigger CSV/TSV streams through the stages' /tmp instead (icegate.streamed), sized the same way.
+            ENV_MAX_STREAM_BYTES: str(max_stream_bytes(EPHEMERAL_STORAGE_MB)),
             "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
             "POWERTOOLS_METRICS_NAMESPACE": SERVICE_NAME,
         }
@@ -196,6 +200,8 @@ class FunctionsConstruct(Construct):
             ),
             architecture=architecture,
             memory_size=settings.memory_mb,
+            # A streamed file's scratch Parquet passes through /tmp (the dead-letter stage copies, holds nothing).
+            ephemeral_storage_size=Size.mebibytes(EPHEMERAL_STORAGE_MB if stage != DEAD_LETTER else 512),
             timeout=Duration.seconds(settings.timeout_seconds),
             environment=dict(environment),
             role=role,

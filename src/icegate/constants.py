@@ -75,6 +75,7 @@ ENV_NAMESPACE: Final = "ICEGATE_NAMESPACE"
 #: The parser's size limits (``icegate.settings.Limits``), which CDK derives from the functions' memory.
 ENV_MAX_BYTES: Final = "ICEGATE_MAX_BYTES"
 ENV_MAX_UNCOMPRESSED_BYTES: Final = "ICEGATE_MAX_UNCOMPRESSED_BYTES"
+ENV_MAX_STREAM_BYTES: Final = "ICEGATE_MAX_STREAM_BYTES"
 
 
 @dataclass(frozen=True)

@@ -143,6 +143,8 @@ class Parsed(Job):
     ignored_columns_count: int = 0
     ignored_columns_uri: str = ""
     parsed_uri: str = ""
+    #: Too big to hold: every stage reads and writes it a slice at a time (``icegate.streamed``).
+    streamed: bool = False
     #: Set when the ledger shows this content already loaded: the later stages pass the file through.
     prior_load: PriorLoad | None = None
 

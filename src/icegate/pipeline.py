@@ -27,14 +27,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
-import polars as pl
 import pyarrow as pa
 
 from icegate import constants as c
+from icegate import streamed
 from icegate.datasets import NormalizeContext, detect_dataset, get_dataset
-from icegate.errors import NoValidRows, SourceNotFound, TransientError, UnknownDataset
+from icegate.errors import FileTooLarge, NoValidRows, SourceNotFound, TransientError, UnknownDataset
 from icegate.locations import parse_location
-from icegate.parse import ParsedTable, check_size, parse_bytes
+from icegate.parse import ParsedTable, check_size, format_for, parse_bytes
 from icegate.payloads import (
     MAX_MESSAGE_CHARS,
     DeadLettered,
@@ -52,17 +52,18 @@ from icegate.payloads import (
     bounded_list,
     bounded_text,
 )
-from icegate.quality import resolve_floors, resolve_weights, score_batch
+from icegate.quality import QualityTally, resolve_floors, resolve_weights
 from icegate.settings import Settings
 from icegate.storage import ObjectInfo, Storage, join
 from icegate.transient import as_transient
 from icegate.trend import baseline, trend_failures
-from icegate.validate import FAILED_CHECKS, ROW_NUMBER, validate_table
+from icegate.validate import no_rejected_rows, validate_table
 from icegate.waiting import Alone, InProcessQueue, ObjectQueue, WaitingLoad, WaitingLoads
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
 
+    from icegate.lake import SourceIdentity
     from icegate.lake.commit import Incoming
 
 P = TypeVar("P", bound=Payload)
@@ -218,47 +219,131 @@ def run_parse(
     source = dataclasses.replace(source, size=source.size if source.size is not None else info.size)
     job = dataclasses.replace(job, source=source)
     dataset = detect_dataset(source.key)
-    check_size(info.size, source.uri, settings.limits)  # before downloading it into memory
+    streamable = streamed.streams(format_for(source.key).name, dataset)
+    big = streamable and info.size > min(settings.limits.stream_above_bytes, settings.limits.max_bytes)
+    if not big:
+        check_size(info.size, source.uri, settings.limits)  # before downloading it into memory
     # A rerun of content already loaded is answered from the ledger, before any parsing: an S3 object
     # version is immutable, so a loaded one is known before downloading it; other files by their hash.
     table = f"{settings.namespace}.{dataset.table}"
     prior = None
     if source.version_id:
         prior = _prior_load(settings, catalog, table, version=(source.bucket, source.key, source.version_id))
-    parsed = None
-    if prior is None:
-        data = storage.read_bytes(source.uri, source.version_id)
+    if prior is not None:
+        return _already_parsed(job, dataset.name, info, prior)
+    if big:
+        streamed.check_size(info.size, source.uri, settings.limits)  # before reading it
+        return _parse_streamed(job, info, settings, storage, catalog)
+    data = storage.read_bytes(source.uri, source.version_id)
 
-        def lookup() -> tuple[str, PriorLoad | None]:
-            digest = hashlib.sha256(data).hexdigest()
-            return digest, _prior_load(settings, catalog, table, sha256=digest)
+    def lookup() -> tuple[str, PriorLoad | None]:
+        digest = hashlib.sha256(data).hexdigest()
+        return digest, _prior_load(settings, catalog, table, sha256=digest)
 
-        parse = functools.partial(
-            parse_bytes,
-            data,
-            source.key,
-            dataset,
-            limits=settings.limits,
-            encoding=settings.source_encoding,
-            normalize=NormalizeContext(phone_region=settings.phone_region),
-        )
+    parse = functools.partial(
+        parse_bytes,
+        data,
+        source.key,
+        dataset,
+        limits=settings.limits,
+        encoding=settings.source_encoding,
+        normalize=NormalizeContext(phone_region=settings.phone_region),
+    )
+    try:
         if callable(catalog):  # the catalog is not open yet
             (sha256, prior), parsed = _parse_beside(lookup, parse)
         else:
-            sha256, prior = lookup()
-    if prior is not None:
-        return _extend(
-            Parsed,
-            job,
-            dataset=dataset.name,
-            sha256=prior.sha256,
-            uploaded_at=info.last_modified.isoformat(),
-            prior_load=prior,
-        )
-    parsed = parsed or parse()
+            (sha256, prior), parsed = lookup(), None
+        if prior is not None:
+            return _already_parsed(job, dataset.name, info, prior)
+        parsed = parsed or parse()
+    except FileTooLarge:
+        if not streamable:
+            raise
+        # Bigger than the limits once decoded (a gzip, many short rows): its stages can take it a slice at a time.
+        del data
+        return _parse_streamed(job, info, settings, storage, catalog)
     parsed_uri = processing_uri(settings, job.run_id, "parsed.parquet")
     storage.write_parquet(parsed_uri, parsed.with_lines())  # lines: where a rejected row is in the file
-    ignored = parsed.ignored_columns
+    return _parsed(
+        job,
+        dataset.name,
+        info,
+        sha256,
+        parsed.format,
+        parsed.table.num_rows,
+        parsed.table.column_names,
+        parsed.ignored_columns,
+        parsed_uri,
+        settings,
+        storage,
+    )
+
+
+def _parse_streamed(
+    job: Job,
+    info: ObjectInfo,
+    settings: Settings,
+    storage: Storage,
+    catalog: Catalog | Callable[[], Catalog] | None,
+) -> Parsed:
+    """Parse a file too big to hold (``icegate.streamed``): its hash first, for the ledger, then a block at a time."""
+    source = job.source
+    dataset = detect_dataset(source.key)
+    sha256 = storage.sha256(source.uri, source.version_id)
+    if (prior := _prior_load(settings, catalog, f"{settings.namespace}.{dataset.table}", sha256=sha256)) is not None:
+        return _already_parsed(job, dataset.name, info, prior)
+    parsed_uri = processing_uri(settings, job.run_id, "parsed.parquet")
+    parsed = streamed.parse(
+        storage,
+        uri=source.uri,
+        version_id=source.version_id,
+        name=source.key,
+        dataset=dataset,
+        sha256=sha256,
+        parsed_uri=parsed_uri,
+        limits=settings.limits,
+        encoding=settings.source_encoding,
+        normalize=NormalizeContext(phone_region=settings.phone_region),
+    )
+    return dataclasses.replace(
+        _parsed(
+            job,
+            dataset.name,
+            info,
+            sha256,
+            parsed.format,
+            parsed.rows,
+            parsed.columns,
+            parsed.ignored_columns,
+            parsed_uri,
+            settings,
+            storage,
+        ),
+        streamed=True,
+    )
+
+
+def _already_parsed(job: Job, dataset: str, info: ObjectInfo, prior: PriorLoad) -> Parsed:
+    """A file whose content the ledger shows loaded: the later stages pass it through."""
+    return _extend(
+        Parsed, job, dataset=dataset, sha256=prior.sha256, uploaded_at=info.last_modified.isoformat(), prior_load=prior
+    )
+
+
+def _parsed(
+    job: Job,
+    dataset: str,
+    info: ObjectInfo,
+    sha256: str,
+    format_name: str,
+    rows: int,
+    columns: Sequence[str],
+    ignored: list[str],
+    parsed_uri: str,
+    settings: Settings,
+    storage: Storage,
+) -> Parsed:
     shown = bounded_list(ignored)
     ignored_uri = ""
     if shown != ignored:  # a header can be anything: the payload names a few, the full list is an object
@@ -267,12 +352,12 @@ def run_parse(
     return _extend(
         Parsed,
         job,
-        dataset=dataset.name,
-        format=parsed.format,
+        dataset=dataset,
+        format=format_name,
         sha256=sha256,
         uploaded_at=info.last_modified.isoformat(),
-        rows=parsed.table.num_rows,
-        columns=list(parsed.table.column_names),
+        rows=rows,
+        columns=list(columns),
         ignored_columns=shown,
         ignored_columns_count=len(ignored),
         ignored_columns_uri=ignored_uri,
@@ -307,8 +392,28 @@ def run_validate(parsed: Parsed, settings: Settings, storage: Storage) -> Valida
     if parsed.prior_load is not None:
         return _extend(Validated, parsed)
     dataset = get_dataset(parsed.dataset)
-    result = validate_table(storage.read_parquet(parsed.parsed_uri), dataset, file=parsed.source.uri)
     valid_uri = processing_uri(settings, parsed.run_id, "valid.parquet")
+    if parsed.streamed:
+        # Rejected rows outlive processing/ (which expires): they sit with the run's DLQ entry.
+        rejected_uri = join(dlq_folder(settings, dataset.name, parsed.run_id), "rejected.parquet")
+        counts = streamed.validate(
+            storage,
+            parsed_uri=parsed.parsed_uri,
+            valid_uri=valid_uri,
+            rejected_uri=rejected_uri,
+            dataset=dataset,
+            file=parsed.source.uri,
+        )
+        return _extend(
+            Validated,
+            parsed,
+            valid_uri=valid_uri,
+            rejected_uri=rejected_uri if counts.rows_rejected else "",
+            rows_valid=counts.rows_valid,
+            rows_rejected=counts.rows_rejected,
+            failed_checks=counts.failed_checks,
+        )
+    result = validate_table(storage.read_parquet(parsed.parsed_uri), dataset, file=parsed.source.uri)
     storage.write_parquet(valid_uri, result.valid)
     rejected_uri = ""
     if result.rejected.num_rows:
@@ -339,27 +444,21 @@ def run_score(
     dataset = get_dataset(validated.dataset)
     if validated.rows_valid == 0:
         raise _no_valid_rows(validated)
-    valid = storage.read_frame(validated.valid_uri)
-    if validated.rejected_uri:
-        rejected = storage.read_frame(validated.rejected_uri)
-    else:
-        rejected = pl.DataFrame(
-            schema={
-                ROW_NUMBER: pl.Int64,
-                **dict.fromkeys(dataset.column_names, pl.String),
-                FAILED_CHECKS: pl.List(pl.String),
-            }
-        )
-    report = score_batch(
-        valid,
-        rejected,
-        dataset,
-        file=validated.source.name,
-        upload_date=datetime.fromisoformat(validated.uploaded_at).date(),
-        weights=resolve_weights(dataset, settings.quality_weights),
-        floors=resolve_floors(dataset, settings.quality_floors),
-        threshold=settings.quality_thresholds.get(dataset.name, dataset.quality_threshold),
+    weights = resolve_weights(dataset, settings.quality_weights)
+    floors = resolve_floors(dataset, settings.quality_floors)
+    threshold = settings.quality_thresholds.get(dataset.name, dataset.quality_threshold)
+    tally = QualityTally(
+        dataset, file=validated.source.name, upload_date=datetime.fromisoformat(validated.uploaded_at).date()
     )
+    if validated.streamed:
+        streamed.tally(storage, tally, valid_uri=validated.valid_uri, rejected_uri=validated.rejected_uri)
+    else:
+        rejected_uri = validated.rejected_uri
+        tally.add(
+            storage.read_frame(validated.valid_uri),
+            storage.read_frame(rejected_uri) if rejected_uri else no_rejected_rows(dataset),
+        )
+    report = tally.report(weights=weights, floors=floors, threshold=threshold)
     document = report.to_dict()
     if dataset.trend_gate is not None and (failures := _trend_failures(validated, report.score, settings, catalog)):
         document["passed"] = False
@@ -435,6 +534,8 @@ def run_load(
         rows = _ledger_rows([(loaded, _report_of(scored, storage))], settings, catalog)
         ledger.record_rows(catalog, settings.namespace, rows)
         return loaded
+    if scored.streamed:
+        return _load_streamed(scored, settings, storage, catalog, clock)
     own = WaitingLoad(scored, _report_of(scored, storage), _incoming(scored, storage))
     with (waiting or Alone()).turn(own) as turn:
         if turn.loaded is not None:  # another loader's group commit took this file, and recorded it
@@ -464,6 +565,26 @@ def run_load(
     return done[scored.run_id]
 
 
+def _load_streamed(scored: Scored, settings: Settings, storage: Storage, catalog: Catalog, clock: float) -> Loaded:
+    """A file too big to hold commits alone (a group holds its files' rows together), a slice at a time."""
+    from icegate import ledger  # see open_catalog
+
+    summary = streamed.load(
+        catalog,
+        storage,
+        valid_uri=scored.valid_uri,
+        dataset=get_dataset(scored.dataset),
+        identity=_identity(scored),
+        namespace=settings.namespace,
+        attempts=settings.commit_attempts,
+        backoff_seconds=settings.commit_backoff_seconds,
+    )
+    loaded = _loaded(scored, summary, clock)
+    rows = _ledger_rows([(loaded, _report_of(scored, storage))], settings, catalog)
+    ledger.record_rows(catalog, settings.namespace, rows, just_committed=not summary.already_loaded)
+    return loaded
+
+
 def object_queue(settings: Settings, storage: Storage) -> ObjectQueue:
     """The loaders' waiting room in the lake (the Lambdas: one process per load)."""
     root = settings.lake_path(c.PROCESSING_PREFIX, c.WAITING_FOLDER)
@@ -472,12 +593,17 @@ def object_queue(settings: Settings, storage: Storage) -> ObjectQueue:
 
 
 def _incoming(scored: Scored, storage: Storage) -> Incoming:
-    from icegate.lake import SourceIdentity, prepare  # see open_catalog
+    from icegate.lake import prepare  # see open_catalog
 
-    identity = SourceIdentity(
+    return prepare(get_dataset(scored.dataset), storage.read_frame(scored.valid_uri), _identity(scored))
+
+
+def _identity(scored: Scored) -> SourceIdentity:
+    from icegate.lake import SourceIdentity  # see open_catalog
+
+    return SourceIdentity(
         sha256=scored.sha256, file=scored.source.uri, version=scored.source.version, run_id=scored.run_id
     )
-    return prepare(get_dataset(scored.dataset), storage.read_frame(scored.valid_uri), identity)
 
 
 def _loaded(scored: Scored, load: LoadSummary | None, clock: float) -> Loaded:

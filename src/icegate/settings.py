@@ -18,7 +18,7 @@ from typing import Any
 
 from icegate.constants import CATALOG_DB, COMMIT_ATTEMPTS, COMMIT_BACKOFF_SECONDS, ENV_PREFIX, WAREHOUSE_PREFIX
 from icegate.dimensions import QUALITY_DIMENSIONS
-from icegate.sizing import DEFAULT_MAX_INPUT_BYTES
+from icegate.sizing import DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_STREAM_BYTES
 
 MiB = 1024 * 1024
 
@@ -34,6 +34,12 @@ class Limits:
     max_rows: int = 5_000_000
     max_columns: int = 256
     max_field_bytes: int = 1 * MiB
+    #: A CSV/TSV file of an ``insert_new``/``append`` dataset bigger than this (as stored), or one the limits
+    #: above would refuse, is streamed: every stage takes it a slice at a time, in memory that does not grow
+    #: with it (``icegate.streamed``).
+    stream_above_bytes: int = 128 * MiB
+    #: The largest streamed file (decoded bytes): what a default deployment's ``/tmp`` takes (``icegate.sizing``).
+    max_stream_bytes: int = DEFAULT_MAX_STREAM_BYTES
 
 
 #: Settings fields read from several variables (or parsed specially) rather than from their own name.

@@ -101,3 +101,18 @@ def limiting_stage(memory_mb: Mapping[str, int]) -> str:
 
 #: The local default of ``ICEGATE_MAX_BYTES``: what a default deployment takes.
 DEFAULT_MAX_INPUT_BYTES: Final = max_input_bytes(DEFAULT_MEMORY_MB)
+
+#: The data stages' ``/tmp`` (MiB, Lambda's most): a streamed file passes through it as scratch Parquet.
+EPHEMERAL_STORAGE_MB: Final = 10_240
+#: Scratch a stage holds per decoded byte of a streamed file: at most its input and its output Parquet at
+#: once, each smaller than the text it came from (lz4-compressed columns); 1.0 leaves that as margin.
+STREAM_SCRATCH_PER_BYTE: Final = 1.0
+
+
+def max_stream_bytes(ephemeral_storage_mb: int) -> int:
+    """The largest streamed file (decoded bytes) a stage's ``/tmp`` takes: memory no longer bounds it."""
+    return math.floor(ephemeral_storage_mb * 1024 * 1024 / STREAM_SCRATCH_PER_BYTE)
+
+
+#: The local default of ``ICEGATE_MAX_STREAM_BYTES``: what a default deployment takes.
+DEFAULT_MAX_STREAM_BYTES: Final = max_stream_bytes(EPHEMERAL_STORAGE_MB)

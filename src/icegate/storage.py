@@ -12,13 +12,15 @@ import hashlib
 import io
 import itertools
 import json
+import os
 import shutil
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -35,6 +37,36 @@ _MISSING = {"NoSuchKey", "NoSuchVersion", "404", "NoSuchBucket"}
 _PROCESSING_COMPRESSION = "lz4"
 #: Keys per listing request: S3's own maximum.
 LIST_PAGE_SIZE = 1000
+
+
+#: Bytes per read of a stream: big enough that the call overhead does not show, small against any memory.
+_STREAM_READ_BYTES = 8 * 1024 * 1024
+
+
+class ParquetSink:
+    """Tables appended to one Parquet file as row groups; the first table's schema is the file's."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._writer: pq.ParquetWriter | None = None
+        self._schema: pa.Schema | None = None
+        self.rows = 0
+        self.tables = 0
+
+    def write(self, table: pa.Table) -> None:
+        if self._writer is None:
+            self._schema = table.schema
+            self._writer = pq.ParquetWriter(self._path, table.schema, compression=_PROCESSING_COMPRESSION)
+        elif table.schema != self._schema:
+            table = table.cast(self._schema)  # e.g. a column all null in this table
+        self._writer.write_table(table)
+        self.rows += table.num_rows
+        self.tables += 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
 
 @dataclass(frozen=True)
@@ -339,18 +371,86 @@ class Storage:
         while (page := self._s3_call("LIST", uri, lambda: next(pages, None))) is not None:
             yield page
 
-    def sha256(self, uri: str) -> str:
-        """The content hash of an object, a local file read in blocks (never whole into memory)."""
-        if is_s3(uri):
-            return hashlib.sha256(self.read_bytes(uri)).hexdigest()
+    def sha256(self, uri: str, version_id: str | None = None) -> str:
+        """The content hash of an object, read in blocks (never whole into memory)."""
         digest = hashlib.sha256()
+        with self.open_stream(uri, version_id) as stream:
+            for block in iter(lambda: stream.read(_STREAM_READ_BYTES), b""):
+                digest.update(block)
+        return digest.hexdigest()
+
+    @contextlib.contextmanager
+    def open_stream(self, uri: str, version_id: str | None = None) -> Iterator[BinaryIO]:
+        """An object's bytes as a stream, for files too big to hold (``read(n)`` returns at most ``n`` bytes)."""
+        if is_s3(uri):
+            bucket, key = split_s3(uri)
+            extra = {"VersionId": version_id} if version_id else {}
+            body = self._s3_call("GET", uri, self._s3.get_object, Bucket=bucket, Key=key, **extra)["Body"]
+            try:
+                yield body
+            finally:
+                body.close()
+            return
         try:
-            with open(uri, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
+            handle = open(uri, "rb")  # noqa: SIM115 - closed below, after the caller's block
         except FileNotFoundError:
             raise SourceNotFound("the file does not exist", file=uri) from None
-        return digest.hexdigest()
+        with handle:
+            yield handle
+
+    @contextlib.contextmanager
+    def parquet_sink(self, uri: str) -> Iterator[ParquetSink]:
+        """A Parquet object written a table at a time (one row group each), never held whole in memory.
+
+        Always written, also while holding: what is streamed is too big to keep. An S3 object is written to a
+        local temporary file and uploaded (in parts) when the block ends without an error; nothing is written
+        if no table was.
+        """
+        self.forget(uri)
+        if not is_s3(uri):
+            Path(uri).parent.mkdir(parents=True, exist_ok=True)
+            sink = ParquetSink(uri)
+            try:
+                yield sink
+            except BaseException:
+                sink.close()
+                Path(uri).unlink(missing_ok=True)
+                raise
+            sink.close()
+            return
+        with tempfile.TemporaryDirectory(prefix="icegate-") as folder:
+            local = os.path.join(folder, "object.parquet")
+            sink = ParquetSink(local)
+            try:
+                yield sink
+            finally:
+                sink.close()
+            if sink.tables:
+                bucket, key = split_s3(uri)
+                self._s3_call("PUT", uri, self._s3.upload_file, Filename=local, Bucket=bucket, Key=key)
+
+    @contextlib.contextmanager
+    def local_parquet(self, uri: str) -> Iterator[pq.ParquetFile]:
+        """A Parquet object opened for reading a row group at a time (an S3 object downloaded to a temporary file)."""
+        if not is_s3(uri):
+            try:
+                with pq.ParquetFile(uri) as parquet:
+                    yield parquet
+            except FileNotFoundError:
+                raise SourceNotFound("the file does not exist", file=uri) from None
+            return
+        with tempfile.TemporaryDirectory(prefix="icegate-") as folder:
+            local = os.path.join(folder, "object.parquet")
+            bucket, key = split_s3(uri)
+            self._s3_call("GET", uri, self._s3.download_file, Bucket=bucket, Key=key, Filename=local)
+            with pq.ParquetFile(local) as parquet:
+                yield parquet
+
+    def iter_parquet(self, uri: str, columns: Sequence[str] | None = None) -> Iterator[pa.Table]:
+        """A Parquet object's row groups, one table at a time."""
+        with self.local_parquet(uri) as parquet:
+            for group in range(parquet.num_row_groups):
+                yield parquet.read_row_group(group, columns=columns)
 
     def _list_written(self, prefix: str) -> Iterator[str]:
         if is_s3(prefix):

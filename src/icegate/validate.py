@@ -101,8 +101,11 @@ def pandera_schema(dataset: Dataset) -> pa.DataFrameSchema:
     )
 
 
-def validate_table(table: pyarrow.Table, dataset: Dataset, *, file: str) -> ValidationResult:
-    """Split a parsed (all-string) table into typed valid rows and annotated rejected rows."""
+def validate_table(table: pyarrow.Table, dataset: Dataset, *, file: str, first_row: int = 1) -> ValidationResult:
+    """Split a parsed (all-string) table into typed valid rows and annotated rejected rows.
+
+    ``first_row`` is the record number of the table's first row: a big file is validated a slice at a time.
+    """
     raw = pl.from_arrow(table)
     assert isinstance(raw, pl.DataFrame)
     if raw.height == 0:
@@ -136,11 +139,22 @@ def validate_table(table: pyarrow.Table, dataset: Dataset, *, file: str) -> Vali
     rejected = (
         numbered.filter(is_rejected)
         .join(per_row, on="index", how="left")
-        .with_columns((pl.col("index").cast(pl.Int64) + 1).alias(ROW_NUMBER), pl.lit(file).alias(SOURCE_FILE))
+        .with_columns((pl.col("index").cast(pl.Int64) + first_row).alias(ROW_NUMBER), pl.lit(file).alias(SOURCE_FILE))
         .select(*LOCATION_COLUMNS, *dataset.column_names, FAILED_CHECKS)
         .sort(ROW_NUMBER)
     )
     return ValidationResult(valid=valid, rejected=rejected.to_arrow(), failed_checks=counts)
+
+
+def no_rejected_rows(dataset: Dataset) -> pl.DataFrame:
+    """The rejected rows of a file that has none, in the shape the scorer reads."""
+    return pl.DataFrame(
+        schema={
+            ROW_NUMBER: pl.Int64,
+            **dict.fromkeys(dataset.column_names, pl.String),
+            FAILED_CHECKS: pl.List(pl.String),
+        }
+    )
 
 
 def _valid_rows(source: pyarrow.Table, typed: pl.DataFrame, keep: pl.Series | None, dataset: Dataset) -> pyarrow.Table:

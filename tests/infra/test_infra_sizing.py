@@ -11,7 +11,7 @@ from infra_support import Synth, synthesise
 from cdk.config import PipelineConfig
 from icegate.constants import ENV_MAX_BYTES, ENV_MAX_UNCOMPRESSED_BYTES, HANDLERS, SCORE
 from icegate.settings import Limits, Settings
-from icegate.sizing import MB, MEMORY_SHARE, STAGE_PROFILES
+from icegate.sizing import MB, MEMORY_SHARE, STAGE_PROFILES, STREAM_SCRATCH_PER_BYTE
 
 
 def _deployed(synth: Synth) -> dict[str, dict[str, Any]]:
@@ -74,3 +74,16 @@ def test_memory_too_small_for_any_file_is_refused_naming_the_stage() -> None:
     # THEN it refuses, naming the stage's memory setting
     with pytest.raises(ValueError, match=r"functions\.validate\.memory_mb"):
         PipelineConfig.from_context(app.node)
+
+
+def test_every_data_stage_has_the_scratch_disk_the_largest_streamed_file_needs(any_synth: Synth) -> None:
+    # GIVEN the synthesised functions: their /tmp and the streamed-file limit their environment sets
+    functions = _deployed(any_synth)
+    for stage in STAGE_PROFILES:
+        limits = _limits_as_deployed(functions[stage])
+        scratch_mib = functions[stage]["EphemeralStorage"]["Size"]
+        # WHEN a streamed file of exactly the limit goes through the stage
+        # THEN its scratch Parquet fits the stage's /tmp
+        assert limits.max_stream_bytes * STREAM_SCRATCH_PER_BYTE <= scratch_mib * 1024 * 1024, stage
+        # AND streaming begins where the memory-derived limit would refuse a file
+        assert limits.stream_above_bytes <= limits.max_bytes < limits.max_stream_bytes, stage

@@ -187,6 +187,34 @@ def test_a_good_file_loads_into_a_new_glue_table_and_a_rerun_is_already_loaded(d
     assert len(deployed.pipeline.catalog().load_table((NAMESPACE, "posts")).metadata.snapshots) == 1
 
 
+def test_a_file_streamed_through_every_stage_loads_the_same_rows_under_the_roles(
+    deployed: Deployed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a deployment that streams every CSV (scratch Parquet through /tmp, uploaded and downloaded by boto3)
+    monkeypatch.setenv("ICEGATE_STREAM_ABOVE_BYTES", "1")
+    load_settings.cache_clear()
+    source = deployed.pipeline.upload(POSTS_CSV)
+
+    # WHEN the execution runs, each stage with its own role's permissions
+    execution = deployed.run(source)
+
+    # THEN every stage took it a slice at a time and the loader committed the same rows as the whole-file path
+    assert execution["status"] == "SUCCEEDED", execution.get("cause")
+    assert output(execution)["streamed"] is True
+    assert output(execution)["load"]["inserted"] == CSV_VALID_KEYS
+    assert deployed.pipeline.catalog().load_table((NAMESPACE, "posts")).scan().to_arrow().num_rows == CSV_VALID_KEYS
+    assert deployed.pipeline.keys(f"dlq/posts/{execution['name']}/") == [
+        f"dlq/posts/{execution['name']}/rejected.parquet"
+    ]
+
+    # WHEN the same input runs again
+    again = deployed.run(source)
+
+    # THEN its hash, read as a stream, finds it loaded
+    assert again["status"] == "SUCCEEDED", again.get("cause")
+    assert output(again)["load"]["already_loaded"] is True
+
+
 def test_a_bad_file_is_dead_lettered_by_the_dead_letter_role(deployed: Deployed) -> None:
     # GIVEN a posts file missing required columns
     source = deployed.pipeline.upload(MISSING_COLUMNS)

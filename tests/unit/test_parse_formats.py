@@ -108,9 +108,9 @@ def test_every_registered_format_reads_the_same_rows(suffix: str, compressed: bo
 
 
 def test_an_oversized_object_is_refused_by_the_pipeline_in_the_parser_s_words(tmp_path: Path) -> None:
-    # GIVEN a stored file one byte over the limit
-    data = _delimited(",")
-    source = tmp_path / "post_results_20260113_175319.csv"
+    # GIVEN a stored file one byte over the limit, of a format held whole (a CSV would be streamed)
+    data = json.dumps(ROWS).encode()
+    source = tmp_path / "post_results_20260113_175319.json"
     source.write_bytes(data)
     limits = Limits(max_bytes=len(data) - 1)
     settings = Settings(lake_root=str(tmp_path / "lake"), limits=limits)
@@ -125,3 +125,19 @@ def test_an_oversized_object_is_refused_by_the_pipeline_in_the_parser_s_words(tm
     assert str(by_stage.value) == str(by_parser.value)
     assert f"{len(data):,} bytes" in str(by_stage.value)
     assert "ICEGATE_MAX_BYTES" in str(by_stage.value)
+
+
+def test_a_csv_over_the_streamed_limit_is_refused_by_its_stored_size_naming_that_limit(tmp_path: Path) -> None:
+    # GIVEN a CSV over the limit of a file held whole, and one byte over the limit of a streamed one
+    data = _delimited(",")
+    source = tmp_path / "post_results_20260113_175319.csv"
+    source.write_bytes(data)
+    settings = Settings(lake_root=str(tmp_path / "lake"), limits=Limits(max_bytes=10, max_stream_bytes=len(data) - 1))
+
+    # WHEN the parse stage sees it
+    with pytest.raises(FileTooLarge) as refused:
+        run_parse(Job(source=SourceObject(bucket="", key=str(source)), run_id="run-1"), settings, Storage())
+
+    # THEN it is refused before it is read, naming its size and the streamed-file setting
+    assert f"{len(data):,} bytes" in str(refused.value)
+    assert "ICEGATE_MAX_STREAM_BYTES" in str(refused.value)

@@ -100,6 +100,56 @@ def test_parquet_round_trip_keeps_types_and_nulls(storage: Storage, root: str) -
     assert storage.read_parquet(uri).to_pylist() == table.to_pylist()
 
 
+def test_a_streamed_parquet_object_is_read_back_a_row_group_per_table_written(storage: Storage, root: str) -> None:
+    # GIVEN tables written one at a time to a sink, the second with a column all null
+    uri = join(root, "run-1/valid.parquet")
+    first = pa.table({"post_id": pa.array(["a", "b"]), "likes": pa.array([1, 2], pa.int64())})
+    second = pa.table({"post_id": pa.array(["c"]), "likes": pa.nulls(1, pa.null())})
+    with storage.parquet_sink(uri) as sink:
+        sink.write(first)
+        sink.write(second)
+
+    # WHEN the object is read a row group at a time
+    groups = list(storage.iter_parquet(uri))
+
+    # THEN each table came back as written, in the first table's schema
+    assert sink.rows == 3
+    assert [g.to_pylist() for g in groups] == [first.to_pylist(), [{"post_id": "c", "likes": None}]]
+    assert {g.schema for g in groups} == {first.schema}
+
+
+def test_a_parquet_sink_that_fails_leaves_no_object(storage: Storage, root: str) -> None:
+    # GIVEN a sink whose writer fails after a first table
+    uri = join(root, "run-1/parsed.parquet")
+
+    def parse_that_fails() -> None:
+        with storage.parquet_sink(uri) as sink:
+            sink.write(pa.table({"a": [1]}))
+            raise RuntimeError("the parse failed")
+
+    with pytest.raises(RuntimeError):
+        parse_that_fails()
+
+    # THEN nothing is there to be mistaken for a whole file
+    assert not storage.exists(uri)
+
+
+def test_a_stream_reads_an_object_in_the_pieces_asked_for_and_hashes_it(storage: Storage, root: str) -> None:
+    # GIVEN an object of several pieces
+    uri = join(root, "landing/big.csv")
+    data = bytes(range(256)) * 1000
+    storage.write_bytes(uri, data)
+
+    # WHEN it is read as a stream, 1 000 bytes at a time
+    with storage.open_stream(uri) as stream:
+        pieces = list(iter(lambda: stream.read(1000), b""))
+
+    # THEN no piece is bigger than asked, together they are the object, and its hash is the bytes' hash
+    assert max(map(len, pieces)) == 1000
+    assert b"".join(pieces) == data
+    assert storage.sha256(uri) == hashlib.sha256(data).hexdigest()
+
+
 # --- stat -----------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,216 @@
+"""The stages for a file too big to hold: each reads and writes it a slice at a time, in bounded memory.
+
+A CSV or TSV file bigger than ``ICEGATE_STREAM_ABOVE_BYTES`` (or one whose whole-file parse would pass the
+limits the functions' memory is sized for) goes through the same four stages as any file, with the same
+payloads, errors and outcomes; only their inner loops differ. The parser streams the source into
+``parsed.parquet`` a block of records at a time (one row group each); the validator turns each row group
+into valid and rejected rows; the scorer keeps running aggregates (``quality.QualityTally``); the loader
+deduplicates and plans the insert over the row groups and commits them as one snapshot
+(``lake.load_stream``). Peak memory follows the block size, not the file.
+
+Streaming suits the strategies that replace nothing (``insert_new``, ``append``); an upsert may rewrite any
+stored file a later slice also touches, so an upsert dataset's files are parsed whole, within the limits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, BinaryIO
+
+import polars as pl
+import pyarrow as pa
+
+from icegate.datasets import Dataset, NormalizeContext
+from icegate.errors import FileTooLarge, StorageUnavailable
+from icegate.parse import stream_delimited
+from icegate.quality import QualityTally
+from icegate.settings import Limits
+from icegate.storage import Storage
+from icegate.validate import no_rejected_rows, validate_table
+
+if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
+
+    from icegate.lake import SourceIdentity
+    from icegate.payloads import LoadSummary
+
+#: The formats whose records can be read a block at a time.
+STREAMABLE_FORMATS = frozenset({"csv", "tsv"})
+#: Strategies whose load can be planned a slice at a time (nothing stored is rewritten).
+STREAMABLE_STRATEGIES = frozenset({"insert_new", "append"})
+#: Source bytes per slice: each stage holds about one slice's rows (a few hundred MiB at most), whatever the file.
+BLOCK_BYTES = 32 * 1024 * 1024
+
+
+def streams(format_name: str, dataset: Dataset) -> bool:
+    """Whether a file of this format for this dataset can go through the streamed stages."""
+    return format_name in STREAMABLE_FORMATS and dataset.strategy in STREAMABLE_STRATEGIES
+
+
+def stream_limits(limits: Limits) -> Limits:
+    """The limits of a streamed file: its memory does not grow with it, so only ``max_stream_bytes`` bounds it."""
+    cap = limits.max_stream_bytes
+    return dataclasses.replace(limits, max_bytes=cap, max_uncompressed_bytes=cap, max_rows=2**62)
+
+
+def check_size(size: int, file: str, limits: Limits) -> None:
+    """Refuse a file over ``limits.max_stream_bytes`` by its stored size, before reading it."""
+    if size > limits.max_stream_bytes:
+        raise _too_big(file, limits, f"{size:,} bytes")
+
+
+def _too_big(file: str, limits: Limits, size: str) -> FileTooLarge:
+    return FileTooLarge(
+        f"the file is {size}; the limit for a file streamed through the stages is {limits.max_stream_bytes:,} "
+        "bytes of text (ICEGATE_MAX_STREAM_BYTES, what the stages' scratch disk holds). Split the file",
+        file=file,
+    )
+
+
+@dataclass(frozen=True)
+class StreamedParse:
+    format: str
+    rows: int
+    columns: list[str]
+    ignored_columns: list[str]
+
+
+class _Hashing:
+    """A stream that hashes what is read through it."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self.digest = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        block = self._stream.read(size)
+        self.digest.update(block)
+        return block
+
+    def drain(self) -> str:
+        while self.read(8 * 1024 * 1024):
+            pass
+        return self.digest.hexdigest()
+
+
+def parse(
+    storage: Storage,
+    *,
+    uri: str,
+    version_id: str | None,
+    name: str,
+    dataset: Dataset,
+    sha256: str,
+    parsed_uri: str,
+    limits: Limits,
+    encoding: str | None,
+    normalize: NormalizeContext,
+) -> StreamedParse:
+    """Parse the object at ``uri`` into ``parsed_uri`` (the records' lines included), a block at a time.
+
+    ``sha256`` is the content's hash, taken before parsing (the ledger is asked with it first); the bytes
+    parsed are hashed again on the way, so an object replaced in between is read again rather than loaded
+    under the other content's identity.
+    """
+    first = None
+    with storage.open_stream(uri, version_id) as raw, storage.parquet_sink(parsed_uri) as sink:
+        source = _Hashing(raw)
+        batches = stream_delimited(
+            source,
+            name,
+            dataset,
+            limits=stream_limits(limits),
+            encoding=encoding,
+            normalize=normalize,
+            block_bytes=BLOCK_BYTES,
+        )
+        try:
+            for batch in batches:
+                first = first or batch
+                sink.write(batch.with_lines())
+        except FileTooLarge:  # only the byte caps apply to a stream, and they are max_stream_bytes
+            raise _too_big(uri, limits, f"more than {limits.max_stream_bytes:,} bytes of text") from None
+        if source.drain() != sha256:
+            raise StorageUnavailable("the object changed while it was read; it will be read again", file=uri)
+    assert first is not None, "stream_delimited raises EmptyFile for a file without records"
+    return StreamedParse(first.format, sink.rows, list(first.table.column_names), first.ignored_columns)
+
+
+@dataclass(frozen=True)
+class StreamedValidation:
+    rows_valid: int
+    rows_rejected: int
+    failed_checks: dict[str, int]
+
+
+def validate(
+    storage: Storage, *, parsed_uri: str, valid_uri: str, rejected_uri: str, dataset: Dataset, file: str
+) -> StreamedValidation:
+    """Validate ``parsed_uri`` a row group at a time into ``valid_uri`` and (only if any) ``rejected_uri``."""
+    failed: dict[str, int] = {}
+    first_row = 1
+    with storage.parquet_sink(valid_uri) as valid, storage.parquet_sink(rejected_uri) as rejected:
+        for slice_ in storage.iter_parquet(parsed_uri):
+            result = validate_table(slice_, dataset, file=file, first_row=first_row)
+            first_row += slice_.num_rows
+            if result.valid.num_rows or not valid.tables:  # the file's schema, even if no row is valid
+                valid.write(result.valid)
+            if result.rejected.num_rows:
+                rejected.write(result.rejected)
+            for check, rows in result.failed_checks.items():
+                failed[check] = failed.get(check, 0) + rows
+    return StreamedValidation(valid.rows, rejected.rows, dict(sorted(failed.items())))
+
+
+def tally(storage: Storage, tally: QualityTally, *, valid_uri: str, rejected_uri: str) -> None:
+    """Add a file's valid and rejected row groups to its quality tally, one at a time."""
+    empty_valid: pl.DataFrame | None = None
+    no_rejected = no_rejected_rows(tally.dataset)
+    for table in storage.iter_parquet(valid_uri):
+        valid = _frame(table)
+        empty_valid = valid.clear()
+        tally.add(valid, no_rejected)
+    if rejected_uri:
+        assert empty_valid is not None, "a file with no valid row is dead-lettered before it is scored"
+        for table in storage.iter_parquet(rejected_uri):
+            tally.add(empty_valid, _frame(table))
+
+
+def load(
+    catalog: Catalog,
+    storage: Storage,
+    *,
+    valid_uri: str,
+    dataset: Dataset,
+    identity: SourceIdentity,
+    namespace: str,
+    attempts: int,
+    backoff_seconds: float,
+) -> LoadSummary:
+    """Commit the valid rows at ``valid_uri`` as one snapshot, reading them a row group at a time."""
+    from icegate.lake import load_stream  # see pipeline.open_catalog
+
+    with storage.local_parquet(valid_uri) as parquet:
+
+        def slices() -> Iterator[pl.DataFrame]:
+            for group in range(parquet.num_row_groups):
+                yield _frame(parquet.read_row_group(group))
+
+        return load_stream(
+            catalog,
+            dataset,
+            slices,
+            identity,
+            namespace=namespace,
+            attempts=attempts,
+            backoff_seconds=backoff_seconds,
+        )
+
+
+def _frame(table: pa.Table) -> pl.DataFrame:
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame

@@ -1,0 +1,183 @@
+"""A file too big to hold goes through the same stages a slice at a time, and ends exactly as a held one.
+
+``ICEGATE_STREAM_ABOVE_BYTES`` is set to 1 byte here and the slices to a few KiB, so a few thousand
+rows make many slices: every record, rejected row, duplicate key and quality check crosses slice
+boundaries. The whole-file run of the same bytes, into another lake, is the reference.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+from benchmarks.generate import posts_frame
+from icegate import streamed
+from icegate.lake import build_catalog
+from icegate.payloads import Loaded
+from icegate.pipeline import FileOutcome, LocalRunner, local_sources
+from icegate.settings import Limits, Settings
+
+POSTS_NAME = "post_results_20260113_175319.csv"
+#: Columns that differ between two runs of the same file (when and by which run it was loaded).
+RUN_COLUMNS = ("ingested_at", "run_id")
+
+
+@pytest.fixture(autouse=True)
+def small_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(streamed, "BLOCK_BYTES", 8 * 1024)
+
+
+def scraped_posts(rows: int) -> pl.DataFrame:
+    """Posts as a scraper writes them: some counts unreadable, and the first posts scraped again at the end."""
+    posts = posts_frame(rows)
+    unreadable = pl.int_range(pl.len()) % 97 == 5
+    posts = posts.with_columns(pl.when(unreadable).then(pl.lit("lots")).otherwise(pl.col("Likes")).alias("Likes"))
+    again = posts.head(40).with_columns(pl.lit("7").alias("Likes"))
+    return pl.concat([posts, again])
+
+
+def write(frame: pl.DataFrame, folder: Path, name: str = POSTS_NAME) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    frame.write_csv(folder / name)
+    return folder / name
+
+
+def run(lake: Path, file: Path, **limits: Any) -> FileOutcome:
+    settings = Settings(lake_root=str(lake), limits=Limits(**limits))
+    return LocalRunner(settings).run(local_sources([file]).files[0])
+
+
+def table(lake: Path) -> pl.DataFrame:
+    catalog = build_catalog(Settings(lake_root=str(lake)))
+    frame = pl.from_arrow(catalog.load_table(("instagram_db", "posts")).scan().to_arrow())
+    assert isinstance(frame, pl.DataFrame)
+    return frame.drop(RUN_COLUMNS).sort("post_id", "creator")
+
+
+def rejected(lake: Path) -> pl.DataFrame:
+    (path,) = (lake / "dlq").rglob("rejected.parquet")
+    frame = pl.from_arrow(pq.read_table(path))
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def quality(lake: Path, outcome: FileOutcome) -> dict[str, Any]:
+    assert isinstance(outcome.state, Loaded)
+    state = outcome.state
+    return {
+        "score": state.quality.score if state.quality else None,
+        "dimensions": state.quality.dimensions if state.quality else None,
+        "load": replace(state.load, snapshot_id=None) if state.load else None,
+        "counts": (state.rows, state.rows_valid, state.rows_rejected, state.failed_checks),
+    }
+
+
+def test_a_streamed_file_ends_exactly_as_the_same_file_held_whole(tmp_path: Path) -> None:
+    # GIVEN one scraped posts file (rows rejected, keys repeated), run whole into one lake
+    source = write(scraped_posts(3_000), tmp_path / "landing")
+    whole = run(tmp_path / "whole", source)
+    assert whole.outcome == "loaded", whole.error
+
+    # WHEN the same file is streamed into another lake, a few KiB at a time
+    streamed_run = run(tmp_path / "streamed", source, stream_above_bytes=1)
+
+    # THEN it is loaded through the streamed stages
+    assert streamed_run.outcome == "loaded", streamed_run.error
+    assert isinstance(streamed_run.state, Loaded)
+    assert streamed_run.state.streamed
+    assert not isinstance(whole.state, Loaded) or not whole.state.streamed
+    # AND the table holds the same rows, the same counts were reported, the same score given
+    assert table(tmp_path / "streamed").equals(table(tmp_path / "whole"))
+    assert quality(tmp_path / "streamed", streamed_run) == quality(tmp_path / "whole", whole)
+    # AND the rejected rows are the same, each at the same record number and line of the file
+    assert rejected(tmp_path / "streamed").equals(rejected(tmp_path / "whole"))
+    assert rejected(tmp_path / "whole").height == 3_000 // 97 + 1
+    # AND no scratch file is left behind
+    assert not list((tmp_path / "streamed" / "processing").rglob("*.parquet"))
+
+
+def test_a_streamed_file_run_again_is_found_loaded_by_its_hash_before_any_parse(tmp_path: Path) -> None:
+    # GIVEN a streamed file loaded once
+    source = write(scraped_posts(500), tmp_path / "landing")
+    first = run(tmp_path / "lake", source, stream_above_bytes=1)
+    assert first.outcome == "loaded", first.error
+
+    # WHEN it runs again
+    again = run(tmp_path / "lake", source, stream_above_bytes=1)
+
+    # THEN the ledger answers from the content's hash: already loaded, nothing parsed, nothing committed
+    assert again.outcome == "already_loaded", again.error
+    assert isinstance(again.state, Loaded)
+    assert again.state.parsed_uri == ""
+    catalog = build_catalog(Settings(lake_root=str(tmp_path / "lake")))
+    assert len(catalog.load_table(("instagram_db", "posts")).metadata.snapshots) == 1
+
+
+def test_a_gzip_that_expands_past_the_whole_file_limit_streams_instead_of_being_refused(tmp_path: Path) -> None:
+    # GIVEN a small gzip whose text is bigger than the limit of a file parsed whole
+    text = write(scraped_posts(2_000), tmp_path / "text")
+    source = tmp_path / "landing" / (POSTS_NAME + ".gz")
+    source.parent.mkdir()
+    source.write_bytes(gzip.compress(text.read_bytes()))
+    limit = text.stat().st_size // 2
+    assert source.stat().st_size < limit
+
+    # WHEN it runs with that limit (and streaming only above a size it is far under)
+    outcome = run(tmp_path / "lake", source, max_bytes=limit, max_uncompressed_bytes=limit)
+
+    # THEN it streamed and loaded the same rows as the plain text held whole
+    assert outcome.outcome == "loaded", outcome.error
+    assert isinstance(outcome.state, Loaded)
+    assert outcome.state.streamed
+    assert run(tmp_path / "whole", text).outcome == "loaded"
+    assert table(tmp_path / "lake").drop("source_file").equals(table(tmp_path / "whole").drop("source_file"))
+
+
+def test_a_malformed_row_late_in_a_streamed_file_is_dead_lettered_as_when_held_whole_and_commits_nothing(
+    tmp_path: Path,
+) -> None:
+    # GIVEN a file whose 1 500th line has a field too many, far past the first slice
+    source = write(posts_frame(2_000), tmp_path / "landing")
+    lines = source.read_text().splitlines(keepends=True)
+    lines[1500] = lines[1500].rstrip("\n") + ",surplus\n"
+    source.write_text("".join(lines))
+
+    # WHEN it is streamed, and held whole into another lake
+    outcomes = {
+        "streamed": run(tmp_path / "streamed", source, stream_above_bytes=1),
+        "whole": run(tmp_path / "whole", source),
+    }
+
+    # THEN both are dead-lettered by the parser with the same error at the same line of the file
+    errors = {}
+    for how, outcome in outcomes.items():
+        assert outcome.outcome == "dead_lettered", how
+        assert outcome.dead_letter is not None
+        errors[how] = json.loads(Path(outcome.dead_letter.error_uri).read_text())
+    assert (errors["streamed"]["stage"], errors["streamed"]["error_type"]) == ("parse", "MalformedFile")
+    assert errors["streamed"]["line"] == errors["whole"]["line"] == 1500  # the record starts on it
+    assert errors["streamed"]["message"] == errors["whole"]["message"]
+    # AND the streamed run left no table and no scratch file
+    catalog = build_catalog(Settings(lake_root=str(tmp_path / "streamed")))
+    assert not catalog.table_exists(("instagram_db", "posts"))
+    assert not list((tmp_path / "streamed" / "processing").rglob("*.parquet"))
+
+
+def test_a_file_under_the_threshold_is_held_whole_as_before(tmp_path: Path) -> None:
+    # GIVEN a file smaller than the streaming threshold
+    source = write(scraped_posts(200), tmp_path / "landing")
+
+    # WHEN it runs with the default threshold
+    outcome = run(tmp_path / "lake", source)
+
+    # THEN it went through the held stages
+    assert outcome.outcome == "loaded", outcome.error
+    assert isinstance(outcome.state, Loaded)
+    assert not outcome.state.streamed
