@@ -55,7 +55,7 @@ format: $(DEV) ## Apply ruff's fixes and formatting
 
 bench: $(RUNTIME) ## 1 M posts rows: raw floor, dlt's append (own venv, .bench-venv/), `icegate run`; then 10 M rows
 	$(BIN)/python benchmarks/bench_run.py --rows 1000000 --with-dlt
-	$(BIN)/python benchmarks/bench_run.py --rows 10000000 --repeat 1
+	$(BIN)/python benchmarks/bench_run.py --rows 10000000 --repeat 1 --streamed-only
 
 synth: $(DEV) ## Synthesise the CDK app into cdk.out (no Docker needed)
 	$(BIN)/python app.py

@@ -8,15 +8,18 @@ and the peak RSS (the child's high-water mark) over ``--repeat`` runs. Not part 
 - **dlt append** (``--with-dlt``): dlt's plain append to an Iceberg table, no validation and no
   dedup. dlt is installed into ``.bench-venv/`` (created on first use, from PyPI), never into the
   project's venv;
-- **icegate run**: parse, validate, score, dedup-merge, commit, into a fresh lake.
+- **icegate run**: parse, validate, score, dedup-merge, commit, into a fresh lake — with the default
+  settings, so a file over ``ICEGATE_STREAM_ABOVE_BYTES`` is streamed; such a file is also run **held
+  whole** (the threshold and the whole-file limits raised), to show what streaming costs and saves.
 
     .venv/bin/python benchmarks/bench_run.py --rows 1000000 [--repeat 3] [--with-dlt]
-    .venv/bin/python benchmarks/bench_run.py --rows 10000000 --repeat 1   # streamed: its peak is the point
+    .venv/bin/python benchmarks/bench_run.py --rows 10000000 --repeat 1 --streamed-only   # the peak is the point
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -29,6 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from generate import write_posts_csv
+
+from icegate.settings import Limits
 
 HERE = Path(__file__).resolve().parent
 ICEGATE = Path(sys.executable).with_name("icegate")
@@ -49,10 +54,16 @@ _FLOOR = (
 )
 
 
-def measure(command: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of ``command`` in a child process."""
+def measure(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of ``command`` in a child process (with ``env`` added to its environment)."""
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", _WRAPPER, *command], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", _WRAPPER, *command],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
     wall = time.perf_counter() - started
     if done.returncode != 0:
         sys.exit(f"{' '.join(command[:3])} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
@@ -75,6 +86,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--with-dlt", action="store_true", help=f"add dlt's append (installs {BENCH_VENV.name}/)")
     parser.add_argument("--data", type=Path, default=Path("bench-data"), help="where generated files are cached")
+    parser.add_argument(
+        "--streamed-only", action="store_true", help="skip the run of a streamed file held whole (10 M rows: ~10 GB)"
+    )
     args = parser.parse_args()
 
     source = (args.data / f"{args.rows}" / "post_results_20260113_175319.csv").resolve()
@@ -94,13 +108,15 @@ def main() -> None:
             str(source),
             str(out),
         ]
-    contenders["icegate run (parse, validate, score, merge, commit)"] = lambda out: [
-        str(ICEGATE),
-        "run",
-        str(source),
-        "--lake",
-        str(out / "lake"),
-    ]
+    icegate = "icegate run (parse, validate, score, merge, commit)"
+    contenders[icegate] = lambda out: [str(ICEGATE), "run", str(source), "--lake", str(out / "lake")]
+    # The same, with the file held whole in memory instead of streamed (when it is small enough to be).
+    held_whole = {"ICEGATE_STREAM_ABOVE_BYTES": str(2**40), "ICEGATE_MAX_BYTES": str(2**40)}
+    held_whole["ICEGATE_MAX_UNCOMPRESSED_BYTES"] = held_whole["ICEGATE_MAX_BYTES"]
+    streams = source.stat().st_size > Limits().stream_above_bytes
+    if streams and not args.streamed_only:
+        contenders[f"{icegate}, held whole"] = contenders[icegate]
+    environments = {f"{icegate}, held whole": held_whole}
 
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
     with tempfile.TemporaryDirectory() as scratch:
@@ -109,7 +125,7 @@ def main() -> None:
             for name, command in contenders.items():  # interleaved: a busy spell hits every row alike
                 shutil.rmtree(out, ignore_errors=True)
                 out.mkdir()
-                results[name].append(measure(command(out)))
+                results[name].append(measure(command(out), environments.get(name)))
                 print(f"run {i + 1}: {name}: {results[name][-1][0]:.2f} s", flush=True)
 
     size_mb = source.stat().st_size / 1e6

@@ -32,7 +32,14 @@ import pyarrow as pa
 from icegate import constants as c
 from icegate import streamed
 from icegate.datasets import NormalizeContext, detect_dataset, get_dataset
-from icegate.errors import FileTooLarge, NoValidRows, SourceNotFound, TransientError, UnknownDataset
+from icegate.errors import (
+    FileTooLarge,
+    NoValidRows,
+    SourceNotFound,
+    StorageUnavailable,
+    TransientError,
+    UnknownDataset,
+)
 from icegate.locations import parse_location
 from icegate.parse import ParsedTable, check_size, format_for, parse_bytes
 from icegate.payloads import (
@@ -287,40 +294,51 @@ def _parse_streamed(
     storage: Storage,
     catalog: Catalog | Callable[[], Catalog] | None,
 ) -> Parsed:
-    """Parse a file too big to hold (``icegate.streamed``): its hash first, for the ledger, then a block at a time."""
+    """Parse a file too big to hold (``icegate.streamed``), a block at a time.
+
+    Beside the parse, a second read hashes the object and asks the ledger with the hash (opening the
+    catalog if need be): content found loaded stops the parse at its next block, and its parse error
+    with it, as in :func:`_parse_beside`. The parse hashes the bytes it reads too; if the two hashes
+    differ, the object was replaced meanwhile and is read again rather than loaded under the other's identity.
+    """
     source = job.source
     dataset = detect_dataset(source.key)
-    sha256 = storage.sha256(source.uri, source.version_id)
-    if (prior := _prior_load(settings, catalog, f"{settings.namespace}.{dataset.table}", sha256=sha256)) is not None:
-        return _already_parsed(job, dataset.name, info, prior)
+    table = f"{settings.namespace}.{dataset.table}"
     parsed_uri = processing_uri(settings, job.run_id, "parsed.parquet")
-    parsed = streamed.parse(
-        storage,
-        uri=source.uri,
-        version_id=source.version_id,
-        name=source.key,
-        dataset=dataset,
-        sha256=sha256,
-        parsed_uri=parsed_uri,
-        limits=settings.limits,
-        encoding=settings.source_encoding,
-        normalize=NormalizeContext(phone_region=settings.phone_region),
-    )
+
+    def lookup() -> tuple[str, PriorLoad | None]:
+        digest = storage.sha256(source.uri, source.version_id)
+        return digest, _prior_load(settings, catalog, table, sha256=digest)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="icegate-ledger") as pool:
+        found = pool.submit(lookup)
+        try:
+            parsed = streamed.parse(
+                storage,
+                uri=source.uri,
+                version_id=source.version_id,
+                name=source.key,
+                dataset=dataset,
+                parsed_uri=parsed_uri,
+                limits=settings.limits,
+                encoding=settings.source_encoding,
+                normalize=NormalizeContext(phone_region=settings.phone_region),
+                stop=lambda: found.done() and found.exception() is None and found.result()[1] is not None,
+            )
+        except Exception:
+            if (prior := found.result()[1]) is not None:
+                return _already_parsed(job, dataset.name, info, prior)
+            raise
+        sha256, prior = found.result()
+    if prior is not None:
+        storage.delete(parsed_uri)
+        return _already_parsed(job, dataset.name, info, prior)
+    if parsed.sha256 != sha256:
+        storage.delete(parsed_uri)
+        raise StorageUnavailable("the object changed while it was read; it will be read again", file=source.uri)
+    columns = (parsed.format, parsed.rows, parsed.columns, parsed.ignored_columns)
     return dataclasses.replace(
-        _parsed(
-            job,
-            dataset.name,
-            info,
-            sha256,
-            parsed.format,
-            parsed.rows,
-            parsed.columns,
-            parsed.ignored_columns,
-            parsed_uri,
-            settings,
-            storage,
-        ),
-        streamed=True,
+        _parsed(job, dataset.name, info, sha256, *columns, parsed_uri, settings, storage), streamed=True
     )
 
 

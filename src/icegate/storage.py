@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -44,29 +45,52 @@ _STREAM_READ_BYTES = 8 * 1024 * 1024
 
 
 class ParquetSink:
-    """Tables appended to one Parquet file as row groups; the first table's schema is the file's."""
+    """Tables appended to one Parquet file as row groups; the first table's schema is the file's.
+
+    Each table is encoded and written on a thread of its own while the caller makes the next one (Parquet
+    encoding releases the GIL); at most one table waits, so memory stays at about two tables.
+    """
 
     def __init__(self, path: str) -> None:
         self._path = path
         self._writer: pq.ParquetWriter | None = None
         self._schema: pa.Schema | None = None
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="icegate-sink")
+        self._pending: Future[None] | None = None
         self.rows = 0
         self.tables = 0
 
     def write(self, table: pa.Table) -> None:
         if self._writer is None:
             self._schema = table.schema
-            self._writer = pq.ParquetWriter(self._path, table.schema, compression=_PROCESSING_COMPRESSION)
+            # Read back whole, once, by the next stage: no statistics, no dictionary (most text is distinct).
+            self._writer = pq.ParquetWriter(
+                self._path,
+                table.schema,
+                compression=_PROCESSING_COMPRESSION,
+                use_dictionary=False,
+                write_statistics=False,
+            )
         elif table.schema != self._schema:
             table = table.cast(self._schema)  # e.g. a column all null in this table
-        self._writer.write_table(table)
+        self._wait()
+        self._pending = self._pool.submit(self._writer.write_table, table)
         self.rows += table.num_rows
         self.tables += 1
 
+    def _wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        try:
+            self._wait()
+        finally:
+            self._pool.shutdown()
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -24,7 +24,7 @@ import polars as pl
 import pyarrow as pa
 
 from icegate.datasets import Dataset, NormalizeContext
-from icegate.errors import FileTooLarge, StorageUnavailable
+from icegate.errors import FileTooLarge
 from icegate.parse import stream_delimited
 from icegate.quality import QualityTally
 from icegate.settings import Limits
@@ -76,6 +76,12 @@ class StreamedParse:
     rows: int
     columns: list[str]
     ignored_columns: list[str]
+    #: The hash of the bytes parsed.
+    sha256: str
+
+
+class Stopped(Exception):
+    """The parse was told to stop (its content turned out to be loaded already); it wrote nothing."""
 
 
 class _Hashing:
@@ -103,18 +109,14 @@ def parse(
     version_id: str | None,
     name: str,
     dataset: Dataset,
-    sha256: str,
     parsed_uri: str,
     limits: Limits,
     encoding: str | None,
     normalize: NormalizeContext,
+    stop: Callable[[], bool] = lambda: False,
 ) -> StreamedParse:
-    """Parse the object at ``uri`` into ``parsed_uri`` (the records' lines included), a block at a time.
-
-    ``sha256`` is the content's hash, taken before parsing (the ledger is asked with it first); the bytes
-    parsed are hashed again on the way, so an object replaced in between is read again rather than loaded
-    under the other content's identity.
-    """
+    """Parse the object at ``uri`` into ``parsed_uri`` (the records' lines included), a block at a time,
+    hashing its bytes on the way. ``stop`` is asked between blocks: when it says so, :class:`Stopped`."""
     first = None
     with storage.open_stream(uri, version_id) as raw, storage.parquet_sink(parsed_uri) as sink:
         source = _Hashing(raw)
@@ -129,14 +131,15 @@ def parse(
         )
         try:
             for batch in batches:
+                if stop():
+                    raise Stopped
                 first = first or batch
                 sink.write(batch.with_lines())
         except FileTooLarge:  # only the byte caps apply to a stream, and they are max_stream_bytes
             raise _too_big(uri, limits, f"more than {limits.max_stream_bytes:,} bytes of text") from None
-        if source.drain() != sha256:
-            raise StorageUnavailable("the object changed while it was read; it will be read again", file=uri)
+        sha256 = source.drain()
     assert first is not None, "stream_delimited raises EmptyFile for a file without records"
-    return StreamedParse(first.format, sink.rows, list(first.table.column_names), first.ignored_columns)
+    return StreamedParse(first.format, sink.rows, list(first.table.column_names), first.ignored_columns, sha256)
 
 
 @dataclass(frozen=True)
