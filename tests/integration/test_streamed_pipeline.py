@@ -8,6 +8,7 @@ boundaries. The whole-file run of the same bytes, into another lake, is the refe
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -19,10 +20,12 @@ import pytest
 
 from benchmarks.generate import posts_frame
 from icegate import streamed
+from icegate.errors import StorageUnavailable
 from icegate.lake import build_catalog
-from icegate.payloads import Loaded
-from icegate.pipeline import FileOutcome, LocalRunner, local_sources
+from icegate.payloads import Job, Loaded
+from icegate.pipeline import FileOutcome, LocalRunner, local_sources, run_parse
 from icegate.settings import Limits, Settings
+from icegate.storage import Storage
 
 POSTS_NAME = "post_results_20260113_175319.csv"
 #: Columns that differ between two runs of the same file (when and by which run it was loaded).
@@ -181,3 +184,26 @@ def test_a_file_under_the_threshold_is_held_whole_as_before(tmp_path: Path) -> N
     assert outcome.outcome == "loaded", outcome.error
     assert isinstance(outcome.state, Loaded)
     assert not outcome.state.streamed
+
+
+class _ReplacedWhileRead(Storage):
+    """The object as it was when its hash was read; the parse then reads what replaced it."""
+
+    def sha256(self, uri: str, version_id: str | None = None) -> str:
+        return hashlib.sha256(b"the bytes that were there before").hexdigest()
+
+
+def test_an_object_replaced_between_its_two_reads_is_read_again_not_loaded_under_the_other_hash(
+    tmp_path: Path,
+) -> None:
+    # GIVEN a streamed file whose bytes change between the hash read and the parse's read
+    source = write(scraped_posts(300), tmp_path / "landing")
+    settings = Settings(lake_root=str(tmp_path / "lake"), limits=Limits(stream_above_bytes=1))
+    job = Job(source=local_sources([source]).files[0], run_id="run-1")
+
+    # WHEN the parse stage runs
+    with pytest.raises(StorageUnavailable, match="changed while it was read"):
+        run_parse(job, settings, _ReplacedWhileRead())
+
+    # THEN it fails as transient (the state machine reads it again) and leaves no parsed rows behind
+    assert not list((tmp_path / "lake").rglob("parsed.parquet"))
