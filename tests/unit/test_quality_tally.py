@@ -24,7 +24,7 @@ from icegate.datasets import Dataset, QualityContext, all_datasets, get_dataset
 from icegate.dimensions import DEFAULT_WEIGHTS
 from icegate.quality import QualityReport, QualityTally, resolve_floors, score_batch
 from icegate.validate import ROW_NUMBER, coerce_columns, validate_table
-from tests.unit.test_quality import DEFECTS, GOOD_RAW_ROWS, UPLOAD, post, rejected_frame, valid_frame
+from tests.unit.test_quality import DEFECTS, GOOD_RAW_ROWS, UPLOAD, post, rejected_frame, restaurant, valid_frame
 
 POSTS = get_dataset("posts")
 RESTAURANTS = get_dataset("restaurants")
@@ -281,18 +281,7 @@ DATED_KEY = replace(POSTS, key=("post_id", "posted_date"))
 
 
 def _restaurants_batch(*rows: dict[str, Any]) -> Batch:
-    base = {
-        "restaurant_name": "Luigi's",
-        "city": "Rome",
-        "phone": "+39 06 1234567",
-        "instagram_handle": "@luigis",
-        "followers": 1200,
-        "posts_count": 85,
-        "bio": None,
-        "website": None,
-        "status": "found",
-    }
-    return Batch(valid_frame(RESTAURANTS, [{**base, **r} for r in rows]), rejected_frame(RESTAURANTS, []))
+    return Batch(valid_frame(RESTAURANTS, [restaurant(**r) for r in rows]), rejected_frame(RESTAURANTS, []))
 
 
 @pytest.mark.parametrize(
