@@ -37,7 +37,8 @@ from icegate.settings import Limits, Settings
 from icegate.storage import Storage
 
 stage, lake, payload_in, payload_out = sys.argv[1:]
-unlimited = Limits(max_bytes=2**40, max_uncompressed_bytes=2**40, max_rows=2**40)
+# Held whole, as the memory lines are for: a big CSV would otherwise be streamed.
+unlimited = Limits(max_bytes=2**40, max_uncompressed_bytes=2**40, max_rows=2**40, stream_above_bytes=2**40)
 settings = Settings(lake_root=lake, limits=unlimited)
 state = json.loads(open(payload_in).read())
 run = {
