@@ -267,8 +267,9 @@ def run_parse(
     except FileTooLarge:
         if not streamable:
             raise
-        # Bigger than the limits once decoded (a gzip, many short rows): its stages can take it a slice at a time.
-        del data
+        parsed = None  # bigger than the limits once decoded (a gzip, many short rows): streamed below
+    if parsed is None:
+        del data, parse, lookup  # the streamed parse holds a block at a time, not the whole file beside it
         return _parse_streamed(job, info, settings, storage, catalog)
     parsed_uri = processing_uri(settings, job.run_id, "parsed.parquet")
     storage.write_parquet(parsed_uri, parsed.with_lines())  # lines: where a rejected row is in the file
@@ -294,24 +295,32 @@ def _parse_streamed(
     storage: Storage,
     catalog: Catalog | Callable[[], Catalog] | None,
 ) -> Parsed:
-    """Parse a file too big to hold (``icegate.streamed``), a block at a time.
+    """Parse a file too big to hold (``icegate.streamed``), a block at a time, hashing it on the way.
 
-    Beside the parse, a second read hashes the object and asks the ledger with the hash (opening the
-    catalog if need be): content found loaded stops the parse at its next block, and its parse error
-    with it, as in :func:`_parse_beside`. The parse hashes the bytes it reads too; if the two hashes
-    differ, the object was replaced meanwhile and is read again rather than loaded under the other's identity.
+    An object without a version id is also hashed by a second read beside the parse, and the ledger asked
+    with that hash (opening the catalog if need be): content found loaded stops the parse at its next
+    block, and its parse error with it, as in :func:`_parse_beside`; if the two hashes differ, the object
+    was replaced meanwhile and is read again rather than loaded under the other's identity. A pinned
+    version cannot change, and the ledger was asked for it already: its content is looked up once parsed.
+    The side read is only a shortcut: if it fails, the parse's own hash is looked up.
     """
     source = job.source
     dataset = detect_dataset(source.key)
     table = f"{settings.namespace}.{dataset.table}"
-    parsed_uri = processing_uri(settings, job.run_id, "parsed.parquet")
 
-    def lookup() -> tuple[str, PriorLoad | None]:
-        digest = storage.sha256(source.uri, source.version_id)
+    def lookup() -> tuple[str, PriorLoad | None] | None:
+        try:
+            digest = storage.sha256(source.uri, source.version_id)
+        except Exception:
+            log.warning("could not hash %s beside its parse; looking it up once parsed", source.uri, exc_info=True)
+            return None
         return digest, _prior_load(settings, catalog, table, sha256=digest)
 
+    def found_loaded() -> bool:
+        return found is not None and found.done() and (answer := found.result()) is not None and answer[1] is not None
+
     with ThreadPoolExecutor(1, thread_name_prefix="icegate-ledger") as pool:
-        found = pool.submit(lookup)
+        found = None if source.version_id else pool.submit(lookup)
         try:
             parsed = streamed.parse(
                 storage,
@@ -319,26 +328,29 @@ def _parse_streamed(
                 version_id=source.version_id,
                 name=source.key,
                 dataset=dataset,
-                parsed_uri=parsed_uri,
+                parsed_uri=processing_uri(settings, job.run_id, "parsed.parquet"),
                 limits=settings.limits,
                 encoding=settings.source_encoding,
                 normalize=NormalizeContext(phone_region=settings.phone_region),
-                stop=lambda: found.done() and found.exception() is None and found.result()[1] is not None,
+                stop=found_loaded,
             )
         except Exception:
-            if (prior := found.result()[1]) is not None:
-                return _already_parsed(job, dataset.name, info, prior)
+            answer = found.result() if found is not None else None
+            if answer is not None and answer[1] is not None:
+                return _already_parsed(job, dataset.name, info, answer[1])
             raise
-        sha256, prior = found.result()
-    if prior is not None:
-        storage.delete(parsed_uri)
-        return _already_parsed(job, dataset.name, info, prior)
-    if parsed.sha256 != sha256:
-        storage.delete(parsed_uri)
+        answer = found.result() if found is not None else None
+    # What was written under processing/ is left to expire with it (the parser may not delete there).
+    if answer is not None and answer[1] is not None:
+        return _already_parsed(job, dataset.name, info, answer[1])
+    if answer is not None and answer[0] != parsed.sha256:
         raise StorageUnavailable("the object changed while it was read; it will be read again", file=source.uri)
+    if answer is None and (prior := _prior_load(settings, catalog, table, sha256=parsed.sha256)) is not None:
+        return _already_parsed(job, dataset.name, info, prior)
     columns = (parsed.format, parsed.rows, parsed.columns, parsed.ignored_columns)
+    parsed_uri = processing_uri(settings, job.run_id, "parsed.parquet")
     return dataclasses.replace(
-        _parsed(job, dataset.name, info, sha256, *columns, parsed_uri, settings, storage), streamed=True
+        _parsed(job, dataset.name, info, parsed.sha256, *columns, parsed_uri, settings, storage), streamed=True
     )
 
 

@@ -214,6 +214,15 @@ def test_a_file_streamed_through_every_stage_loads_the_same_rows_under_the_roles
     assert again["status"] == "SUCCEEDED", again.get("cause")
     assert output(again)["load"]["already_loaded"] is True
 
+    # WHEN the same bytes are uploaded again (a new version, so only the content can tell)
+    uploaded_again = deployed.pipeline.upload(POSTS_CSV)
+    assert uploaded_again != source
+
+    # THEN the parse's own hash finds them loaded, under the parser's grants
+    third = deployed.run(uploaded_again)
+    assert third["status"] == "SUCCEEDED", third.get("cause")
+    assert output(third)["load"]["already_loaded"] is True
+
 
 def test_a_bad_file_is_dead_lettered_by_the_dead_letter_role(deployed: Deployed) -> None:
     # GIVEN a posts file missing required columns

@@ -205,5 +205,25 @@ def test_an_object_replaced_between_its_two_reads_is_read_again_not_loaded_under
     with pytest.raises(StorageUnavailable, match="changed while it was read"):
         run_parse(job, settings, _ReplacedWhileRead())
 
-    # THEN it fails as transient (the state machine reads it again) and leaves no parsed rows behind
-    assert not list((tmp_path / "lake").rglob("parsed.parquet"))
+    # THEN it fails as transient (the state machine reads it again); what it parsed is only scratch, which expires
+    assert {p.relative_to(tmp_path / "lake").parts[0] for p in (tmp_path / "lake").rglob("*.parquet")} <= {"processing"}
+
+
+class _SideReadFails(Storage):
+    """The second read, which only hashes the object beside the parse, fails."""
+
+    def sha256(self, uri: str, version_id: str | None = None) -> str:
+        raise ConnectionResetError("the connection was reset")
+
+
+def test_a_failing_side_read_leaves_the_parse_to_hash_the_file_and_ask_the_ledger(tmp_path: Path) -> None:
+    # GIVEN a streamed file loaded once, and a storage whose side read fails
+    source = write(scraped_posts(300), tmp_path / "landing")
+    settings = Settings(lake_root=str(tmp_path / "lake"), limits=Limits(stream_above_bytes=1))
+    assert LocalRunner(settings).run(local_sources([source]).files[0]).outcome == "loaded"
+
+    # WHEN it runs again through that storage
+    again = LocalRunner(settings, storage=_SideReadFails()).run(local_sources([source]).files[0])
+
+    # THEN the parse's own hash finds it loaded: the failed shortcut costs nothing but its time
+    assert again.outcome == "already_loaded", again.error
