@@ -2,8 +2,8 @@
 
 A file held whole is in every stage's memory (Arrow/polars), so its peak grows in a line with the
 input: ``peak MiB = base + slope x input MB``. (A big CSV/TSV file is streamed instead, a slice at a
-time: its memory stays flat, and the stages' ``/tmp`` bounds it: ``max_stream_bytes`` below.) The lines below are measured by
-``benchmarks/bench_memory.py``; the CDK app derives each deployment's file-size limit
+time: its memory stays flat, and the stages' ``/tmp`` bounds it: ``max_stream_bytes`` below.) The
+lines below are measured by ``benchmarks/bench_memory.py``; the CDK app derives each deployment's file-size limit
 (``ICEGATE_MAX_BYTES``) from its functions' memory with them, and ``icegate.settings`` derives the local
 default from the default memory, so a file that loads locally also loads in a default deployment.
 

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -44,6 +45,10 @@ LIST_PAGE_SIZE = 1000
 _STREAM_READ_BYTES = 8 * 1024 * 1024
 
 
+def _reraise(error: Exception) -> None:
+    raise error
+
+
 class ParquetSink:
     """Tables appended to one Parquet file as row groups; the first table's schema is the file's.
 
@@ -62,6 +67,7 @@ class ParquetSink:
 
     def write(self, table: pa.Table) -> None:
         if self._writer is None:
+            Path(self._path).parent.mkdir(parents=True, exist_ok=True)  # no folder for a file never written
             self._schema = table.schema
             # Read back whole, once, by the next stage: no statistics, no dictionary (most text is distinct).
             self._writer = pq.ParquetWriter(
@@ -426,32 +432,45 @@ class Storage:
     def parquet_sink(self, uri: str) -> Iterator[ParquetSink]:
         """A Parquet object written a table at a time (one row group each), never held whole in memory.
 
-        Always written, also while holding: what is streamed is too big to keep. An S3 object is written to a
-        local temporary file and uploaded (in parts) when the block ends without an error; nothing is written
-        if no table was.
+        Always written, also while holding: what is streamed is too big to keep. The file is written under a
+        temporary name and appears under ``uri`` (an S3 object: uploaded, in parts) only when the block ends
+        without an error, so a failed or killed writer never leaves a partial file that reads as whole; nothing
+        is written if no table was.
         """
         self.forget(uri)
-        if not is_s3(uri):
-            Path(uri).parent.mkdir(parents=True, exist_ok=True)
-            sink = ParquetSink(uri)
-            try:
-                yield sink
-            except BaseException:
-                sink.close()
-                Path(uri).unlink(missing_ok=True)
-                raise
-            sink.close()
-            return
-        with tempfile.TemporaryDirectory(prefix="icegate-") as folder:
+        if is_s3(uri):
+            folder = tempfile.mkdtemp(prefix="icegate-")
             local = os.path.join(folder, "object.parquet")
-            sink = ParquetSink(local)
+        else:
+            local = f"{uri}.{uuid.uuid4().hex}.partial"
+        sink = ParquetSink(local)
+        try:
             try:
                 yield sink
             finally:
                 sink.close()
-            if sink.tables:
-                bucket, key = split_s3(uri)
-                self._s3_call("PUT", uri, self._s3.upload_file, Filename=local, Bucket=bucket, Key=key)
+            if sink.tables and is_s3(uri):
+                self._upload(local, uri)
+            elif sink.tables:
+                os.replace(local, uri)
+        finally:
+            if is_s3(uri):
+                shutil.rmtree(folder, ignore_errors=True)
+            else:
+                Path(local).unlink(missing_ok=True)
+
+    def _upload(self, path: str, uri: str) -> None:
+        from boto3.exceptions import S3UploadFailedError
+
+        bucket, key = split_s3(uri)
+        try:
+            self._s3_call("PUT", uri, self._s3.upload_file, Filename=path, Bucket=bucket, Key=key)
+        except S3UploadFailedError as exc:
+            # boto3 wraps the part's ClientError: the original says whether to retry.
+            cause = exc.__context__
+            if isinstance(cause, Exception):
+                self._s3_call("PUT", uri, _reraise, error=cause)
+            raise
 
     @contextlib.contextmanager
     def local_parquet(self, uri: str) -> Iterator[pq.ParquetFile]:

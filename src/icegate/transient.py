@@ -67,7 +67,15 @@ _ARROW_S3_TRANSIENT = re.compile(
 )
 #: botocore's exceptions for an endpoint it could not reach or that did not answer in time.
 _BOTOCORE_CONNECTION = frozenset(
-    {"EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError"}
+    {
+        "EndpointConnectionError",
+        "ConnectTimeoutError",
+        "ReadTimeoutError",
+        "ConnectionClosedError",
+        # A long streamed read cut short.
+        "ResponseStreamingError",
+        "IncompleteReadError",
+    }
 )
 #: SQLAlchemy's errors for a catalog database that is down, unreachable, locked or unreadable. A plain
 #: ``DatabaseError`` is what a corrupt SQLite file raises ("file is not a database"); its subclasses that

@@ -134,6 +134,29 @@ def test_a_parquet_sink_that_fails_leaves_no_object(storage: Storage, root: str)
     assert not storage.exists(uri)
 
 
+def test_a_sink_being_written_is_not_yet_an_object_and_one_never_written_leaves_no_folder(
+    storage: Storage, root: str
+) -> None:
+    # GIVEN a sink with a table written, its block not yet ended
+    uri = join(root, "dlq/posts/run-1/rejected.parquet")
+    with storage.parquet_sink(uri) as sink:
+        sink.write(pa.table({"a": [1]}))
+        # THEN a writer killed now would leave nothing under the object's name
+        assert not storage.exists(uri)
+    assert storage.exists(uri)
+
+    # WHEN a sink ends without a table
+    empty = join(root, "dlq/posts/run-2/rejected.parquet")
+    with storage.parquet_sink(empty):
+        pass
+
+    # THEN there is no object, and (locally) no folder for it either
+    assert not storage.exists(empty)
+    assert not list(storage.list(join(root, "dlq/posts/run-2")))
+    if not is_s3(root):
+        assert not Path(empty).parent.exists()
+
+
 def test_a_stream_reads_an_object_in_the_pieces_asked_for_and_hashes_it(storage: Storage, root: str) -> None:
     # GIVEN an object of several pieces
     uri = join(root, "landing/big.csv")
