@@ -25,10 +25,10 @@ from icegate.dimensions import DEFAULT_FLOORS, DEFAULT_WEIGHTS, QUALITY_DIMENSIO
 from icegate.validate import FAILED_CHECKS, coerce_columns
 
 _FILE_STAMP = re.compile(r"(?<!\d)(20\d{2})(\d{2})(\d{2})(?:[_T-]?\d{6})?(?!\d)")
-#: Seeds of the two hashes that fingerprint a key (polars derives each hash function from its seed).
-_KEY_SEEDS = (0x1CE6A7E1, 0x5EED2B1D)
+#: Seed of the hash that fingerprints a key.
+_KEY_SEED = 0x1CE6A7E1
 #: Short batches' key hashes wait, and are concatenated into one array once they reach this many rows or
-#: batches: an array kept per batch costs a header of a few hundred bytes, far more than a one-row batch's 16.
+#: batches: an array kept per batch costs a header of a few hundred bytes, far more than a one-row batch's 8.
 _GATHER_ROWS = 1 << 16
 _GATHER_BATCHES = 256
 
@@ -127,7 +127,7 @@ class QualityTally:
 
     A batch is a slice of the file: its valid rows (typed) and its rejected rows (as validation
     writes them: original strings, ``failed_checks``, ...), either of which may be empty. The tally
-    keeps counters only, plus 16 bytes a row for uniqueness, so a file of any length is scored in
+    keeps counters only, plus 8 bytes a row for uniqueness, so a file of any length is scored in
     bounded memory, and the report equals :func:`score_batch` over the whole file however it was cut
     into batches and in whatever order they came (a streamed scorer may send every valid slice
     before the rejected ones).
@@ -139,17 +139,17 @@ class QualityTally:
     streamed exactly in one pass: its first row needs the last row's value.
 
     Uniqueness is rows minus distinct keys over the whole file, whatever batch each copy of a key
-    arrived in. The keys themselves are not kept: each row keeps a 128-bit fingerprint of its key,
-    two 64-bit polars row hashes with independent seeds of the key parts cast to strings (so a
-    valid row's typed key and a rejected row's original strings hash alike, as they compare alike),
-    and distinct keys are counted as distinct fingerprints. Equal keys always give equal
-    fingerprints, so a duplicate is never missed; the one possible error is two different keys
-    sharing both hashes, which would report one duplicate too many. Modelling the two seeded hashes
-    as independent uniform 64-bit functions, a file with ``d`` distinct keys has such a collision
-    with probability at most ``d(d-1)/2 * 2**-128``: under 1.5e-25 for 10 million keys. (These
-    are fast non-cryptographic hashes; the bound is for data, not for keys crafted to collide.)
-    Counting exactly needs the keys themselves (in memory, or spilled to disk for an external sort),
-    a price out of proportion to an error that small.
+    arrived in. The keys themselves are not kept: each row keeps a 64-bit fingerprint of its key, a
+    polars row hash of the key parts cast to strings (so a valid row's typed key and a rejected
+    row's original strings hash alike, as they compare alike), and distinct keys are counted as
+    distinct fingerprints, by sorting them (a hash table of tens of millions of fingerprints would
+    cost several times their size). Equal keys always give equal fingerprints, so a duplicate is
+    never missed; the one possible error is two different keys sharing a fingerprint, which would
+    report one duplicate too many, a few hundred-millionths off the uniqueness score of a file that
+    size. Modelling the hash as a uniform 64-bit function, a file with ``d`` distinct keys has such a
+    collision with probability at most ``d(d-1)/2 * 2**-64``: under 3e-6 for 10 million keys. The
+    loader, which must never drop a row, checks rows sharing a fingerprint on their real keys
+    (``lake.stream``); a score can afford the estimate.
     """
 
     def __init__(self, dataset: Dataset, *, file: str, upload_date: date) -> None:
@@ -169,8 +169,8 @@ class QualityTally:
         #: Schema check -> rejected rows that failed it (bounded by the contract's checks).
         self._schema_failures: Counter[str] = Counter()
         #: Each row's key fingerprint as two hash arrays, 8 bytes a row each: kept, and pending (short batches).
-        self._key_hashes = (pl.Series(dtype=pl.UInt64), pl.Series(dtype=pl.UInt64))
-        self._pending_hashes: list[tuple[pl.Series, pl.Series]] = []
+        self._key_hashes = pl.Series(dtype=pl.UInt64)
+        self._pending_hashes: list[pl.Series] = []
         self._pending_rows = 0
 
     @property
@@ -212,8 +212,7 @@ class QualityTally:
             [frame.select(pl.col(k).cast(pl.String) for k in self._dataset.key) for frame in (valid, rejected)],
             how="vertical",
         )
-        first, second = _KEY_SEEDS
-        self._pending_hashes.append((keys.hash_rows(first), keys.hash_rows(second)))
+        self._pending_hashes.append(keys.hash_rows(_KEY_SEED))
         self._pending_rows += keys.height
         if self._pending_rows >= _GATHER_ROWS or len(self._pending_hashes) >= _GATHER_BATCHES:
             self._gather_hashes()
@@ -222,13 +221,12 @@ class QualityTally:
         """Keep the pending hash arrays as one chunk each.
 
         ``append`` adds the chunk without copying what is kept (``extend`` grows one buffer, and its
-        spare capacity made the tally hold twice its 16 bytes a row); a batch's own arrays, when it
+        spare capacity made the tally hold twice its 8 bytes a row); a batch's own arrays, when it
         is long enough to be kept alone, are not copied either.
         """
         if not self._pending_hashes:
             return
-        for i, kept in enumerate(self._key_hashes):
-            kept.append(pl.concat([pending[i] for pending in self._pending_hashes], rechunk=True))
+        self._key_hashes.append(pl.concat(self._pending_hashes, rechunk=True))
         self._pending_hashes.clear()
         self._pending_rows = 0
 
@@ -292,14 +290,11 @@ class QualityTally:
         )
 
     def _distinct_keys(self) -> int:
-        """Distinct fingerprints; only rows that share their first hash can share both."""
+        """Distinct fingerprints, counted on them sorted: no hash table, one sorted array."""
         self._gather_hashes()
-        first, second = self._key_hashes
-        if first.n_unique() == first.len():
-            return first.len()
-        shared = first.is_duplicated()
-        candidates = pl.DataFrame({"first": first.filter(shared), "second": second.filter(shared)})
-        return first.len() - int(shared.sum()) + candidates.n_unique()
+        self._key_hashes = self._key_hashes.rechunk()
+        self._key_hashes.sort(in_place=True)  # their order means nothing; a later batch is appended
+        return self._key_hashes.n_unique()
 
 
 def _share_passing(checks: list[CheckResult]) -> tuple[float, list[CheckResult]]:

@@ -361,7 +361,7 @@ def test_schema_checks_hitting_as_many_rows_are_listed_by_name_however_the_file_
     ] * 2
 
 
-# --- 3. memory: counters and 16 bytes a row, never the batches --------------------------------------
+# --- 3. memory: counters and 8 bytes a row, never the batches --------------------------------------
 
 
 def _leaves(value: Any) -> Iterator[Any]:
@@ -381,7 +381,7 @@ def _state(tally: QualityTally) -> tuple[list[pl.Series], list[Any]]:
     return [v for v in leaves if isinstance(v, pl.Series)], [v for v in leaves if not isinstance(v, pl.Series)]
 
 
-def test_the_tally_holds_counters_and_16_bytes_a_row_never_the_batches() -> None:
+def test_the_tally_holds_counters_and_8_bytes_a_row_never_the_batches() -> None:
     # GIVEN a file in 31 batches, tallied once, and tallied ten times over (310 batches)
     dataset, rows = FILES["posts-scraper"]
     batches = sliced(dataset, rows, list(range(10, len(rows), 10)))
@@ -400,12 +400,12 @@ def test_the_tally_holds_counters_and_16_bytes_a_row_never_the_batches() -> None
     # THEN nothing of a batch is kept: no frame, no table, no text column
     kept = [type(v).__name__ for v in others if isinstance(v, pl.DataFrame | pl.LazyFrame | pa.Table | pa.Array)]
     assert kept == []
-    # AND the only arrays are the two key hashes, 8 bytes a row each
+    # AND the only array is the key fingerprints, 8 bytes a row
     assert {s.dtype for s in series} == {pl.UInt64}
-    assert sum(s.len() for s in series) == 2 * added
-    assert sum(s.estimated_size() for s in series) <= 16 * added
-    # AND short batches' arrays are gathered, not kept one pair a batch (each array has a header)
-    assert len(series) < 2 * 310
+    assert sum(s.len() for s in series) == added
+    assert sum(s.estimated_size() for s in series) <= 8 * added
+    # AND short batches' arrays are gathered, not kept one a batch (each array has a header)
+    assert sum(s.n_chunks() for s in series) < 310
     # AND everything else is counters whose number does not grow with the batches (31 batches vs 310)
     assert len(others) == len(_state(small)[1])
     assert all(isinstance(v, int | str | date | Dataset | pl.Expr | None) for v in others), {type(v) for v in others}
