@@ -786,19 +786,11 @@ def _fingerprint(
     elif info is not None and info.etag:
         content = f"etag:{info.etag.strip(chr(34))}:{info.size}"  # S3's own content identity, no download
     elif info is not None and not source.bucket:
-        content = f"sha256:{_file_sha256(source.key)}"
+        content = f"sha256:{Storage().sha256(source.key)}"
     else:
         return ""
     reason = json.dumps([content, dataset, stage, error_type, message], ensure_ascii=False)
     return hashlib.sha256(reason.encode()).hexdigest()
-
-
-def _file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _reuse_earlier_entry(

@@ -6,7 +6,8 @@ payloads, errors and outcomes; only their inner loops differ. The parser streams
 ``parsed.parquet`` a block of records at a time (one row group each); the validator turns each row group
 into valid and rejected rows; the scorer keeps running aggregates (``quality.QualityTally``); the loader
 deduplicates and plans the insert over the row groups and commits them as one snapshot
-(``lake.load_stream``). Peak memory follows the block size, not the file.
+(``lake.load_stream``). Peak memory follows the block size, not the file, but for 8 bytes a row that the
+scorer and the loader each keep (a fingerprint of each key).
 
 Streaming suits the strategies that replace nothing (``insert_new``, ``append``); an upsert may rewrite any
 stored file a later slice also touches, so an upsert dataset's files are parsed whole, within the limits.
@@ -26,6 +27,7 @@ import pyarrow as pa
 from icegate.datasets import Dataset, NormalizeContext
 from icegate.errors import FileTooLarge
 from icegate.parse import stream_delimited
+from icegate.parse.stream import DEFAULT_BLOCK_BYTES
 from icegate.quality import QualityTally
 from icegate.settings import Limits
 from icegate.storage import Storage
@@ -41,8 +43,8 @@ if TYPE_CHECKING:
 STREAMABLE_FORMATS = frozenset({"csv", "tsv"})
 #: Strategies whose load can be planned a slice at a time (nothing stored is rewritten).
 STREAMABLE_STRATEGIES = frozenset({"insert_new", "append"})
-#: Source bytes per slice: each stage holds about one slice's rows (a few hundred MiB at most), whatever the file.
-BLOCK_BYTES = 32 * 1024 * 1024
+#: Text per slice: each stage holds about one slice's rows (a few hundred MiB at most), whatever the file.
+BLOCK_BYTES = DEFAULT_BLOCK_BYTES
 
 
 def streams(format_name: str, dataset: Dataset) -> bool:
