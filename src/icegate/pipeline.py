@@ -565,22 +565,24 @@ def run_load(
         ledger.record_rows(catalog, settings.namespace, rows)
         return loaded
     if scored.streamed:
-        return _load_streamed(scored, settings, storage, catalog, clock)
-    own = WaitingLoad(scored, _report_of(scored, storage), _incoming(scored, storage))
+        return _load_streamed(scored, settings, storage, catalog, waiting or Alone(), clock)
+    incoming = _incoming(scored, storage)
+    own = WaitingLoad(scored, _report_of(scored, storage), incoming)
     with (waiting or Alone()).turn(own) as turn:
         if turn.loaded is not None:  # another loader's group commit took this file, and recorded it
             return dataclasses.replace(turn.loaded, stage_seconds=_loaded(scored, None, clock).stage_seconds)
         taken = {own.run_id: own}
 
         def others() -> list[Incoming]:
-            found = turn.others()
+            # A streamed file waits without rows: the group's budget never takes it.
+            found = [w for w in turn.others() if w.incoming is not None]
             taken.update((w.run_id, w) for w in found)
-            return [w.incoming for w in found]
+            return [w.incoming for w in found if w.incoming is not None]
 
         group = load_group(
             catalog,
             dataset,
-            own.incoming,
+            incoming,
             namespace=settings.namespace,
             waiting=others,
             attempts=settings.commit_attempts,
@@ -595,22 +597,30 @@ def run_load(
     return done[scored.run_id]
 
 
-def _load_streamed(scored: Scored, settings: Settings, storage: Storage, catalog: Catalog, clock: float) -> Loaded:
-    """A file too big to hold commits alone (a group holds its files' rows together), a slice at a time."""
+def _load_streamed(
+    scored: Scored, settings: Settings, storage: Storage, catalog: Catalog, waiting: WaitingLoads, clock: float
+) -> Loaded:
+    """A file too big to hold commits alone, a slice at a time (a group holds its files' rows together).
+
+    It still takes its table's turn: in one process the turn is a lock, so the group commits of smaller
+    files wait for it instead of making it re-plan every slice each time one lands first.
+    """
     from icegate import ledger  # see open_catalog
 
-    summary = streamed.load(
-        catalog,
-        storage,
-        valid_uri=scored.valid_uri,
-        dataset=get_dataset(scored.dataset),
-        identity=_identity(scored),
-        namespace=settings.namespace,
-        attempts=settings.commit_attempts,
-        backoff_seconds=settings.commit_backoff_seconds,
-    )
+    report = _report_of(scored, storage)
+    with waiting.turn(WaitingLoad(scored, report, incoming=None)):
+        summary = streamed.load(
+            catalog,
+            storage,
+            valid_uri=scored.valid_uri,
+            dataset=get_dataset(scored.dataset),
+            identity=_identity(scored),
+            namespace=settings.namespace,
+            attempts=settings.commit_attempts,
+            backoff_seconds=settings.commit_backoff_seconds,
+        )
     loaded = _loaded(scored, summary, clock)
-    rows = _ledger_rows([(loaded, _report_of(scored, storage))], settings, catalog)
+    rows = _ledger_rows([(loaded, report)], settings, catalog)
     ledger.record_rows(catalog, settings.namespace, rows, just_committed=not summary.already_loaded)
     return loaded
 

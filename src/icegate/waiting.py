@@ -46,7 +46,8 @@ class WaitingLoad:
 
     scored: Scored
     report: Mapping[str, Any] | None
-    incoming: Incoming = field(repr=False)
+    #: None for a streamed file (``icegate.streamed``): too big to hold, it is never taken into a group.
+    incoming: Incoming | None = field(repr=False)
 
     @property
     def run_id(self) -> str:
@@ -82,7 +83,7 @@ class _Budget:
 
     def __call__(self, scored: Scored) -> bool:
         size = scored.source.size or 0
-        if self._files_left <= 0 or size > self._bytes_left:
+        if self._files_left <= 0 or size > self._bytes_left or scored.streamed:
             return False
         self._files_left -= 1
         self._bytes_left -= size

@@ -32,7 +32,7 @@ from icegate.pipeline import (
     run_score,
     run_validate,
 )
-from icegate.settings import Settings
+from icegate.settings import Limits, Settings
 from icegate.storage import Storage
 from icegate.waiting import InProcessQueue, WaitingLoad
 from tests.frames import observe_commits, scraper_posts_csv
@@ -268,3 +268,41 @@ def test_a_worker_process_that_dies_stops_the_run_saying_which_file_it_was_takin
             stages.until_load(Job(source=SourceObject(bucket="", key=str(second)), run_id="run-second"), False)
     finally:
         stages.close()
+
+
+def test_a_streamed_file_waits_for_its_tables_turn_but_is_never_taken_into_a_group(
+    lake: Path, settings: Settings, storage: Storage, tmp_path: Path
+) -> None:
+    # GIVEN a streamed file x and a small file a for the posts table, while the table's turn is held (by h)
+    streaming = dataclasses.replace(settings, limits=Limits(stream_above_bytes=1))
+    x = scored(posts_csv(tmp_path, 1, range(0, 10)), streaming, storage)
+    a = scored(posts_csv(tmp_path, 2, range(5, 15)), settings, storage)
+    h = scored(posts_csv(tmp_path, 3, range(100, 101)), settings, storage)
+    assert x.streamed
+    assert not a.streamed
+    catalog = build_catalog(settings)
+    commits = observe_commits(catalog)
+    queue = InProcessQueue(max_files=10, max_bytes=10_000_000)
+    results: dict[str, Any] = {}
+    threads = [
+        threading.Thread(target=lambda: results.update(x=run_load(x, streaming, storage, catalog, queue))),
+        threading.Thread(target=lambda: results.update(a=run_load(a, settings, storage, catalog, queue))),
+    ]
+    with queue.turn(WaitingLoad(h, None, object_queue(settings, storage).read_rows(h))) as turn:
+        # WHEN both loads start and wait for the turn
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while len(queue._tables["posts"].entries) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # THEN the files a group would take are a, never x
+        assert len(queue._tables["posts"].entries) == 3
+        assert [w.run_id for w in turn.others()] == [a.run_id]
+    for thread in threads:
+        thread.join(timeout=60)
+
+    # AND when the turn is released, each committed in its own commit, x streaming its rows in
+    assert commits.count("posts") == 2
+    assert ledger_outcomes(settings) == Counter({(a.run_id, "loaded"): 1, (x.run_id, "loaded"): 1})
+    assert results["x"].streamed
+    assert sorted(r.load.inserted for r in results.values()) == [5, 10]
