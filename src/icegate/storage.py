@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -43,6 +44,30 @@ LIST_PAGE_SIZE = 1000
 
 #: Bytes per read of a stream: big enough that the call overhead does not show, small against any memory.
 _STREAM_READ_BYTES = 8 * 1024 * 1024
+
+
+#: Local folders an S3 object streams through (the Lambdas' /tmp).
+SCRATCH_PREFIX = "icegate-"
+
+
+#: When this process began using storage: a scratch folder older than that is not this process's.
+_STARTED = time.time()
+
+
+def remove_stale_scratch() -> int:
+    """Delete the scratch folders left in the temporary directory before this process started; how many.
+
+    For a process that is the sole user of that directory, as a Lambda sandbox is (one invocation at a
+    time): it keeps /tmp when its runtime is restarted after a timeout or running out of memory, and
+    what a killed runtime left would take the next streamed file's room. Folders made since this process
+    started (by it, or by another process sharing the directory) are left alone.
+    """
+    stale = [
+        p for p in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*") if p.is_dir() and p.stat().st_mtime < _STARTED
+    ]
+    for folder in stale:
+        shutil.rmtree(folder, ignore_errors=True)
+    return len(stale)
 
 
 def _reraise(error: Exception) -> None:
@@ -439,7 +464,7 @@ class Storage:
         """
         self.forget(uri)
         if is_s3(uri):
-            folder = tempfile.mkdtemp(prefix="icegate-")
+            folder = tempfile.mkdtemp(prefix=SCRATCH_PREFIX)
             local = os.path.join(folder, "object.parquet")
         else:
             local = f"{uri}.{uuid.uuid4().hex}.partial"
@@ -482,7 +507,7 @@ class Storage:
             except FileNotFoundError:
                 raise SourceNotFound("the file does not exist", file=uri) from None
             return
-        with tempfile.TemporaryDirectory(prefix="icegate-") as folder:
+        with tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX) as folder:
             local = os.path.join(folder, "object.parquet")
             bucket, key = split_s3(uri)
             self._s3_call("GET", uri, self._s3.download_file, Bucket=bucket, Key=key, Filename=local)

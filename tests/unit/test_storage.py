@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import tempfile
+import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -17,7 +20,7 @@ from botocore.stub import Stubber
 from moto import mock_aws
 
 from icegate.errors import SourceNotFound, StorageUnavailable
-from icegate.storage import Storage, is_s3, join, split_s3
+from icegate.storage import SCRATCH_PREFIX, Storage, is_s3, join, remove_stale_scratch, split_s3
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -520,3 +523,26 @@ def test_a_frame_of_an_object_that_is_not_held_is_read_from_storage(storage: Sto
     uri = join(root, "dlq", "rejected.parquet")
     storage.write_parquet(uri, pa.table({"row_number": [3]}))
     assert storage.read_frame(uri).to_dict(as_series=False) == {"row_number": [3]}
+
+
+def test_stale_scratch_folders_are_removed_and_nothing_else(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN a temporary directory holding what a killed streamed stage left before this process started,
+    # beside another tool's folder, a file, and a scratch folder in use since (another process's)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    before = time.time() - 3600
+    for name in (f"{SCRATCH_PREFIX}abc123", "other-tool"):
+        (tmp_path / name).mkdir()
+        os.utime(tmp_path / name, (before, before))
+    (tmp_path / f"{SCRATCH_PREFIX}a-file").write_bytes(b"not a folder of ours")
+    (tmp_path / f"{SCRATCH_PREFIX}in-use").mkdir()
+
+    # WHEN a new runtime starts
+    removed = remove_stale_scratch()
+
+    # THEN only the stale scratch folder is gone
+    assert removed == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f"{SCRATCH_PREFIX}a-file",
+        f"{SCRATCH_PREFIX}in-use",
+        "other-tool",
+    ]
