@@ -46,28 +46,45 @@ LIST_PAGE_SIZE = 1000
 _STREAM_READ_BYTES = 8 * 1024 * 1024
 
 
-#: Local folders an S3 object streams through (the Lambdas' /tmp).
-SCRATCH_PREFIX = "icegate-"
-
-
-#: When this process began using storage: a scratch folder older than that is not this process's.
+#: Local folders an S3 object streams through (the Lambdas' /tmp): ``icegate-scratch-<pid>-<random>``.
+SCRATCH_PREFIX = "icegate-scratch-"
+#: When this process began using storage: a scratch folder of its own pid older than that is a predecessor's.
 _STARTED = time.time()
 
 
-def remove_stale_scratch() -> int:
-    """Delete the scratch folders left in the temporary directory before this process started; how many.
+def _scratch_folder() -> str:
+    return tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
 
-    For a process that is the sole user of that directory, as a Lambda sandbox is (one invocation at a
-    time): it keeps /tmp when its runtime is restarted after a timeout or running out of memory, and
-    what a killed runtime left would take the next streamed file's room. Folders made since this process
-    started (by it, or by another process sharing the directory) are left alone.
+
+def remove_stale_scratch() -> int:
+    """Delete the scratch folders of processes that are gone; how many there were.
+
+    A Lambda sandbox keeps /tmp when its runtime is restarted after a timeout or running out of memory, and
+    what the killed runtime left would take the next streamed file's room. A folder is stale when the
+    process named in it no longer runs — or is this one (a restarted runtime may get the same pid) and the
+    folder is older than this process. Folders of processes still running are never touched.
     """
-    stale = [
-        p for p in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*") if p.is_dir() and p.stat().st_mtime < _STARTED
-    ]
+    stale = []
+    for folder in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
+        pid = folder.name.removeprefix(SCRATCH_PREFIX).split("-", 1)[0]
+        if not folder.is_dir() or not pid.isdigit():
+            continue
+        mine = int(pid) == os.getpid()
+        if (mine and folder.stat().st_mtime < _STARTED) or (not mine and not _running(int(pid))):
+            stale.append(folder)
     for folder in stale:
         shutil.rmtree(folder, ignore_errors=True)
     return len(stale)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def _reraise(error: Exception) -> None:
@@ -464,7 +481,7 @@ class Storage:
         """
         self.forget(uri)
         if is_s3(uri):
-            folder = tempfile.mkdtemp(prefix=SCRATCH_PREFIX)
+            folder = _scratch_folder()
             local = os.path.join(folder, "object.parquet")
         else:
             local = f"{uri}.{uuid.uuid4().hex}.partial"
@@ -507,7 +524,7 @@ class Storage:
             except FileNotFoundError:
                 raise SourceNotFound("the file does not exist", file=uri) from None
             return
-        with tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX) as folder:
+        with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as folder:
             local = os.path.join(folder, "object.parquet")
             bucket, key = split_s3(uri)
             self._s3_call("GET", uri, self._s3.download_file, Bucket=bucket, Key=key, Filename=local)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -525,24 +527,32 @@ def test_a_frame_of_an_object_that_is_not_held_is_read_from_storage(storage: Sto
     assert storage.read_frame(uri).to_dict(as_series=False) == {"row_number": [3]}
 
 
-def test_stale_scratch_folders_are_removed_and_nothing_else(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # GIVEN a temporary directory holding what a killed streamed stage left before this process started,
-    # beside another tool's folder, a file, and a scratch folder in use since (another process's)
+def test_scratch_folders_of_gone_processes_are_removed_and_nothing_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN in the temporary directory: the scratch of a process that is gone, one of a live process (the
+    # test runner's parent), this process's own (one older than it: a killed runtime with the same pid,
+    # one in use), another tool's folder with the same start, and a file
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     before = time.time() - 3600
-    for name in (f"{SCRATCH_PREFIX}abc123", "other-tool"):
+    names = {
+        "gone": f"{SCRATCH_PREFIX}{int(gone.stdout)}-abc",
+        "live": f"{SCRATCH_PREFIX}{os.getppid()}-def",
+        "mine-stale": f"{SCRATCH_PREFIX}{os.getpid()}-ghi",
+        "other-tool": "icegate-postgres-jkl",
+    }
+    for name in names.values():
         (tmp_path / name).mkdir()
         os.utime(tmp_path / name, (before, before))
-    (tmp_path / f"{SCRATCH_PREFIX}a-file").write_bytes(b"not a folder of ours")
-    (tmp_path / f"{SCRATCH_PREFIX}in-use").mkdir()
+    (tmp_path / f"{SCRATCH_PREFIX}{os.getpid()}-in-use").mkdir()
+    (tmp_path / f"{SCRATCH_PREFIX}a-file").write_bytes(b"not a folder")
 
     # WHEN a new runtime starts
     removed = remove_stale_scratch()
 
-    # THEN only the stale scratch folder is gone
-    assert removed == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        f"{SCRATCH_PREFIX}a-file",
-        f"{SCRATCH_PREFIX}in-use",
-        "other-tool",
-    ]
+    # THEN the gone process's folder and this pid's older one are removed, nothing else
+    assert removed == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [names["live"], names["other-tool"], f"{SCRATCH_PREFIX}{os.getpid()}-in-use", f"{SCRATCH_PREFIX}a-file"]
+    )
