@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import polars as pl
@@ -544,9 +545,12 @@ def test_a_batch_with_null_key_parts_reads_the_files_that_hold_nulls(catalog: Ca
 
 
 def race_before_each_commit(
-    monkeypatch: pytest.MonkeyPatch, competitor: Callable[[int], None], times: int | None = None
+    monkeypatch: pytest.MonkeyPatch,
+    competitor: Callable[[int], object],
+    times: int | None = None,
+    where: ModuleType = commit_module,
 ) -> list[int]:
-    """Run ``competitor`` (a real concurrent commit) right before our commit, ``times`` times."""
+    """Run ``competitor`` (a real concurrent commit) right before our commit (``where``'s), ``times`` times."""
     real = commit_module.commit_staged
     raced: list[int] = []
     inside = False
@@ -562,7 +566,7 @@ def race_before_each_commit(
             raced.append(1)
         real(pending)
 
-    monkeypatch.setattr(commit_module, "commit_staged", racing)
+    monkeypatch.setattr(where, "commit_staged", racing)
     return raced
 
 

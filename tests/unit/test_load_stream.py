@@ -39,6 +39,7 @@ from icegate.lake.rollback import rollback
 from icegate.lake.stream import Slices, SlicesChanged
 from icegate.payloads import LoadSummary
 from icegate.settings import Settings
+from tests.unit.test_lake import race_before_each_commit
 
 POSTS = get_dataset("posts")
 RESTAURANTS = get_dataset("restaurants")
@@ -417,18 +418,8 @@ def test_slices_that_change_between_passes_are_refused_and_leave_nothing(catalog
 def race_before_commit(
     monkeypatch: pytest.MonkeyPatch, competitor: Callable[[int], object], times: int | None = None
 ) -> list[int]:
-    """Run ``competitor`` (a real concurrent commit) right before our commit, ``times`` times."""
-    real = commit_module.commit_staged
-    raced: list[int] = []
-
-    def racing(pending: Any) -> None:
-        if times is None or len(raced) < times:
-            competitor(len(raced))
-            raced.append(1)
-        real(pending)
-
-    monkeypatch.setattr(stream_module, "commit_staged", racing)
-    return raced
+    """Run ``competitor`` (a real concurrent commit) right before the streamed load's commit."""
+    return race_before_each_commit(monkeypatch, competitor, times, where=stream_module)
 
 
 def test_a_lost_race_re_plans_rewrites_only_the_changed_slice_and_commits_once(
