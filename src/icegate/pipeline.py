@@ -316,9 +316,13 @@ def _parse_streamed(
             return None
         return digest, _prior_load(settings, catalog, table, sha256=digest)
 
+    def side_answer() -> tuple[str, PriorLoad | None] | None:
+        return found.result() if found is not None else None
+
     def found_loaded() -> bool:
         return found is not None and found.done() and (answer := found.result()) is not None and answer[1] is not None
 
+    parsed_uri = processing_uri(settings, job.run_id, "parsed.parquet")
     with ThreadPoolExecutor(1, thread_name_prefix="icegate-ledger") as pool:
         found = None if source.version_id else pool.submit(lookup)
         try:
@@ -328,27 +332,27 @@ def _parse_streamed(
                 version_id=source.version_id,
                 name=source.key,
                 dataset=dataset,
-                parsed_uri=processing_uri(settings, job.run_id, "parsed.parquet"),
+                parsed_uri=parsed_uri,
                 limits=settings.limits,
                 encoding=settings.source_encoding,
                 normalize=NormalizeContext(phone_region=settings.phone_region),
                 stop=found_loaded,
             )
         except Exception:
-            answer = found.result() if found is not None else None
-            if answer is not None and answer[1] is not None:
+            if (answer := side_answer()) is not None and answer[1] is not None:
                 return _already_parsed(job, dataset.name, info, answer[1])
             raise
-        answer = found.result() if found is not None else None
+        answer = side_answer()
     # What was written under processing/ is left to expire with it (the parser may not delete there).
-    if answer is not None and answer[1] is not None:
-        return _already_parsed(job, dataset.name, info, answer[1])
-    if answer is not None and answer[0] != parsed.sha256:
+    if answer is None:  # no side read (a pinned version), or it failed: the parse's own hash asks
+        prior = _prior_load(settings, catalog, table, sha256=parsed.sha256)
+    elif answer[0] != parsed.sha256:
         raise StorageUnavailable("the object changed while it was read; it will be read again", file=source.uri)
-    if answer is None and (prior := _prior_load(settings, catalog, table, sha256=parsed.sha256)) is not None:
+    else:
+        prior = answer[1]
+    if prior is not None:
         return _already_parsed(job, dataset.name, info, prior)
     columns = (parsed.format, parsed.rows, parsed.columns, parsed.ignored_columns)
-    parsed_uri = processing_uri(settings, job.run_id, "parsed.parquet")
     return dataclasses.replace(
         _parsed(job, dataset.name, info, parsed.sha256, *columns, parsed_uri, settings, storage), streamed=True
     )

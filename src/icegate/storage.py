@@ -43,7 +43,7 @@ LIST_PAGE_SIZE = 1000
 
 
 #: Bytes per read of a stream: big enough that the call overhead does not show, small against any memory.
-_STREAM_READ_BYTES = 8 * 1024 * 1024
+STREAM_READ_BYTES = 8 * 1024 * 1024
 
 
 #: Local folders an S3 object streams through (the Lambdas' /tmp): ``icegate-scratch-<pid>-<random>``.
@@ -447,7 +447,7 @@ class Storage:
         """The content hash of an object, read in blocks (never whole into memory)."""
         digest = hashlib.sha256()
         with self.open_stream(uri, version_id) as stream:
-            for block in iter(lambda: stream.read(_STREAM_READ_BYTES), b""):
+            for block in iter(lambda: stream.read(STREAM_READ_BYTES), b""):
                 digest.update(block)
         return digest.hexdigest()
 

@@ -30,7 +30,7 @@ from icegate.parse import stream_delimited
 from icegate.parse.stream import DEFAULT_BLOCK_BYTES
 from icegate.quality import QualityTally
 from icegate.settings import Limits
-from icegate.storage import Storage
+from icegate.storage import STREAM_READ_BYTES, Storage
 from icegate.validate import no_rejected_rows, validate_table
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ class _Hashing:
         return block
 
     def drain(self) -> str:
-        while self.read(8 * 1024 * 1024):
+        while self.read(STREAM_READ_BYTES):
             pass
         return self.digest.hexdigest()
 
