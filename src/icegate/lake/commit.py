@@ -130,7 +130,7 @@ class LoadPlan:
 
 
 @dataclass
-class _Written:
+class Written:
     plan: LoadPlan
     files: list[DataFile]
     #: A commit attempt with these files ended with an unknown outcome: they may be in the table.
@@ -205,11 +205,11 @@ def load_group(
     committed — by an earlier run, or by another loader's group — nothing is written.
     """
     table_name = f"{namespace}.{dataset.table}"
-    written: dict[str, _Written] = {}
+    written: dict[str, Written] = {}
     left_out: dict[str, str] = {}
 
     def loaded_before(snapshot_id: int, marker: dict[str, str]) -> GroupLoad:
-        summary = _summary_of_loaded(table_name, dataset, own.identity, own.duplicates, snapshot_id, marker)
+        summary = summary_of_loaded(table_name, dataset, own.identity, own.duplicates, snapshot_id, marker)
         return GroupLoad({own.identity.run_id: summary}, committed=False)
 
     def attempt(table: Table, fit: SchemaFit) -> GroupLoad | None:
@@ -226,8 +226,8 @@ def load_group(
                 run_id = member.identity.run_id
                 try:
                     plan = plan_upsert_load(staged, dataset, member.rows.rename(fit.renames), ordering, live)
-                    if _must_write(table, written, run_id, plan):
-                        written[run_id] = _Written(plan, write_files(staged, dataset, plan))
+                    if must_write(table, written, run_id, plan):
+                        written[run_id] = Written(plan, write_files(staged, dataset, plan))
                 except (FileNotFoundError, OSError, TransientError):
                     raise
                 except Exception as exc:
@@ -235,7 +235,7 @@ def load_group(
                         raise
                     # A waiting file this loader cannot plan is its own loader's to fail, with its own error.
                     _leave_out(left_out, run_id, exc)
-                    _discard(table, written.pop(run_id, None))
+                    discard_written(table, written.pop(run_id, None))
                     continue
                 properties = {**member.identity.snapshot_properties(), **plan.counts()}
                 files, replaced = written[run_id].files, plan.replaced_files
@@ -262,10 +262,10 @@ def load_group(
             live.stage(group_files, [])
             staged_files = group_files
         commit_staged(pending)
-        live.committed(_head(staged) or 0)
+        live.committed(head_snapshot(staged) or 0)
         # Files an earlier attempt wrote for a group this commit did not take: never committed.
         committed = {data_file.file_path for data_file in staged_files}
-        _discard(table, *(w for w in written.values() if not any(f.file_path in committed for f in w.files)))
+        discard_written(table, *(w for w in written.values() if not any(f.file_path in committed for f in w.files)))
         loads = {
             run_id: LoadSummary(
                 table_name,
@@ -297,7 +297,7 @@ def commit_loop(
     catalog: Catalog,
     dataset: Dataset,
     identity: SourceIdentity,
-    written: Mapping[str, _Written],
+    written: Mapping[str, Written],
     attempt: Callable[[Table, SchemaFit], _Result | None],
     loaded_before: Callable[[int, dict[str, str]], _Result],
     *,
@@ -325,11 +325,11 @@ def commit_loop(
             if number:
                 table = catalog.load_table((namespace, dataset.table))
             if (found := find_marker(table, identity.sha256)) is not None:
-                _discard(table, *written.values())
+                discard_written(table, *written.values())
                 return loaded_before(*found)
             # Another tool may have added, renamed or dropped columns, or the contract gained some.
             table, fit = evolve_table(table, dataset, file=identity.file)
-            planned_against = _head(table)
+            planned_against = head_snapshot(table)
             if (result := attempt(table, fit)) is None:
                 continue
         except (CommitFailedException, ValidationException):
@@ -340,7 +340,7 @@ def commit_loop(
             # Maintenance replaced (compaction) and deleted (expiry) files this plan was reading:
             # a newer snapshot no longer needs them, so re-plan against it. A file missing from
             # the snapshot that is still current is a damaged table, not a race.
-            if _head(catalog.load_table((namespace, dataset.table))) == planned_against:
+            if head_snapshot(catalog.load_table((namespace, dataset.table))) == planned_against:
                 raise
             continue
         except DBAPIError as exc:
@@ -352,7 +352,7 @@ def commit_loop(
                 maybe.maybe_committed = True
             continue
         return result
-    _discard(table, *written.values())
+    discard_written(table, *written.values())
     raise CommitConflict(
         f"{attempts} commits to {table_name} lost to concurrent writers; the load will be retried",
         file=identity.file,
@@ -385,7 +385,7 @@ def _plan_inserts(
                 raise
             _leave_out(left_out, member.identity.run_id, exc)
     if dataset.strategy == "append":
-        return {run_id: _inserting(rows, 0, schema_id) for run_id, rows in batches.items()}
+        return {run_id: insert_plan(rows, 0, schema_id) for run_id, rows in batches.items()}
     key = list(dataset.key)
     everyone = pl.concat([batch.select(key) for batch in batches.values()], how="vertical_relaxed")
     stored = everyone.clear()
@@ -395,7 +395,7 @@ def _plan_inserts(
     plans = {}
     for run_id, batch in batches.items():
         new_rows, skipped = plan_insert_new(batch, stored, dataset.key)
-        plans[run_id] = _inserting(new_rows, skipped, schema_id)
+        plans[run_id] = insert_plan(new_rows, skipped, schema_id)
         stored = pl.concat([stored, new_rows.select(key)], how="vertical_relaxed")
     return plans
 
@@ -404,7 +404,7 @@ def _write_together(
     table: Table,
     dataset: Dataset,
     plans: Mapping[str, LoadPlan],
-    written: dict[str, _Written],
+    written: dict[str, Written],
     own: Incoming,
     left_out: dict[str, str],
 ) -> list[DataFile] | None:
@@ -418,7 +418,7 @@ def _write_together(
     """
     together = _together(plans)
     key = _TOGETHER + "/".join(plans)
-    if not _must_write(table, written, key, together):
+    if not must_write(table, written, key, together):
         return written[key].files
     try:
         files = write_files(table, dataset, together)
@@ -427,7 +427,7 @@ def _write_together(
     except Exception:
         logger.info("the rows of %d files could not be written together; writing each file's alone", len(plans))
         return _write_each(table, dataset, plans, written, own, left_out)
-    written[key] = _Written(together, files)
+    written[key] = Written(together, files)
     return files
 
 
@@ -453,18 +453,18 @@ def _write_each(
     table: Table,
     dataset: Dataset,
     plans: Mapping[str, LoadPlan],
-    written: dict[str, _Written],
+    written: dict[str, Written],
     own: Incoming,
     left_out: dict[str, str],
 ) -> list[DataFile] | None:
     """Write each plan's files on its own, side by side (see :func:`_write_together`)."""
-    todo = [(run_id, plan) for run_id, plan in plans.items() if _must_write(table, written, run_id, plan)]
+    todo = [(run_id, plan) for run_id, plan in plans.items() if must_write(table, written, run_id, plan)]
     failed: dict[str, Exception] = {}
     with ThreadPoolExecutor(max_workers=max(1, min(WRITERS, len(todo)))) as pool:
         futures = {run_id: pool.submit(write_files, table, dataset, plan) for run_id, plan in todo}
         for (run_id, plan), future in zip(todo, futures.values(), strict=True):
             try:
-                written[run_id] = _Written(plan, future.result())
+                written[run_id] = Written(plan, future.result())
             except Exception as exc:
                 failed[run_id] = exc
     for run_id, error in failed.items():
@@ -477,13 +477,13 @@ def _write_each(
     return [data_file for run_id in plans for data_file in written[run_id].files]
 
 
-def _must_write(table: Table, written: dict[str, _Written], run_id: str, plan: LoadPlan) -> bool:
+def must_write(table: Table, written: dict[str, Written], run_id: str, plan: LoadPlan) -> bool:
     """Whether ``plan``'s files must be written: an earlier attempt's files are kept when they hold the
     same rows, and deleted (and forgotten) when they do not."""
     previous = written.get(run_id)
     if previous is not None and previous.plan.same_output(plan):
         return False
-    _discard(table, written.pop(run_id, None))
+    discard_written(table, written.pop(run_id, None))
     return True
 
 
@@ -506,7 +506,7 @@ def _still_waiting(
     return members
 
 
-def _summary_of_loaded(
+def summary_of_loaded(
     table_name: str,
     dataset: Dataset,
     identity: SourceIdentity,
@@ -526,7 +526,7 @@ def _summary_of_loaded(
     return LoadSummary(table_name, dataset.strategy, 0, 0, 0, duplicates, snapshot_id, already_loaded=True)
 
 
-def _inserting(rows: pl.DataFrame, skipped: int, schema_id: int) -> LoadPlan:
+def insert_plan(rows: pl.DataFrame, skipped: int, schema_id: int) -> LoadPlan:
     """The plan that inserts ``rows`` (numbered by ``ROW_INDEX``) as they are and replaces nothing."""
     return LoadPlan(rows.drop(ROW_INDEX), [], rows.height, 0, skipped, rows.get_column(ROW_INDEX), schema_id)
 
@@ -541,7 +541,7 @@ def plan_upsert_load(
     """
     schema_id = table.metadata.current_schema_id
     if table.current_snapshot() is None:
-        return _inserting(incoming, 0, schema_id)
+        return insert_plan(incoming, 0, schema_id)
     key = dataset.key
     candidates = candidate_files(table, dataset, incoming, live)
     stored = read_files(table.metadata, table.io, candidates, [*key, *([ordering] if ordering else [])])
@@ -671,7 +671,7 @@ def stage_snapshot(
     return producer.snapshot_id
 
 
-def _head(table: Table) -> int | None:
+def head_snapshot(table: Table) -> int | None:
     snapshot = table.current_snapshot()
     return snapshot.snapshot_id if snapshot is not None else None
 
@@ -690,7 +690,7 @@ def _sleep_before_retry(attempt: int, backoff_seconds: float) -> None:
     time.sleep(random.uniform(0, min(MAX_BACKOFF_SECONDS, backoff_seconds * 2**attempt)))
 
 
-def _discard(table: Table, *lost: _Written | None) -> None:
+def discard_written(table: Table, *lost: Written | None) -> None:
     """Delete files lost attempts wrote (never files that may have been committed).
 
     A file that cannot be deleted does not fail the load (its rows are safely committed or safely

@@ -41,16 +41,16 @@ from icegate.datasets import POLARS_TYPES
 from icegate.errors import CommitConflict
 from icegate.lake.commit import (
     LiveFiles,
-    _discard,
-    _head,
-    _inserting,
-    _must_write,
-    _summary_of_loaded,
-    _Written,
+    Written,
     candidate_files,
     commit_loop,
     commit_staged,
+    discard_written,
+    head_snapshot,
+    insert_plan,
+    must_write,
     stage_snapshot,
+    summary_of_loaded,
     with_lineage,
     write_files,
 )
@@ -237,13 +237,13 @@ def load_stream(
     dedup = _dedupe(source, dataset.key, dataset.ordering_column) if dataset.strategy == "insert_new" else None
     duplicates = dedup.duplicates if dedup is not None else 0
     ingested_at = datetime.now(UTC)  # one load time for every attempt: kept files stay right
-    written: dict[str, _Written] = {}
+    written: dict[str, Written] = {}
     planned_on: Table | None = None
     #: What the catalog's commit raised, if it did: the commit may have landed, so its files stay.
     commit_error: BaseException | None = None
 
     def loaded_before(snapshot_id: int, marker: dict[str, str]) -> LoadSummary:
-        return _summary_of_loaded(table_name, dataset, identity, duplicates, snapshot_id, marker)
+        return summary_of_loaded(table_name, dataset, identity, duplicates, snapshot_id, marker)
 
     def attempt(table: Table, fit: SchemaFit) -> LoadSummary:
         nonlocal planned_on, commit_error
@@ -266,13 +266,13 @@ def load_stream(
                 new_rows, stored = _not_stored(table, dataset, rows, live)
             else:
                 new_rows, stored = rows, 0
-            plan = _inserting(new_rows, stored, schema_id)
+            plan = insert_plan(new_rows, stored, schema_id)
             # What an attempt keeps of the plan: which rows it inserts, one bit a row, not the rows.
             kept = dataclasses.replace(plan, rows=plan.rows.clear(), incoming=_flags(plan.incoming, rows.height))
             del rows, new_rows
             name = f"slice-{index}"
-            if _must_write(table, written, name, kept):
-                written[name] = _Written(kept, write_files(table, dataset, plan))
+            if must_write(table, written, name, kept):
+                written[name] = Written(kept, write_files(table, dataset, plan))
             files += written[name].files
             inserted += plan.inserted
             skipped += plan.skipped
@@ -288,7 +288,7 @@ def load_stream(
         except BaseException as exc:
             commit_error = exc
             raise
-        live.committed(_head(staged) or 0)
+        live.committed(head_snapshot(staged) or 0)
         return LoadSummary(table_name, dataset.strategy, inserted, 0, skipped, duplicates, snapshot_id)
 
     try:
@@ -308,9 +308,9 @@ def load_stream(
     except BaseException as exc:
         # Failed before a commit (a slice that cannot be read or written, ...): nothing is committed, and
         # no file is kept. A commit that failed with an unknown outcome keeps its files: they may be in the
-        # table (files that may have landed earlier are kept by _discard itself).
+        # table (files that may have landed earlier are kept by discard_written itself).
         if exc is not commit_error and planned_on is not None:
-            _discard(planned_on, *written.values())
+            discard_written(planned_on, *written.values())
         raise
 
 
