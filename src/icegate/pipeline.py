@@ -70,10 +70,12 @@ from icegate.waiting import Alone, InProcessQueue, ObjectQueue, WaitingLoad, Wai
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
 
+    from icegate.datasets import Dataset
     from icegate.lake import SourceIdentity
     from icegate.lake.commit import Incoming
 
 P = TypeVar("P", bound=Payload)
+J = TypeVar("J", bound=Job)
 R = TypeVar("R")
 A = ParamSpec("A")
 UNKNOWN_DATASET = "unknown"
@@ -219,8 +221,17 @@ def _prior_load(
 @_stage
 @_timed(c.PARSE)
 def run_parse(
-    job: Job, settings: Settings, storage: Storage, catalog: Catalog | Callable[[], Catalog] | None = None
+    job: Job,
+    settings: Settings,
+    storage: Storage,
+    catalog: Catalog | Callable[[], Catalog] | None = None,
+    inline: streamed.Inline | None = None,
 ) -> Parsed:
+    """Parse the job's file into ``parsed.parquet`` (or find its content loaded already).
+
+    A streamed file is validated and tallied as it is parsed when ``inline`` is given (the three stages run
+    in this process): :func:`run_validate` and :func:`run_score` then take their results from it.
+    """
     source, info = resolve_source(job.source, storage)
     # Its size as stored, also when the event did not say it: a group commit weighs the files it takes.
     source = dataclasses.replace(source, size=source.size if source.size is not None else info.size)
@@ -240,7 +251,7 @@ def run_parse(
         return _already_parsed(job, dataset.name, info, prior)
     if big:
         streamed.check_size(info.size, source.uri, settings.limits)  # before reading it
-        return _parse_streamed(job, info, settings, storage, catalog)
+        return _parse_streamed(job, info, settings, storage, catalog, inline)
     data = storage.read_bytes(source.uri, source.version_id)
 
     def lookup() -> tuple[str, PriorLoad | None]:
@@ -270,7 +281,7 @@ def run_parse(
         parsed = None  # bigger than the limits once decoded (a gzip, many short rows): streamed below
     if parsed is None:
         del data, parse, lookup  # the streamed parse holds a block at a time, not the whole file beside it
-        return _parse_streamed(job, info, settings, storage, catalog)
+        return _parse_streamed(job, info, settings, storage, catalog, inline)
     parsed_uri = processing_uri(settings, job.run_id, "parsed.parquet")
     storage.write_parquet(parsed_uri, parsed.with_lines())  # lines: where a rejected row is in the file
     return _parsed(
@@ -294,6 +305,7 @@ def _parse_streamed(
     settings: Settings,
     storage: Storage,
     catalog: Catalog | Callable[[], Catalog] | None,
+    inline: streamed.Inline | None,
 ) -> Parsed:
     """Parse a file too big to hold (``icegate.streamed``), a block at a time, hashing it on the way.
 
@@ -323,6 +335,16 @@ def _parse_streamed(
         return found is not None and found.done() and (answer := found.result()) is not None and answer[1] is not None
 
     parsed_uri = processing_uri(settings, job.run_id, "parsed.parquet")
+    if inline is not None:
+        inline.start(
+            storage,
+            valid_uri=processing_uri(settings, job.run_id, "valid.parquet"),
+            rejected_uri=_rejected_uri(settings, dataset.name, job.run_id),
+            dataset=dataset,
+            file=source.uri,
+            tally=_tally(dataset, source, info.last_modified.isoformat()),
+        )
+        parsed_uri = ""  # not written: each block went to the validator as it was parsed
     with ThreadPoolExecutor(1, thread_name_prefix="icegate-ledger") as pool:
         found = None if source.version_id else pool.submit(lookup)
         try:
@@ -337,6 +359,7 @@ def _parse_streamed(
                 encoding=settings.source_encoding,
                 normalize=NormalizeContext(phone_region=settings.phone_region),
                 stop=found_loaded,
+                inline=inline,
             )
         except Exception:
             if (answer := side_answer()) is not None and answer[1] is not None:
@@ -351,6 +374,8 @@ def _parse_streamed(
     else:
         prior = answer[1]
     if prior is not None:
+        if inline is not None:
+            inline.discard()  # validated for nothing: the content is loaded
         return _already_parsed(job, dataset.name, info, prior)
     columns = (parsed.format, parsed.rows, parsed.columns, parsed.ignored_columns)
     return dataclasses.replace(
@@ -422,22 +447,27 @@ def _parse_beside(
 
 @_stage
 @_timed(c.VALIDATE)
-def run_validate(parsed: Parsed, settings: Settings, storage: Storage) -> Validated:
+def run_validate(
+    parsed: Parsed, settings: Settings, storage: Storage, inline: streamed.Inline | None = None
+) -> Validated:
+    """Split the parsed rows into valid and rejected ones (a streamed file's, if ``inline`` took them: its counts)."""
     if parsed.prior_load is not None:
         return _extend(Validated, parsed)
     dataset = get_dataset(parsed.dataset)
     valid_uri = processing_uri(settings, parsed.run_id, "valid.parquet")
     if parsed.streamed:
-        # Rejected rows outlive processing/ (which expires): they sit with the run's DLQ entry.
-        rejected_uri = join(dlq_folder(settings, dataset.name, parsed.run_id), "rejected.parquet")
-        counts = streamed.validate(
-            storage,
-            parsed_uri=parsed.parsed_uri,
-            valid_uri=valid_uri,
-            rejected_uri=rejected_uri,
-            dataset=dataset,
-            file=parsed.source.uri,
-        )
+        rejected_uri = _rejected_uri(settings, dataset.name, parsed.run_id)
+        if inline is not None and inline.started:
+            counts = inline.validation()
+        else:
+            counts = streamed.validate(
+                storage,
+                parsed_uri=parsed.parsed_uri,
+                valid_uri=valid_uri,
+                rejected_uri=rejected_uri,
+                dataset=dataset,
+                file=parsed.source.uri,
+            )
         return _extend(
             Validated,
             parsed,
@@ -451,8 +481,7 @@ def run_validate(parsed: Parsed, settings: Settings, storage: Storage) -> Valida
     storage.write_parquet(valid_uri, result.valid)
     rejected_uri = ""
     if result.rejected.num_rows:
-        # Rejected rows outlive processing/ (which expires): they sit with the run's DLQ entry.
-        rejected_uri = join(dlq_folder(settings, dataset.name, parsed.run_id), "rejected.parquet")
+        rejected_uri = _rejected_uri(settings, dataset.name, parsed.run_id)
         storage.write_parquet(rejected_uri, result.rejected)
     return _extend(
         Validated,
@@ -468,8 +497,13 @@ def run_validate(parsed: Parsed, settings: Settings, storage: Storage) -> Valida
 @_stage
 @_timed(c.SCORE)
 def run_score(
-    validated: Validated, settings: Settings, storage: Storage, catalog: Catalog | Callable[[], Catalog] | None = None
+    validated: Validated,
+    settings: Settings,
+    storage: Storage,
+    catalog: Catalog | Callable[[], Catalog] | None = None,
+    inline: streamed.Inline | None = None,
 ) -> Scored:
+    """Score the validated rows against the quality gate (a streamed file's tally, if ``inline`` took it)."""
     if (prior := validated.prior_load) is not None:
         # The gate lets it through to the loader, which records "already loaded": the score shown
         # is the one the content had when it was loaded.
@@ -481,10 +515,10 @@ def run_score(
     weights = resolve_weights(dataset, settings.quality_weights)
     floors = resolve_floors(dataset, settings.quality_floors)
     threshold = settings.quality_thresholds.get(dataset.name, dataset.quality_threshold)
-    tally = QualityTally(
-        dataset, file=validated.source.name, upload_date=datetime.fromisoformat(validated.uploaded_at).date()
-    )
-    if validated.streamed:
+    tally = _tally(dataset, validated.source, validated.uploaded_at)
+    if validated.streamed and inline is not None and inline.started:
+        tally = inline.tally
+    elif validated.streamed:
         streamed.tally(storage, tally, valid_uri=validated.valid_uri, rejected_uri=validated.rejected_uri)
     else:
         rejected_uri = validated.rejected_uri
@@ -509,6 +543,15 @@ def run_score(
         reason=document["reason"],
     )
     return _extend(Scored, validated, quality=summary)
+
+
+def _rejected_uri(settings: Settings, dataset: str, run_id: str) -> str:
+    # Rejected rows outlive processing/ (which expires): they sit with the run's DLQ entry.
+    return join(dlq_folder(settings, dataset, run_id), "rejected.parquet")
+
+
+def _tally(dataset: Dataset, source: SourceObject, uploaded_at: str) -> QualityTally:
+    return QualityTally(dataset, file=source.name, upload_date=datetime.fromisoformat(uploaded_at).date())
 
 
 def _trend_failures(
@@ -1069,24 +1112,30 @@ class LocalRunner:
     ) -> Scored | FileOutcome:
         """Parse, validate and score ``job``'s file: the scored file to load, or how it ended (dead-lettered)."""
         settings = self.settings
-        state: Payload = job
+        state: Job = job
         stage = c.PARSE
+        # One process runs the three stages: a streamed file is validated and tallied as it is parsed.
+        inline = streamed.Inline()
         try:
             stage = _enter(job.source, c.PARSE, on_stage)
             # The ledger's catalog is opened only when asked for: a catalog that is down fails the load, not the parse.
-            parsed = state = _with_retries(lambda: run_parse(job, settings, storage, self._parse_catalog()))
+            parsed = state = _with_retries(lambda: run_parse(job, settings, storage, self._parse_catalog(), inline))
             if self._opener is not None:
                 self.catalog  # noqa: B018 - an opener that failed stops the run before anything is written
             stage = _enter(job.source, c.VALIDATE, on_stage)
-            validated = state = _with_retries(lambda: run_validate(parsed, settings, storage))
+            validated = state = _with_retries(lambda: run_validate(parsed, settings, storage, inline))
             storage.forget(parsed.parsed_uri)  # its only reader is done: free the file's raw strings
             stage = _enter(job.source, c.SCORE, on_stage)
-            scored = state = _with_retries(lambda: run_score(validated, settings, storage, self._ledger_catalog))
+            scored = state = _with_retries(
+                lambda: run_score(validated, settings, storage, self._ledger_catalog, inline)
+            )
         except CatalogNotOpened as failed:
             self._clean(job.run_id, keep_processing, storage)
             raise failed.error from None
         except Exception as exc:  # the state machine's Catch States.ALL
+            state = _inline_seconds(state, inline)
             return self._dead_letter(job, state, stage, error_info(exc), started, keep_processing, storage)
+        scored = _inline_seconds(scored, inline)
         if not passes_gate(scored):
             return self._dead_letter(job, scored, c.GATE, gate_error(scored), started, keep_processing, storage)
         return scored
@@ -1145,6 +1194,18 @@ class LocalRunner:
         if keep or not self.settings.is_local:
             return
         shutil.rmtree(Path(self.settings.lake_path(c.PROCESSING_PREFIX, run_id)), ignore_errors=True)
+
+
+def _inline_seconds(state: J, inline: streamed.Inline) -> J:
+    """The stage seconds with the validator's and scorer's time inside a streamed parse moved to them."""
+    if not inline.started or c.PARSE not in state.stage_seconds:
+        return state
+    seconds = dict(state.stage_seconds)
+    for stage, spent in inline.seconds.items():
+        seconds[c.PARSE] -= spent
+        seconds[stage] = round(seconds.get(stage, 0.0) + spent, 4)
+    seconds[c.PARSE] = round(seconds[c.PARSE], 4)
+    return dataclasses.replace(state, stage_seconds=seconds)
 
 
 def _with_retries(call: Callable[[], R]) -> R:

@@ -17,21 +17,24 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
 import polars as pl
 import pyarrow as pa
 
+from icegate import constants as c
 from icegate.datasets import Dataset, NormalizeContext
 from icegate.errors import FileTooLarge
 from icegate.parse import stream_delimited
 from icegate.parse.stream import DEFAULT_BLOCK_BYTES
 from icegate.quality import QualityTally
 from icegate.settings import Limits
-from icegate.storage import STREAM_READ_BYTES, Storage
-from icegate.validate import no_rejected_rows, validate_table
+from icegate.storage import STREAM_READ_BYTES, ParquetSink, Storage
+from icegate.validate import ValidationResult, no_rejected_rows, validate_table
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
@@ -116,11 +119,18 @@ def parse(
     encoding: str | None,
     normalize: NormalizeContext,
     stop: Callable[[], bool] = lambda: False,
+    inline: Inline | None = None,
 ) -> StreamedParse:
     """Parse the object at ``uri`` into ``parsed_uri`` (the records' lines included), a block at a time,
-    hashing its bytes on the way. ``stop`` is asked between blocks: when it says so, :class:`Stopped`."""
+    hashing its bytes on the way. ``stop`` is asked between blocks: when it says so, :class:`Stopped`.
+
+    With a started ``inline``, each block goes to it instead (validated and tallied as it comes), and
+    ``parsed_uri`` is not written.
+    """
     first = None
-    with storage.open_stream(uri, version_id) as raw, storage.parquet_sink(parsed_uri) as sink:
+    rows = 0
+    take = inline.taking() if inline is not None and inline.started else storage.parquet_sink(parsed_uri)
+    with storage.open_stream(uri, version_id) as raw, take as sink:
         source = _Hashing(raw)
         batches = stream_delimited(
             source,
@@ -137,11 +147,12 @@ def parse(
                     raise Stopped
                 first = first or batch
                 sink.write(batch.with_lines())
+                rows += batch.table.num_rows
         except FileTooLarge:  # only the byte caps apply to a stream, and they are max_stream_bytes
             raise _too_big(uri, limits, f"more than {limits.max_stream_bytes:,} bytes of text") from None
         sha256 = source.drain()
     assert first is not None, "stream_delimited raises EmptyFile for a file without records"
-    return StreamedParse(first.format, sink.rows, list(first.table.column_names), first.ignored_columns, sha256)
+    return StreamedParse(first.format, rows, list(first.table.column_names), first.ignored_columns, sha256)
 
 
 @dataclass(frozen=True)
@@ -155,19 +166,115 @@ def validate(
     storage: Storage, *, parsed_uri: str, valid_uri: str, rejected_uri: str, dataset: Dataset, file: str
 ) -> StreamedValidation:
     """Validate ``parsed_uri`` a row group at a time into ``valid_uri`` and (only if any) ``rejected_uri``."""
-    failed: dict[str, int] = {}
-    first_row = 1
     with storage.parquet_sink(valid_uri) as valid, storage.parquet_sink(rejected_uri) as rejected:
+        validator = _Validator(dataset, file, valid, rejected)
         for slice_ in storage.iter_parquet(parsed_uri):
-            result = validate_table(slice_, dataset, file=file, first_row=first_row)
-            first_row += slice_.num_rows
-            if result.valid.num_rows or not valid.tables:  # the file's schema, even if no row is valid
-                valid.write(result.valid)
-            if result.rejected.num_rows:
-                rejected.write(result.rejected)
-            for check, rows in result.failed_checks.items():
-                failed[check] = failed.get(check, 0) + rows
-    return StreamedValidation(valid.rows, rejected.rows, dict(sorted(failed.items())))
+            validator.add(slice_)
+    return validator.counts()
+
+
+class _Validator:
+    """A file's slices validated in turn into its valid and rejected rows' sinks, their failed checks counted."""
+
+    def __init__(self, dataset: Dataset, file: str, valid: ParquetSink, rejected: ParquetSink) -> None:
+        self._dataset, self._file = dataset, file
+        self._valid, self._rejected = valid, rejected
+        self._failed: dict[str, int] = {}
+        self._first_row = 1
+
+    def add(self, table: pa.Table) -> ValidationResult:
+        result = validate_table(table, self._dataset, file=self._file, first_row=self._first_row)
+        self._first_row += table.num_rows
+        if result.valid.num_rows or not self._valid.tables:  # the file's schema, even if no row is valid
+            self._valid.write(result.valid)
+        if result.rejected.num_rows:
+            self._rejected.write(result.rejected)
+        for check, rows in result.failed_checks.items():
+            self._failed[check] = self._failed.get(check, 0) + rows
+        return result
+
+    def counts(self) -> StreamedValidation:
+        return StreamedValidation(self._valid.rows, self._rejected.rows, dict(sorted(self._failed.items())))
+
+
+class Inline:
+    """The validator's and the scorer's work on a streamed file, done on each block as the parser yields it.
+
+    The Lambdas run each stage in a function of its own, which reads what the one before wrote; the local
+    runner runs the three in one process, where a parsed block is validated and tallied at once: no
+    ``parsed.parquet`` is written and read back, and the valid rows are read again only by the load.
+    The outcome is the staged one: the same valid and rejected objects, counts, tally and errors, each
+    stage's error raised in its turn (:meth:`validation` raises what validating a block raised, and the
+    parse goes on reading meanwhile, so a malformed record further on is still the error reported).
+    """
+
+    def __init__(self) -> None:
+        self.started = False
+
+    def start(
+        self, storage: Storage, *, valid_uri: str, rejected_uri: str, dataset: Dataset, file: str, tally: QualityTally
+    ) -> None:
+        """Take the blocks of this file (again, on a retry: what an earlier attempt counted is dropped)."""
+        self.started = True
+        self._storage = storage
+        self.valid_uri, self.rejected_uri = valid_uri, rejected_uri
+        self._dataset, self._file = dataset, file
+        self.tally = tally
+        self._error: Exception | None = None
+        self._result: StreamedValidation | None = None
+        #: Time spent validating and tallying, inside the parse stage's own.
+        self.seconds = {c.VALIDATE: 0.0, c.SCORE: 0.0}
+
+    @contextmanager
+    def taking(self) -> Iterator[_Taker]:
+        """Where the parse writes its blocks; the valid and rejected objects appear when it ends without error."""
+        no_rejected = no_rejected_rows(self._dataset)
+        storage = self._storage
+        try:
+            with storage.parquet_sink(self.valid_uri) as valid, storage.parquet_sink(self.rejected_uri) as rejected:
+                validator = _Validator(self._dataset, self._file, valid, rejected)
+                yield _Taker(lambda table: self._take(table, validator, no_rejected))
+                if self._error is not None:
+                    raise _Abandoned  # nothing is kept of a file whose validation failed, as staged
+            self._result = validator.counts()
+        except _Abandoned:
+            pass
+
+    def _take(self, table: pa.Table, validator: _Validator, no_rejected: pl.DataFrame) -> None:
+        if self._error is not None:
+            return  # the parse reads on: its own errors come first
+        started = time.perf_counter()
+        try:
+            result = validator.add(table)
+        except Exception as exc:
+            self._error = exc
+            return
+        validated = time.perf_counter()
+        rejected = _frame(result.rejected) if result.rejected.num_rows else no_rejected
+        self.tally.add(_frame(result.valid), rejected)
+        self.seconds[c.VALIDATE] += validated - started
+        self.seconds[c.SCORE] += time.perf_counter() - validated
+
+    def validation(self) -> StreamedValidation:
+        """The counts of the validated file, or what validating it raised."""
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None, "the parse took every block"
+        return self._result
+
+    def discard(self) -> None:
+        """Remove what was written (the content turned out to be loaded already: nothing is validated)."""
+        self._storage.delete(self.valid_uri)
+        self._storage.delete(self.rejected_uri)
+
+
+class _Abandoned(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class _Taker:
+    write: Callable[[pa.Table], None]
 
 
 def tally(storage: Storage, tally: QualityTally, *, valid_uri: str, rejected_uri: str) -> None:
@@ -200,10 +307,11 @@ def load(
 
     with storage.local_parquet(valid_uri) as parquet:
 
-        def slices() -> Iterator[pl.DataFrame]:
+        def slices(columns: list[str] | None = None) -> Iterator[pl.DataFrame]:
             for group in range(parquet.num_row_groups):
-                yield _frame(parquet.read_row_group(group))
+                yield _frame(parquet.read_row_group(group, columns=columns))
 
+        keys = [*dataset.key, *([dataset.ordering_column] if dataset.ordering_column else [])]
         return load_stream(
             catalog,
             dataset,
@@ -212,6 +320,7 @@ def load(
             namespace=namespace,
             attempts=attempts,
             backoff_seconds=backoff_seconds,
+            key_slices=lambda: slices(keys),
         )
 
 

@@ -20,12 +20,13 @@ import pytest
 
 from benchmarks.generate import posts_frame
 from icegate import streamed
-from icegate.errors import StorageUnavailable
+from icegate.errors import SchemaMismatch, StorageUnavailable
 from icegate.lake import build_catalog
-from icegate.payloads import Job, Loaded
-from icegate.pipeline import FileOutcome, LocalRunner, local_sources, run_parse
+from icegate.payloads import Job, Loaded, Scored
+from icegate.pipeline import FileOutcome, LocalRunner, local_sources, run_parse, run_score, run_validate
 from icegate.settings import Limits, Settings
 from icegate.storage import Storage
+from icegate.validate import validate_table
 
 POSTS_NAME = "post_results_20260113_175319.csv"
 #: Columns that differ between two runs of the same file (when and by which run it was loaded).
@@ -227,3 +228,107 @@ def test_a_failing_side_read_leaves_the_parse_to_hash_the_file_and_ask_the_ledge
 
     # THEN the parse's own hash finds it loaded: the failed shortcut costs nothing but its time
     assert again.outcome == "already_loaded", again.error
+    # AND what the runner validated while parsing it is dropped: only the load's rejected rows are kept
+    assert len(list((tmp_path / "lake" / "dlq").rglob("rejected.parquet"))) == 1
+
+
+def parquet_frame(path: str | Path) -> pl.DataFrame:
+    frame = pl.from_arrow(pq.read_table(path))
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def test_the_stages_run_apart_as_the_functions_run_them_give_what_the_runner_gives_validating_as_it_parses(
+    tmp_path: Path,
+) -> None:
+    # GIVEN a streamed file (rows rejected, keys repeated)
+    source = write(scraped_posts(2_000), tmp_path / "landing")
+    settings = Settings(lake_root=str(tmp_path / "apart"), limits=Limits(stream_above_bytes=1))
+
+    # WHEN its stages run one after another, each reading what the last wrote (as the Lambda functions do)
+    storage = Storage()
+    job = Job(source=local_sources([source]).files[0], run_id="run-apart")
+    parsed = run_parse(job, settings, storage)
+    scored = run_score(run_validate(parsed, settings, storage), settings, storage)
+    # AND the local runner runs them in one process, keeping its scratch objects to compare
+    runner = LocalRunner(replace(settings, lake_root=str(tmp_path / "together")))
+    together = runner.run(local_sources([source]).files[0], keep_processing=True)
+
+    # THEN the parser wrote its rows for the validator only when the stages ran apart
+    assert together.outcome == "loaded", together.error
+    assert isinstance(together.state, Scored)
+    assert parsed.streamed
+    assert together.state.streamed
+    assert Path(parsed.parsed_uri).is_file()
+    assert together.state.parsed_uri == ""
+    assert not list((tmp_path / "together" / "processing").rglob("parsed.parquet"))
+
+    # AND both give the same counts, checks, score and dimensions
+    def facts(state: Scored) -> tuple[Any, ...]:
+        assert state.quality is not None
+        counts = (state.rows, state.rows_valid, state.rows_rejected, state.failed_checks)
+        return counts, state.quality.score, state.quality.dimensions, state.quality.passed
+
+    assert facts(scored) == facts(together.state)
+    # AND the same valid rows and rejected rows (lines included), in the same order
+    assert parquet_frame(scored.valid_uri).equals(parquet_frame(together.state.valid_uri))
+    assert parquet_frame(scored.rejected_uri).equals(parquet_frame(together.state.rejected_uri))
+    # AND each stage's time is its own: the validator's and scorer's work is not counted as the parse's
+    seconds = together.state.stage_seconds
+    assert seconds["validate"] > 0
+    assert seconds["score"] > 0
+    assert sum(seconds[stage] for stage in ("parse", "validate", "score")) <= together.seconds
+
+
+class _FailsValidatingFirstBlock:
+    """``validate_table`` failing on the first block as it does for a file that does not fit its dataset."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, table: Any, dataset: Any, *, file: str, first_row: int = 1) -> Any:
+        self.calls += 1
+        if self.calls == 1:
+            raise SchemaMismatch(f"the file does not fit dataset {dataset.name!r}: post_id: dtype", file=file)
+        return validate_table(table, dataset, file=file, first_row=first_row)
+
+
+def test_a_file_failing_validation_as_it_is_parsed_is_dead_lettered_by_the_validator_keeping_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a streamed file whose first block the validator refuses
+    source = write(scraped_posts(2_000), tmp_path / "landing")
+    monkeypatch.setattr(streamed, "validate_table", _FailsValidatingFirstBlock())
+
+    # WHEN the local runner validates it as it parses it
+    outcome = run(tmp_path / "lake", source, stream_above_bytes=1)
+
+    # THEN it is dead-lettered by the validator, with its error, after a complete parse
+    assert outcome.outcome == "dead_lettered"
+    assert outcome.dead_letter is not None
+    error = json.loads(Path(outcome.dead_letter.error_uri).read_text())
+    assert (error["stage"], error["error_type"]) == ("validate", "SchemaMismatch")
+    assert outcome.state.to_dict()["rows"] == 2_040
+    # AND no valid or rejected rows were kept, nothing committed
+    assert not list((tmp_path / "lake").rglob("valid.parquet"))
+    assert not list((tmp_path / "lake").rglob("rejected.parquet"))
+    assert not build_catalog(Settings(lake_root=str(tmp_path / "lake"))).table_exists(("instagram_db", "posts"))
+
+
+def test_a_malformed_row_after_a_block_that_failed_validation_is_the_error_reported_as_when_the_stages_run_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a streamed file whose first block the validator refuses, and whose 1 500th line has a field too many
+    source = write(posts_frame(2_000), tmp_path / "landing")
+    lines = source.read_text().splitlines(keepends=True)
+    lines[1500] = lines[1500].rstrip("\n") + ",surplus\n"
+    source.write_text("".join(lines))
+    monkeypatch.setattr(streamed, "validate_table", _FailsValidatingFirstBlock())
+
+    # WHEN the local runner validates it as it parses it
+    outcome = run(tmp_path / "lake", source, stream_above_bytes=1)
+
+    # THEN the parser's error is the one reported (the validator runs after the parser), at its line
+    assert outcome.dead_letter is not None
+    error = json.loads(Path(outcome.dead_letter.error_uri).read_text())
+    assert (error["stage"], error["error_type"], error["line"]) == ("parse", "MalformedFile", 1500)

@@ -202,6 +202,47 @@ def test_a_file_in_slices_loads_as_load_batch_loads_it_whole(
         assert (sliced.inserted, sliced.skipped, sliced.duplicates_in_file) == (file.height, 0, 0)
 
 
+def key_columns(slices: Slices, dataset: Dataset) -> Slices:
+    """The slices with only what deduplication reads: the key and the ordering column."""
+    names = [*dataset.key, *([dataset.ordering_column] if dataset.ordering_column else [])]
+    return lambda: (frame.select(names) for frame in slices())
+
+
+@pytest.mark.parametrize("dataset", [POSTS, RESTAURANTS], ids=["posts-ordering-column", "restaurants-last-wins"])
+def test_deduplication_reading_the_key_columns_alone_loads_what_reading_whole_slices_loads(
+    tmp_path: Path, dataset: Dataset
+) -> None:
+    # GIVEN two lakes holding the same earlier load, and a file whose keys repeat across slices
+    lakes = {how: new_catalog(tmp_path / how) for how in ("whole-slices", "key-columns")}
+    for lake in lakes.values():
+        batch(lake, dataset, rows(dataset, [2, 7, 21, 40], version=9), "earlier", run="run-0")
+    slices = in_slices(a_file(dataset), 3)
+
+    # WHEN one load deduplicates on the slices and the other on their key columns alone
+    whole = stream(lakes["whole-slices"], dataset, slices, "file")
+    keyed = stream(lakes["key-columns"], dataset, slices, "file", key_slices=key_columns(slices, dataset))
+
+    # THEN the same rows are kept and counted
+    assert dataclasses.replace(keyed, snapshot_id=None) == dataclasses.replace(whole, snapshot_id=None)
+    assert keyed.duplicates_in_file == 5
+    assert stored(lakes["key-columns"], dataset).equals(stored(lakes["whole-slices"], dataset), null_equal=True)
+
+
+def test_key_columns_of_other_rows_than_the_slices_are_refused_and_leave_nothing(
+    catalog: Catalog, settings: Settings
+) -> None:
+    # GIVEN slices, and key columns that end a slice early
+    slices = in_slices(a_file(POSTS), 3)
+    shorter = in_slices(a_file(POSTS).head(-1), 3)
+
+    # WHEN they are loaded together
+    with pytest.raises(SlicesChanged):
+        stream(catalog, POSTS, slices, "file", key_slices=key_columns(shorter, POSTS))
+
+    # THEN nothing is committed and no file is left
+    assert parquet_on_disk(Path(settings.lake_root)) == set()
+
+
 def test_the_newest_duplicate_wins_across_slices(catalog: Catalog) -> None:
     # GIVEN a file whose key 7 comes three times, in three slices, each time newer
     file = a_file(POSTS)

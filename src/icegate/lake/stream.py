@@ -214,6 +214,7 @@ def load_stream(
     namespace: str,
     attempts: int = 8,
     backoff_seconds: float = 0.05,
+    key_slices: Slices | None = None,
 ) -> LoadSummary:
     """Merge a file's validated rows, given as re-readable ``slices``, into the dataset's table in one commit.
 
@@ -223,6 +224,9 @@ def load_stream(
     it is read once for the keys, once more per :data:`VERIFY_ROWS` rows whose key may repeat, and once
     per commit attempt. A commit that loses a race re-plans every slice and rewrites only the slices
     whose plan changed.
+
+    ``key_slices``, if given, are the same slices with the key and ordering columns only (Parquet reads those
+    alone, not the file's text): deduplication reads them instead.
 
     An ``upsert`` rewrites stored files that rows of any slice may replace, which cannot be decided slice
     by slice: such files load whole, with ``load_batch``.
@@ -234,7 +238,11 @@ def load_stream(
         )
     table_name = f"{namespace}.{dataset.table}"
     source = _Source(_typed(slices, dataset))
-    dedup = _dedupe(source, dataset.key, dataset.ordering_column) if dataset.strategy == "insert_new" else None
+    dedup = None
+    if dataset.strategy == "insert_new":
+        keys = source if key_slices is None else _Source(_typed(key_slices, dataset, _dedup_columns(dataset)))
+        dedup = _dedupe(keys, dataset.key, dataset.ordering_column)
+        source.heights = keys.heights  # the same rows: slices of other heights raise SlicesChanged
     duplicates = dedup.duplicates if dedup is not None else 0
     ingested_at = datetime.now(UTC)  # one load time for every attempt: kept files stay right
     written: dict[str, Written] = {}
@@ -314,10 +322,17 @@ def load_stream(
         raise
 
 
-def _typed(slices: Slices, dataset: Dataset) -> Slices:
-    """The slices with the contract's columns in its types, so that a key hashes alike in every slice."""
-    columns = [pl.col(c.name).cast(POLARS_TYPES[c.type]) for c in dataset.columns]
+def _typed(slices: Slices, dataset: Dataset, names: Sequence[str] | None = None) -> Slices:
+    """The slices with the contract's columns (or ``names`` of them) in its types, so that a key hashes alike
+    in every slice."""
+    types = {c.name: POLARS_TYPES[c.type] for c in dataset.columns}
+    columns = [pl.col(name).cast(types[name]) for name in (names or types)]
     return lambda: (frame.select(columns) for frame in slices())
+
+
+def _dedup_columns(dataset: Dataset) -> list[str]:
+    """What deduplication reads: the key, and the column that orders a key's rows."""
+    return [*dataset.key, *([dataset.ordering_column] if dataset.ordering_column else [])]
 
 
 def _flags(positions: pl.Series, height: int) -> pl.Series:
