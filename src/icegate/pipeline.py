@@ -367,16 +367,20 @@ def _parse_streamed(
             raise
         answer = side_answer()
     # What was written under processing/ is left to expire with it (the parser may not delete there).
-    if answer is None:  # no side read (a pinned version), or it failed: the parse's own hash asks
-        prior = _prior_load(settings, catalog, table, sha256=parsed.sha256)
-    elif answer[0] != parsed.sha256:
-        raise StorageUnavailable("the object changed while it was read; it will be read again", file=source.uri)
-    else:
-        prior = answer[1]
-    if prior is not None:
-        if inline is not None:
-            inline.discard()  # validated for nothing: the content is loaded
-        return _already_parsed(job, dataset.name, info, prior)
+    validated = False
+    try:
+        if answer is None:  # no side read (a pinned version), or it failed: the parse's own hash asks
+            prior = _prior_load(settings, catalog, table, sha256=parsed.sha256)
+        elif answer[0] != parsed.sha256:
+            raise StorageUnavailable("the object changed while it was read; it will be read again", file=source.uri)
+        else:
+            prior = answer[1]
+        if prior is not None:
+            return _already_parsed(job, dataset.name, info, prior)
+        validated = True
+    finally:
+        if inline is not None and not validated:
+            inline.discard()  # validated for nothing: the content is loaded, or is to be read again
     columns = (parsed.format, parsed.rows, parsed.columns, parsed.ignored_columns)
     return dataclasses.replace(
         _parsed(job, dataset.name, info, parsed.sha256, *columns, parsed_uri, settings, storage), streamed=True

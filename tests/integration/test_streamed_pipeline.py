@@ -194,20 +194,23 @@ class _ReplacedWhileRead(Storage):
         return hashlib.sha256(b"the bytes that were there before").hexdigest()
 
 
+@pytest.mark.parametrize("inline", [False, True], ids=["stages-apart", "validated-as-parsed"])
 def test_an_object_replaced_between_its_two_reads_is_read_again_not_loaded_under_the_other_hash(
-    tmp_path: Path,
+    tmp_path: Path, inline: bool
 ) -> None:
-    # GIVEN a streamed file whose bytes change between the hash read and the parse's read
+    # GIVEN a streamed file (some rows rejected) whose bytes change between the hash read and the parse's read
     source = write(scraped_posts(300), tmp_path / "landing")
     settings = Settings(lake_root=str(tmp_path / "lake"), limits=Limits(stream_above_bytes=1))
     job = Job(source=local_sources([source]).files[0], run_id="run-1")
 
-    # WHEN the parse stage runs
+    # WHEN the parse stage runs (on its own, or validating as it parses)
     with pytest.raises(StorageUnavailable, match="changed while it was read"):
-        run_parse(job, settings, _ReplacedWhileRead())
+        run_parse(job, settings, _ReplacedWhileRead(), inline=streamed.Inline() if inline else None)
 
     # THEN it fails as transient (the state machine reads it again); what it parsed is only scratch, which expires
     assert {p.relative_to(tmp_path / "lake").parts[0] for p in (tmp_path / "lake").rglob("*.parquet")} <= {"processing"}
+    # AND no rows it validated are left as the file's
+    assert not list((tmp_path / "lake").rglob("valid.parquet"))
 
 
 class _SideReadFails(Storage):
