@@ -519,17 +519,18 @@ def run_score(
     weights = resolve_weights(dataset, settings.quality_weights)
     floors = resolve_floors(dataset, settings.quality_floors)
     threshold = settings.quality_thresholds.get(dataset.name, dataset.quality_threshold)
-    tally = _tally(dataset, validated.source, validated.uploaded_at)
     if validated.streamed and inline is not None and inline.started:
-        tally = inline.tally
-    elif validated.streamed:
-        streamed.tally(storage, tally, valid_uri=validated.valid_uri, rejected_uri=validated.rejected_uri)
+        tally = inline.tally  # every slice was added as it was parsed
     else:
-        rejected_uri = validated.rejected_uri
-        tally.add(
-            storage.read_frame(validated.valid_uri),
-            storage.read_frame(rejected_uri) if rejected_uri else no_rejected_rows(dataset),
-        )
+        tally = _tally(dataset, validated.source, validated.uploaded_at)
+        if validated.streamed:
+            streamed.tally(storage, tally, valid_uri=validated.valid_uri, rejected_uri=validated.rejected_uri)
+        else:
+            rejected_uri = validated.rejected_uri
+            tally.add(
+                storage.read_frame(validated.valid_uri),
+                storage.read_frame(rejected_uri) if rejected_uri else no_rejected_rows(dataset),
+            )
     report = tally.report(weights=weights, floors=floors, threshold=threshold)
     document = report.to_dict()
     if dataset.trend_gate is not None and (failures := _trend_failures(validated, report.score, settings, catalog)):
@@ -1206,6 +1207,8 @@ def _inline_seconds(state: J, inline: streamed.Inline) -> J:
         return state
     seconds = dict(state.stage_seconds)
     for stage, spent in inline.seconds.items():
+        if not spent and stage not in seconds:
+            continue  # never reached (validation failed): no time to show for it
         seconds[c.PARSE] -= spent
         seconds[stage] = round(seconds.get(stage, 0.0) + spent, 4)
     seconds[c.PARSE] = round(seconds[c.PARSE], 4)

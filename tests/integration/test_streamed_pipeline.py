@@ -312,6 +312,8 @@ def test_a_file_failing_validation_as_it_is_parsed_is_dead_lettered_by_the_valid
     error = json.loads(Path(outcome.dead_letter.error_uri).read_text())
     assert (error["stage"], error["error_type"]) == ("validate", "SchemaMismatch")
     assert outcome.state.to_dict()["rows"] == 2_040
+    # AND, as when the stages run apart, only the stage that ended records its time: nothing was scored
+    assert set(outcome.state.to_dict()["stage_seconds"]) == {"parse"}
     # AND no valid or rejected rows were kept, nothing committed
     assert not list((tmp_path / "lake").rglob("valid.parquet"))
     assert not list((tmp_path / "lake").rglob("rejected.parquet"))
