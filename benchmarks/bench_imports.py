@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
 
-    rows = []
+    rows: list[tuple[str, float, float | None]] = []
     walls = [run([str(ICEGATE), "--help"])[0] for _ in range(args.repeat)]
     rows.append(("icegate --help", statistics.median(walls), None))
     for handler in HANDLERS:

@@ -229,7 +229,7 @@ def _outcome_document(outcome: FileOutcome) -> dict[str, Any]:
         "run_id": outcome.run_id,
         "outcome": outcome.outcome,
         "dataset": getattr(state, "dataset", "") or (entry.dataset if entry else None) or None,
-        "rows_read": state.rows if hasattr(state, "parsed_uri") and state.parsed_uri else None,
+        "rows_read": state.rows if getattr(state, "format", "") else None,  # a format: the file was decoded
         "rows_valid": state.rows_valid if hasattr(state, "valid_uri") and state.valid_uri else None,
         "rows_rejected": state.rows_rejected if hasattr(state, "valid_uri") and state.valid_uri else None,
         "rejected_rows_uri": getattr(state, "rejected_uri", "") or None,

@@ -232,6 +232,8 @@ def run_parse(
     A streamed file is validated and tallied as it is parsed when ``inline`` is given (the three stages run
     in this process): :func:`run_validate` and :func:`run_score` then take their results from it.
     """
+    if inline is not None:
+        inline.reset()  # a retry: what an earlier attempt took is not this one's
     source, info = resolve_source(job.source, storage)
     # Its size as stored, also when the event did not say it: a group commit weighs the files it takes.
     source = dataclasses.replace(source, size=source.size if source.size is not None else info.size)
@@ -345,30 +347,31 @@ def _parse_streamed(
             tally=_tally(dataset, source, info.last_modified.isoformat()),
         )
         parsed_uri = ""  # not written: each block went to the validator as it was parsed
-    with ThreadPoolExecutor(1, thread_name_prefix="icegate-ledger") as pool:
-        found = None if source.version_id else pool.submit(lookup)
-        try:
-            parsed = streamed.parse(
-                storage,
-                uri=source.uri,
-                version_id=source.version_id,
-                name=source.key,
-                dataset=dataset,
-                parsed_uri=parsed_uri,
-                limits=settings.limits,
-                encoding=settings.source_encoding,
-                normalize=NormalizeContext(phone_region=settings.phone_region),
-                stop=found_loaded,
-                inline=inline,
-            )
-        except Exception:
-            if (answer := side_answer()) is not None and answer[1] is not None:
-                return _already_parsed(job, dataset.name, info, answer[1])
-            raise
-        answer = side_answer()
-    # What was written under processing/ is left to expire with it (the parser may not delete there).
+    # What the stages apart write under processing/ is left to expire with it (the parser may not delete
+    # there); what was validated as it was parsed is removed unless this returns the file parsed.
     validated = False
     try:
+        with ThreadPoolExecutor(1, thread_name_prefix="icegate-ledger") as pool:
+            found = None if source.version_id else pool.submit(lookup)
+            try:
+                parsed = streamed.parse(
+                    storage,
+                    uri=source.uri,
+                    version_id=source.version_id,
+                    name=source.key,
+                    dataset=dataset,
+                    parsed_uri=parsed_uri,
+                    limits=settings.limits,
+                    encoding=settings.source_encoding,
+                    normalize=NormalizeContext(phone_region=settings.phone_region),
+                    stop=found_loaded,
+                    inline=inline,
+                )
+            except Exception:
+                if (answer := side_answer()) is not None and answer[1] is not None:
+                    return _already_parsed(job, dataset.name, info, answer[1])
+                raise
+            answer = side_answer()
         if answer is None:  # no side read (a pinned version), or it failed: the parse's own hash asks
             prior = _prior_load(settings, catalog, table, sha256=parsed.sha256)
         elif answer[0] != parsed.sha256:
@@ -380,7 +383,7 @@ def _parse_streamed(
         validated = True
     finally:
         if inline is not None and not validated:
-            inline.discard()  # validated for nothing: the content is loaded, or is to be read again
+            inline.discard()  # validated for nothing: the content is loaded, to be read again, or failed
     columns = (parsed.format, parsed.rows, parsed.columns, parsed.ignored_columns)
     return dataclasses.replace(
         _parsed(job, dataset.name, info, parsed.sha256, *columns, parsed_uri, settings, storage), streamed=True
@@ -520,7 +523,7 @@ def run_score(
     floors = resolve_floors(dataset, settings.quality_floors)
     threshold = settings.quality_thresholds.get(dataset.name, dataset.quality_threshold)
     if validated.streamed and inline is not None and inline.started:
-        tally = inline.tally  # every slice was added as it was parsed
+        tally = inline.scored()  # every slice was added as it was parsed
     else:
         tally = _tally(dataset, validated.source, validated.uploaded_at)
         if validated.streamed:
@@ -1202,13 +1205,15 @@ class LocalRunner:
 
 
 def _inline_seconds(state: J, inline: streamed.Inline) -> J:
-    """The stage seconds with the validator's and scorer's time inside a streamed parse moved to them."""
-    if not inline.started or c.PARSE not in state.stage_seconds:
+    """The stage seconds with the validator's and scorer's time inside a streamed parse moved to them (to the
+    stages that ended, as when they run apart; the rest stays the parse's)."""
+    parsed = isinstance(state, Parsed) and state.streamed and state.prior_load is None
+    if not (inline.started and parsed) or c.PARSE not in state.stage_seconds:
         return state
     seconds = dict(state.stage_seconds)
     for stage, spent in inline.seconds.items():
-        if not spent and stage not in seconds:
-            continue  # never reached (validation failed): no time to show for it
+        if stage not in seconds:
+            continue
         seconds[c.PARSE] -= spent
         seconds[stage] = round(seconds.get(stage, 0.0) + spent, 4)
     seconds[c.PARSE] = round(seconds[c.PARSE], 4)

@@ -155,7 +155,7 @@ def replay(runner: LocalRunner, entry: Entry) -> Replayed:
     state: Any = outcome.state
     load = getattr(state, "load", None)
     rows: dict[str, int | None] = {
-        "read": state.rows if getattr(state, "parsed_uri", "") else None,
+        "read": state.rows if getattr(state, "format", "") else None,  # a format: the file was decoded
         "valid": state.rows_valid if getattr(state, "valid_uri", "") else None,
         "rejected": state.rows_rejected if getattr(state, "valid_uri", "") else None,
         "inserted": load.inserted if load else None,

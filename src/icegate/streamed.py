@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
 
     from icegate.lake import SourceIdentity
     from icegate.payloads import LoadSummary
+
+log = logging.getLogger(__name__)
 
 #: The formats whose records can be read a block at a time.
 STREAMABLE_FORMATS = frozenset({"csv", "tsv"})
@@ -183,15 +186,22 @@ class _Validator:
         self._first_row = 1
 
     def add(self, table: pa.Table) -> ValidationResult:
+        result = self.validate(table)
+        self.record(result)
+        return result
+
+    def validate(self, table: pa.Table) -> ValidationResult:
         result = validate_table(table, self._dataset, file=self._file, first_row=self._first_row)
         self._first_row += table.num_rows
+        return result
+
+    def record(self, result: ValidationResult) -> None:
         if result.valid.num_rows or not self._valid.tables:  # the file's schema, even if no row is valid
             self._valid.write(result.valid)
         if result.rejected.num_rows:
             self._rejected.write(result.rejected)
         for check, rows in result.failed_checks.items():
             self._failed[check] = self._failed.get(check, 0) + rows
-        return result
 
     def counts(self) -> StreamedValidation:
         return StreamedValidation(self._valid.rows, self._rejected.rows, dict(sorted(self._failed.items())))
@@ -203,35 +213,42 @@ class Inline:
     The Lambdas run each stage in a function of its own, which reads what the one before wrote; the local
     runner runs the three in one process, where a parsed block is validated and tallied at once: no
     ``parsed.parquet`` is written and read back, and the valid rows are read again only by the load.
-    The outcome is the staged one: the same valid and rejected objects, counts, tally and errors, each
-    stage's error raised in its turn (:meth:`validation` raises what validating a block raised, and the
-    parse goes on reading meanwhile, so a malformed record further on is still the error reported).
+    Each stage's error is raised in its turn, as when they run apart: what validating a block raised waits
+    for :meth:`validation`, what tallying it raised for :meth:`scored`, and the parse reads on meanwhile, so
+    a malformed record further on is still the error reported. Writing the valid and rejected rows is the
+    parse's own work here: a storage error there fails (and retries) the parse.
     """
 
     def __init__(self) -> None:
         self.started = False
 
+    def reset(self) -> None:
+        """Forget an earlier attempt (a retried parse may not stream, or may find the content loaded)."""
+        self.started = False
+
     def start(
         self, storage: Storage, *, valid_uri: str, rejected_uri: str, dataset: Dataset, file: str, tally: QualityTally
     ) -> None:
-        """Take the blocks of this file (again, on a retry: what an earlier attempt counted is dropped)."""
+        """Take the blocks of this file."""
         self.started = True
         self._storage = storage
         self.valid_uri, self.rejected_uri = valid_uri, rejected_uri
         self._dataset, self._file = dataset, file
-        self.tally = tally
+        self._tally = tally
         self._error: Exception | None = None
+        self._score_error: Exception | None = None
         self._result: StreamedValidation | None = None
         #: Time spent validating and tallying, inside the parse stage's own.
         self.seconds = {c.VALIDATE: 0.0, c.SCORE: 0.0}
 
     @contextmanager
     def taking(self) -> Iterator[_Taker]:
-        """Where the parse writes its blocks; the valid and rejected objects appear when it ends without error."""
+        """Where the parse writes its blocks; the valid and rejected objects appear when it ends without error
+        (the rejected rows, in ``dlq/``, last: a failure publishing the valid ones leaves neither)."""
         no_rejected = no_rejected_rows(self._dataset)
         storage = self._storage
         try:
-            with storage.parquet_sink(self.valid_uri) as valid, storage.parquet_sink(self.rejected_uri) as rejected:
+            with storage.parquet_sink(self.rejected_uri) as rejected, storage.parquet_sink(self.valid_uri) as valid:
                 validator = _Validator(self._dataset, self._file, valid, rejected)
                 yield _Taker(lambda table: self._take(table, validator, no_rejected))
                 if self._error is not None:
@@ -245,13 +262,18 @@ class Inline:
             return  # the parse reads on: its own errors come first
         started = time.perf_counter()
         try:
-            result = validator.add(table)
+            result = validator.validate(table)
         except Exception as exc:
-            self._error = exc
+            self._error = exc.with_traceback(None)  # its frames would hold the block for the rest of the parse
             return
+        validator.record(result)
         validated = time.perf_counter()
-        rejected = _frame(result.rejected) if result.rejected.num_rows else no_rejected
-        self.tally.add(_frame(result.valid), rejected)
+        if self._score_error is None:
+            try:
+                rejected = _frame(result.rejected) if result.rejected.num_rows else no_rejected
+                self._tally.add(_frame(result.valid), rejected)
+            except Exception as exc:
+                self._score_error = exc.with_traceback(None)
         self.seconds[c.VALIDATE] += validated - started
         self.seconds[c.SCORE] += time.perf_counter() - validated
 
@@ -262,10 +284,20 @@ class Inline:
         assert self._result is not None, "the parse took every block"
         return self._result
 
+    def scored(self) -> QualityTally:
+        """The file's tally, or what tallying it raised."""
+        if self._score_error is not None:
+            raise self._score_error
+        return self._tally
+
     def discard(self) -> None:
-        """Remove what was written (the content turned out to be loaded already: nothing is validated)."""
-        self._storage.delete(self.valid_uri)
-        self._storage.delete(self.rejected_uri)
+        """Remove the valid and rejected rows written: they are not the file's (its content is loaded already,
+        or it is to be read again). A failure to remove them is logged, never raised over the outcome."""
+        for uri in (self.rejected_uri, self.valid_uri):
+            try:
+                self._storage.delete(uri)
+            except Exception:
+                log.warning("could not remove %s, written while validating a file that was not", uri, exc_info=True)
 
 
 class _Abandoned(Exception):
@@ -304,6 +336,7 @@ def load(
 ) -> LoadSummary:
     """Commit the valid rows at ``valid_uri`` as one snapshot, reading them a row group at a time."""
     from icegate.lake import load_stream  # see pipeline.open_catalog
+    from icegate.lake.stream import dedup_columns
 
     with storage.local_parquet(valid_uri) as parquet:
 
@@ -311,7 +344,7 @@ def load(
             for group in range(parquet.num_row_groups):
                 yield _frame(parquet.read_row_group(group, columns=columns))
 
-        keys = [*dataset.key, *([dataset.ordering_column] if dataset.ordering_column else [])]
+        keys = dedup_columns(dataset)
         return load_stream(
             catalog,
             dataset,

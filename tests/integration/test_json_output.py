@@ -17,8 +17,8 @@ RUN_FILE_KEYS = {
 }  # fmt: skip
 
 
-def icegate(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+def icegate(*args: str, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(main, list(args), catch_exceptions=False, env=env)
 
 
 def stdout_json(result: Result) -> Any:
@@ -54,6 +54,19 @@ def test_run_json_is_one_document_and_the_summary_goes_to_stderr(lake: Path) -> 
     rerun = {f["file"]: f for f in again["files"]}["post_results_20260113_175319.csv"]
     assert rerun["outcome"] == "already_loaded"
     assert rerun["load"]["snapshot_id"] == posts["load"]["snapshot_id"]
+
+
+def test_a_streamed_file_reports_the_rows_it_read_as_a_file_held_whole_does(lake: Path) -> None:
+    # GIVEN the sample posts file, streamed (every file above 1 byte is)
+    posts = SAMPLES / "post_results_20260113_175319.csv"
+
+    # WHEN it runs with --json
+    result = icegate("run", str(posts), "--lake", str(lake), "--json", env={"ICEGATE_STREAM_ABOVE_BYTES": "1"})
+
+    # THEN its rows read, valid and rejected are reported as for the file held whole
+    (document,) = stdout_json(result)["files"]
+    assert document["outcome"] == "loaded"
+    assert (document["rows_read"], document["rows_valid"], document["rows_rejected"]) == (28, 24, 4)
 
 
 def test_tables_dlq_and_maintain_json(lake: Path) -> None:

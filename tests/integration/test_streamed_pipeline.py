@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from icegate.errors import SchemaMismatch, StorageUnavailable
 from icegate.lake import build_catalog
 from icegate.payloads import Job, Loaded, Scored
 from icegate.pipeline import FileOutcome, LocalRunner, local_sources, run_parse, run_score, run_validate
+from icegate.quality import QualityTally
 from icegate.settings import Limits, Settings
 from icegate.storage import Storage
 from icegate.validate import validate_table
@@ -283,15 +285,16 @@ def test_the_stages_run_apart_as_the_functions_run_them_give_what_the_runner_giv
     assert sum(seconds[stage] for stage in ("parse", "validate", "score")) <= together.seconds
 
 
-class _FailsValidatingFirstBlock:
-    """``validate_table`` failing on the first block as it does for a file that does not fit its dataset."""
+class _FailsValidating:
+    """``validate_table`` failing on one block as it does for a file that does not fit its dataset."""
 
-    def __init__(self) -> None:
+    def __init__(self, block: int) -> None:
+        self.block = block
         self.calls = 0
 
     def __call__(self, table: Any, dataset: Any, *, file: str, first_row: int = 1) -> Any:
         self.calls += 1
-        if self.calls == 1:
+        if self.calls == self.block:
             raise SchemaMismatch(f"the file does not fit dataset {dataset.name!r}: post_id: dtype", file=file)
         return validate_table(table, dataset, file=file, first_row=first_row)
 
@@ -299,9 +302,9 @@ class _FailsValidatingFirstBlock:
 def test_a_file_failing_validation_as_it_is_parsed_is_dead_lettered_by_the_validator_keeping_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # GIVEN a streamed file whose first block the validator refuses
+    # GIVEN a streamed file whose third block the validator refuses
     source = write(scraped_posts(2_000), tmp_path / "landing")
-    monkeypatch.setattr(streamed, "validate_table", _FailsValidatingFirstBlock())
+    monkeypatch.setattr(streamed, "validate_table", _FailsValidating(block=3))
 
     # WHEN the local runner validates it as it parses it
     outcome = run(tmp_path / "lake", source, stream_above_bytes=1)
@@ -328,7 +331,7 @@ def test_a_malformed_row_after_a_block_that_failed_validation_is_the_error_repor
     lines = source.read_text().splitlines(keepends=True)
     lines[1500] = lines[1500].rstrip("\n") + ",surplus\n"
     source.write_text("".join(lines))
-    monkeypatch.setattr(streamed, "validate_table", _FailsValidatingFirstBlock())
+    monkeypatch.setattr(streamed, "validate_table", _FailsValidating(block=1))
 
     # WHEN the local runner validates it as it parses it
     outcome = run(tmp_path / "lake", source, stream_above_bytes=1)
@@ -337,3 +340,73 @@ def test_a_malformed_row_after_a_block_that_failed_validation_is_the_error_repor
     assert outcome.dead_letter is not None
     error = json.loads(Path(outcome.dead_letter.error_uri).read_text())
     assert (error["stage"], error["error_type"], error["line"]) == ("parse", "MalformedFile", 1500)
+
+
+def fails_tallying_third_block() -> Any:
+    """``QualityTally.add`` failing on the third block (a fault of the scorer's, not of the file)."""
+    real = QualityTally.add
+    calls = 0
+
+    def add(tally: QualityTally, valid: Any, rejected: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise ArithmeticError("the tally overflowed")
+        real(tally, valid, rejected)
+
+    return add
+
+
+def test_a_file_the_scorer_fails_on_as_it_is_parsed_is_dead_lettered_by_the_scorer_after_validation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a streamed file whose third block the scorer fails to add up
+    source = write(scraped_posts(2_000), tmp_path / "landing")
+    monkeypatch.setattr(QualityTally, "add", fails_tallying_third_block())
+
+    # WHEN the local runner validates and scores it as it parses it
+    outcome = run(tmp_path / "lake", source, stream_above_bytes=1)
+
+    # THEN it is dead-lettered by the scorer, as when the stages run apart, with the validator's counts
+    assert outcome.dead_letter is not None
+    error = json.loads(Path(outcome.dead_letter.error_uri).read_text())
+    assert (error["stage"], error["error_type"]) == ("score", "ArithmeticError")
+    state = outcome.state.to_dict()
+    assert (state["rows"], state["rows_valid"]) == (2_040, 2_040 - 2_000 // 97 - 1)
+    # AND nothing was committed
+    assert not build_catalog(Settings(lake_root=str(tmp_path / "lake"))).table_exists(("instagram_db", "posts"))
+
+
+def test_a_catalog_that_cannot_be_opened_after_the_parse_leaves_no_rejected_rows_behind(tmp_path: Path) -> None:
+    # GIVEN a streamed file with rejected rows, and a catalog that fails to open only after its parse ended
+    source = write(scraped_posts(300), tmp_path / "landing")
+    settings = Settings(lake_root=str(tmp_path / "lake"), limits=Limits(stream_above_bytes=1))
+
+    def opener() -> Any:
+        time.sleep(1.5)
+        raise ConnectionRefusedError("the catalog is down")
+
+    # WHEN the runner runs it
+    with pytest.raises(ConnectionRefusedError):
+        LocalRunner(settings, catalog=opener).run(local_sources([source]).files[0])
+
+    # THEN the run stopped before the file left a trace: no rows validated while parsing are left
+    assert not list((tmp_path / "lake").rglob("*.parquet"))
+
+
+def test_a_retried_parse_forgets_what_an_earlier_streamed_attempt_took(tmp_path: Path) -> None:
+    # GIVEN a parse that streamed a file, validating it as it went, and failed (the object changed)
+    source = write(scraped_posts(300), tmp_path / "landing")
+    settings = Settings(lake_root=str(tmp_path / "lake"), limits=Limits(stream_above_bytes=1))
+    job = Job(source=local_sources([source]).files[0], run_id="run-1")
+    inline = streamed.Inline()
+    with pytest.raises(StorageUnavailable):
+        run_parse(job, settings, _ReplacedWhileRead(), inline=inline)
+    assert inline.started
+
+    # WHEN it is tried again and the file is held whole this time
+    parsed = run_parse(job, replace(settings, limits=Limits()), Storage(), inline=inline)
+
+    # THEN nothing of the first attempt is taken for this one's
+    assert not parsed.streamed
+    assert not inline.started

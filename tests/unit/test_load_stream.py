@@ -36,7 +36,7 @@ from icegate.lake import commit as commit_module
 from icegate.lake import stream as stream_module
 from icegate.lake.maintain import compact, expire_snapshots
 from icegate.lake.rollback import rollback
-from icegate.lake.stream import Slices, SlicesChanged
+from icegate.lake.stream import Slices, SlicesChanged, dedup_columns
 from icegate.payloads import LoadSummary
 from icegate.settings import Settings
 from tests.unit.test_lake import race_before_each_commit
@@ -204,8 +204,7 @@ def test_a_file_in_slices_loads_as_load_batch_loads_it_whole(
 
 def key_columns(slices: Slices, dataset: Dataset) -> Slices:
     """The slices with only what deduplication reads: the key and the ordering column."""
-    names = [*dataset.key, *([dataset.ordering_column] if dataset.ordering_column else [])]
-    return lambda: (frame.select(names) for frame in slices())
+    return lambda: (frame.select(dedup_columns(dataset)) for frame in slices())
 
 
 @pytest.mark.parametrize("dataset", [POSTS, RESTAURANTS], ids=["posts-ordering-column", "restaurants-last-wins"])

@@ -240,7 +240,7 @@ def load_stream(
     source = _Source(_typed(slices, dataset))
     dedup = None
     if dataset.strategy == "insert_new":
-        keys = source if key_slices is None else _Source(_typed(key_slices, dataset, _dedup_columns(dataset)))
+        keys = source if key_slices is None else _Source(_typed(key_slices, dataset, dedup_columns(dataset)))
         dedup = _dedupe(keys, dataset.key, dataset.ordering_column)
         source.heights = keys.heights  # the same rows: slices of other heights raise SlicesChanged
     duplicates = dedup.duplicates if dedup is not None else 0
@@ -330,7 +330,7 @@ def _typed(slices: Slices, dataset: Dataset, names: Sequence[str] | None = None)
     return lambda: (frame.select(columns) for frame in slices())
 
 
-def _dedup_columns(dataset: Dataset) -> list[str]:
+def dedup_columns(dataset: Dataset) -> list[str]:
     """What deduplication reads: the key, and the column that orders a key's rows."""
     return [*dataset.key, *([dataset.ordering_column] if dataset.ordering_column else [])]
 
