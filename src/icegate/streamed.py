@@ -130,7 +130,7 @@ def parse(
     With a started ``inline``, each block goes to it instead (validated and tallied as it comes), and
     ``parsed_uri`` is not written.
     """
-    first = None
+    first: tuple[str, list[str], list[str]] | None = None  # format, columns, ignored: not the block itself
     rows = 0
     take = inline.taking() if inline is not None and inline.started else storage.parquet_sink(parsed_uri)
     with storage.open_stream(uri, version_id) as raw, take as sink:
@@ -148,14 +148,14 @@ def parse(
             for batch in batches:
                 if stop():
                     raise Stopped
-                first = first or batch
+                first = first or (batch.format, list(batch.table.column_names), batch.ignored_columns)
                 sink.write(batch.with_lines())
                 rows += batch.table.num_rows
         except FileTooLarge:  # only the byte caps apply to a stream, and they are max_stream_bytes
             raise _too_big(uri, limits, f"more than {limits.max_stream_bytes:,} bytes of text") from None
         sha256 = source.drain()
     assert first is not None, "stream_delimited raises EmptyFile for a file without records"
-    return StreamedParse(first.format, rows, list(first.table.column_names), first.ignored_columns, sha256)
+    return StreamedParse(first[0], rows, first[1], first[2], sha256)
 
 
 @dataclass(frozen=True)
@@ -169,11 +169,20 @@ def validate(
     storage: Storage, *, parsed_uri: str, valid_uri: str, rejected_uri: str, dataset: Dataset, file: str
 ) -> StreamedValidation:
     """Validate ``parsed_uri`` a row group at a time into ``valid_uri`` and (only if any) ``rejected_uri``."""
-    with storage.parquet_sink(valid_uri) as valid, storage.parquet_sink(rejected_uri) as rejected:
-        validator = _Validator(dataset, file, valid, rejected)
+    with _validating(storage, dataset, file, valid_uri=valid_uri, rejected_uri=rejected_uri) as validator:
         for slice_ in storage.iter_parquet(parsed_uri):
             validator.add(slice_)
     return validator.counts()
+
+
+@contextmanager
+def _validating(
+    storage: Storage, dataset: Dataset, file: str, *, valid_uri: str, rejected_uri: str
+) -> Iterator[_Validator]:
+    """A validator writing to the valid and rejected rows' objects, which appear when the block ends without
+    error; the rejected rows (in ``dlq/``) last, so that a failure publishing the valid ones leaves neither."""
+    with storage.parquet_sink(rejected_uri) as rejected, storage.parquet_sink(valid_uri) as valid:
+        yield _Validator(dataset, file, valid, rejected)
 
 
 class _Validator:
@@ -242,35 +251,38 @@ class Inline:
         self.seconds = {c.VALIDATE: 0.0, c.SCORE: 0.0}
 
     @contextmanager
-    def taking(self) -> Iterator[_Taker]:
-        """Where the parse writes its blocks; the valid and rejected objects appear when it ends without error
-        (the rejected rows, in ``dlq/``, last: a failure publishing the valid ones leaves neither)."""
-        no_rejected = no_rejected_rows(self._dataset)
-        storage = self._storage
+    def taking(self) -> Iterator[Inline]:
+        """Where the parse writes its blocks (:meth:`write`); the valid and rejected objects appear when it ends
+        without error."""
+        self._no_rejected = no_rejected_rows(self._dataset)
+        valid_uri, rejected_uri = self.valid_uri, self.rejected_uri
         try:
-            with storage.parquet_sink(self.rejected_uri) as rejected, storage.parquet_sink(self.valid_uri) as valid:
-                validator = _Validator(self._dataset, self._file, valid, rejected)
-                yield _Taker(lambda table: self._take(table, validator, no_rejected))
+            with _validating(
+                self._storage, self._dataset, self._file, valid_uri=valid_uri, rejected_uri=rejected_uri
+            ) as v:
+                self._validator = v
+                yield self
                 if self._error is not None:
                     raise _Abandoned  # nothing is kept of a file whose validation failed, as staged
-            self._result = validator.counts()
+            self._result = v.counts()
         except _Abandoned:
             pass
 
-    def _take(self, table: pa.Table, validator: _Validator, no_rejected: pl.DataFrame) -> None:
+    def write(self, table: pa.Table) -> None:
+        """Validate and tally one parsed block."""
         if self._error is not None:
             return  # the parse reads on: its own errors come first
         started = time.perf_counter()
         try:
-            result = validator.validate(table)
+            result = self._validator.validate(table)
         except Exception as exc:
             self._error = exc.with_traceback(None)  # its frames would hold the block for the rest of the parse
             return
-        validator.record(result)
+        self._validator.record(result)
         validated = time.perf_counter()
         if self._score_error is None:
             try:
-                rejected = _frame(result.rejected) if result.rejected.num_rows else no_rejected
+                rejected = _frame(result.rejected) if result.rejected.num_rows else self._no_rejected
                 self._tally.add(_frame(result.valid), rejected)
             except Exception as exc:
                 self._score_error = exc.with_traceback(None)
@@ -302,11 +314,6 @@ class Inline:
 
 class _Abandoned(Exception):
     pass
-
-
-@dataclass(frozen=True)
-class _Taker:
-    write: Callable[[pa.Table], None]
 
 
 def tally(storage: Storage, tally: QualityTally, *, valid_uri: str, rejected_uri: str) -> None:
