@@ -20,7 +20,7 @@ import pytest
 from pyiceberg.catalog import Catalog
 from sqlalchemy.exc import OperationalError
 
-from icegate.datasets import Column, Dataset, get_dataset
+from icegate.datasets import Dataset, get_dataset
 from icegate.errors import CommitConflict
 from icegate.lake import (
     SourceIdentity,
@@ -39,7 +39,7 @@ from icegate.lake.rollback import rollback
 from icegate.lake.stream import Slices, SlicesChanged, dedup_columns
 from icegate.payloads import LoadSummary
 from icegate.settings import Settings
-from tests.unit.test_lake import race_before_each_commit
+from tests.unit.test_lake import PRICES, race_before_each_commit
 
 POSTS = get_dataset("posts")
 RESTAURANTS = get_dataset("restaurants")
@@ -281,16 +281,6 @@ def test_keys_whose_hashes_collide_are_told_apart_by_their_values(
 
 
 # --- dedupe_slices: dedupe_in_file over a file in slices, ordering column included ---------------
-
-#: Prices re-scraped over a day: per key, the greatest scraped_on wins (a null is oldest), ties go to the last.
-PRICES = Dataset(
-    name="prices",
-    file_patterns=("prices_*",),
-    columns=(Column("item_id"), Column("shop"), Column("price", "long"), Column("scraped_on", "date")),
-    key=("item_id", "shop"),
-    strategy="upsert",
-    ordering_column="scraped_on",
-)
 
 
 def prices() -> pl.DataFrame:
