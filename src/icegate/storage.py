@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -52,8 +52,13 @@ SCRATCH_PREFIX = "icegate-scratch-"
 _STARTED = time.time()
 
 
+def _scratch_prefix() -> str:
+    """A scratch folder's name up to its random part: whose it is (``remove_stale_scratch`` reads the pid)."""
+    return f"{SCRATCH_PREFIX}{os.getpid()}-"
+
+
 def _scratch_folder() -> str:
-    return tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
+    return tempfile.mkdtemp(prefix=_scratch_prefix())
 
 
 def remove_stale_scratch() -> int:
@@ -524,18 +529,18 @@ class Storage:
             except FileNotFoundError:
                 raise SourceNotFound("the file does not exist", file=uri) from None
             return
-        with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as folder:
+        with tempfile.TemporaryDirectory(prefix=_scratch_prefix()) as folder:
             local = os.path.join(folder, "object.parquet")
             bucket, key = split_s3(uri)
             self._s3_call("GET", uri, self._s3.download_file, Bucket=bucket, Key=key, Filename=local)
             with pq.ParquetFile(local) as parquet:
                 yield parquet
 
-    def iter_parquet(self, uri: str, columns: Sequence[str] | None = None) -> Iterator[pa.Table]:
+    def iter_parquet(self, uri: str) -> Iterator[pa.Table]:
         """A Parquet object's row groups, one table at a time."""
         with self.local_parquet(uri) as parquet:
             for group in range(parquet.num_row_groups):
-                yield parquet.read_row_group(group, columns=columns)
+                yield parquet.read_row_group(group)
 
     def _list_written(self, prefix: str) -> Iterator[str]:
         if is_s3(prefix):
