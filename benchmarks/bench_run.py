@@ -1,7 +1,8 @@
 """End-to-end benchmark: one posts CSV of N rows through the raw floor, dlt (optional) and ``icegate run``.
 
-Each contender runs in its own child process on the same file; the table gives the median wall time
-and the peak RSS (the child's high-water mark) over ``--repeat`` runs. Not part of the test run.
+Each contender runs in its own child process on the same file; the table gives the median wall time, the
+median CPU time (user + system, all its threads) and the peak RSS (the child's high-water mark) over
+``--repeat`` runs. CPU / wall is how many of the cores a contender kept busy. Not part of the test run.
 
 - **raw floor**: pyarrow ``read_csv`` + ``write_table`` to Parquet — reading and writing the bytes,
   nothing else;
@@ -28,6 +29,7 @@ import tempfile
 import time
 import venv
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -39,12 +41,13 @@ HERE = Path(__file__).resolve().parent
 ICEGATE = Path(sys.executable).with_name("icegate")
 BENCH_VENV = HERE.parent / ".bench-venv"
 DLT_REQUIREMENT = "dlt[filesystem,pyiceberg]>=1.10,<2"
-#: Measures its command's peak RSS: the rusage of children is a high-water mark over all of them,
-#: so each run gets a fresh wrapper.
+#: Measures its command's peak RSS and CPU time: the rusage of children is a high-water mark (and a sum)
+#: over all of them, so each run gets a fresh wrapper.
 _WRAPPER = (
     "import resource, subprocess, sys; "
     "code = subprocess.call(sys.argv[1:]); "
-    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)"
+    "used = resource.getrusage(resource.RUSAGE_CHILDREN); "
+    "print(used.ru_maxrss, used.ru_utime + used.ru_stime); sys.exit(code)"
 )
 #: Captions hold line breaks inside quotes, as scraped text does: every reader must allow them.
 _FLOOR = (
@@ -54,8 +57,16 @@ _FLOOR = (
 )
 
 
-def measure(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of ``command`` in a child process (with ``env`` added to its environment)."""
+@dataclass(frozen=True)
+class Run:
+    wall: float
+    #: User + system seconds of all the child's threads.
+    cpu: float
+    peak_mib: float
+
+
+def measure(command: list[str], env: dict[str, str] | None = None) -> Run:
+    """Wall and CPU seconds and peak RSS of ``command`` in a child process (with ``env`` added to its environment)."""
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-c", _WRAPPER, *command],
@@ -67,7 +78,8 @@ def measure(command: list[str], env: dict[str, str] | None = None) -> tuple[floa
     wall = time.perf_counter() - started
     if done.returncode != 0:
         sys.exit(f"{' '.join(command[:3])} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return wall, int(done.stdout.strip().splitlines()[-1]) / 1024
+    peak_kib, cpu = done.stdout.strip().splitlines()[-1].split()
+    return Run(wall, float(cpu), int(peak_kib) / 1024)
 
 
 def dlt_python() -> Path:
@@ -118,7 +130,7 @@ def main() -> None:
         contenders[f"{icegate}, held whole"] = contenders[icegate]
     environments = {f"{icegate}, held whole": held_whole}
 
-    results: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
+    results: dict[str, list[Run]] = {name: [] for name in contenders}
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "out"
         for i in range(args.repeat):
@@ -126,17 +138,21 @@ def main() -> None:
                 shutil.rmtree(out, ignore_errors=True)
                 out.mkdir()
                 results[name].append(measure(command(out), environments.get(name)))
-                print(f"run {i + 1}: {name}: {results[name][-1][0]:.2f} s", flush=True)
+                print(f"run {i + 1}: {name}: {results[name][-1].wall:.2f} s", flush=True)
 
     size_mb = source.stat().st_size / 1e6
-    print(f"\n{args.rows:,} posts rows, {size_mb:.0f} MB CSV, {args.repeat} run(s) each, median wall / max peak RSS\n")
+    print(
+        f"\n{args.rows:,} posts rows, {size_mb:.0f} MB CSV, {args.repeat} run(s) each, "
+        "median wall and CPU (cores busy = CPU / wall) / max peak RSS\n"
+    )
     width = max(map(len, results))
-    print(f"| {'':<{width}} | {'wall':>8} | {'peak RSS':>9} |")
-    print(f"|{'-' * (width + 2)}|{'-' * 9}:|{'-' * 10}:|")
+    print(f"| {'':<{width}} | {'wall':>8} | {'CPU':>8} | {'cores':>5} | {'peak RSS':>9} |")
+    print(f"|{'-' * (width + 2)}|{'-' * 9}:|{'-' * 9}:|{'-' * 6}:|{'-' * 10}:|")
     for name, runs in results.items():
-        wall = statistics.median(w for w, _ in runs)
-        rss = max(r for _, r in runs)
-        print(f"| {name:<{width}} | {wall:>6.2f} s | {rss / 1024:>6.2f} GB |")
+        wall = statistics.median(run.wall for run in runs)
+        cpu = statistics.median(run.cpu for run in runs)
+        rss = max(run.peak_mib for run in runs)
+        print(f"| {name:<{width}} | {wall:>6.2f} s | {cpu:>6.2f} s | {cpu / wall:>5.2f} | {rss / 1024:>6.2f} GB |")
 
 
 if __name__ == "__main__":
