@@ -391,6 +391,26 @@ def test_unterminated_quote_in_the_last_column_is_found(data: bytes, line: str) 
     assert caught.value.location == line
 
 
+@pytest.mark.parametrize(
+    ("data", "last"),
+    [
+        (b'a,b\n1,2\n3,"\n"\n', "\n"),
+        (b'a,b\n1,2\n3,"\n"', "\n"),
+        (b'a,b\n1,2\n3,"\r\n"\r\n', "\r\n"),
+        (b'a,b\n1,2\n3,"x\n"\n', "x\n"),
+    ],
+    ids=["a-line-break", "a-line-break-no-newline", "a-crlf-in-a-crlf-file", "text-then-a-line-break"],
+)
+def test_a_closed_quoted_last_value_that_ends_in_a_line_break_is_not_taken_for_an_unclosed_one(
+    data: bytes, last: str
+) -> None:
+    # GIVEN a file whose last value is quoted and closed, holding a line break (its text ends with a quote
+    # and a line feed, as a quote opened on the last line and never closed would)
+    # WHEN it is decoded  THEN it is read as it is
+    table = decode_csv(data, "x.csv", limits=LIMITS)
+    assert table.column("b").to_pylist() == ["2", last]
+
+
 def test_unterminated_quote_in_an_inner_column_is_a_short_row_with_a_hint() -> None:
     # GIVEN a quote opened in the first of three columns
     data = b'a,b,c\n1,2,3\n"oops,2,3\n4,5,6\n'

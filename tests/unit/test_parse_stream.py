@@ -249,6 +249,19 @@ def test_a_legacy_file_that_looks_like_utf8_at_first_is_read_in_its_encoding_fro
     assert concatenated(parts).equals(normalised(expected.with_lines()))
 
 
+@pytest.mark.parametrize("block_bytes", BLOCK_SIZES, ids=lambda size: f"block-{size}")
+def test_records_whose_last_value_is_a_quoted_line_break_stream_as_they_parse_whole(block_bytes: int) -> None:
+    # GIVEN records whose last value is a quoted line break, the file's last record among them (a block that
+    # ends after one ends with a quote and a line feed, as a quote opened there and never closed would)
+    data = b"a,b,c\n" + b"".join(b'%d,x,"\n"\n' % i if i % 3 == 0 else b"%d,y,z\n" % i for i in range(31))
+    expected = whole(data, "x.csv", ABC)
+    assert expected.table.num_rows == 31
+
+    # WHEN it is streamed  THEN every block reads as the whole file does
+    parts = batches(io.BytesIO(data), "x.csv", ABC, block_bytes=block_bytes)
+    assert concatenated(parts).equals(normalised(expected.with_lines()))
+
+
 # ------------------------------------------------------------------------------------------------
 # 2. The same errors, at the same places
 # ------------------------------------------------------------------------------------------------

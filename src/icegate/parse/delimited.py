@@ -239,7 +239,11 @@ def _refuse_unclosed_quote(text: bytes, table: pa.Table, file: str, delimiter: s
     """pyarrow reads an unclosed quote in the last column to the end of the file without a word.
 
     Then, and only then, the file ends with the opening quote plus the (re-escaped) last value,
-    and that quote starts a field.
+    and that quote starts the last field: after a delimiter (after a line break, or at the start, when
+    the last field is a record's only one). A closed value can end the file the same way — ``"\\n"`` and
+    its record's line feed end with a quote and a line feed — but its quote then follows the value's own
+    line break, not a delimiter. (A one-column file has no delimiter to tell the two apart: there, a
+    quote after a line break is taken to open the value.)
     """
     if table.num_rows == 0 or table.num_columns == 0:
         return
@@ -248,7 +252,11 @@ def _refuse_unclosed_quote(text: bytes, table: pa.Table, file: str, delimiter: s
     if not text.endswith(tail):
         return
     opening = len(text) - len(tail)
-    if opening == 0 or text[opening - 1] in (delimiter.encode() + b"\r\n"):
+    if table.num_columns > 1:
+        opens_field = opening > 0 and text[opening - 1 : opening] == delimiter.encode()
+    else:
+        opens_field = opening == 0 or text[opening - 1] in b"\r\n"
+    if opens_field:
         raise unclosed_quote(file, lines + line_at(text, opening))
 
 
