@@ -845,7 +845,13 @@ def _fingerprint(
     error_type: str,
     message: str,
 ) -> str:
-    """Identity of "this content failed this way", or "" when the content cannot be identified."""
+    """Identity of "this content failed this way", or "" when the content cannot be identified.
+
+    A message may name where this run filed the rejected rows (``NoValidRows``): that place is the run's, not
+    the way it failed, so it is left out.
+    """
+    if rejected := str(state.get("rejected_uri") or ""):
+        message = message.replace(rejected, "<rejected rows>")
     if state.get("sha256"):
         content = f"sha256:{state['sha256']}"
     elif info is not None and info.etag:

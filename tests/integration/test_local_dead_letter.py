@@ -20,6 +20,7 @@ from icegate.lake import catalog as lake_catalog
 from icegate.payloads import SourceObject
 from icegate.settings import Settings
 from tests.conftest import SAMPLES
+from tests.garbage import GARBAGE_POSTS_NAME, garbage_posts_csv
 
 POSTS_CSV = "post_results_20260113_175319.csv"
 RESTAURANTS_CSV = "instagram_results_20260114_093000.csv"
@@ -124,6 +125,32 @@ def test_rerunning_a_gate_failure_leaves_no_folder_of_rejected_rows_behind(
     # THEN the first folder is the only one, and still holds the rejected rows
     assert {p.name for p in (lake / "dlq" / "posts").iterdir()} == {entry.parent.name, "_index"}
     assert pl.read_parquet(entry.parent / "rejected.parquet").height == 4
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["held-whole", "streamed"])
+def test_rerunning_a_file_with_no_valid_row_reuses_its_entry(
+    lake: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, streamed: bool
+) -> None:
+    # GIVEN a file whose every row is rejected, dead-lettered as NoValidRows (its message names where this run
+    # filed the rejected rows)
+    if streamed:
+        monkeypatch.setenv("ICEGATE_STREAM_ABOVE_BYTES", "1")
+    source = tmp_path / "in" / GARBAGE_POSTS_NAME
+    source.parent.mkdir()
+    source.write_bytes(garbage_posts_csv())
+    icegate("run", str(source), "--lake", str(lake))
+    (entry,) = error_jsons(lake)
+    assert json.loads(entry.read_text())["error_type"] == "NoValidRows"
+
+    # WHEN it is rerun, unchanged
+    again = icegate("run", str(source), "--lake", str(lake))
+
+    # THEN the rerun is counted on the first entry, which keeps its rejected rows; no second folder is filed
+    assert again.exit_code == 1
+    assert error_jsons(lake) == [entry]
+    assert {p.name for p in (lake / "dlq" / "posts").iterdir()} == {entry.parent.name, "_index"}
+    assert json.loads(entry.read_text())["rerun_count"] == 1
+    assert pl.read_parquet(entry.parent / "rejected.parquet").height == 20
 
 
 def test_changed_content_under_the_same_name_is_filed_anew(lake: Path, tmp_path: Path) -> None:
