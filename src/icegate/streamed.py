@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -93,16 +94,37 @@ class Stopped(Exception):
 
 
 class _Hashing:
-    """A stream that hashes what is read through it."""
+    """A stream that hashes its bytes, each once and in order, however it is read.
+
+    It seeks when the stream does: the parse of a legacy-encoded file may read a seekable source ahead to
+    the end and come back (``parse.text_stream.lookahead``); the bytes read again are not hashed again.
+    """
 
     def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
         self.digest = hashlib.sha256()
+        self._position = 0  # of the next read, from the start of the object
+        self._hashed = 0  # bytes hashed, from the start of the object
 
     def read(self, size: int = -1) -> bytes:
         block = self._stream.read(size)
-        self.digest.update(block)
+        start, self._position = self._position, self._position + len(block)
+        if self._position > self._hashed:
+            if start > self._hashed:  # never: every seek goes back to where a read has been
+                raise ValueError("a read skipped bytes that the hash has not seen")
+            self.digest.update(memoryview(block)[self._hashed - start :])
+            self._hashed = self._position
         return block
+
+    def seekable(self) -> bool:
+        return self._stream.seekable()
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._position = self._stream.seek(offset, whence)
+        return self._position
 
     def drain(self) -> str:
         while self.read(STREAM_READ_BYTES):

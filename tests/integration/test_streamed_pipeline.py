@@ -237,6 +237,45 @@ def test_a_failing_side_read_leaves_the_parse_to_hash_the_file_and_ask_the_ledge
     assert len(list((tmp_path / "lake" / "dlq").rglob("rejected.parquet"))) == 1
 
 
+def test_a_legacy_file_that_looks_like_utf8_at_first_streams_from_a_local_file_as_it_loads_held_whole(
+    tmp_path: Path,
+) -> None:
+    # GIVEN a cp1252 file (ICEGATE_SOURCE_ENCODING=cp1252) whose first accented text happens to be valid UTF-8
+    # ("Ã©", bytes C3 A9), and whose "é" (E9), in a slice far on, is not
+    posts = posts_frame(2_000).with_columns(pl.col(pl.String).str.replace_all(r"[^\x00-\x7F]", "?"))
+    captions = pl.int_range(pl.len())
+    posts = posts.with_columns(
+        pl.when(captions == 0)
+        .then(pl.lit("Ã© first"))
+        .when(captions == 1_500)
+        .then(pl.lit("café"))
+        .otherwise(pl.col("Caption"))
+        .alias("Caption")
+    )
+    source = tmp_path / "landing" / POSTS_NAME
+    source.parent.mkdir()
+    source.write_bytes(posts.write_csv().encode("cp1252"))
+
+    def run_cp1252(lake: Path, **limits: Any) -> FileOutcome:
+        settings = Settings(lake_root=str(lake), source_encoding="cp1252", limits=Limits(**limits))
+        return LocalRunner(settings).run(local_sources([source]).files[0])
+
+    whole = run_cp1252(tmp_path / "whole")
+    assert whole.outcome == "loaded", whole.error
+
+    # WHEN it is streamed from the local file
+    streamed_run = run_cp1252(tmp_path / "streamed", stream_above_bytes=1)
+
+    # THEN it is read in its encoding throughout, as held whole: the same rows
+    assert streamed_run.outcome == "loaded", streamed_run.error
+    assert isinstance(streamed_run.state, Loaded)
+    assert streamed_run.state.streamed
+    assert table(tmp_path / "streamed").equals(table(tmp_path / "whole"))
+    assert set(table(tmp_path / "streamed").get_column("caption").head(2_000)) >= {"Ã© first", "café"}
+    # AND the bytes read ahead to decide that were hashed once: the file's identity is its SHA-256
+    assert streamed_run.state.sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
+
+
 def parquet_frame(path: str | Path) -> pl.DataFrame:
     frame = pl.from_arrow(pq.read_table(path))
     assert isinstance(frame, pl.DataFrame)
