@@ -53,6 +53,24 @@ def test_a_stray_quote_inside_an_unquoted_value_is_counted_as_the_reader_reads_i
     assert record_lines(text, ",", 2).to_pydict() == {LINE: [2, 3], LAST_LINE: [2, 4]}
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        b'a,b\n1,"x\ry"\n2,z\n',
+        b'a,b\n1,"x\ry"\n5" tall,z\n',
+        b'a,b\r1,"x\ry"\r2,z\r',
+        b'a,b\r\n1,"x\ry"\r\n2,z\r\n',
+    ],
+    ids=["quotes-around-values", "a-stray-quote-elsewhere", "lone-cr-line-ends", "crlf-line-ends"],
+)
+def test_a_lone_carriage_return_is_a_line_break_however_the_lines_are_counted(text: bytes) -> None:
+    # GIVEN a quoted value holding a lone carriage return, in files counted by quote parity or, with a stray
+    # quote elsewhere, by the csv reader (a streamed file's blocks may be counted either way)
+    # WHEN their records' lines are counted
+    # THEN the carriage return moves the record after it down a line in every one
+    assert record_lines(text, ",", 2).to_pydict() == {LINE: [2, 4], LAST_LINE: [3, 4]}
+
+
 @pytest.mark.parametrize("rows", [1, 5])
 def test_lines_that_cannot_agree_with_the_records_are_null_not_wrong(rows: int) -> None:
     assert record_lines(b"a,b\n1,2\n3,4\n", ",", rows).to_pydict() == {LINE: [None] * rows, LAST_LINE: [None] * rows}

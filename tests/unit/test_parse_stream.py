@@ -171,6 +171,12 @@ EQUIVALENT: dict[str, tuple[bytes, str, Dataset, dict[str, Any]]] = {
     ),
     "lone-cr-line-ends": (posts_bytes(20).replace(b"\n", b"\r"), NAME, POSTS, {}),
     "lone-cr-inside-quotes": (posts_bytes(20).replace(b"nonna made it.\n", b"nonna made it.\r"), NAME, POSTS, {}),
+    "lone-cr-inside-quotes-and-a-stray-quote": (
+        _stray_quote().replace(b"nonna made it.\n", b"nonna made it.\r"),
+        NAME,
+        POSTS,
+        {},
+    ),
     "quoted-value-of-1100-lines": (_long_quoted_value(), NAME, POSTS, {}),
 }
 

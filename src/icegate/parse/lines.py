@@ -4,9 +4,12 @@ A record's number is not its line: a quoted caption may hold line breaks, and bl
 skipped. pyarrow does not say where a record started, so the lines are counted here: a line break
 ends a record when an even number of quotes precedes it (a quoted field's doubled quotes keep the
 count even). This is vectorised over the bytes. A file where that count disagrees with the reader's
-records (a stray quote inside an unquoted value, line breaks that are bare carriage returns) is
-counted again by Python's csv reader, which reads quotes as pyarrow does; if that disagrees too,
-the lines are unknown (null) rather than wrong.
+records (a stray quote inside an unquoted value) is counted again by Python's csv reader, which reads
+quotes as pyarrow does; if that disagrees too, the lines are unknown (null) rather than wrong.
+
+Both count the same line breaks — a line feed, a carriage return and line feed, a lone carriage return —
+so a file's lines do not depend on which of the two counted them (a streamed file's blocks may not all be
+counted alike).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ LAST_LINE = "last_line"
 
 _Lines = tuple[pl.Series, pl.Series]
 _LF = ord("\n")
+_CR = ord("\r")
 _QUOTE = ord('"')
 
 
@@ -41,8 +45,7 @@ class RecordLines:
     #: Quote parity placed every record and the text ends outside any quoted value: every quote in it is
     #: around a value, so its record breaks are exactly the line feeds that an even number of quotes precede.
     by_parity: bool
-    #: The text's line breaks as the lines were counted: line feeds (parity), or line feeds and lone
-    #: carriage returns (the csv reader, and for lines unknown).
+    #: The text's line breaks: line feeds and lone carriage returns.
     breaks: int
 
 
@@ -64,14 +67,15 @@ def count_record_lines(text: bytes, delimiter: str, rows: int) -> RecordLines:
 
 
 def _by_quote_parity(text: bytes, delimiter: str, rows: int) -> tuple[_Lines, int, bool] | None:
-    """The lines, the number of line feeds and whether the quotes are even; None if parity cannot place them."""
+    """The lines, the number of line breaks and whether the quotes are even; None if parity cannot place them."""
     size = len(text)
     data = pl.Series(pa.Array.from_buffers(pa.uint8(), size, [None, pa.py_buffer(text)]))
-    line_feeds, quotes = _line_feeds_and_quotes(data)
+    lone_crs = b"\r" in text and text.count(b"\r") != text.count(b"\r\n")
+    line_breaks, quotes = _line_breaks_and_quotes(data, lone_crs=lone_crs)
     if not _quotes_only_around_values(data, quotes, delimiter):
         return None
     # An even number of quotes before a line break: the break is outside any quoted value.
-    newlines, ends_record = line_feeds.get_column(_AT), line_feeds.get_column(_EVEN)
+    newlines, ends_record = line_breaks.get_column(_AT), line_breaks.get_column(_EVEN)
     line_of_break = pl.int_range(1, newlines.len() + 1, eager=True, dtype=pl.Int64)  # the break ends this line
     breaks = newlines.filter(ends_record)
     record_breaks = line_of_break.filter(ends_record)
@@ -91,22 +95,27 @@ _AT = "at"
 _EVEN = "even"
 
 
-def _line_feeds_and_quotes(data: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The line feeds and the quotes of ``data``: where each is (``_AT``), and whether the quotes up to it,
-    itself included, are even (``_EVEN``): for a line feed, whether it is outside any quoted value.
+def _line_breaks_and_quotes(data: pl.Series, *, lone_crs: bool) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The line breaks and the quotes of ``data``: where each is (``_AT``), and whether the quotes up to it,
+    itself included, are even (``_EVEN``): for a line break, whether it is outside any quoted value.
 
-    One lazy query over the bytes (polars' lazy engine finds them several times faster than series methods).
+    A line break is a line feed, or (if ``lone_crs``: the text has some) a carriage return no line feed
+    follows. One lazy query over the bytes (polars' lazy engine finds them several times faster than series
+    methods).
     """
     byte = pl.col("byte")
-    found = data.to_frame("byte").lazy().select(pl.arg_where((byte == _LF) | (byte == _QUOTE)).cast(pl.Int64))
+    breaks = byte == _LF
+    if lone_crs:
+        breaks |= (byte == _CR) & (byte.shift(-1, fill_value=0) != _LF)
+    found = data.to_frame("byte").lazy().select(pl.arg_where(breaks | (byte == _QUOTE)).cast(pl.Int64))
     at = found.collect().to_series().alias(_AT)
     is_quote = data.gather(at) == _QUOTE
     specials = pl.DataFrame({_AT: at, "quote": is_quote}).lazy()
     specials = specials.with_columns((pl.col("quote").cast(pl.Int64).cum_sum() % 2 == 0).alias(_EVEN))
-    line_feeds, quotes = pl.collect_all(
+    line_breaks, quotes = pl.collect_all(
         [specials.filter(~pl.col("quote")).select(_AT, _EVEN), specials.filter(pl.col("quote")).select(_AT, _EVEN)]
     )
-    return line_feeds, quotes
+    return line_breaks, quotes
 
 
 def _quotes_only_around_values(data: pl.Series, quotes: pl.DataFrame, delimiter: str) -> bool:

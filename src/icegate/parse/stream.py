@@ -204,8 +204,7 @@ class _Decoded:
     size: int
     table: pa.Table
     lines: pa.Table
-    #: The lines were counted by parity (line feeds) rather than by the csv reader (every line break).
-    by_parity: bool
+    #: Line feeds (as errors count lines) and line breaks (as the records' lines count them) in the block.
     newlines: int
     breaks: int
     #: The rows of the wrong number of fields found so far in the file (this block's included).
@@ -379,19 +378,14 @@ class _Blocks:
             counted = count_record_lines(block, job.delimiter, table.num_rows + len(added))
         if not (sound or (counted and counted.by_parity) or self._ends_record(block)):
             return None
-        header = len(self._header)
-        if counted and counted.by_parity:
-            newlines = breaks = counted.breaks - self._header_newlines
-        else:
-            newlines = block.count(b"\n", header)
-            breaks = (counted.breaks if counted else _line_breaks(block)) - self._header_breaks
+        newlines = block.count(b"\n", len(self._header))
+        breaks = (counted.breaks if counted else _line_breaks(block)) - self._header_breaks
         first = None
         if added and not self._invalid:
             row, line = first_invalid_row(block, added)
             first = _Ragged(row, origin.lines + line if line is not None else None)
         lines = counted.table if counted else pa.table({})
-        by_parity = bool(counted and counted.by_parity)
-        return _Decoded(size, table, lines, by_parity, newlines, breaks, invalid, first)
+        return _Decoded(size, table, lines, newlines, breaks, invalid, first)
 
     def _ends_record(self, block: bytes) -> bool:
         """Whether the block ends where the reader ends a record (its grammar, walked quote by quote)."""
@@ -408,7 +402,7 @@ class _Blocks:
         if not decoded.table.num_rows:
             return None
         table, ignored = map_columns(decoded.table, job.dataset, file=job.file, normalize=job.normalize)
-        shift = self._breaks - (self._header_newlines if decoded.by_parity else self._header_breaks)
+        shift = self._breaks - self._header_breaks
         lines = decoded.lines
         if shift:
             lines = pa.table({name: pc.add(lines.column(name), shift) for name in lines.column_names})
