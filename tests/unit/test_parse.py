@@ -435,8 +435,17 @@ def test_header_with_unterminated_quote_is_malformed() -> None:
         (b"a,b,c\n1,2,3\n4,5\n", "line 3", "2 fields but the header has 3"),
         (b"a,b,c\r\n1,2,3\r\n4,5\r\n6,7,8\r\n", "line 3", "2 fields but the header has 3"),
         (b'a,b,c\n1,"x\ny\nz",3\n\n4,5,6,7\n8,9\n', "line 6", "4 fields but the header has 3"),
+        (b"a,b,c\r1,2,3\r4,5\r6,7,8\r", "line 3", "2 fields but the header has 3"),
+        (b'a,b,c\n1,"x\ry",3\n4,5\n', "line 4", "2 fields but the header has 3"),
     ],
-    ids=["too-many", "too-few", "too-few-crlf", "after-multiline-value-and-blank-line"],
+    ids=[
+        "too-many",
+        "too-few",
+        "too-few-crlf",
+        "after-multiline-value-and-blank-line",
+        "too-few-lone-cr-line-ends",
+        "after-a-value-holding-a-lone-cr",
+    ],
 )
 def test_ragged_row_reports_its_physical_line(data: bytes, line: str, fields: str) -> None:
     # GIVEN a row whose field count differs from the header's

@@ -393,7 +393,7 @@ class _Blocks:
 
     def _origin(self) -> Origin:
         return Origin(
-            offset=self._offset - len(self._header), lines=self._newlines - self._header_newlines, rows=self._rows
+            offset=self._offset - len(self._header), lines=self._breaks - self._header_breaks, rows=self._rows
         )
 
     def _batch(self, decoded: _Decoded) -> ParsedTable | None:
