@@ -70,8 +70,7 @@ def _by_quote_parity(text: bytes, delimiter: str, rows: int) -> tuple[_Lines, in
     """The lines, the number of line breaks and whether the quotes are even; None if parity cannot place them."""
     size = len(text)
     data = pl.Series(pa.Array.from_buffers(pa.uint8(), size, [None, pa.py_buffer(text)]))
-    lone_crs = b"\r" in text and text.count(b"\r") != text.count(b"\r\n")
-    line_breaks, quotes = _line_breaks_and_quotes(data, lone_crs=lone_crs)
+    line_breaks, quotes = _line_breaks_and_quotes(data, crs=b"\r" in text)
     if not _quotes_only_around_values(data, quotes, delimiter):
         return None
     # An even number of quotes before a line break: the break is outside any quoted value.
@@ -95,22 +94,32 @@ _AT = "at"
 _EVEN = "even"
 
 
-def _line_breaks_and_quotes(data: pl.Series, *, lone_crs: bool) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _line_breaks_and_quotes(data: pl.Series, *, crs: bool) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The line breaks and the quotes of ``data``: where each is (``_AT``), and whether the quotes up to it,
     itself included, are even (``_EVEN``): for a line break, whether it is outside any quoted value.
 
-    A line break is a line feed, or (if ``lone_crs``: the text has some) a carriage return no line feed
-    follows. One lazy query over the bytes (polars' lazy engine finds them several times faster than series
-    methods).
+    A line break is a line feed, or a carriage return no line feed follows (``crs``: the text has carriage
+    returns). One lazy query over the bytes finds them (polars' lazy engine is several times faster than
+    series methods); carriage returns are looked for only if some are not followed by a line feed.
     """
+    bytes_ = data.to_frame("byte").lazy()
     byte = pl.col("byte")
-    breaks = byte == _LF
-    if lone_crs:
-        breaks |= (byte == _CR) & (byte.shift(-1, fill_value=0) != _LF)
-    found = data.to_frame("byte").lazy().select(pl.arg_where(breaks | (byte == _QUOTE)).cast(pl.Int64))
-    at = found.collect().to_series().alias(_AT)
-    is_quote = data.gather(at) == _QUOTE
-    specials = pl.DataFrame({_AT: at, "quote": is_quote}).lazy()
+    wanted = (byte == _LF) | (byte == _QUOTE)
+    if not crs:
+        at = bytes_.select(pl.arg_where(wanted).cast(pl.Int64)).collect().to_series()
+    else:
+        found, counted = pl.collect_all(
+            [bytes_.select(pl.arg_where(wanted).cast(pl.Int64)), bytes_.select((byte == _CR).sum())]
+        )
+        at = found.to_series()
+        line_feeds = at.filter(data.gather(at) == _LF)
+        pairs = int((data.gather((line_feeds - 1).clip(lower_bound=0)) == _CR).sum())
+        if counted.item() > pairs:  # lone carriage returns: find them too
+            at = bytes_.select(pl.arg_where(wanted | (byte == _CR)).cast(pl.Int64)).collect().to_series()
+            following = data.gather((at + 1).clip(upper_bound=data.len() - 1))
+            paired = (data.gather(at) == _CR) & (following == _LF) & (at + 1 < data.len())
+            at = at.filter(~paired)
+    specials = pl.DataFrame({_AT: at, "quote": data.gather(at) == _QUOTE}).lazy()
     specials = specials.with_columns((pl.col("quote").cast(pl.Int64).cum_sum() % 2 == 0).alias(_EVEN))
     line_breaks, quotes = pl.collect_all(
         [specials.filter(~pl.col("quote")).select(_AT, _EVEN), specials.filter(pl.col("quote")).select(_AT, _EVEN)]
