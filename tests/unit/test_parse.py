@@ -290,14 +290,15 @@ def test_utf8_file_stays_utf8_when_a_legacy_encoding_is_configured() -> None:
     assert column(parsed.table, "caption") == ["café 🍕"]
 
 
-def test_bytes_invalid_in_the_configured_encoding_are_refused_with_the_line() -> None:
-    # GIVEN a file with byte 0x81, which cp1252 does not define, on line 2
-    data = b"a,b,c\n1,\x81,3\n"
+@pytest.mark.parametrize("line_end", [b"\n", b"\r\n", b"\r"], ids=["lf", "crlf", "lone-cr"])
+def test_bytes_invalid_in_the_configured_encoding_are_refused_with_the_line(line_end: bytes) -> None:
+    # GIVEN a file with byte 0x81, which cp1252 does not define, on line 3
+    data = b"a,b,c\n1,2,3\n1,\x81,3\n".replace(b"\n", line_end)
 
     # WHEN it is decoded as cp1252  THEN MalformedFile names the line
     with pytest.raises(MalformedFile, match="cp1252") as caught:
         decode_csv(data, "x.csv", limits=LIMITS, encoding="cp1252")
-    assert caught.value.location == "line 2"
+    assert caught.value.location == "line 3"
 
 
 def test_unknown_encoding_name_is_refused() -> None:

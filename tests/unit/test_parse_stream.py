@@ -24,6 +24,7 @@ from icegate.datasets import Column, Dataset, get_dataset
 from icegate.errors import EmptyFile, FileTooLarge, IcegateError, MalformedFile, UnsupportedFormat
 from icegate.parse import ParsedTable, canonical_name, parse_bytes, stream_delimited
 from icegate.parse.lines import LAST_LINE, LINE
+from icegate.parse.text_stream import transcoded
 from icegate.settings import Limits
 
 LIMITS = Limits()
@@ -319,6 +320,10 @@ ERRORS: dict[str, tuple[bytes, dict[str, Any]]] = {
     "unclosed-quote-in-header": (b'"a,b\n1,2\n', {"name": "x.csv", "dataset": ABC}),
     "latin1-byte-late": (LATE + _row("Q", "caf\u00e9").decode().encode("latin-1") + b"\n", {}),
     "cp1252-undefined-byte-late": (LATE + b"a,b,c,d,e,f,g,\x81,i,j,k\n", {"encoding": "cp1252"}),
+    "cp1252-undefined-byte-late-lone-cr-line-ends": (
+        (LATE + b"a,b,c,d,e,f,g,\x81,i,j,k\n").replace(b"\n", b"\r"),
+        {"encoding": "cp1252"},
+    ),
     "nul-byte-late": (LATE + _row("Q", "x\x00y") + b"\n", {}),
     "utf16-lone-surrogate-late": (codecs.BOM_UTF16_LE + LATE.decode().encode("utf-16-le") + b"\x00\xd8a\x00", {}),
     "too-many-columns": (posts_bytes(5), {"limits": Limits(max_columns=10)}),
@@ -402,6 +407,20 @@ def test_a_legacy_file_that_looks_like_utf8_at_first_is_refused_from_a_source_th
     with pytest.raises(MalformedFile, match="one encoding") as caught:
         batches(Trickle(data), block_bytes=64, encoding="cp1252")
     assert caught.value.location == "line 63"
+    # AND with classic Mac line ends (lone carriage returns), the same line
+    with pytest.raises(MalformedFile, match="one encoding") as caught:
+        batches(Trickle(data.replace(b"\n", b"\r")), block_bytes=64, encoding="cp1252")
+    assert caught.value.location == "line 63"
+
+
+def test_a_crlf_cut_between_two_chunks_is_one_line_break_in_an_error_line() -> None:
+    # GIVEN cp1252 text whose CRLF line ends fall between the chunks it arrives in, then a byte cp1252 lacks
+    chunks = [b"a,b\r", b"\n1,2\r", b"\n3,\x81\r\n"]
+
+    # WHEN it is transcoded  THEN the error is on line 3, as the whole text's would be
+    with pytest.raises(MalformedFile, match="cp1252") as caught:
+        list(transcoded(iter(chunks), "cp1252", "x.csv"))
+    assert caught.value.location == "line 3"
 
 
 @pytest.mark.parametrize("name", ["post_results_1.json", "post_results_1.xlsx", "post_results_1.parquet.gz"], ids=str)

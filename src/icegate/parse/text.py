@@ -231,7 +231,7 @@ def _transcode(data: bytes, codec: str, file: str, *, skip: int = 0, counted_fro
         return codecs.decode(memoryview(data)[skip:], codec).encode("utf-8")
     except UnicodeDecodeError as exc:
         at = skip + exc.start
-        lines = codecs.decode(memoryview(data)[skip:at], codec, errors="replace").count("\n") + 1
+        lines = line_breaks(codecs.decode(memoryview(data)[skip:at], codec, errors="replace")) + 1
         raise undecodable(codec, data[at], at - counted_from, lines, file) from None
 
 
@@ -246,6 +246,34 @@ def no_nul(data: bytes, file: str, origin: Origin = Origin()) -> bytes:  # noqa:
             location=f"line {origin.lines + line_at(data, at)}",
         )
     return data
+
+
+def line_breaks(text: str | bytes) -> int:
+    """Line breaks in ``text``: line feeds, carriage return and line feed pairs, lone carriage returns."""
+    if isinstance(text, str):
+        feeds = text.count("\n")
+        return feeds + text.count("\r") - text.count("\r\n") if "\r" in text else feeds
+    feeds = text.count(b"\n")
+    return feeds + text.count(b"\r") - text.count(b"\r\n") if b"\r" in text else feeds
+
+
+class LineBreaks:
+    """:func:`line_breaks` of text that goes by in pieces: a carriage return ending one piece and the line feed
+    starting the next are one line break."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._ends_in_cr = False
+
+    def through(self, text: str | bytes) -> int:
+        """The line breaks before ``text`` and in it (``text`` is not added)."""
+        joined = self._ends_in_cr and text[:1] in ("\n", b"\n")
+        return self.count + line_breaks(text) - joined
+
+    def add(self, text: str | bytes) -> None:
+        self.count = self.through(text)
+        if text:
+            self._ends_in_cr = text[-1:] in ("\r", b"\r")
 
 
 def line_at(data: bytes, offset: int) -> int:

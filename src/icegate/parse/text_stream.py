@@ -27,6 +27,7 @@ from icegate.parse.origin import Origin
 from icegate.parse.text import (
     GZIP_MAGIC,
     HEAD_BYTES,
+    LineBreaks,
     TextPlan,
     gunzip,
     invalid_utf8_offset,
@@ -127,13 +128,14 @@ def utf8_chunks(
 
 
 def transcoded(
-    chunks: Iterator[bytes], codec: str, file: str, *, offset: int = 0, newlines: int = 0
+    chunks: Iterator[bytes], codec: str, file: str, *, offset: int = 0, lines: LineBreaks | None = None
 ) -> Iterator[bytes]:
     """Chunks decoded from ``codec`` and encoded as UTF-8; a byte invalid in it is refused as :func:`to_utf8` does.
 
-    ``offset`` and ``newlines``: the byte offset (as errors count it) of the first chunk, and the line
-    feeds decoded before it.
+    ``offset`` and ``lines``: the byte offset (as errors count it) of the first chunk, and the line breaks
+    of the text before it.
     """
+    lines = lines or LineBreaks()
     decoder = codecs.getincrementaldecoder(codec)()
     for chunk, final in chain(((c, False) for c in chunks), [(b"", True)]):
         state = decoder.getstate()
@@ -143,10 +145,10 @@ def transcoded(
             held = len(state[0])
             before = codecs.getincrementaldecoder(codec)(errors="replace")
             before.setstate(state)
-            line = newlines + before.decode(chunk[: max(0, exc.start - held)]).count("\n") + 1
+            line = lines.through(before.decode(chunk[: max(0, exc.start - held)])) + 1
             raise undecodable(codec, exc.object[exc.start], offset - held + exc.start, line, file) from None
         offset += len(chunk)
-        newlines += text.count("\n")
+        lines.add(text)
         if text:
             yield text.encode("utf-8")
 
@@ -159,7 +161,8 @@ def _utf8_or_legacy(chunks: Iterator[bytes], plan: TextPlan, file: str, lookahea
     """
     assert plan.fallback is not None
     codec = plan.fallback
-    offset = newlines = 0  # of the text passed on
+    offset = 0  # of the text passed on
+    lines = LineBreaks()
     held = b""  # the start of a UTF-8 sequence that a chunk boundary cut
     unconfirmed = False  # read as UTF-8 beyond ASCII, though the rest of the file could not be looked at
     for chunk in chunks:
@@ -167,8 +170,8 @@ def _utf8_or_legacy(chunks: Iterator[bytes], plan: TextPlan, file: str, lookahea
         end, bad = _valid_utf8_prefix(data, final=False)
         if bad is not None:
             if unconfirmed:
-                raise _mixed_encodings(data, bad, file, codec, offset=offset, newlines=newlines)
-            yield from transcoded(chain([data], chunks), codec, file, offset=offset, newlines=newlines)
+                raise _mixed_encodings(data, bad, file, codec, offset=offset, lines=lines)
+            yield from transcoded(chain([data], chunks), codec, file, offset=offset, lines=lines)
             return
         if not unconfirmed and not data[:end].isascii():
             if lookahead is None:
@@ -178,17 +181,17 @@ def _utf8_or_legacy(chunks: Iterator[bytes], plan: TextPlan, file: str, lookahea
                 yield from chunks
                 return
             else:
-                yield from transcoded(chain([data], chunks), codec, file, offset=offset, newlines=newlines)
+                yield from transcoded(chain([data], chunks), codec, file, offset=offset, lines=lines)
                 return
         held = data[end:]
         if end:
             yield data[:end]
         offset += end
-        newlines += data.count(b"\n", 0, end)
+        lines.add(data[:end])
     if held:  # the text ends inside a UTF-8 sequence: it is not UTF-8
         if unconfirmed:
-            raise _mixed_encodings(held, 0, file, codec, offset=offset, newlines=newlines)
-        yield from transcoded(iter([held]), codec, file, offset=offset, newlines=newlines)
+            raise _mixed_encodings(held, 0, file, codec, offset=offset, lines=lines)
+        yield from transcoded(iter([held]), codec, file, offset=offset, lines=lines)
 
 
 class Utf8Check:
@@ -250,8 +253,8 @@ def _valid_utf8_throughout(chunks: Iterator[bytes], skip: int) -> bool:
     return not held
 
 
-def _mixed_encodings(data: bytes, bad: int, file: str, codec: str, *, offset: int, newlines: int) -> MalformedFile:
-    line = newlines + data.count(b"\n", 0, bad) + 1
+def _mixed_encodings(data: bytes, bad: int, file: str, codec: str, *, offset: int, lines: LineBreaks) -> MalformedFile:
+    line = lines.through(data[:bad]) + 1
     return MalformedFile(
         f"the file is not valid UTF-8: byte 0x{data[bad]:02x} at byte offset {offset + bad:,} cannot be decoded "
         f"(in {line_excerpt(data, bad)}), yet the text before it is UTF-8 beyond ASCII, which {codec} "
