@@ -455,10 +455,11 @@ OVERSIZED: dict[str, bytes] = {
 }
 
 
+@pytest.mark.parametrize("line_end", [b"\n", b"\r"], ids=["lf", "lone-cr"])
 @pytest.mark.parametrize("case", list(OVERSIZED), ids=str)
-def test_a_record_longer_than_any_the_limits_accept_is_refused_without_being_held(case: str) -> None:
+def test_a_record_longer_than_any_the_limits_accept_is_refused_without_being_held(case: str, line_end: bytes) -> None:
     # GIVEN 200 good rows, then a record that runs far past the longest any row within the limits can be
-    data = POSTS_HEADER + _good_rows(200) + OVERSIZED[case]
+    data = (POSTS_HEADER + _good_rows(200) + OVERSIZED[case]).replace(b"\n", line_end)
     expected = error_of(lambda: whole(data, limits=SMALL_FIELDS))
 
     # WHEN it is streamed, with allocations traced (after a first stream: imports and caches are not the file's)

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import polars as pl
 import pyarrow as pa
 
+from icegate.parse.text import line_breaks
+
 #: The columns a parsed delimited file carries besides the contract's (1-based, inclusive).
 LINE = "line"
 LAST_LINE = "last_line"
@@ -60,34 +62,33 @@ def count_record_lines(text: bytes, delimiter: str, rows: int) -> RecordLines:
         first, last = found
         table = pa.table({LINE: first.cast(pl.Int64).to_arrow(), LAST_LINE: last.cast(pl.Int64).to_arrow()})
     if parity:
-        _, newlines, even = parity
-        return RecordLines(table, by_parity=even, breaks=newlines)
-    breaks = text.count(b"\n") + text.count(b"\r") - text.count(b"\r\n")
-    return RecordLines(table, by_parity=False, breaks=breaks)
+        _, breaks, even = parity
+        return RecordLines(table, by_parity=even, breaks=breaks)
+    return RecordLines(table, by_parity=False, breaks=line_breaks(text))
 
 
 def _by_quote_parity(text: bytes, delimiter: str, rows: int) -> tuple[_Lines, int, bool] | None:
     """The lines, the number of line breaks and whether the quotes are even; None if parity cannot place them."""
     size = len(text)
     data = pl.Series(pa.Array.from_buffers(pa.uint8(), size, [None, pa.py_buffer(text)]))
-    line_breaks, quotes = _line_breaks_and_quotes(data, crs=b"\r" in text)
+    found_breaks, quotes = _line_breaks_and_quotes(data, crs=b"\r" in text)
     if not _quotes_only_around_values(data, quotes, delimiter):
         return None
     # An even number of quotes before a line break: the break is outside any quoted value.
-    newlines, ends_record = line_breaks.get_column(_AT), line_breaks.get_column(_EVEN)
-    line_of_break = pl.int_range(1, newlines.len() + 1, eager=True, dtype=pl.Int64)  # the break ends this line
-    breaks = newlines.filter(ends_record)
+    break_at, ends_record = found_breaks.get_column(_AT), found_breaks.get_column(_EVEN)
+    line_of_break = pl.int_range(1, break_at.len() + 1, eager=True, dtype=pl.Int64)  # the break ends this line
+    breaks = break_at.filter(ends_record)
     record_breaks = line_of_break.filter(ends_record)
     # Record k spans from after break k-1 (or the start) to break k (or the end of the text).
     starts = pl.concat([pl.Series([0], dtype=pl.Int64), breaks + 1])
     ends = pl.concat([breaks, pl.Series([size], dtype=pl.Int64)])
     first = pl.concat([pl.Series([1], dtype=pl.Int64), record_breaks + 1])
-    last = pl.concat([record_breaks, pl.Series([newlines.len() + 1], dtype=pl.Int64)])
+    last = pl.concat([record_breaks, pl.Series([break_at.len() + 1], dtype=pl.Int64)])
     keep = ~_blank(text, data, delimiter, starts, ends)
     first, last = first.filter(keep), last.filter(keep)
     if first.len() != rows + 1:  # the header is the first record kept
         return None
-    return (first.slice(1), last.slice(1)), newlines.len(), quotes.height % 2 == 0
+    return (first.slice(1), last.slice(1)), break_at.len(), quotes.height % 2 == 0
 
 
 _AT = "at"
@@ -121,10 +122,10 @@ def _line_breaks_and_quotes(data: pl.Series, *, crs: bool) -> tuple[pl.DataFrame
             at = at.filter(~paired)
     specials = pl.DataFrame({_AT: at, "quote": data.gather(at) == _QUOTE}).lazy()
     specials = specials.with_columns((pl.col("quote").cast(pl.Int64).cum_sum() % 2 == 0).alias(_EVEN))
-    line_breaks, quotes = pl.collect_all(
+    breaks, quotes = pl.collect_all(
         [specials.filter(~pl.col("quote")).select(_AT, _EVEN), specials.filter(pl.col("quote")).select(_AT, _EVEN)]
     )
-    return line_breaks, quotes
+    return breaks, quotes
 
 
 def _quotes_only_around_values(data: pl.Series, quotes: pl.DataFrame, delimiter: str) -> bool:

@@ -15,6 +15,8 @@ import re
 from collections.abc import Iterator
 from typing import Final
 
+from icegate.parse.text import LineBreaks
+
 _QUOTE: Final = 0x22
 _CR: Final = 0x0D
 _LF: Final = 0x0A
@@ -108,7 +110,7 @@ class RecordScan:
 
     For a record too big to hold in memory (a quote that is never closed, a value far over the field
     limit): counts its fields, each field's value length, the line feeds before the last field's
-    opening quote, and keeps the record's first bytes.
+    opening quote, and keeps the record's first bytes. Lines are counted as :mod:`.lines` counts them.
     """
 
     def __init__(self, delimiter: str, *, keep: int, fields: int) -> None:
@@ -123,10 +125,10 @@ class RecordScan:
         self.fields = 1
         #: Value bytes of each ended field (the first ``fields`` + 1 of them).
         self.lengths: list[int] = []
-        #: Line feeds in the record before its last field's opening quote (None: that field is not quoted),
+        #: Line breaks in the record before its last field's opening quote (None: that field is not quoted),
         #: and before its first quote (None: it has none).
-        self.quote_newlines: int | None = None
-        self.first_quote_newlines: int | None = None
+        self.quote_breaks: int | None = None
+        self.first_quote_breaks: int | None = None
         #: The line break that ended the record (empty: the text ended).
         self.ending = b""
         #: The record holds a quote; it is only whitespace.
@@ -136,7 +138,7 @@ class RecordScan:
         self.unclosed = False
         self.ended = False
         self._value = 0
-        self._newlines = 0
+        self._lines = LineBreaks()
         self._inside = False
         self._field_start = True
         self._quote_pending = False  # inside, a quote ended the last chunk: is it doubled?
@@ -157,9 +159,9 @@ class RecordScan:
             self.ended = True
 
     @property
-    def newlines(self) -> int:
-        """Line feeds read: in the record (quoted values included) and in the line break that ended it."""
-        return self._newlines + self.ending.count(b"\n")
+    def breaks(self) -> int:
+        """Line breaks read: in the record (quoted values included) and the one that ended it."""
+        return self._lines.count + (1 if self.ending else 0)
 
     def row_text(self) -> str:
         """The record's text as the reader reports an invalid row (no line break at its end, when kept whole)."""
@@ -219,13 +221,13 @@ class RecordScan:
             self._end_field()
             self.fields += 1
             self._field_start = True
-            self.quote_newlines = None
+            self.quote_breaks = None
         elif byte == _QUOTE:
             if not self.quoted:
-                self.quoted, self.first_quote_newlines = True, self._newlines
+                self.quoted, self.first_quote_breaks = True, self._lines.count
             if self._field_start:
                 self._inside, self._field_start = True, False
-                self.quote_newlines = self._newlines
+                self.quote_breaks = self._lines.count
             self._take(chunk, event, event + 1, content=not self._inside)
         else:
             return self._end_record(chunk, event)
@@ -261,5 +263,5 @@ class RecordScan:
             self.head += part[: self._keep - len(self.head)]
         if self.blank and part:
             self.blank = part.decode("utf-8", errors="ignore").isspace()
-        self._newlines += part.count(b"\n")
+        self._lines.add(part)
         self.size += len(part)

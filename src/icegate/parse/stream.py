@@ -42,7 +42,7 @@ from icegate.parse.lines import count_record_lines
 from icegate.parse.origin import Origin
 from icegate.parse.records import RecordScan, header_end, last_record_end
 from icegate.parse.table import ParsedTable
-from icegate.parse.text import checked_utf8, line_at
+from icegate.parse.text import checked_utf8, line_at, line_breaks
 from icegate.parse.text_stream import Readable, Utf8Check, decompressed, lookahead, source_chunks, utf8_chunks
 from icegate.settings import Limits
 
@@ -204,8 +204,7 @@ class _Decoded:
     size: int
     table: pa.Table
     lines: pa.Table
-    #: Line feeds (as errors count lines) and line breaks (as the records' lines count them) in the block.
-    newlines: int
+    #: Line breaks in the block, after its header.
     breaks: int
     #: The rows of the wrong number of fields found so far in the file (this block's included).
     invalid: list[InvalidRow]
@@ -240,8 +239,8 @@ class _Blocks:
         self._first_invalid: _Ragged | None = None
         self._decoded = False
         # Of the text before the pending text: bytes, line feeds, line breaks as record lines count them, rows.
-        self._offset = self._newlines = self._breaks = self._rows = 0
-        self._header_newlines = self._header_breaks = 0
+        self._offset = self._breaks = self._rows = 0
+        self._header_breaks = 0
 
     def batches(self) -> Iterator[ParsedTable]:
         self._read_header()
@@ -325,8 +324,7 @@ class _Blocks:
         self._header = text[:end]
         self._pending.drop(end)
         self._offset = end
-        self._newlines = self._header_newlines = self._header.count(b"\n")
-        self._breaks = self._header_breaks = _line_breaks(self._header)
+        self._breaks = self._header_breaks = line_breaks(self._header)
 
     # -- cutting and decoding --------------------------------------------------------------------
 
@@ -378,14 +376,13 @@ class _Blocks:
             counted = count_record_lines(block, job.delimiter, table.num_rows + len(added))
         if not (sound or (counted and counted.by_parity) or self._ends_record(block)):
             return None
-        newlines = block.count(b"\n", len(self._header))
-        breaks = (counted.breaks if counted else _line_breaks(block)) - self._header_breaks
+        breaks = (counted.breaks if counted else line_breaks(block)) - self._header_breaks
         first = None
         if added and not self._invalid:
             row, line = first_invalid_row(block, added)
             first = _Ragged(row, origin.lines + line if line is not None else None)
         lines = counted.table if counted else pa.table({})
-        return _Decoded(size, table, lines, newlines, breaks, invalid, first)
+        return _Decoded(size, table, lines, breaks, invalid, first)
 
     def _ends_record(self, block: bytes) -> bool:
         """Whether the block ends where the reader ends a record (its grammar, walked quote by quote)."""
@@ -414,7 +411,6 @@ class _Blocks:
         self._first_invalid = self._first_invalid or decoded.first_invalid
         self._pending.drop(decoded.size)
         self._offset += decoded.size
-        self._newlines += decoded.newlines
         self._breaks += decoded.breaks
         self._rows += decoded.table.num_rows
 
@@ -437,7 +433,7 @@ class _Blocks:
         checked_utf8(self._header + held, job.file, self._origin())
         names = self._header_names()
         scan = RecordScan(job.delimiter, keep=_KEEP, fields=len(names))
-        after = Origin(offset=self._offset + len(held), lines=self._newlines + held.count(b"\n"))
+        after = Origin(offset=self._offset + len(held), lines=self._breaks + line_breaks(held))
         rest = self._scan(scan, held, after)
         self._refuse_record(scan, names)
         # Not refused: a line of whitespace, a row of the wrong number of fields (counted), or a record
@@ -445,8 +441,7 @@ class _Blocks:
         self._pending = _Pending()
         self._pending.add(rest)
         self._offset += scan.size
-        self._newlines += scan.newlines
-        self._breaks += scan.newlines + (scan.ending == b"\r")
+        self._breaks += scan.breaks
 
     def _scan(self, scan: RecordScan, held: bytes, origin: Origin) -> bytes:
         """Feed ``scan`` the held text (checked already), then the stream, to the record's end; the text after it.
@@ -475,13 +470,13 @@ class _Blocks:
         if scan.fields != expected:
             if not scan.blank and len(self._invalid) < MAX_INVALID_ROWS:
                 row = (expected, scan.fields, scan.row_text())
-                self._first_invalid = self._first_invalid or _Ragged(row, self._newlines + 1, scan.quoted)
+                self._first_invalid = self._first_invalid or _Ragged(row, self._breaks + 1, scan.quoted)
                 self._invalid = [*self._invalid, row]
             return
         if self._invalid:
             return  # the file is refused for its rows of the wrong number of fields; nothing else is
         if scan.unclosed:
-            raise unclosed_quote(job.file, self._newlines + (scan.quote_newlines or 0) + 1)
+            raise unclosed_quote(job.file, self._breaks + (scan.quote_breaks or 0) + 1)
         if self._rows + 1 > job.limits.max_rows:
             raise too_many_rows(job.file, job.limits)
         for name, length in zip(names, scan.lengths, strict=False):
@@ -497,14 +492,14 @@ class _Blocks:
         checked_utf8(held, job.file, Origin())
         start = len(held) - len(held.lstrip(b"\r\n"))  # the empty lines the reader skips
         scan = RecordScan(job.delimiter, keep=_KEEP, fields=job.limits.max_columns)
-        self._scan(scan, held[start:], Origin(offset=len(held), lines=held.count(b"\n")))
+        self._scan(scan, held[start:], Origin(offset=len(held), lines=line_breaks(held)))
         if scan.unclosed:
             quote = held.find(b'"')
             line = line_at(held, quote) if quote >= 0 else None
-            if line is None and scan.first_quote_newlines is not None:
-                line = held.count(b"\n", 0, start) + scan.first_quote_newlines + 1
+            if line is None and scan.first_quote_breaks is not None:
+                line = line_breaks(held[:start]) + scan.first_quote_breaks + 1
             raise unclosed_header(job.file, line)
-        line = held.count(b"\n", 0, start) + 1
+        line = line_breaks(held[:start]) + 1
         raise MalformedFile(
             f"the header row is longer than {_header_bound(job.limits):,} bytes, more than "
             f"{job.limits.max_columns:,} columns (ICEGATE_MAX_COLUMNS) of {job.limits.max_field_bytes:,} bytes "
@@ -517,8 +512,3 @@ class _Blocks:
 def _header_bound(limits: Limits) -> int:
     """No header within the limits is longer (its columns being no more, nor longer, than a row's)."""
     return limits.max_columns * (2 * limits.max_field_bytes + 3) + 2
-
-
-def _line_breaks(text: bytes) -> int:
-    """Line breaks as the csv reader counts lines: line feeds, carriage return + line feed, lone carriage returns."""
-    return text.count(b"\n") + text.count(b"\r") - text.count(b"\r\n")

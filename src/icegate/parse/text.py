@@ -261,8 +261,9 @@ class LineBreaks:
     """:func:`line_breaks` of text that goes by in pieces: a carriage return ending one piece and the line feed
     starting the next are one line break."""
 
-    def __init__(self) -> None:
-        self.count = 0
+    def __init__(self, count: int = 0) -> None:
+        #: Line breaks so far (``count``: before the first piece).
+        self.count = count
         self._ends_in_cr = False
 
     def through(self, text: str | bytes) -> int:

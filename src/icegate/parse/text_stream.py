@@ -31,6 +31,7 @@ from icegate.parse.text import (
     TextPlan,
     gunzip,
     invalid_utf8_offset,
+    line_breaks,
     line_excerpt,
     no_nul,
     not_utf8,
@@ -202,7 +203,7 @@ class Utf8Check:
 
     def __init__(self, file: str, origin: Origin) -> None:
         self._file = file
-        self._offset, self._newlines = origin.offset, origin.lines
+        self._offset, self._lines = origin.offset, LineBreaks(origin.lines)
         self._held = b""  # the start of a UTF-8 sequence that a chunk boundary cut
         self._before = b""  # the text just before, for an error's excerpt
 
@@ -210,14 +211,14 @@ class Utf8Check:
         data = self._held + chunk
         end, bad = _valid_utf8_prefix(data, final=final)
         window = self._before + data
-        origin = Origin(offset=self._offset - len(self._before), lines=self._newlines - self._before.count(b"\n"))
+        origin = Origin(offset=self._offset - len(self._before), lines=self._lines.count - line_breaks(self._before))
         if bad is not None:
             raise not_utf8(window, len(self._before) + bad, self._file, origin)
         no_nul(window, self._file, origin)
         self._held = data[end:]
         self._before = data[max(0, end - _EXCERPT) : end]
         self._offset += end
-        self._newlines += data.count(b"\n", 0, end)
+        self._lines.add(data[:end])
 
     def finish(self) -> None:
         """The text ends: a sequence it cut is invalid."""
