@@ -632,6 +632,53 @@ def test_xlsx_zip_bomb_is_refused_before_opening() -> None:
         parse_bytes(data, "post_results_1.xlsx", POSTS, limits=Limits(max_uncompressed_bytes=4 << 20))
 
 
+def shared_text_workbook(text: str, rows: int) -> bytes:
+    """A minimal workbook: header "caption", then ``rows`` cells that all show ``text``, stored once."""
+    main = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+    relations = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+    package = "http://schemas.openxmlformats.org/package/2006/relationships"
+    cells = "".join(f'<row r="{r}"><c r="A{r}" t="s"><v>1</v></c></row>' for r in range(2, rows + 2))
+    parts = {
+        "[Content_Types].xml": '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+        '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+        '<Default Extension="xml" ContentType="application/xml"/>'
+        '<Override PartName="/xl/workbook.xml" '
+        'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>'
+        '<Override PartName="/xl/worksheets/sheet1.xml" '
+        'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/>'
+        '<Override PartName="/xl/sharedStrings.xml" '
+        'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"/></Types>',
+        "_rels/.rels": f'<Relationships xmlns="{package}"><Relationship Id="r1" '
+        f'Type="{relations}/officeDocument" Target="xl/workbook.xml"/></Relationships>',
+        "xl/workbook.xml": f'<workbook xmlns="{main}" xmlns:r="{relations}"><sheets>'
+        '<sheet name="S" sheetId="1" r:id="r1"/></sheets></workbook>',
+        "xl/_rels/workbook.xml.rels": f'<Relationships xmlns="{package}">'
+        f'<Relationship Id="r1" Type="{relations}/worksheet" Target="worksheets/sheet1.xml"/>'
+        f'<Relationship Id="r2" Type="{relations}/sharedStrings" Target="sharedStrings.xml"/></Relationships>',
+        "xl/sharedStrings.xml": f'<sst xmlns="{main}"><si><t>caption</t></si><si><t>{text}</t></si></sst>',
+        "xl/worksheets/sheet1.xml": f'<worksheet xmlns="{main}"><sheetData>'
+        f'<row r="1"><c r="A1" t="s"><v>0</v></c></row>{cells}</sheetData></worksheet>',
+    }
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in parts.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+def test_xlsx_whose_cells_repeat_one_shared_text_past_the_cap_is_refused_as_it_is_read() -> None:
+    # GIVEN a small workbook whose 60 cells all show one 10 000-character text (stored once, as a shared string)
+    data = shared_text_workbook("x" * 10_000, 60)
+    assert len(data) < 2_000
+    assert decode_xlsx(data, "x.xlsx", limits=LIMITS).num_rows == 60  # a workbook that opens, within the limits
+
+    # WHEN it is parsed under a cap of 400 000 bytes of text
+    # THEN FileTooLarge at the row where the values pass it, before 600 000 characters are laid out as a table
+    with pytest.raises(FileTooLarge, match="ICEGATE_MAX_UNCOMPRESSED_BYTES") as caught:
+        decode_xlsx(data, "x.xlsx", limits=Limits(max_uncompressed_bytes=400_000))
+    assert caught.value.location == "row 41"  # the header and 40 texts: 400 007 characters
+
+
 @pytest.mark.parametrize(
     "data",
     [b"this is not a zip", zipfile.ZipFile.__name__.encode() * 10, b"PK\x03\x04" + b"\x00" * 40],
@@ -808,6 +855,27 @@ def test_corrupt_parquet_is_malformed() -> None:
     # WHEN it is decoded  THEN MalformedFile
     with pytest.raises(MalformedFile, match="Parquet"):
         decode_parquet(data[: len(data) // 2], "x.parquet", limits=LIMITS)
+
+
+def test_parquet_whose_rows_repeat_one_long_text_past_the_cap_is_refused_before_it_is_expanded() -> None:
+    # GIVEN a small Parquet file whose 300 rows hold one 10 000-character text (dictionary-encoded: stored once)
+    data = parquet_bytes(pa.table({"caption": ["x" * 10_000] * 300, "n": list(range(300))}))
+    assert len(data) < 20_000
+
+    # WHEN it is decoded under a cap of 1 MB  THEN FileTooLarge with the 3 MB its values come to
+    with pytest.raises(FileTooLarge, match=r"values come to 3,00\d,\d{3} bytes"):
+        decode_parquet(data, "x.parquet", limits=Limits(max_uncompressed_bytes=1_000_000))
+
+
+def test_parquet_dictionary_columns_of_any_type_decode_as_their_values() -> None:
+    # GIVEN dictionary-encoded columns of text and of integers (as a pandas categorical writes them)
+    texts = pa.array(["b", "a", "b", None]).dictionary_encode()
+    numbers = pa.array([7, 7, 8, None]).dictionary_encode()
+    data = parquet_bytes(pa.table({"t": texts, "n": numbers}))
+
+    # WHEN it is decoded  THEN each column is its values as text
+    table = decode_parquet(data, "x.parquet", limits=LIMITS)
+    assert table.to_pydict() == {"t": ["b", "a", "b", None], "n": ["7", "7", "8", None]}
 
 
 def test_parquet_rows_over_max_rows_are_refused_from_metadata() -> None:

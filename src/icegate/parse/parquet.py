@@ -36,16 +36,44 @@ def decode_parquet(data: bytes, file: str, *, limits: Limits) -> pa.Table:
             "(ICEGATE_MAX_UNCOMPRESSED_BYTES)",
             file=file,
         )
+    # Text columns are read as dictionaries, as they are stored, so that their size is known before any value is
+    # repeated in memory: one long text used in every row takes a few bytes a row on disk.
+    texts = [field.name for field in schema if _is_text(field.type)]
     try:
-        table = parquet.read()
+        table = pq.ParquetFile(pa.BufferReader(data), metadata=meta, read_dictionary=texts).read()
     except (pa.ArrowException, OSError) as exc:
         raise MalformedFile(f"the Parquet data cannot be read ({exc})", file=file) from None
+    expanded = sum(_expanded_bytes(table.column(i)) for i in range(table.num_columns))
+    if expanded > limits.max_uncompressed_bytes:
+        raise FileTooLarge(
+            f"the file's values come to {expanded:,} bytes; the limit is {limits.max_uncompressed_bytes:,} "
+            "(ICEGATE_MAX_UNCOMPRESSED_BYTES)",
+            file=file,
+        )
     strings = pa.table(
         [_as_strings(table.column(i), table.field(i).name, file) for i in range(table.num_columns)],
         names=table.column_names,
     )
     check_limits(strings, file, limits)
     return strings
+
+
+def _expanded_bytes(column: pa.ChunkedArray) -> int:
+    """The bytes a column takes once its dictionaries are expanded (one copy of a value per row)."""
+    if not pa.types.is_dictionary(column.type):
+        return int(column.nbytes)
+    total = 0
+    for chunk in column.chunks:
+        values = chunk.dictionary
+        if not _is_text(values.type):
+            values = _as_strings(pa.chunked_array([values]), "", "").combine_chunks()  # as it will be cast
+        lengths = pc.binary_length(values)
+        total += int(pc.sum(pc.take(lengths, chunk.indices)).as_py() or 0) + chunk.indices.nbytes
+    return total
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return any(check(kind) for check in (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary))
 
 
 def _as_strings(column: pa.ChunkedArray, name: str, file: str) -> pa.ChunkedArray:

@@ -67,8 +67,19 @@ def _sheet_table(rows: Iterable[tuple[Any, ...]], file: str, limits: Limits) -> 
     header: list[str] | None = None
     columns: list[list[str | None]] = []
     count = 0
+    # Characters of the values so far (a lower bound of their UTF-8 bytes): cells may all point at one shared
+    # string, so a small workbook can stand for far more text than its zip members hold.
+    size = 0
     for number, row in enumerate(rows, start=1):
         values = [_cell_text(value) for value in row]
+        size += sum(len(value) for value in values if value is not None)
+        if size > limits.max_uncompressed_bytes:
+            raise FileTooLarge(
+                f"the worksheet's values come to more than {limits.max_uncompressed_bytes:,} bytes by row {number} "
+                "(ICEGATE_MAX_UNCOMPRESSED_BYTES); cells may repeat one shared text. Export it as CSV, or split it",
+                file=file,
+                location=f"row {number}",
+            )
         while values and values[-1] is None:
             values.pop()
         if not any(v is not None and v.strip() for v in values):
