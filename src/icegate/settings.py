@@ -91,6 +91,25 @@ class Settings:
                 f"{ENV_PREFIX}REPORT_MIN_INTERVAL_SECONDS={self.report_min_interval_seconds} must be 0 (rebuild the "
                 "report after every file) or a number of seconds"
             )
+        # Refused here, once, rather than by every file that would meet them (each dead-lettered for it).
+        for name, value, least in (
+            ("COMMIT_ATTEMPTS", self.commit_attempts, 1),
+            ("GROUP_MAX_FILES", self.group_max_files, 1),
+            ("COMMIT_BACKOFF_SECONDS", self.commit_backoff_seconds, 0),
+        ):
+            if value < least:
+                raise ValueError(f"{ENV_PREFIX}{name}={value} must be at least {least}")
+        for dimension, weight in self.quality_weights.items():
+            if weight < 0:
+                raise ValueError(f"{ENV_PREFIX}QUALITY_WEIGHT_{dimension.upper()}={weight} must not be negative")
+        if set(self.quality_weights) >= set(QUALITY_DIMENSIONS) and not any(self.quality_weights.values()):
+            raise ValueError(f"{ENV_PREFIX}QUALITY_WEIGHT_*: at least one weight must be above 0")
+        for dimension, floor in self.quality_floors.items():
+            if not 0 <= floor <= 1:
+                raise ValueError(f"{ENV_PREFIX}QUALITY_FLOOR_{dimension.upper()}={floor} must lie in 0–1")
+        for dataset, threshold in self.quality_thresholds.items():
+            if not 0 <= threshold <= 100:
+                raise ValueError(f"{ENV_PREFIX}QUALITY_THRESHOLD_{dataset.upper()}={threshold} must lie in 0–100")
         import phonenumbers  # here: its 70 ms import is not paid by `icegate --help`
 
         if self.phone_region not in phonenumbers.SUPPORTED_REGIONS:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from icegate.settings import Limits, Settings, known_variables, load_settings
+from icegate.settings import QUALITY_DIMENSIONS, Limits, Settings, known_variables, load_settings
 
 # --- defaults -------------------------------------------------------------------------------------
 
@@ -304,3 +304,33 @@ def test_report_min_interval_defaults_to_a_minute_and_reads_zero() -> None:
 def test_a_negative_report_interval_is_refused_naming_the_variable() -> None:
     with pytest.raises(ValueError, match=r"ICEGATE_REPORT_MIN_INTERVAL_SECONDS=-1 must be 0"):
         Settings.from_env({"ICEGATE_REPORT_MIN_INTERVAL_SECONDS": "-1"})
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"ICEGATE_COMMIT_ATTEMPTS": "0"}, "ICEGATE_COMMIT_ATTEMPTS=0 must be at least 1"),
+        ({"ICEGATE_GROUP_MAX_FILES": "0"}, "ICEGATE_GROUP_MAX_FILES=0 must be at least 1"),
+        ({"ICEGATE_COMMIT_BACKOFF_SECONDS": "-0.5"}, "ICEGATE_COMMIT_BACKOFF_SECONDS=-0.5 must be at least 0"),
+        ({"ICEGATE_QUALITY_WEIGHT_ACCURACY": "-100"}, "ICEGATE_QUALITY_WEIGHT_ACCURACY=-100.0 must not be negative"),
+        (
+            {f"ICEGATE_QUALITY_WEIGHT_{dimension.upper()}": "0" for dimension in QUALITY_DIMENSIONS},
+            "at least one weight must be above 0",
+        ),
+        ({"ICEGATE_QUALITY_FLOOR_VALIDITY": "1.5"}, "ICEGATE_QUALITY_FLOOR_VALIDITY=1.5 must lie in 0–1"),
+        ({"ICEGATE_QUALITY_THRESHOLD_POSTS": "150"}, "ICEGATE_QUALITY_THRESHOLD_POSTS=150.0 must lie in 0–100"),
+    ],
+    ids=[
+        "no-commit-attempt",
+        "groups-of-none",
+        "negative-backoff",
+        "negative-weight",
+        "all-weights-zero",
+        "floor-over-1",
+        "threshold-over-100",
+    ],
+)
+def test_a_setting_that_cannot_work_is_refused_before_any_file_meets_it(environ: dict[str, str], message: str) -> None:
+    # GIVEN / WHEN settings no file could be loaded or scored under  THEN they are refused, naming the variable
+    with pytest.raises(ValueError, match=message):
+        Settings.from_env(environ)
