@@ -847,11 +847,12 @@ def _fingerprint(
 ) -> str:
     """Identity of "this content failed this way", or "" when the content cannot be identified.
 
-    A message may name where this run filed the rejected rows (``NoValidRows``): that place is the run's, not
-    the way it failed, so it is left out.
+    What in a message is the run's, not the way it failed, is left out: where this run filed the rejected rows
+    (``NoValidRows``), and the file's folder (a replay reads the file from its copy in ``dlq/``).
     """
     if rejected := str(state.get("rejected_uri") or ""):
         message = message.replace(rejected, "<rejected rows>")
+    message = message.replace(source.uri, source.name)
     if state.get("sha256"):
         content = f"sha256:{state['sha256']}"
     elif info is not None and info.etag:

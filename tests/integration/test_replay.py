@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from icegate.lake import build_catalog
 from icegate.lake import ledger as lake_ledger
 from icegate.lake.ledger import LEDGER_TABLE
 from icegate.settings import Settings
+from tests.conftest import SAMPLES
 from tests.ledger_support import ledger_rows, posts_csv, write_posts
 
 Contract = Callable[..., Dataset]
@@ -188,6 +190,25 @@ def test_replay_without_the_fix_dead_letters_again_into_the_same_entry(
     assert (entry["run_id"], entry["rerun_count"]) == (original_run, 1)
     assert entry["replays"][0]["outcome"] == "dead_lettered"
     assert not build_catalog(settings).table_exists((settings.namespace, "posts"))
+
+
+def test_replays_of_a_file_whose_error_names_it_dead_letter_into_the_same_entry(tmp_path: Path, lake: Path) -> None:
+    # GIVEN a file dead-lettered for missing columns (its message names the file, where the run read it)
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    shutil.copy(SAMPLES / "post_results_20260116_120000.csv", inbox)
+    icegate("run", str(inbox), "--lake", str(lake))
+    (original,) = error_documents(lake)
+    assert str(inbox) in original["message"]
+
+    # WHEN it is replayed twice, unfixed (read from its copy in dlq/, another folder)
+    for _ in range(2):
+        assert icegate("replay", "--all", "--lake", str(lake)).exit_code == 1
+
+    # THEN the first entry counts both replays as reruns; no new entry is filed (nor replayed the next time)
+    (entry,) = error_documents(lake)
+    assert (entry["run_id"], entry["rerun_count"]) == (original["run_id"], 2)
+    assert [replay["outcome"] for replay in entry["replays"]] == ["dead_lettered", "dead_lettered"]
 
 
 def test_replay_selects_by_dataset_and_error_type(
