@@ -67,12 +67,12 @@ def test_rollback_of_an_insert_new_load_after_later_loads_removes_only_its_rows(
     before = build_catalog(settings).load_table(TABLE).current_snapshot()
     assert before is not None
 
-    # WHEN run-b is rolled back
-    done = rollback(build_catalog(settings), TABLE, run_id="run-b")
+    # WHEN run-b is rolled back (forced: run-c skipped a row, which might have been one of run-b's keys)
+    done = rollback(build_catalog(settings), TABLE, run_id="run-b", force=True)
 
     # THEN only run-b's rows are gone, the others stay, in a new snapshot on top of the head
     assert rows(settings) == {"p1": (1, "run-a"), "p2": (1, "run-a"), "p5": (1, "run-c")}
-    assert (done.rows_removed, done.rows_restored) == (2, 0)
+    assert (done.rows_removed, done.rows_restored, done.later_runs) == (2, 0, ["run-c"])
     table = build_catalog(settings).load_table(TABLE)
     head = table.current_snapshot()
     assert head is not None
@@ -81,6 +81,33 @@ def test_rollback_of_an_insert_new_load_after_later_loads_removes_only_its_rows(
     # AND run-b's marker no longer counts as loaded, the other loads' still do
     assert find_loaded(table, "sha-run-b") is None
     assert find_loaded(table, "sha-run-a") is not None
+
+
+def test_rollback_refuses_when_a_later_insert_skipped_rows_and_the_later_loads_rolled_back_first_restore_them(
+    settings: Settings,
+) -> None:
+    # GIVEN run-b inserted p1 and p2; the later run-c held p2 and p3, and skipped p2 (run-b's)
+    load(settings, posts("p1", "p2", likes=1), "run-b")
+    later = load(settings, posts("p2", "p3", likes=7), "run-c")
+    assert (later.inserted, later.skipped) == (1, 1)
+    head = build_catalog(settings).load_table(TABLE).current_snapshot()
+
+    # WHEN run-b is rolled back
+    with pytest.raises(LaterChanges, match="skipped rows whose keys were already stored") as refused:
+        rollback(build_catalog(settings), TABLE, run_id="run-b")
+
+    # THEN it refuses, naming run-c, whose row of p2 no table row would hold; nothing changes
+    assert refused.value.later_runs == ["run-c"]
+    assert build_catalog(settings).load_table(TABLE).current_snapshot() == head
+
+    # WHEN the later load is rolled back first, then run-b, and run-c's file runs again
+    rollback(build_catalog(settings), TABLE, run_id="run-c")
+    rollback(build_catalog(settings), TABLE, run_id="run-b")
+    again = load(settings, posts("p2", "p3", likes=7), "run-c")
+
+    # THEN run-c's rows are all in, p2 among them
+    assert again.inserted == 2
+    assert rows(settings) == {"p2": (7, "run-c"), "p3": (7, "run-c")}
 
 
 def test_rollback_of_an_upsert_restores_the_replaced_values(settings: Settings) -> None:

@@ -12,6 +12,12 @@ and marks its snapshot with the load it undid, so the marker of that load stops 
 A later load that replaced some of the load's rows (an upsert of the same keys) makes the rollback
 refuse: undoing it would silently lose the later rows or resurrect values older than them. With
 ``force`` those keys keep the later rows; only the keys the load still holds are rolled back.
+
+So does a later load that skipped rows because their keys were stored: some may have been this load's
+keys, and once this load's rows go, nothing holds those keys, while the later file counts as loaded (a
+run of it again would be "already loaded"). Which keys a load skipped is not recorded, so any skip after
+the load refuses; roll the later loads back first (newest first) and run their files again afterwards, or
+``force`` this one alone.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from icegate.lake.markers import (
     MARKER_ROLLBACK_OF_SNAPSHOT,
     MARKER_RUN,
     MARKER_SHA256,
+    MARKER_SKIPPED,
     is_undone,
     loaded_snapshots,
     rolled_back_loads,
@@ -197,6 +204,17 @@ def _rollback_once(table: Table, load_snapshot: int, marker: dict[str, str], *, 
                 later_runs=later_runs,
                 keys=lost.height,
             )
+    skipping = _later_loads_that_skipped(table, load_snapshot, run)
+    if skipping and not force:
+        raise LaterChanges(
+            f"later loads skipped rows whose keys were already stored (runs: {', '.join(skipping)}); some may be "
+            f"keys run {run!r} inserted, and rolling it back would leave those keys without any row while the "
+            "later files count as loaded. Roll the later loads back first (newest first) and run their files "
+            "again after, or --force to roll back this load alone",
+            later_runs=skipping,
+            keys=0,
+        )
+    later_runs = sorted({*later_runs, *skipping})
     try:
         replaced = read_files(table.metadata, table.io, [FileScanTask(f) for f in deleted])
     except FileNotFoundError as exc:
@@ -238,6 +256,20 @@ def _rollback_once(table: Table, load_snapshot: int, marker: dict[str, str], *, 
         later_runs=later_runs,
         marker=marker,
     )
+
+
+def _later_loads_that_skipped(table: Table, load_snapshot: int, run: str) -> list[str]:
+    """Runs of the live loads after this one (in history order, group members after it included) that skipped
+    rows whose keys were stored."""
+    undone = rolled_back_loads(table)
+    later: list[str] = []
+    after = False
+    for snapshot_id, marker in loaded_snapshots(table):
+        if (snapshot_id, marker.get(MARKER_RUN)) == (load_snapshot, run):
+            after = True
+        elif after and not is_undone(snapshot_id, marker, undone) and int(marker.get(MARKER_SKIPPED) or 0):
+            later.append(marker.get(MARKER_RUN, ""))
+    return sorted(set(later))
 
 
 def _merge_key(table: Table) -> list[str]:
