@@ -770,12 +770,33 @@ def test_invalid_json_reports_line_and_column(data: bytes, lines: bool, location
 
 @pytest.mark.parametrize(
     ("data", "lines", "location"),
-    [(b'[{"a": 1}, [1, 2]]', False, "array item 2"), (b'{"a": 1}\n\n"text"\n', True, "line 3")],
-    ids=["array-item", "ndjson-line"],
+    [
+        (b'[{"a": 1}, [1, 2]]', False, "row 2"),
+        (b'"text"', False, "row 1"),
+        (b'{"a": 1}\n\n"text"\n', True, "line 3"),
+    ],
+    ids=["array-item", "document", "ndjson-line"],
 )
 def test_json_record_that_is_not_an_object_is_named(data: bytes, lines: bool, location: str) -> None:
     # GIVEN / WHEN a record that is not an object  THEN MalformedFile names where it is
     with pytest.raises(MalformedFile, match="expected a JSON object") as caught:
+        decode_json(data, "x.json", limits=LIMITS, lines=lines)
+    assert caught.value.location == location
+
+
+@pytest.mark.parametrize(
+    ("data", "lines", "location"),
+    [
+        (b"[" * 5_000 + b"]" * 5_000, False, None),
+        (b'{"a": 1}\n{"a": ' + b"[" * 5_000 + b"]" * 5_000 + b"}\n", True, "line 2"),
+        (b'[{"a": 1}, {"a": ' + b"[" * 700 + b"]" * 700 + b"}]", False, "row 2"),
+    ],
+    ids=["document", "ndjson-line", "a-value-of-a-record"],
+)
+def test_json_nested_too_deep_to_read_is_malformed_where_it_is(data: bytes, lines: bool, location: str | None) -> None:
+    # GIVEN arrays nested thousands deep (past the reader's recursion), in a document, a line, a record's value
+    # WHEN it is decoded  THEN MalformedFile says so, where it can tell (not a RecursionError)
+    with pytest.raises(MalformedFile, match="nested too deep") as caught:
         decode_json(data, "x.json", limits=LIMITS, lines=lines)
     assert caught.value.location == location
 

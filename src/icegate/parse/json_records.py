@@ -40,11 +40,11 @@ def decode_json(
         records = _json_document(text, file)
         if not isinstance(records, list):  # pragma: no cover - a document starting with "[" is a list
             records = [records]
-        return _records_table(_numbered(records, "array item"), file, limits), "json"
+        return _records_table(_numbered(records), file, limits), "json"
     if not lines:
         first, end = _json_value(text, start, file)
         if not text[end:].strip():
-            return _records_table(_numbered([first], "document"), file, limits), "json"
+            return _records_table(_numbered([first]), file, limits), "json"
     return _records_table(_ndjson_records(text, file), file, limits), "ndjson"
 
 
@@ -53,6 +53,8 @@ def _json_document(text: str, file: str) -> Any:
         return _JSON.decode(text)
     except json.JSONDecodeError as exc:
         raise _json_error(exc, file) from None
+    except RecursionError:
+        raise _too_deep(file) from None
 
 
 def _json_value(text: str, start: int, file: str) -> tuple[Any, int]:
@@ -60,7 +62,19 @@ def _json_value(text: str, start: int, file: str) -> tuple[Any, int]:
         value, end = _JSON.raw_decode(text, start)
     except json.JSONDecodeError as exc:
         raise _json_error(exc, file) from None
+    except RecursionError:
+        raise _too_deep(file) from None
     return value, end
+
+
+def _too_deep(file: str, where: str | None = None) -> MalformedFile:
+    """Arrays and objects nested deeper than the reader's recursion allows (no scraped record nests so)."""
+    return MalformedFile(
+        "JSON nested too deep to read (arrays or objects inside each other, hundreds of levels); a record's "
+        "values should be flat, or nest a few levels",
+        file=file,
+        location=where,
+    )
 
 
 def _json_error(exc: json.JSONDecodeError, file: str, line: int | None = None) -> MalformedFile:
@@ -68,9 +82,10 @@ def _json_error(exc: json.JSONDecodeError, file: str, line: int | None = None) -
     return MalformedFile(f"invalid JSON: {exc.msg}; fix the syntax there", file=file, location=where)
 
 
-def _numbered(records: list[Any], what: str) -> Iterator[tuple[str, Any]]:
+def _numbered(records: list[Any]) -> Iterator[tuple[str, Any]]:
+    """Each record with its place: the n-th object of the array (or the document's one), as a row."""
     for index, record in enumerate(records, start=1):
-        yield f"{what} {index}", record
+        yield f"row {index}", record
 
 
 def _ndjson_records(text: str, file: str) -> Iterator[tuple[str, Any]]:
@@ -82,6 +97,8 @@ def _ndjson_records(text: str, file: str) -> Iterator[tuple[str, Any]]:
             value, end = _JSON.raw_decode(line, len(line) - len(line.lstrip()))
         except json.JSONDecodeError as exc:
             raise _json_error(exc, file, line=number) from None
+        except RecursionError:
+            raise _too_deep(file, f"line {number}") from None
         if line[end:].strip():
             raise MalformedFile(
                 "more than one JSON value on this line; NDJSON holds one object per line",
@@ -109,7 +126,10 @@ def _records_table(records: Iterable[tuple[str, Any]], file: str, limits: Limits
                         location=where,
                     )
                 column = columns[key] = [None] * index
-            column.append(_json_text(value))
+            try:
+                column.append(_json_text(value))
+            except RecursionError:
+                raise _too_deep(file, where) from None
         for column in columns.values():
             if len(column) == index:  # the record lacks this key
                 column.append(None)
