@@ -930,6 +930,13 @@ def _describe(error: ErrorInfo) -> tuple[str, str]:
     return error.Error, error.Cause
 
 
+def _dataset_or_none(key: str) -> str | None:
+    try:
+        return detect_dataset(key).name
+    except UnknownDataset:
+        return None
+
+
 def _dataset_or_unknown(key: str) -> str:
     try:
         return detect_dataset(key).name
@@ -1063,9 +1070,10 @@ class LocalRunner:
                 if on_done:
                     on_done(outcomes[-1])
             return outcomes
-        queue: WaitingLoads = (
-            InProcessQueue(self.settings.group_max_files, self.settings.limits.max_bytes) if group else Alone()
-        )
+        # In the sources' order, per table: what a run of one file at a time would store.
+        order = [(source, _dataset_or_none(source.key)) for source in sources]
+        in_order = InProcessQueue(self.settings.group_max_files, self.settings.limits.max_bytes, order)
+        queue: WaitingLoads = in_order if group else Alone()
         processes = min(workers, _cpus()) if processes is None else processes
         stages = _StageProcesses(self.settings, processes) if processes > 1 else None
         if stages is not None:
@@ -1077,6 +1085,12 @@ class LocalRunner:
         per_thread = threading.local()
 
         def run_one(source: SourceObject) -> FileOutcome:
+            try:
+                return run_file(source)
+            finally:
+                in_order.ended(source)  # whatever became of it, the files after it may load
+
+        def run_file(source: SourceObject) -> FileOutcome:
             if not hasattr(per_thread, "storage"):
                 per_thread.storage = self.storage.fork()
             if stages is None:

@@ -9,7 +9,11 @@ Two queues, one protocol:
 
 - :class:`InProcessQueue` (``icegate run --workers N``): loaders are threads of one process. A
   table's turn is a lock, so there is no wasted work: the thread that gets it commits everything
-  waiting, and the threads it committed for find their result when their turn comes.
+  waiting, and the threads it committed for find their result when their turn comes. Given the run's
+  files in order, it commits a table's files in that order, as a run of one file at a time would: a
+  file takes its turn once every file before it (for its table) has ended, and a group takes the files
+  waiting right after it, in order — so which of two files sharing a key is stored first (``insert_new``
+  keeps it) does not depend on which finished parsing first.
 - :class:`ObjectQueue` (the Lambda loader): loaders are separate processes. A waiting file is a
   small object under ``processing/_waiting/<table>/`` holding its ``Scored`` payload and quality
   report; a loader lists the objects, reads the files' validated rows and commits them with its
@@ -26,12 +30,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from icegate.payloads import Loaded, Scored
+from icegate.payloads import Loaded, Scored, SourceObject
 from icegate.storage import Storage, join
 
 if TYPE_CHECKING:
@@ -112,6 +116,8 @@ class Alone:
 class _Entry:
     waiting: WaitingLoad
     loaded: Loaded | None = None
+    #: Where the file is in the run's order (None: the run gave no order for it).
+    position: int | None = None
 
 
 class _InProcessTurn:
@@ -124,14 +130,22 @@ class _InProcessTurn:
         # Asked at each commit attempt: files that arrived while an attempt was lost join the next one.
         with self._queue.lock:
             waiting = [e for e in self._table.entries.values() if e is not self._entry and e.loaded is None]
+            waiting = self._queue.next_in_order(self._entry, waiting)
         fits = _Budget(self._queue.max_files, self._queue.max_bytes, self._entry.waiting)
-        self._taken = [entry for entry in waiting if fits(entry.waiting.scored)]
+        taken: list[_Entry] = []
+        for entry in waiting:
+            if fits(entry.waiting.scored):
+                taken.append(entry)
+            elif entry.position is not None:
+                break  # in the run's order: the files after one left out wait for it
+        self._taken = taken
         return [entry.waiting for entry in self._taken]
 
     def finish(self, loaded: Mapping[str, Loaded]) -> None:
         with self._queue.lock:
             for entry in self._taken:
                 entry.loaded = loaded.get(entry.waiting.run_id)
+                self._queue.end(entry.position)
 
 
 @dataclass
@@ -141,26 +155,80 @@ class _Table:
 
 
 class InProcessQueue:
-    """Threads of one process loading into the same tables (``icegate run --workers``)."""
+    """Threads of one process loading into the same tables (``icegate run --workers``).
 
-    def __init__(self, max_files: int, max_bytes: int) -> None:
+    ``order``: the run's files, in the order a run of one file at a time would load them, with each one's
+    dataset (None: a file of no known dataset); every one of them must be said :meth:`ended` whatever becomes
+    of it (a turn says so too), or the files after it for its table wait for it.
+    """
+
+    def __init__(self, max_files: int, max_bytes: int, order: Sequence[tuple[SourceObject, str | None]] = ()) -> None:
         self.max_files = max_files
         self.max_bytes = max_bytes
         self.lock = threading.Lock()
+        self._changed = threading.Condition(self.lock)
         self._tables: dict[str, _Table] = {}
+        self._positions: dict[tuple[str, str, str | None], int] = {}
+        self._table_positions: dict[str, list[int]] = {}
+        for position, (source, dataset) in enumerate(order):
+            self._positions.setdefault(_identity(source), position)
+            if dataset is not None:
+                self._table_positions.setdefault(dataset, []).append(position)
+        self._ended: set[int] = set()
+
+    def position(self, source: SourceObject) -> int | None:
+        return self._positions.get(_identity(source))
+
+    def ended(self, source: SourceObject) -> None:
+        """The file is past its table's turn — committed, dead-lettered, failed —: the files after it may go."""
+        with self._changed:
+            self.end(self.position(source))
+
+    def end(self, position: int | None) -> None:
+        """:meth:`ended`, by position, with the lock held."""
+        if position is not None:
+            self._ended.add(position)
+            self._changed.notify_all()
+
+    def next_in_order(self, own: _Entry, waiting: list[_Entry]) -> list[_Entry]:
+        """Of the files waiting beside ``own``, those that may commit right after it: the ones of the run's order
+        that follow it with no file not yet ended between (then the others, that the run gave no order)."""
+        if own.position is None:
+            return waiting
+        by_position = {entry.position: entry for entry in waiting if entry.position is not None}
+        following: list[_Entry] = []
+        for position in self._table_positions.get(own.waiting.scored.dataset, []):
+            if position <= own.position or position in self._ended:
+                continue
+            if position not in by_position:
+                break  # not waiting yet: the files after it wait for it
+            following.append(by_position[position])
+        return following + [entry for entry in waiting if entry.position is None]
+
+    def _earlier_ended(self, dataset: str, position: int) -> bool:
+        return all(p in self._ended for p in self._table_positions.get(dataset, []) if p < position)
 
     @contextmanager
     def turn(self, own: WaitingLoad) -> Iterator[Turn]:
-        entry = _Entry(own)
-        with self.lock:
-            table = self._tables.setdefault(own.scored.dataset, _Table())
+        entry = _Entry(own, position=self.position(own.scored.source))
+        dataset = own.scored.dataset
+        with self._changed:
+            table = self._tables.setdefault(dataset, _Table())
             table.entries[own.run_id] = entry
+            if entry.position is not None:
+                position = entry.position
+                self._changed.wait_for(lambda: entry.loaded is not None or self._earlier_ended(dataset, position))
         try:
             with table.turn:
                 yield _InProcessTurn(self, table, entry)
         finally:
-            with self.lock:
+            with self._changed:
                 del table.entries[own.run_id]
+                self.end(entry.position)
+
+
+def _identity(source: SourceObject) -> tuple[str, str, str | None]:
+    return source.bucket, source.key, source.version_id
 
 
 class _ObjectTurn:

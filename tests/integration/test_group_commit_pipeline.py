@@ -35,7 +35,7 @@ from icegate.pipeline import (
 from icegate.settings import Limits, Settings
 from icegate.storage import Storage
 from icegate.waiting import InProcessQueue, WaitingLoad
-from tests.frames import observe_commits, scraper_posts_csv
+from tests.frames import SCRAPER_HEADER, observe_commits, scraper_posts_csv
 
 
 def posts_csv(folder: Path, second: int, ids: range) -> Path:
@@ -158,6 +158,44 @@ def test_threads_of_one_process_take_turns_and_the_next_one_commits_all_that_wai
     assert ledger_outcomes(settings) == Counter({(a.run_id, "loaded"): 1, (b.run_id, "loaded"): 1})
 
 
+def test_a_file_that_finished_its_stages_first_waits_for_the_files_before_it_in_the_runs_order(
+    lake: Path, settings: Settings, storage: Storage, tmp_path: Path
+) -> None:
+    # GIVEN files a then b in the run's order (half their keys shared), and z before both, which will not load
+    z = posts_csv(tmp_path, 0, range(200, 201))
+    a = scored(posts_csv(tmp_path, 1, range(0, 10)), settings, storage)
+    b = scored(posts_csv(tmp_path, 2, range(5, 15)), settings, storage)
+    order = [(SourceObject(bucket="", key=str(z)), "posts"), (a.source, "posts"), (b.source, "posts")]
+    queue = InProcessQueue(max_files=10, max_bytes=10_000_000, order=order)
+    catalog = build_catalog(settings)
+    commits = observe_commits(catalog)
+    results: dict[str, Any] = {}
+
+    def load(file: Scored) -> threading.Thread:
+        thread = threading.Thread(
+            target=lambda: results.update({file.run_id: run_load(file, settings, storage, catalog, queue)})
+        )
+        thread.start()
+        return thread
+
+    # WHEN b is ready to load first
+    late = load(b)
+    late.join(timeout=0.5)
+    # THEN it waits for the files before it: nothing is committed
+    assert late.is_alive()
+    assert commits == []
+
+    # WHEN z ends without loading (dead-lettered) and a is ready
+    queue.ended(SourceObject(bucket="", key=str(z)))
+    early = load(a)
+    for thread in (early, late):
+        thread.join(timeout=60)
+
+    # THEN a is stored first, as a run of one file at a time would: b keeps only its 5 keys a lacks
+    assert (results[a.run_id].load.inserted, results[b.run_id].load.inserted) == (10, 5)
+    assert results[b.run_id].load.skipped == 5
+
+
 def test_icegate_run_with_workers_loads_every_file_once_like_a_sequential_run(lake: Path, tmp_path: Path) -> None:
     # GIVEN 12 files whose keys overlap by half with the next one's, and one file that fails the contract
     landing = tmp_path / "landing"
@@ -183,6 +221,33 @@ def test_icegate_run_with_workers_loads_every_file_once_like_a_sequential_run(la
     assert Counter(f["outcome"] for f in json.loads(again.stdout)["files"]) == Counter(
         {"already_loaded": 12, "dead_lettered": 1}
     )
+
+
+def test_icegate_run_with_workers_stores_the_values_a_sequential_run_stores(lake: Path, tmp_path: Path) -> None:
+    # GIVEN 8 scrapes of the same posts with other like counts, the first one far the largest (the slowest)
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    for n in range(8):
+        rows = [
+            f"pizza,P{i:06d},chef,2026-01-05,{n},1,#food,Caption {i},A pizza,https://www.instagram.com/p/P{i:06d}/,success"
+            for i in range(30_000 if n == 0 else 50)
+        ]
+        (landing / f"post_results_20260113_1200{n:02d}.csv").write_text("\n".join([SCRAPER_HEADER, *rows]) + "\n")
+
+    # WHEN they run one at a time into one lake, and 4 at a time into another
+    for workers, folder in (("1", "sequential"), ("4", "parallel")):
+        result = CliRunner().invoke(main, ["run", str(landing), "--lake", str(lake / folder), "--workers", workers])
+        assert result.exit_code == 0, result.output
+
+    # THEN both store the first scrape's like counts (insert_new keeps the row stored first)
+    def likes(folder: str) -> pl.DataFrame:
+        table = build_catalog(Settings(lake_root=str(lake / folder))).load_table(("instagram_db", "posts"))
+        frame = pl.from_arrow(table.scan(selected_fields=("post_id", "likes")).to_arrow())
+        assert isinstance(frame, pl.DataFrame)
+        return frame.sort("post_id")
+
+    assert likes("parallel").equals(likes("sequential"))
+    assert set(likes("parallel")["likes"]) == {0}
 
 
 def test_a_group_takes_no_more_source_bytes_than_one_file_may_have(
