@@ -1,9 +1,7 @@
-"""The CPU time each piece of ``icegate run``'s work takes on one posts CSV, each piece alone.
+"""The CPU and wall time of each piece of ``icegate run``'s work on one posts CSV, each piece alone.
 
-``bench_run.py`` times the whole run; this says what it is made of, and so how fast it can possibly be:
-the pieces' CPU seconds (user + system, all threads) add up to a lower bound on the run's CPU time, and
-that divided by the cores to a lower bound on its wall time, however well the pieces overlap. Each piece
-is the library call the run makes, on the whole file, in this process (the imports in a fresh one):
+``bench_run.py`` times the whole run; this says what it is made of. Each piece is the library call the
+run makes, on the whole file, in this process (the imports in a fresh one):
 
 - start: a fresh interpreter importing what ``icegate run`` imports (CLI, pipeline, lake, SQL catalog);
 - hash: SHA-256 of the file — the run hashes it twice, once beside the parse to ask the ledger whether the
@@ -12,10 +10,11 @@ is the library call the run makes, on the whole file, in this process (the impor
   the quality tally; load: ``load_stream`` of the valid rows into a fresh table (dedup, plan, lineage, key
   sort, Parquet encoding, commit).
 
-Left out, so the bound is lower still than the run: writing and reading the valid rows' scratch file,
-the ledger's row, the report, the output.
+Alone, the pieces take more CPU than inside the run (the sum here exceeds ``bench_run.py``'s CPU column):
+each starts its libraries' thread pools and caches cold, and polars' idle threads spin for work. So the sum
+is no lower bound of the run's CPU time; the rows compare the pieces with one another.
 
-    .venv/bin/python benchmarks/bench_cpu_budget.py --rows 1000000 [--cores 2]
+    .venv/bin/python benchmarks/bench_pieces.py --rows 1000000
 """
 
 from __future__ import annotations
@@ -60,7 +59,6 @@ def timed(call: Callable[[], Any]) -> tuple[Any, float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--cores", type=int, default=2, help="cores the bound divides the CPU time by")
     parser.add_argument("--data", type=Path, default=Path("bench-data"), help="where generated files are cached")
     args = parser.parse_args()
     source = (args.data / f"{args.rows}" / "post_results_20260113_175319.csv").resolve()
@@ -138,11 +136,6 @@ def main() -> None:
     for name, cpu, wall in rows:
         print(f"| {name:<{width}} | {cpu:>5.2f} s | {wall:>5.2f} s |")
     print(f"| {'sum':<{width}} | {total:>5.2f} s |         |")
-    print(
-        f"\nNo schedule of this work on {args.cores} cores ends before {total / args.cores:.2f} s "
-        "(sum of CPU / cores): every core busy from the first instant, which the start (one thread "
-        "until polars and pyarrow are imported) does not allow."
-    )
 
 
 if __name__ == "__main__":
