@@ -171,7 +171,9 @@ class InProcessQueue:
         self._positions: dict[tuple[str, str, str | None], int] = {}
         self._table_positions: dict[str, list[int]] = {}
         for position, (source, dataset) in enumerate(order):
-            self._positions.setdefault(_identity(source), position)
+            if _identity(source) in self._positions:
+                continue  # the same file named twice: its first place is its place (its second run finds it loaded)
+            self._positions[_identity(source)] = position
             if dataset is not None:
                 self._table_positions.setdefault(dataset, []).append(position)
         self._ended: set[int] = set()

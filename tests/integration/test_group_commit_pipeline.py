@@ -223,6 +223,24 @@ def test_icegate_run_with_workers_loads_every_file_once_like_a_sequential_run(la
     )
 
 
+def test_a_file_named_twice_in_a_run_with_workers_ends_as_it_does_alone(lake: Path, tmp_path: Path) -> None:
+    # GIVEN three files, the first named twice (a file and its folder both given)
+    files = [posts_csv(tmp_path, n, range(n * 10, n * 10 + 20)) for n in range(3)]
+    sources = [SourceObject(bucket="", key=str(path)) for path in (files[0], files[1], files[0], files[2])]
+    runner = LocalRunner(Settings(lake_root=str(lake)))
+    outcomes: list[Any] = []
+
+    # WHEN they run 2 at a time (on a thread of the test's own, so that a run that never ends fails the test)
+    thread = threading.Thread(target=lambda: outcomes.extend(runner.run_many(sources, workers=2, processes=0)))
+    thread.start()
+    thread.join(timeout=120)
+
+    # THEN the run ends: the first copy loaded, the second found loaded, the files after them loaded
+    assert not thread.is_alive(), "the run waits for ever"
+    assert [o.outcome for o in outcomes].count("loaded") == 3
+    assert [o.outcome for o in outcomes].count("already_loaded") == 1
+
+
 def test_icegate_run_with_workers_stores_the_values_a_sequential_run_stores(lake: Path, tmp_path: Path) -> None:
     # GIVEN 8 scrapes of the same posts with other like counts, the first one far the largest (the slowest)
     landing = tmp_path / "landing"
