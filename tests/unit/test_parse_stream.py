@@ -257,6 +257,17 @@ def test_a_legacy_file_that_looks_like_utf8_at_first_is_read_in_its_encoding_fro
 
 
 @pytest.mark.parametrize("block_bytes", BLOCK_SIZES, ids=lambda size: f"block-{size}")
+def test_a_header_ended_by_a_lone_carriage_return_and_a_block_that_starts_with_a_blank_line(block_bytes: int) -> None:
+    # GIVEN a header ended by a lone carriage return, and line feeds (blank lines) later in the file
+    data = b'a,b,c\r,"""",385\r1,7,\n\n,,\n' + b"".join(b"%d,x,y\n\n" % i for i in range(20))
+    expected = whole(data, "x.csv", ABC)
+
+    # WHEN it is streamed  THEN a block that starts with a line feed counts it as a line of its own
+    parts = batches(io.BytesIO(data), "x.csv", ABC, block_bytes=block_bytes)
+    assert concatenated(parts).equals(normalised(expected.with_lines()))
+
+
+@pytest.mark.parametrize("block_bytes", BLOCK_SIZES, ids=lambda size: f"block-{size}")
 def test_records_whose_last_value_is_a_quoted_line_break_stream_as_they_parse_whole(block_bytes: int) -> None:
     # GIVEN records whose last value is a quoted line break, the file's last record among them (a block that
     # ends after one ends with a quote and a line feed, as a quote opened there and never closed would)

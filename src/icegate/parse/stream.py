@@ -321,7 +321,10 @@ class _Blocks:
             if len(text) > _header_bound(job.limits):
                 self._refuse_oversized_header(text)
             target = 2 * max(target, len(text))
-        self._header = text[:end]
+        # Every block is the header's text and records: a header ended by a lone carriage return would make a
+        # line feed that starts a block one CRLF line break with it. A line feed ends the header's line alike.
+        lone_cr = text[:end].endswith(b"\r") and text[end : end + 1] != b"\n"
+        self._header = text[: end - 1] + b"\n" if lone_cr else text[:end]
         self._pending.drop(end)
         self._offset = end
         self._breaks = self._header_breaks = line_breaks(self._header)
