@@ -10,7 +10,6 @@ import json
 import tracemalloc
 import zipfile
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -631,39 +630,6 @@ def test_xlsx_zip_bomb_is_refused_before_opening() -> None:
     # WHEN it is parsed under a 4 MB cap  THEN FileTooLarge names the expanded size
     with pytest.raises(FileTooLarge, match="8,388,608 bytes"):
         parse_bytes(data, "post_results_1.xlsx", POSTS, limits=Limits(max_uncompressed_bytes=4 << 20))
-
-
-def _with_part(data: bytes, name: str, change: Callable[[bytes], bytes]) -> bytes:
-    """The workbook with one of its parts changed (as another program would have written it)."""
-    source = zipfile.ZipFile(io.BytesIO(data))
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for info in source.infolist():
-            content = source.read(info.filename)
-            archive.writestr(info.filename, change(content) if info.filename == name else content)
-    return buffer.getvalue()
-
-
-def test_xlsx_formula_whose_value_was_never_computed_is_refused_at_its_cell() -> None:
-    # GIVEN a workbook written by a program: a formula, and no value computed for it (a spreadsheet app would)
-    data = xlsx_bytes([["a", "b"], ["1", "=1+2"]])
-
-    # WHEN it is decoded  THEN MalformedFile names the cell, rather than the value reading as empty
-    with pytest.raises(MalformedFile, match="formula") as caught:
-        decode_xlsx(data, "x.xlsx", limits=LIMITS)
-    assert caught.value.location == "row 2, column B"
-
-
-def test_xlsx_formula_with_its_computed_value_reads_as_that_value() -> None:
-    # GIVEN the same workbook once a spreadsheet app saved it: the formula keeps its computed value
-    data = _with_part(
-        xlsx_bytes([["a", "b"], ["1", "=1+2"]]),
-        "xl/worksheets/sheet1.xml",
-        lambda xml: xml.replace(b"<v />", b"<v>3</v>"),
-    )
-
-    # WHEN it is decoded  THEN the cell is the value
-    assert decode_xlsx(data, "x.xlsx", limits=LIMITS).to_pydict() == {"a": ["1"], "b": ["3"]}
 
 
 def test_xlsx_with_data_on_a_second_worksheet_is_refused_naming_it() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import re
 import warnings
 import zipfile
 from collections.abc import Iterable
@@ -37,8 +36,6 @@ def decode_xlsx(data: bytes, file: str, *, limits: Limits) -> pa.Table:
         sheet = workbook.worksheets[0]
         _refuse_other_sheets_with_data(workbook.worksheets[1:], file)
         sheet.reset_dimensions()  # a wrong <dimension> tag would otherwise cut rows short
-        if _has_formulas(data, getattr(sheet, "_worksheet_path", "")):
-            _refuse_formulas_never_computed(data, sheet.iter_rows(values_only=True), file)
         return _sheet_table(sheet.iter_rows(values_only=True), file, limits)
     except (EmptyFile, MalformedFile, FileTooLarge):
         raise
@@ -62,45 +59,6 @@ def _refuse_other_sheets_with_data(sheets: Iterable[Any], file: str) -> None:
 
 def _filled(row: tuple[Any, ...]) -> bool:
     return any(value is not None and str(value).strip() for value in row)
-
-
-_FORMULA = re.compile(rb"<(?:\w+:)?f[\s>/]")
-
-
-def _has_formulas(data: bytes, sheet_path: str) -> bool:
-    """Whether the worksheet's XML holds a formula (all worksheets', if its part is not known)."""
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        names = [sheet_path.lstrip("/")] if sheet_path else []
-        names = names or [n for n in archive.namelist() if n.startswith("xl/worksheets/") and n.endswith(".xml")]
-        return any(_FORMULA.search(archive.read(name)) for name in names if name in archive.namelist())
-
-
-def _refuse_formulas_never_computed(data: bytes, values: Iterable[tuple[Any, ...]], file: str) -> None:
-    """A formula cell keeps the value a spreadsheet app last computed; a workbook written by a program and never
-    opened in one has none, and the cell would read empty. Refused at the first such cell."""
-    import openpyxl
-    from openpyxl.utils import get_column_letter
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        formulas = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=False)
-    try:
-        sheet = formulas.worksheets[0]
-        sheet.reset_dimensions()
-        rows = zip(values, sheet.iter_rows(values_only=True), strict=False)
-        for number, (computed, written) in enumerate(rows, start=1):
-            for index, (value, formula) in enumerate(zip(computed, written, strict=False), start=1):
-                if value is None and isinstance(formula, str) and formula.startswith("="):
-                    cell = f"{get_column_letter(index)}{number}"
-                    raise MalformedFile(
-                        f"cell {cell} holds a formula ({formula[:40]}) whose value was never computed: the workbook "
-                        "was written by a program and not saved by a spreadsheet app since. Open and save it in one "
-                        "(that computes the values), or export CSV",
-                        file=file,
-                        location=f"row {number}, column {get_column_letter(index)}",
-                    )
-    finally:
-        formulas.close()
 
 
 def _check_zip(data: bytes, file: str, limits: Limits) -> None:
