@@ -43,7 +43,7 @@ def decode_parquet(data: bytes, file: str, *, limits: Limits) -> pa.Table:
         table = pq.ParquetFile(pa.BufferReader(data), metadata=meta, read_dictionary=texts).read()
     except (pa.ArrowException, OSError) as exc:
         raise MalformedFile(f"the Parquet data cannot be read ({exc})", file=file) from None
-    expanded = sum(_expanded_bytes(table.column(i)) for i in range(table.num_columns))
+    expanded = sum(_expanded_bytes(table.column(i), table.field(i).name, file) for i in range(table.num_columns))
     if expanded > limits.max_uncompressed_bytes:
         raise FileTooLarge(
             f"the file's values come to {expanded:,} bytes; the limit is {limits.max_uncompressed_bytes:,} "
@@ -58,7 +58,7 @@ def decode_parquet(data: bytes, file: str, *, limits: Limits) -> pa.Table:
     return strings
 
 
-def _expanded_bytes(column: pa.ChunkedArray) -> int:
+def _expanded_bytes(column: pa.ChunkedArray, name: str, file: str) -> int:
     """The bytes a column takes once its dictionaries are expanded (one copy of a value per row)."""
     if not pa.types.is_dictionary(column.type):
         return int(column.nbytes)
@@ -66,7 +66,7 @@ def _expanded_bytes(column: pa.ChunkedArray) -> int:
     for chunk in column.chunks:
         values = chunk.dictionary
         if not _is_text(values.type):
-            values = _as_strings(pa.chunked_array([values]), "", "").combine_chunks()  # as it will be cast
+            values = _as_strings(pa.chunked_array([values]), name, file).combine_chunks()  # as it will be cast
         lengths = pc.binary_length(values)
         total += int(pc.sum(pc.take(lengths, chunk.indices)).as_py() or 0) + chunk.indices.nbytes
     return total

@@ -280,11 +280,10 @@ class LineBreaks:
 def line_at(data: bytes, offset: int) -> int:
     """The line ``data[offset]`` is on, 1-based: a line feed, a carriage return and line feed, or a lone
     carriage return before it each end a line (as the records' lines are counted, :mod:`.lines`)."""
-    pairs = data.count(b"\r\n", 0, offset)
-    lone_crs = data.count(b"\r", 0, offset) - pairs
-    if offset and data[offset - 1 : offset + 1] == b"\r\n":
-        lone_crs -= 1  # its line feed is at the offset: the pair ends the line the offset is on
-    return data.count(b"\n", 0, offset) + lone_crs + 1
+    before = data[:offset]
+    # A carriage return whose line feed is at the offset: the pair ends the line the offset is on.
+    cut_pair = before.endswith(b"\r") and data[offset : offset + 1] == b"\n"
+    return line_breaks(before) - cut_pair + 1
 
 
 def line_excerpt(data: bytes, offset: int, width: int = 60) -> str:

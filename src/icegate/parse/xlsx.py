@@ -57,7 +57,7 @@ def _refuse_other_sheets_with_data(sheets: Iterable[Any], file: str) -> None:
         )
 
 
-def _filled(row: tuple[Any, ...]) -> bool:
+def _filled(row: Iterable[Any]) -> bool:
     return any(value is not None and str(value).strip() for value in row)
 
 
@@ -99,7 +99,7 @@ def _sheet_table(rows: Iterable[tuple[Any, ...]], file: str, limits: Limits) -> 
             )
         while values and values[-1] is None:
             values.pop()
-        if not any(v is not None and v.strip() for v in values):
+        if not _filled(values):
             continue
         if header is None:
             if len(values) > limits.max_columns:
