@@ -170,13 +170,17 @@ class InProcessQueue:
         self._tables: dict[str, _Table] = {}
         self._positions: dict[tuple[str, str, str | None], int] = {}
         self._table_positions: dict[str, list[int]] = {}
+        self._dataset_at: dict[int, str] = {}
         for position, (source, dataset) in enumerate(order):
             if _identity(source) in self._positions:
                 continue  # the same file named twice: its first place is its place (its second run finds it loaded)
             self._positions[_identity(source)] = position
             if dataset is not None:
                 self._table_positions.setdefault(dataset, []).append(position)
+                self._dataset_at[position] = dataset
         self._ended: set[int] = set()
+        #: Per table, the index (in its positions) of its first file not ended: every file before it has ended.
+        self._frontier: dict[str, int] = dict.fromkeys(self._table_positions, 0)
 
     def position(self, source: SourceObject) -> int | None:
         return self._positions.get(_identity(source))
@@ -188,9 +192,15 @@ class InProcessQueue:
 
     def end(self, position: int | None) -> None:
         """:meth:`ended`, by position, with the lock held."""
-        if position is not None:
-            self._ended.add(position)
-            self._changed.notify_all()
+        if position is None:
+            return
+        self._ended.add(position)
+        if (dataset := self._dataset_at.get(position)) is not None:
+            positions, first = self._table_positions[dataset], self._frontier[dataset]
+            while first < len(positions) and positions[first] in self._ended:
+                first += 1
+            self._frontier[dataset] = first
+        self._changed.notify_all()
 
     def next_in_order(self, own: _Entry, waiting: list[_Entry]) -> list[_Entry]:
         """Of the files waiting beside ``own``, those that may commit right after it: the ones of the run's order
@@ -199,7 +209,10 @@ class InProcessQueue:
             return waiting
         by_position = {entry.position: entry for entry in waiting if entry.position is not None}
         following: list[_Entry] = []
-        for position in self._table_positions.get(own.waiting.scored.dataset, []):
+        dataset = own.waiting.scored.dataset
+        positions = self._table_positions.get(dataset, [])
+        for index in range(self._frontier.get(dataset, 0), len(positions)):
+            position = positions[index]
             if position <= own.position or position in self._ended:
                 continue
             if position not in by_position:
@@ -208,7 +221,9 @@ class InProcessQueue:
         return following + [entry for entry in waiting if entry.position is None]
 
     def _earlier_ended(self, dataset: str, position: int) -> bool:
-        return all(p in self._ended for p in self._table_positions.get(dataset, []) if p < position)
+        positions = self._table_positions.get(dataset, [])
+        first = self._frontier.get(dataset, 0)
+        return first >= len(positions) or positions[first] >= position
 
     @contextmanager
     def turn(self, own: WaitingLoad) -> Iterator[Turn]:
