@@ -7,6 +7,8 @@ import datetime as dt
 import gzip
 import io
 import json
+import subprocess
+import sys
 import tracemalloc
 import zipfile
 import zlib
@@ -901,6 +903,93 @@ def test_parquet_whose_rows_repeat_one_long_text_past_the_cap_is_refused_before_
     # WHEN it is decoded under a cap of 1 MB  THEN FileTooLarge with the 3 MB its values come to
     with pytest.raises(FileTooLarge, match=r"values come to 3,00\d,\d{3} bytes"):
         decode_parquet(data, "x.parquet", limits=Limits(max_uncompressed_bytes=1_000_000))
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        pytest.param(pa.array([["x" * 10_000] * 10] * 30), id="list"),
+        pytest.param(pa.array([{"text": "x" * 10_000, "n": 1}] * 300), id="struct"),
+        pytest.param(pa.array([[("k", "x" * 10_000)] * 10] * 30, pa.map_(pa.string(), pa.string())), id="map"),
+        pytest.param(pa.array([["x" * 10_000] * 10] * 30, pa.list_(pa.string(), 10)), id="fixed-size-list"),
+    ],
+)
+def test_parquet_nested_column_repeating_one_long_text_past_the_cap_is_refused_before_it_is_expanded(
+    column: pa.Array,
+) -> None:
+    # GIVEN a small Parquet file whose list / struct / map items hold one 10 000-character text 300 times (stored once)
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"nested": column}), sink)
+    assert len(sink.getvalue()) < 20_000
+
+    # WHEN it is decoded under a cap of 1 MB  THEN FileTooLarge with the 3 MB its items' text comes to
+    with pytest.raises(FileTooLarge, match=r"values come to 3,00\d,\d{3} bytes"):
+        decode_parquet(sink.getvalue(), "x.parquet", limits=Limits(max_uncompressed_bytes=1_000_000))
+
+
+def test_parquet_list_of_one_long_text_is_refused_without_laying_it_out(tmp_path: Path) -> None:
+    # GIVEN a 50 KB Parquet file whose lists repeat one 1 MiB text 600 times: 600 MiB once laid out
+    path = tmp_path / "bomb.parquet"
+    items = pa.DictionaryArray.from_arrays(pa.array([0] * 600, pa.int32()), pa.array(["x" * (1 << 20)]))
+    tags = pa.ListArray.from_arrays(pa.array(range(0, 610, 10), pa.int32()), items)
+    pq.write_table(pa.table({"tags": tags}), path, dictionary_pagesize_limit=1 << 22)
+    assert path.stat().st_size < 100_000
+
+    # WHEN it is decoded in a fresh process (Arrow's peak allocation is per process)
+    script = (
+        "import os, sys, pyarrow as pa\n"
+        "from icegate.errors import FileTooLarge\n"
+        "from icegate.parse.parquet import decode_parquet\n"
+        "from icegate.settings import Limits\n"
+        "try:\n"
+        "    decode_parquet(open(sys.argv[1], 'rb').read(), 'bomb.parquet', limits=Limits())\n"
+        "except FileTooLarge as exc:\n"
+        "    print(exc)\n"
+        "print(pa.default_memory_pool().max_memory(), flush=True)\n"
+        "os._exit(0)\n"  # as the icegate command leaves: Arrow's and polars' threads can abort a teardown
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    refusal, peak = done.stdout.splitlines()
+
+    # THEN it is refused with the size its text comes to, having allocated a sliver of it
+    assert int(peak) < 20 << 20
+    assert "values come to 629,145,600 bytes" in refusal
+
+
+def test_parquet_list_items_past_the_cap_are_refused_from_metadata() -> None:
+    # GIVEN a tiny Parquet file of 20 rows, each a list of 10 000 equal numbers (run-length encoded: a few bytes)
+    data = parquet_bytes(pa.table({"numbers": [[1] * 10_000] * 20}))
+    assert len(data) < 5_000
+
+    # WHEN it is decoded under a cap of 1 MB  THEN FileTooLarge, counting the 200 000 items it would lay out
+    with pytest.raises(FileTooLarge, match=r"list and map columns hold 200,000 items, 1,600,000 bytes once read"):
+        decode_parquet(data, "x.parquet", limits=Limits(max_uncompressed_bytes=1_000_000))
+
+
+def test_parquet_nested_columns_decode_as_json_whatever_their_storage() -> None:
+    # GIVEN lists, maps, fixed-size lists and structs, with nulls, empty lists and repeated (dictionary) texts
+    source = pa.table(
+        {
+            "tags": pa.array([["#a", "#b"], [], None, ["#a"]]),
+            "pairs": pa.array([[("k", "v")], None, [], [("k", "v"), ("k2", "v")]], pa.map_(pa.string(), pa.string())),
+            "point": pa.array([[1, 2], [3, 4], None, [5, 6]], pa.list_(pa.int64(), 2)),
+            "place": pa.array([{"city": "Rome", "on": dt.date(2026, 1, 1)}, None, {"city": None, "on": None}] * 1
+                              + [{"city": "Rome", "on": dt.date(2026, 1, 2)}]),
+        }
+    )  # fmt: skip
+
+    # WHEN it is decoded
+    table = decode_parquet(parquet_bytes(source), "x.parquet", limits=LIMITS)
+
+    # THEN each value is its JSON text, null stays null
+    assert table.to_pydict() == {
+        "tags": ['["#a", "#b"]', "[]", None, '["#a"]'],
+        "pairs": ['[["k", "v"]]', None, "[]", '[["k", "v"], ["k2", "v"]]'],
+        "point": ["[1, 2]", "[3, 4]", None, "[5, 6]"],
+        "place": ['{"city": "Rome", "on": "2026-01-01"}', None, '{"city": null, "on": null}',
+                  '{"city": "Rome", "on": "2026-01-02"}'],
+    }  # fmt: skip
 
 
 def test_parquet_dictionary_columns_of_any_type_decode_as_their_values() -> None:

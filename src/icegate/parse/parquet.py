@@ -36,9 +36,10 @@ def decode_parquet(data: bytes, file: str, *, limits: Limits) -> pa.Table:
             "(ICEGATE_MAX_UNCOMPRESSED_BYTES)",
             file=file,
         )
-    # Text columns are read as dictionaries, as they are stored, so that their size is known before any value is
-    # repeated in memory: one long text used in every row takes a few bytes a row on disk.
-    texts = [field.name for field in schema if _is_text(field.type)]
+    _refuse_list_items_past_limit(parquet, file, limits)
+    # Text is read as dictionaries, as it is stored, so that its size is known before any value is repeated in
+    # memory: one long text used in every row (or every list item) takes a few bytes a row on disk.
+    texts = [column.path for column in map(parquet.schema.column, range(len(parquet.schema))) if _stores_text(column)]
     try:
         table = pq.ParquetFile(pa.BufferReader(data), metadata=meta, read_dictionary=texts).read()
     except (pa.ArrowException, OSError) as exc:
@@ -58,18 +59,90 @@ def decode_parquet(data: bytes, file: str, *, limits: Limits) -> pa.Table:
     return strings
 
 
+# A list item's slot once read (its value or dictionary index, and its offset), before any text.
+_LIST_ITEM_BYTES = 8
+# The values of a list or struct column are laid out as Python objects this much text at a time, at most.
+_NESTED_BATCH_BYTES = 16 << 20
+
+
+def _refuse_list_items_past_limit(parquet: pq.ParquetFile, file: str, limits: Limits) -> None:
+    """Refuse, from the metadata alone, list and map columns whose items would not fit the limit once read: a
+    run-length encoded column stores any number of equal items in a few bytes."""
+    meta, schema = parquet.metadata, parquet.schema
+    repeated = [leaf for leaf in range(len(schema)) if schema.column(leaf).max_repetition_level > 0]
+    items = sum(
+        meta.row_group(group).column(leaf).num_values for group in range(meta.num_row_groups) for leaf in repeated
+    )
+    if items * _LIST_ITEM_BYTES > limits.max_uncompressed_bytes:
+        raise FileTooLarge(
+            f"the file's list and map columns hold {items:,} items, {items * _LIST_ITEM_BYTES:,} bytes once "
+            f"read; the limit is {limits.max_uncompressed_bytes:,} (ICEGATE_MAX_UNCOMPRESSED_BYTES)",
+            file=file,
+        )
+
+
+def _stores_text(column: pq.ColumnSchema) -> bool:
+    return column.physical_type == "BYTE_ARRAY" and column.logical_type.type in ("STRING", "NONE")
+
+
 def _expanded_bytes(column: pa.ChunkedArray, name: str, file: str) -> int:
-    """The bytes a column takes once its dictionaries are expanded (one copy of a value per row)."""
+    """The bytes a column takes once its dictionaries are expanded (one copy of a value per row or item)."""
+    if pa.types.is_nested(column.type):
+        return sum(int(pc.sum(_text_bytes(chunk, name, file)).as_py() or 0) for chunk in column.chunks)
     if not pa.types.is_dictionary(column.type):
         return int(column.nbytes)
-    total = 0
-    for chunk in column.chunks:
-        values = chunk.dictionary
+    return sum(
+        int(pc.sum(_text_bytes(chunk, name, file)).as_py() or 0) + chunk.indices.nbytes for chunk in column.chunks
+    )
+
+
+def _text_bytes(array: pa.Array, name: str, file: str) -> pa.Array:
+    """Each value's size as text (int64, one per value), found without laying out a dictionary's values again."""
+    kind = array.type
+    if pa.types.is_dictionary(kind):
+        values = array.dictionary
         if not _is_text(values.type):
             values = _as_strings(pa.chunked_array([values]), name, file).combine_chunks()  # as it will be cast
-        lengths = pc.binary_length(values)
-        total += int(pc.sum(pc.take(lengths, chunk.indices)).as_py() or 0) + chunk.indices.nbytes
-    return total
+        return pc.take(pc.binary_length(values).cast(pa.int64()), array.indices).fill_null(0)
+    if pa.types.is_map(kind) or pa.types.is_fixed_size_list(kind):
+        return _text_bytes(array.cast(_as_list(kind)), name, file)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        items = pc.cumulative_sum(_text_bytes(array.values, name, file).fill_null(0))
+        ends = pa.concat_arrays([pa.array([0], pa.int64()), items])
+        offsets = array.offsets
+        per_list = pc.subtract(pc.take(ends, offsets[1:]), pc.take(ends, offsets[:-1]))
+        return per_list.fill_null(0)
+    if pa.types.is_struct(kind):
+        total = pa.nulls(len(array), pa.int64()).fill_null(0)
+        for field in array.flatten():
+            total = pc.add(total, _text_bytes(field, name, file).fill_null(0))
+        return total
+    if _is_text(kind):
+        return pc.binary_length(array).cast(pa.int64()).fill_null(0)
+    return pa.nulls(len(array), pa.int64()).fill_null(max(kind.bit_width // 8, 1) if pa.types.is_primitive(kind) else 8)
+
+
+def _as_list(kind: pa.DataType) -> pa.DataType:
+    """A map as a list of key/value structs, a fixed-size list as a list: the same items, offsets to count by."""
+    if pa.types.is_map(kind):
+        return pa.list_(pa.struct([pa.field("key", kind.key_type), pa.field("value", kind.item_type)]))
+    return pa.list_(kind.value_field)
+
+
+def _without_dictionaries(kind: pa.DataType) -> pa.DataType:
+    if pa.types.is_dictionary(kind):
+        return kind.value_type
+    if pa.types.is_map(kind):
+        return pa.map_(_without_dictionaries(kind.key_type), _without_dictionaries(kind.item_type))
+    if pa.types.is_struct(kind):
+        return pa.struct([field.with_type(_without_dictionaries(field.type)) for field in kind])
+    if pa.types.is_list(kind):
+        return pa.list_(kind.value_field.with_type(_without_dictionaries(kind.value_type)))
+    if pa.types.is_large_list(kind):
+        return pa.large_list(kind.value_field.with_type(_without_dictionaries(kind.value_type)))
+    if pa.types.is_fixed_size_list(kind):
+        return pa.list_(kind.value_field.with_type(_without_dictionaries(kind.value_type)), kind.list_size)
+    return kind
 
 
 def _is_text(kind: pa.DataType) -> bool:
@@ -87,7 +160,7 @@ def _as_strings(column: pa.ChunkedArray, name: str, file: str) -> pa.ChunkedArra
     if pa.types.is_timestamp(kind):
         return _timestamp_strings(column)
     if pa.types.is_nested(kind):
-        return pa.chunked_array([pa.array([_nested_text(v) for v in column.to_pylist()], pa.string())])
+        return pa.chunked_array([_nested_strings(chunk, name, file) for chunk in column.chunks], pa.string())
     try:
         return column.cast(pa.string())
     except pa.ArrowInvalid:
@@ -96,6 +169,23 @@ def _as_strings(column: pa.ChunkedArray, name: str, file: str) -> pa.ChunkedArra
         ) from None
     except pa.ArrowNotImplementedError:
         return pa.chunked_array([pa.array([None if v is None else str(v) for v in column.to_pylist()], pa.string())])
+
+
+def _nested_strings(chunk: pa.Array, name: str, file: str) -> pa.Array:
+    """Each list or struct value as JSON, laid out as Python objects a batch of rows at a time."""
+    sizes = _text_bytes(chunk, name, file).to_pylist()
+    plain = _without_dictionaries(chunk.type)
+    texts: list[str | None] = []
+    start = 0
+    while start < len(chunk):
+        end, batch = start + 1, sizes[start]
+        while end < len(chunk) and batch + sizes[end] <= _NESTED_BATCH_BYTES:
+            batch += sizes[end]
+            end += 1
+        batch_values = chunk.slice(start, end - start).cast(plain)  # a dictionary's values read one by one are slow
+        texts.extend(_nested_text(value) for value in batch_values.to_pylist())
+        start = end
+    return pa.array(texts, pa.string())
 
 
 def _timestamp_strings(column: pa.ChunkedArray) -> pa.ChunkedArray:
