@@ -440,6 +440,7 @@ def test_header_with_unterminated_quote_is_malformed() -> None:
         (b'a,b,c\n1,"x\ny\nz",3\n\n4,5,6,7\n8,9\n', "line 6", "4 fields but the header has 3"),
         (b"a,b,c\r1,2,3\r4,5\r6,7,8\r", "line 3", "2 fields but the header has 3"),
         (b'a,b,c\n1,"x\ry",3\n4,5\n', "line 4", "2 fields but the header has 3"),
+        (b'a,b,c\n1,"x\n4,5\ny",3\n4,5\n', "line 5", "2 fields but the header has 3"),
     ],
     ids=[
         "too-many",
@@ -448,6 +449,7 @@ def test_header_with_unterminated_quote_is_malformed() -> None:
         "after-multiline-value-and-blank-line",
         "too-few-lone-cr-line-ends",
         "after-a-value-holding-a-lone-cr",
+        "same-text-as-a-line-inside-an-earlier-quoted-value",
     ],
 )
 def test_ragged_row_reports_its_physical_line(data: bytes, line: str, fields: str) -> None:

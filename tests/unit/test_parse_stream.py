@@ -322,6 +322,10 @@ ERRORS: dict[str, tuple[bytes, dict[str, Any]]] = {
     "too-few-fields-crlf": ((LATE + b"a,b\n" + _good_rows(5)).replace(b"\n", b"\r\n"), {}),
     "too-few-fields-lone-cr-line-ends": ((LATE + b"a,b\n" + _good_rows(5)).replace(b"\n", b"\r"), {}),
     "ragged-after-multiline-value": (b'a,b,c\n1,"x\ny\nz",3\n\n4,5,6,7\n8,9\n', {"name": "x.csv", "dataset": ABC}),
+    "ragged-row-whose-text-is-a-line-of-an-earlier-value": (
+        b'a,b,c\n1,"x\n4,5\ny",3\n4,5\n',
+        {"name": "x.csv", "dataset": ABC},
+    ),
     "unclosed-quote-last-column": (LATE + b'x,y,z,2026-01-01,1,1,h,c,d,u,"never closed\n' + _good_rows(5), {}),
     "unclosed-quote-no-line-break": (LATE + b'x,y,z,2026-01-01,1,1,h,c,d,u,"never closed', {}),
     "unclosed-quote-after-multiline": (b'a,b\n1,"two\nlines"\n3,"never closed\n', {"name": "x.csv", "dataset": ABC}),

@@ -6,7 +6,8 @@ this reader refuses both, and names the line of a row with the wrong number of f
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import heapq
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final, NoReturn
 
 import pyarrow as pa
@@ -182,11 +183,21 @@ def _raise_invalid_row(text: bytes, file: str, delimiter: str, rows: list[Invali
 def first_invalid_row(text: bytes, rows: list[InvalidRow]) -> tuple[InvalidRow, int | None]:
     """The first of ``rows`` in ``text``, and its line (None if its text is not found as whole lines).
 
-    The reader's threads report rows out of order; the file's order is where their texts are.
+    The reader's threads report rows out of order; the file's order is where their texts are. A text found
+    after an odd number of quotes is inside a quoted value (a multi-line caption may hold a line like it), not
+    the row; should every place found be so (a stray quote mid-value), the first is taken.
     """
-    located = sorted(((_find_row(text, row[2]), row) for row in rows), key=lambda item: (item[0] is None, item[0] or 0))
-    offset, row = located[0]
-    return row, line_at(text, offset) if offset is not None else None
+    places = [_places(text, row) for row in rows]
+    first: tuple[int, InvalidRow] | None = None
+    quotes, counted = 0, 0
+    for at, row in heapq.merge(*places, key=lambda place: place[0]):  # in file order, each text read no further
+        first = first or (at, row)
+        quotes, counted = quotes + text.count(b'"', counted, at), at
+        if quotes % 2 == 0:
+            return row, line_at(text, at)
+    if first is None:
+        return rows[0], None
+    return first[1], line_at(text, first[0])
 
 
 def invalid_row(
@@ -221,18 +232,17 @@ def invalid_row(
     )
 
 
-def _find_row(text: bytes, row_text: str) -> int | None:
-    """Byte offset where a whole row with exactly this raw text starts, or None."""
-    needle = row_text.encode("utf-8")
+def _places(text: bytes, row: InvalidRow) -> Iterator[tuple[int, InvalidRow]]:
+    """Where the row's text stands as whole lines of ``text``: byte offsets, in order."""
+    needle = row[2].encode("utf-8")
     at = text.find(needle)
     while at >= 0:
         end = at + len(needle)
         starts_line = at == 0 or text[at - 1] in b"\r\n"
         ends_line = end == len(text) or text[end] in b"\r\n"
         if starts_line and ends_line:
-            return at
+            yield at, row
         at = text.find(needle, at + 1)
-    return None
 
 
 def _refuse_unclosed_quote(text: bytes, table: pa.Table, file: str, delimiter: str, lines: int) -> None:
