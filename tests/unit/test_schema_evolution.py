@@ -218,6 +218,39 @@ def test_a_schema_change_racing_ours_makes_the_load_refit_and_succeed(
     assert stored["reach"].to_list() == [None, 7]
 
 
+# --- a table made by another tool ------------------------------------------------------------------
+
+
+def test_a_table_made_by_another_tool_is_given_what_a_safe_load_needs_and_a_lost_race_duplicates_nothing(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a posts table another tool made without icegate's properties (pyiceberg would retry a lost commit
+    # itself, re-applying the append unchecked), and a rival load of the same keys landing just before ours commits
+    catalog.create_namespace(NS)
+    catalog.create_table((NS, "posts"), schema=iceberg_schema(POSTS))
+    real = commit_module.commit_staged
+    raced: list[bool] = []
+
+    def racing(pending: Any) -> None:
+        if not raced:
+            raced.append(True)
+            load(catalog, POSTS, posts("p1", "p2"), "rival")
+        real(pending)
+
+    monkeypatch.setattr(commit_module, "commit_staged", racing)
+
+    # WHEN a file of the same keys loads
+    summary = load(catalog, POSTS, posts("p1", "p2", "p3"), "ours")
+
+    # THEN the table now says how it is merged and that pyiceberg must not retry, and our load re-planned:
+    # the rival's keys are skipped, each key is stored once
+    assert raced
+    assert rows_of(catalog)["post_id"].to_list() == ["p1", "p2", "p3"]
+    assert (summary.inserted, summary.skipped) == (1, 2)
+    assert table_of(catalog).properties[MERGE_KEY_PROPERTY] == ",".join(POSTS.key)
+    assert table_of(catalog).properties["commit.retry.num-retries"] == "0"
+
+
 # --- unsafe changes are refused, naming the column --------------------------------------------------
 
 

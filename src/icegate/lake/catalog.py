@@ -46,9 +46,11 @@ TARGET_FILE_SIZE_BYTES = "write.target-file-size-bytes"
 DEFAULT_TARGET_FILE_SIZE_BYTES = 128 * 1024 * 1024
 #: Optional table property: at most this many rows per file, on top of the size (none by default).
 TARGET_FILE_ROWS = "icegate.target-file-rows"
+#: Iceberg's table property for how often pyiceberg re-applies a commit that lost a race: 0 on every table a
+#: load writes, since our loop re-validates on conflict and pyiceberg's own retry would not (see commit.py).
+COMMIT_RETRIES_PROPERTY = "commit.retry.num-retries"
 TABLE_PROPERTIES = {
-    # Our loop re-validates on conflict; pyiceberg's own retry would not (see commit.py).
-    "commit.retry.num-retries": "0",
+    COMMIT_RETRIES_PROPERTY: "0",
     "write.parquet.compression-codec": "zstd",
     # Every commit writes a metadata file that holds all snapshots: keep a bounded history only.
     "write.metadata.delete-after-commit.enabled": "true",

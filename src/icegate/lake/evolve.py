@@ -10,6 +10,10 @@ field of the table's current schema, as Iceberg resolves columns:
 - else the column is new to the table (the contract gained it, or another tool dropped it) and
   is added, optional, with a new field id.
 
+A table made by another tool is also given what a load needs to be safe: ``commit.retry.num-retries=0``
+(pyiceberg would otherwise re-apply a commit that lost a race without checking its keys again) and the
+merge key it is loaded on (``icegate.merge-key``, which rollback reads).
+
 A field's type may be widened where Iceberg allows it without rewriting data (int → long,
 float → double). Anything else — a narrower or different type, a key column that is missing,
 renamed or retyped, a contract keyed differently from the table, a required field the contract
@@ -25,7 +29,7 @@ from typing import TYPE_CHECKING
 from pyiceberg.types import DoubleType, FloatType, IcebergType, IntegerType, LongType, NestedField
 
 from icegate.errors import UnsafeSchemaChange
-from icegate.lake.catalog import MERGE_KEY_PROPERTY, iceberg_schema
+from icegate.lake.catalog import COMMIT_RETRIES_PROPERTY, MERGE_KEY_PROPERTY, TABLE_PROPERTIES, iceberg_schema
 
 if TYPE_CHECKING:
     from pyiceberg.schema import Schema
@@ -112,7 +116,8 @@ def fit_schema(table: Table, dataset: Dataset, *, file: str | None = None) -> Sc
 
 
 def evolve_table(table: Table, dataset: Dataset, *, file: str | None = None) -> tuple[Table, SchemaFit]:
-    """The table with the contract's new columns added and its widened types applied, and the fit.
+    """The table with the contract's new columns added, its widened types applied and the properties a load
+    needs set (on a table made by another tool), and the fit.
 
     The change commits on its own, asserting the schema it was made against: a concurrent schema
     change makes it fail with ``CommitFailedException``, and the load's loop reloads and re-fits.
@@ -120,14 +125,27 @@ def evolve_table(table: Table, dataset: Dataset, *, file: str | None = None) -> 
     types), so a load that then fails leaves no visible partial data.
     """
     fit = fit_schema(table, dataset, file=file)
-    if not fit.evolves:
+    adopted = _properties_to_adopt(table, dataset)
+    if not fit.evolves and not adopted:
         return table, fit
-    with table.update_schema() as update:
-        for name, field_type in fit.added:
-            update.add_column(name, field_type)
-        for name, field_type in fit.widened:
-            update.update_column(name, field_type=field_type)
+    with table.transaction() as transaction:
+        if adopted:
+            transaction.set_properties(adopted)
+        if fit.evolves:
+            with transaction.update_schema() as update:
+                for name, field_type in fit.added:
+                    update.add_column(name, field_type)
+                for name, field_type in fit.widened:
+                    update.update_column(name, field_type=field_type)
     return table, fit_schema(table, dataset, file=file)
+
+
+def _properties_to_adopt(table: Table, dataset: Dataset) -> dict[str, str]:
+    """What a table made by another tool lacks for a load to be safe (none for a table icegate made)."""
+    wanted = {COMMIT_RETRIES_PROPERTY: TABLE_PROPERTIES[COMMIT_RETRIES_PROPERTY]}
+    if MERGE_KEY_PROPERTY not in table.properties:
+        wanted[MERGE_KEY_PROPERTY] = ",".join(dataset.key)
+    return {name: value for name, value in wanted.items() if table.properties.get(name) != value}
 
 
 def _field_for(column: str, current: Schema, history: list[Schema]) -> NestedField | None:
