@@ -374,6 +374,14 @@ class FunctionsConstruct(Construct):
             "A rerun that reuses the first entry removes the duplicate rejected rows the validator filed under "
             "the rerun's id (dlq/<dataset>/<run id>/rejected.parquet); it can delete nothing else.",
         )
+        self._allow(
+            DEAD_LETTER,
+            ("s3:DeleteObject",),
+            [self._storage.lake_objects_arn(f"{PROCESSING_PREFIX}/{WAITING_FOLDER}")],
+            "A loader killed by its runtime (timed out, out of memory) leaves its file waiting for a group commit "
+            "under processing/_waiting/<dataset>/; the dead letter of that load deletes the entry so that no other "
+            "loader commits the file (names carry the run id, known only at run time).",
+        )
         # It records the dead-lettered outcome in the ledger: that table only, never a dataset's.
         catalog = self._catalog
         self._allow(

@@ -135,6 +135,9 @@ class Parsed(Job):
     #: ISO-8601 time the object was uploaded (S3 LastModified, local mtime).
     uploaded_at: str = ""
     rows: int = 0
+    #: What the parsed rows take in memory (Arrow bytes; 0 for a streamed file): what a loader holds for this
+    #: file, and what a group commit weighs it by (a gzip or a workbook holds far more than it stores).
+    rows_bytes: int = 0
     columns: list[str] = field(default_factory=list)
     #: Source headers that match no contract column, so are not loaded (reported, never silent): the
     #: first ``MAX_LIST_ITEMS``, each cut to ``MAX_ITEM_CHARS`` (a header can be anything).

@@ -235,7 +235,7 @@ def run_parse(
     if inline is not None:
         inline.reset()  # a retry: what an earlier attempt took is not this one's
     source, info = resolve_source(job.source, storage)
-    # Its size as stored, also when the event did not say it: a group commit weighs the files it takes.
+    # Its size as stored, also when the event did not say it.
     source = dataclasses.replace(source, size=source.size if source.size is not None else info.size)
     job = dataclasses.replace(job, source=source)
     dataset = detect_dataset(source.key)
@@ -286,18 +286,10 @@ def run_parse(
         return _parse_streamed(job, info, settings, storage, catalog, inline)
     parsed_uri = processing_uri(settings, job.run_id, "parsed.parquet")
     storage.write_parquet(parsed_uri, parsed.with_lines())  # lines: where a rejected row is in the file
-    return _parsed(
-        job,
-        dataset.name,
-        info,
-        sha256,
-        parsed.format,
-        parsed.table.num_rows,
-        parsed.table.column_names,
-        parsed.ignored_columns,
-        parsed_uri,
-        settings,
-        storage,
+    columns = (parsed.format, parsed.table.num_rows, parsed.table.column_names, parsed.ignored_columns)
+    return dataclasses.replace(
+        _parsed(job, dataset.name, info, sha256, *columns, parsed_uri, settings, storage),
+        rows_bytes=parsed.table.nbytes,
     )
 
 
@@ -763,6 +755,16 @@ def _recorded_in_ledger(run: Callable[..., DeadLettered]) -> Callable[..., DeadL
     return recorded
 
 
+def _stop_waiting(settings: Settings, storage: Storage, dataset: str, run_id: str) -> None:
+    """A loader killed by its runtime (timed out, out of memory) left its file waiting for a group commit: no
+    other loader may commit it once its execution dead-letters it. Filing goes on if this fails."""
+    try:
+        for uri in object_queue(settings, storage).stop_waiting(dataset, run_id):
+            log.warning("removed the waiting entry %s of the failed load", uri)
+    except Exception:
+        log.exception("could not remove the waiting entries of run %s", run_id)
+
+
 @_recorded_in_ledger
 @_stage
 def run_dead_letter(
@@ -785,6 +787,8 @@ def run_dead_letter(
     except Exception as exc:  # gone or unreadable: the reason is still filed, with why the copy failed
         source, info, located = given, None, exc
     dataset = str(state.get("dataset") or _dataset_or_unknown(source.key))
+    if stage == c.LOAD:
+        _stop_waiting(settings, storage, dataset, run_id)
     fingerprint = _fingerprint(state, source, info, dataset, stage, error_type, message)
     index = join(settings.lake_path(c.DLQ_PREFIX), dataset, c.DLQ_INDEX)
     index_uri = join(index, f"{fingerprint}.json") if fingerprint else ""

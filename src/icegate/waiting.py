@@ -22,7 +22,8 @@ Two queues, one protocol:
   files now committed (exactly once, as for any concurrent commit).
 
 A file whose own load fails stops waiting (its object is deleted), so no other loader commits a
-file its execution dead-letters.
+file its execution dead-letters. A loader killed by its runtime (timed out, out of memory) runs no
+clean-up: its execution's dead-letter step deletes the object instead (:meth:`ObjectQueue.stop_waiting`).
 """
 
 from __future__ import annotations
@@ -78,20 +79,27 @@ class WaitingLoads(Protocol):
 
 
 class _Budget:
-    """What one group may take: at most ``max_files`` files, and no more source bytes than one file may have
-    (``ICEGATE_MAX_BYTES``, which the function's memory is sized for) — the group's rows are held together."""
+    """What one group may take: at most ``max_files`` files, whose rows take no more memory together than one
+    file's bytes may be (``ICEGATE_MAX_BYTES``, which the function's memory is sized for) — the group's rows are
+    held together. A file is weighed by its parsed rows, not by its stored bytes: a gzip or a workbook stores
+    a fraction of what it holds."""
 
     def __init__(self, max_files: int, max_bytes: int, own: WaitingLoad) -> None:
         self._files_left = max_files - 1
-        self._bytes_left = max_bytes - (own.scored.source.size or 0)
+        self._bytes_left = max_bytes - _held_bytes(own.scored)
 
     def __call__(self, scored: Scored) -> bool:
-        size = scored.source.size or 0
+        size = _held_bytes(scored)
         if self._files_left <= 0 or size > self._bytes_left or scored.streamed:
             return False
         self._files_left -= 1
         self._bytes_left -= size
         return True
+
+
+def _held_bytes(scored: Scored) -> int:
+    # A payload written before rows_bytes existed (an entry from the previous deployment) has its stored size.
+    return scored.rows_bytes or scored.source.size or 0
 
 
 class _NoOthers:
@@ -308,6 +316,13 @@ class ObjectQueue:
         document = self._storage.read_json(uri)
         scored = scored or Scored.from_dict(document["scored"])
         return WaitingLoad(scored, document.get("report"), self.read_rows(scored))
+
+    def stop_waiting(self, dataset: str, run_id: str) -> list[str]:
+        """Delete the run's waiting entries, left by a loader that was killed before it could; returns them."""
+        mine = [uri for uri in self.waiting_uris(dataset) if uri.endswith(f"-{run_id}.json")]
+        for uri in mine:
+            self._storage.delete(uri)
+        return mine
 
     def forget(self, uri: str) -> None:
         try:

@@ -79,6 +79,8 @@ def _expected_data_grants(synth: Synth) -> dict[str, set[tuple[str, str]]]:
         | _pairs(READ | WRITE, [dlq])
         | _pairs({"s3:ListBucket"}, [lake])
         | _pairs({"s3:DeleteObject"}, [f"{lake}/{DLQ_PREFIX}/*/rejected.parquet"])
+        # A loader killed by its runtime left its file waiting: the dead letter of that load removes the entry.
+        | _pairs({"s3:DeleteObject"}, [f"{lake}/{PROCESSING_PREFIX}/{WAITING_FOLDER}/*"])
         # It records the dead-lettered outcome in the ledger table (never a dataset's) and rewrites the report.
         | _pairs(GLUE, [catalog, tables, ledger_table])
         | _pairs(READ | WRITE | DELETE, [ledger_files])
@@ -188,13 +190,14 @@ def test_deletes_are_only_the_loaders_warehouse_files_and_the_dead_letters_dupli
     # WHEN we look at who may delete what
     # THEN it is the loader on warehouse/ objects (a delete marker in the versioned lake) and on the waiting
     # entries of the files it committed, and the dead letter on the rejected rows a rerun filed again before it
-    # found the earlier entry; nothing else
+    # found the earlier entry and on the waiting entry of a killed loader; nothing else
     lake = f"<{any_synth.logical_id(any_synth.stack.storage.lake_bucket.bucket_arn)}.Arn>"
     database = any_synth.stack.catalog.database_name
     assert deletes == {
         (LOAD, f"{lake}/warehouse/*"),
         (LOAD, f"{lake}/{PROCESSING_PREFIX}/{WAITING_FOLDER}/*"),
         (DEAD_LETTER, f"{lake}/dlq/*/rejected.parquet"),
+        (DEAD_LETTER, f"{lake}/{PROCESSING_PREFIX}/{WAITING_FOLDER}/*"),
         (DEAD_LETTER, f"{lake}/warehouse/{database}.db/{LEDGER_TABLE}/*"),
     }
     assert not any(action == "s3:DeleteObjectVersion" for stage in HANDLERS for action, _ in any_synth.grants(stage))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
 import multiprocessing
 import re
@@ -268,22 +269,37 @@ def test_icegate_run_with_workers_stores_the_values_a_sequential_run_stores(lake
     assert set(likes("parallel")["likes"]) == {0}
 
 
-def test_a_group_takes_no_more_source_bytes_than_one_file_may_have(
-    lake: Path, settings: Settings, storage: Storage, tmp_path: Path
+@pytest.mark.parametrize("gzipped", [False, True], ids=["csv", "gzip-stored-small"])
+def test_a_group_holds_no_more_rows_than_one_file_may_have(
+    lake: Path, settings: Settings, storage: Storage, tmp_path: Path, gzipped: bool
 ) -> None:
-    # GIVEN a limit of 3 000 bytes per file, and files of about 1 300 bytes waiting beside a loader's own
-    files = [scored(posts_csv(tmp_path, n, range(n * 10, n * 10 + 10)), settings, storage) for n in range(4)]
-    sizes = [f.source.size or 0 for f in files]
-    assert all(1000 < size < 1500 for size in sizes), sizes
-    limited = dataclasses.replace(settings, limits=dataclasses.replace(settings.limits, max_bytes=3000))
+    # GIVEN files of 10 rows waiting beside a loader's own, and a per-file limit that leaves room for one of
+    # them beside its own rows (gzipped: each stores a fraction of the rows it holds)
+    paths = [posts_csv(tmp_path, n, range(n * 10, n * 10 + 10)) for n in range(4)]
+    if gzipped:
+        paths = [_gzipped(path) for path in paths]
+    files = [scored(path, settings, storage) for path in paths]
+    held = [f.rows_bytes for f in files]
+    assert all(held[0] * 0.9 < size < held[0] * 1.1 for size in held), held
+    if gzipped:
+        assert all((f.source.size or 0) * 2 < f.rows_bytes for f in files)
+    limit = int(held[0] * 2.5)
+    limited = dataclasses.replace(settings, limits=dataclasses.replace(settings.limits, max_bytes=limit))
     queue = object_queue(limited, storage)
     waiting = [WaitingLoad(f, None, queue.read_rows(f)) for f in files]
     with queue.turn(waiting[1]), queue.turn(waiting[2]), queue.turn(waiting[3]), queue.turn(waiting[0]) as turn:
         # WHEN the first file's loader looks at what waits
         taken = turn.others()
 
-    # THEN it takes one more file only: two would be more bytes than one file may have
+    # THEN it takes one more file only: the rows of two more would take more than one file may
     assert [w.run_id for w in taken] == [files[1].run_id]
+
+
+def _gzipped(path: Path) -> Path:
+    packed = path.with_name(path.name + ".gz")
+    packed.write_bytes(gzip.compress(path.read_bytes()))
+    path.unlink()
+    return packed
 
 
 def test_run_many_reports_outcomes_in_the_order_of_the_files(lake: Path, settings: Settings, tmp_path: Path) -> None:

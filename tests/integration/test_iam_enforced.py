@@ -29,13 +29,15 @@ import polars as pl
 import pytest
 
 import icegate.datasets
-from icegate.constants import DEAD_LETTER, HANDLERS, LEDGER_TABLE, LOAD, PARSE, REPORTS_PREFIX
+import icegate.lake
+from icegate.constants import DEAD_LETTER, HANDLERS, LEDGER_TABLE, LOAD, PARSE, REPORTS_PREFIX, WAITING_FOLDER
 from icegate.datasets import all_datasets
 from icegate.lake import SourceIdentity, build_catalog, load_batch
 from icegate.lake import commit as commit_module
 from icegate.lake.maintain import maintain
 from icegate.report import REPORT_NAME
 from icegate.settings import load_settings
+from icegate.waiting import ObjectQueue
 from tests.conftest import SAMPLES
 from tests.integration.aws_support import (
     ADMIN_POLICY,
@@ -45,7 +47,14 @@ from tests.integration.aws_support import (
     enforce_iam,
     principal_policy,
 )
-from tests.integration.sfn_support import LAKE, NAMESPACE, CloudPipeline, running_pipeline, synthesised_definition
+from tests.integration.sfn_support import (
+    LAKE,
+    LANDING,
+    NAMESPACE,
+    CloudPipeline,
+    running_pipeline,
+    synthesised_definition,
+)
 
 POSTS_CSV = "post_results_20260113_175319.csv"
 POSTS_XLSX = "post_results_20260115_081500.xlsx"
@@ -237,6 +246,33 @@ def test_a_bad_file_is_dead_lettered_by_the_dead_letter_role(deployed: Deployed)
     folder = f"dlq/posts/{execution['name']}/"
     assert deployed.pipeline.keys(folder) == [folder + "error.json", folder + MISSING_COLUMNS]
     assert deployed.pipeline.read_json(folder + "error.json")["error_type"] == "SchemaMismatch"
+
+
+def test_a_killed_loaders_waiting_file_is_removed_by_its_dead_letter_and_never_committed(
+    deployed: Deployed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a loader killed by its runtime (timed out, out of memory) once it announced its file as waiting:
+    # played by a load that fails with its clean-up skipped, as a killed process runs none
+    with monkeypatch.context() as killed:
+        killed.setattr(ObjectQueue, "forget", lambda queue, uri: None)
+        killed.setattr(icegate.lake, "load_group", _killed)
+        first = deployed.run(deployed.pipeline.upload(POSTS_CSV))
+    assert (first["status"], first["error"]) == ("FAILED", "RuntimeError")
+
+    # WHEN the next file of the table loads (its loader would take the files waiting beside its own)
+    xlsx = deployed.pipeline.upload(POSTS_XLSX)
+    second = deployed.run(xlsx)
+
+    # THEN the dead-letter role removed the killed load's entry, so the next loader committed its own file only
+    assert deployed.pipeline.keys(f"processing/{WAITING_FOLDER}/") == []
+    assert second["status"] == "SUCCEEDED", second.get("cause")
+    sources = set(deployed.pipeline.table("posts")["source_file"].to_list())
+    assert sources == {f"s3://{LANDING}/{xlsx['key']}"}, sources
+    assert [entry["run_id"] for entry in deployed.pipeline.dlq_entries()] == [first["name"]]
+
+
+def _killed(*args: Any, **kwargs: Any) -> Any:
+    raise RuntimeError("the runtime was killed")
 
 
 def test_a_gate_failure_is_dead_lettered_with_the_quality_report(
