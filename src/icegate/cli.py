@@ -212,11 +212,28 @@ def run(
                 # Loaded, but some rows were not: say where they are (with their checks and line numbers).
                 rows = getattr(outcome.state, "rows_rejected", 0)
                 console.print(f"[yellow]REJECTED[/] {escape(outcome.source.name)}: {rows} rows → {escape(rejected)}")
+            if ignored := _ignored_line(outcome):
+                console.print(ignored)
         code = _exit_code(outcomes, expected, expect)
     if captured is not None:  # --json
         click.echo(captured.get(), err=True, nl=False)
         click.echo(json.dumps({"files": [_outcome_document(o) for o in outcomes], "exit_code": code}, indent=2))
     sys.exit(code)
+
+
+def _ignored_line(outcome: FileOutcome) -> str:
+    """Headers the file had that no contract column matched: their values are not loaded, so say which."""
+    state: Any = outcome.state
+    count = getattr(state, "ignored_columns_count", 0)
+    if not count:
+        return ""
+    names = ", ".join(state.ignored_columns)
+    more = f" and {count - len(state.ignored_columns)} more" if count > len(state.ignored_columns) else ""
+    columns = "column matches" if count == 1 else "columns match"
+    return (
+        f"[yellow]IGNORED[/] {escape(outcome.source.name)}: {count} header {columns} no {escape(state.dataset)} "
+        f"column, not loaded: {escape(names)}{more}"
+    )
 
 
 def _outcome_document(outcome: FileOutcome) -> dict[str, Any]:
@@ -233,6 +250,9 @@ def _outcome_document(outcome: FileOutcome) -> dict[str, Any]:
         "rows_valid": state.rows_valid if hasattr(state, "valid_uri") and state.valid_uri else None,
         "rows_rejected": state.rows_rejected if hasattr(state, "valid_uri") and state.valid_uri else None,
         "rejected_rows_uri": getattr(state, "rejected_uri", "") or None,
+        # Headers no contract column matched (the first 50; the count is of all): null when the file was not decoded.
+        "ignored_columns": list(state.ignored_columns) if getattr(state, "format", "") else None,
+        "ignored_columns_count": state.ignored_columns_count if getattr(state, "format", "") else None,
         "quality": (
             {
                 "score": quality.score,

@@ -119,6 +119,7 @@ def _common(state: Mapping[str, Any], report: Mapping[str, Any] | None) -> dict[
         "started_at": _time(state.get("started_at")),
         "stage_seconds": dict(state.get("stage_seconds") or {}) or None,
         "replay_of": state.get("replay_of") or None,
+        "ignored_columns": list(state.get("ignored_columns") or []) or None,
     }
 
 

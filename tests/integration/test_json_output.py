@@ -9,11 +9,14 @@ from typing import Any
 from click.testing import CliRunner, Result
 
 from icegate.cli import main
+from icegate.settings import Settings
 from tests.conftest import SAMPLES
+from tests.ledger_support import ledger_rows, posts_csv, write_posts
 
 RUN_FILE_KEYS = {
     "file", "source", "run_id", "outcome", "dataset", "rows_read", "rows_valid", "rows_rejected",
-    "rejected_rows_uri", "quality", "load", "dead_letter", "error", "seconds",
+    "rejected_rows_uri", "ignored_columns", "ignored_columns_count", "quality", "load", "dead_letter", "error",
+    "seconds",
 }  # fmt: skip
 
 
@@ -67,6 +70,41 @@ def test_a_streamed_file_reports_the_rows_it_read_as_a_file_held_whole_does(lake
     (document,) = stdout_json(result)["files"]
     assert document["outcome"] == "loaded"
     assert (document["rows_read"], document["rows_valid"], document["rows_rejected"]) == (28, 24, 4)
+
+
+def test_header_columns_no_contract_column_matches_are_reported_in_the_summary_the_json_and_the_ledger(
+    tmp_path: Path, lake: Path
+) -> None:
+    # GIVEN a posts file with two extra headers that match no posts column ("Hashtag" is no alias of hashtags)
+    header, *rows = posts_csv(2).decode().splitlines()
+    extra = "\n".join([f"{header},views,Hashtag", *(f"{row},500,#pizza" for row in rows)]) + "\n"
+    path = write_posts(tmp_path / "in", "20260110_100000", extra.encode())
+
+    # WHEN it runs with --json
+    result = icegate("run", str(path), "--lake", str(lake), "--json")
+
+    # THEN it loads, and the JSON names the ignored columns and counts them
+    (document,) = stdout_json(result)["files"]
+    assert document["outcome"] == "loaded"
+    assert (document["ignored_columns"], document["ignored_columns_count"]) == (["views", "Hashtag"], 2)
+    # AND the summary says so in a line of the file's own
+    assert f"IGNORED {path.name}: 2 header columns match no posts column, not loaded: views, Hashtag" in " ".join(
+        result.stderr.split()
+    )
+    # AND the file's ledger row keeps them
+    (ledger_row,) = ledger_rows(Settings(lake_root=str(lake))).to_dicts()
+    assert ledger_row["ignored_columns"] == ["views", "Hashtag"]
+
+
+def test_a_file_whose_headers_all_match_reports_no_ignored_column(lake: Path) -> None:
+    # WHEN the sample posts file runs with --json
+    result = icegate("run", str(SAMPLES / "post_results_20260113_175319.csv"), "--lake", str(lake), "--json")
+
+    # THEN nothing is reported ignored: an empty list in the JSON, no line in the summary, null in the ledger
+    (document,) = stdout_json(result)["files"]
+    assert (document["ignored_columns"], document["ignored_columns_count"]) == ([], 0)
+    assert "IGNORED" not in result.stderr
+    assert ledger_rows(Settings(lake_root=str(lake)))["ignored_columns"].to_list() == [None]
 
 
 def test_tables_dlq_and_maintain_json(lake: Path) -> None:

@@ -402,3 +402,28 @@ def test_the_ledgers_history_shows_a_load_once_when_maintain_rebuilt_its_row_mea
 
     # THEN the load is there once, as its loader recorded it
     assert rows.select("run_id", "recorded_by").rows() == [("r1", "loader")]
+
+
+def test_a_ledger_created_before_ignored_columns_gains_the_list_column_and_a_dead_letter_fills_it(
+    tmp_path: Path, lake: Path, settings: Settings
+) -> None:
+    # GIVEN a ledger table as older versions created it, without ignored_columns (a list, so a nested type)
+    lake.mkdir()
+    catalog = build_catalog(settings)
+    catalog.create_namespace(settings.namespace)
+    old_columns = [name for name in lake_ledger.COLUMN_NAMES if name != "ignored_columns"]
+    catalog.create_table((settings.namespace, LEDGER_TABLE), schema=lake_ledger.ledger_schema().select(*old_columns))
+    # AND a posts file with a header no posts column matches, which fails the gate
+    header, *rows = posts_csv(5, bad_status=1).decode().splitlines()
+    content = "\n".join([f"{header},views", *(f"{row},500" for row in rows)]) + "\n"
+    path = write_posts(tmp_path / "in", "20260110_100000", content.encode())
+
+    # WHEN it runs under a threshold it cannot reach
+    result = CliRunner().invoke(
+        main, ["run", str(path), "--lake", str(lake)], env={"ICEGATE_QUALITY_THRESHOLD_POSTS": "100"}
+    )
+
+    # THEN it is dead-lettered, and its ledger row, in the evolved table, names the ignored column
+    assert result.exit_code == 1, result.output
+    (row,) = ledger_rows(settings).to_dicts()
+    assert (row["outcome"], row["ignored_columns"]) == ("dead_lettered", ["views"])

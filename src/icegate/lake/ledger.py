@@ -22,6 +22,7 @@ from pyiceberg.schema import Schema
 from pyiceberg.types import (
     DoubleType,
     IcebergType,
+    ListType,
     LongType,
     MapType,
     NestedField,
@@ -59,6 +60,8 @@ ROLLED_BACK = "rolled_back"
 LEDGER_ROWS = "icegate.ledger-rows"
 
 _STRING, _LONG, _DOUBLE, _TIME = StringType(), LongType(), DoubleType(), TimestamptzType()
+#: A list of strings; its element id is assigned where the schema is built.
+_LIST = "list<string>"
 #: (name, Iceberg type, documentation) in table order. The README's schema table says the same.
 _COLUMNS: tuple[tuple[str, IcebergType | str, str], ...] = (
     ("run_id", _STRING, "execution name (cloud) or local run id"),
@@ -99,8 +102,9 @@ _COLUMNS: tuple[tuple[str, IcebergType | str, str], ...] = (
     ("recorded_by", _STRING, "loader, dead_letter, or maintain (a row repaired from a snapshot marker)"),
     # Columns added later go last: a ledger created before them gains them on its next write.
     ("replay_of", _STRING, "the run whose dead-lettered file or rejected rows this run replayed (icegate replay)"),
+    ("ignored_columns", _LIST, "source headers that matched no contract column, so were not loaded (the first 50)"),
 )
-MAP_COLUMNS = {name for name, kind, _ in _COLUMNS if isinstance(kind, str)}
+MAP_COLUMNS = {name for name, kind, _ in _COLUMNS if isinstance(kind, str) and kind.startswith("map<")}
 COLUMN_NAMES = tuple(name for name, _, _ in _COLUMNS)
 SCORE_COLUMN_PREFIX = "score_"
 
@@ -109,7 +113,10 @@ def ledger_schema() -> Schema:
     fields: list[NestedField] = []
     next_id = len(_COLUMNS) + 1
     for field_id, (name, kind, doc) in enumerate(_COLUMNS, start=1):
-        if isinstance(kind, str):
+        if kind == _LIST:
+            kind = ListType(next_id, _STRING, element_required=False)
+            next_id += 1
+        elif isinstance(kind, str):
             value_type: IcebergType = _LONG if kind.endswith("long>") else _DOUBLE
             kind = MapType(next_id, _STRING, next_id + 1, value_type, value_required=False)
             next_id += 2
@@ -121,8 +128,10 @@ def arrow_schema() -> pa.Schema:
     """The Arrow schema rows are appended with (matches :func:`ledger_schema`)."""
     result: list[pa.Field] = []
     for name, kind, _ in _COLUMNS:
-        if isinstance(kind, str):
-            arrow_type: pa.DataType = pa.map_(pa.string(), pa.int64() if kind.endswith("long>") else pa.float64())
+        if kind == _LIST:
+            arrow_type: pa.DataType = pa.list_(pa.string())
+        elif isinstance(kind, str):
+            arrow_type = pa.map_(pa.string(), pa.int64() if kind.endswith("long>") else pa.float64())
         elif isinstance(kind, LongType):
             arrow_type = pa.int64()
         elif isinstance(kind, DoubleType):
@@ -155,16 +164,19 @@ def ledger_table(catalog: Catalog, namespace: str, *, create: bool) -> Table | N
 
 
 def _with_new_columns(table: Table) -> Table:
-    """The ledger with the (plain) columns added since it was created; a concurrent writer adding the
-    same ones makes this commit fail, and the caller's retry then finds them."""
-    present = set(table.schema().column_names)
-    missing = [(name, kind, doc) for name, kind, doc in _COLUMNS if name not in present and not isinstance(kind, str)]
+    """The ledger with the columns added since it was created (plain ones and lists; the maps are as old as
+    the ledger); a concurrent writer adding the same ones makes this commit fail, and the caller's retry then
+    finds them."""
+    present = {field.name for field in table.schema().fields}
+    missing = [(name, kind, doc) for name, kind, doc in _COLUMNS if name not in present and name not in MAP_COLUMNS]
     if not missing:
         return table
     with table.update_schema() as update:
         for name, kind, doc in missing:
-            assert not isinstance(kind, str)
-            update.add_column(name, kind, doc=doc)
+            # A nested type's ids are placeholders here: the schema update assigns fresh ones.
+            column_type = ListType(1, _STRING, element_required=False) if kind == _LIST else kind
+            assert not isinstance(column_type, str)
+            update.add_column(name, column_type, doc=doc)
     return table
 
 
