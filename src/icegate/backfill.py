@@ -225,7 +225,7 @@ def plan(
     objects.sort(key=lambda entry: (entry[2].last_modified, entry[0]))
 
     ledger = _Ledger(catalog, settings.namespace, bucket)
-    candidates = [ledger.judge(Candidate(uri, obj, info), storage) for uri, obj, info in objects]
+    candidates = ledger.loaded_since([ledger.judge(Candidate(uri, obj, info), storage) for uri, obj, info in objects])
     loaded = [x for x in candidates if x.status == "loaded"]
     dead = [x for x in candidates if x.status == "dead_lettered"]
     runnable = [x for x in candidates if x.status == "new" or (retry_dead_lettered and x.status == "dead_lettered")]
@@ -293,13 +293,19 @@ class _Ledger:
       machine carry no version id, and a marker-rebuilt row keeps the ETag as its version;
     - local: the same file (path resolved) and content hash; a dead-lettered row without a hash (the file
       failed before it was read: its name or size) matches while the file has not changed since that run.
+
+    A file last ``dead_lettered`` whose content has a live load under another source since counts as loaded
+    (:meth:`loaded_since`).
     """
 
     def __init__(self, catalog: Catalog | None, namespace: str, bucket: str) -> None:
         from icegate import ledger  # the ledger is an Iceberg table: pyiceberg only once needed
         from icegate.lake.ledger import ROLLED_BACK
 
+        self._catalog, self._namespace = catalog, namespace
         self._bucket = bucket
+        #: Candidate URI -> content hash of its deciding ``dead_lettered`` row (what ``loaded_since`` looks up).
+        self._dead_content: dict[str, str] = {}
         self._rows: dict[str, list[dict[str, Any]]] = {}
         self._undone_runs: set[tuple[str, str]] = set()
         self._undone_content: dict[tuple[str, str], datetime] = {}
@@ -336,7 +342,33 @@ class _Ledger:
             status = "loaded"
         elif latest["outcome"] == "dead_lettered":
             status = "dead_lettered"
+            if latest["source_sha256"]:
+                self._dead_content[candidate.uri] = latest["source_sha256"]
         return Candidate(candidate.uri, candidate.source, candidate.info, status, latest["run_id"])
+
+    def loaded_since(self, candidates: list[Candidate]) -> list[Candidate]:
+        """The candidates, each dead-lettered one whose content has loaded since under another source made
+        ``loaded``: a file retried from its DLQ copy (as the README says to) is recorded under the copy's
+        path, yet the table holds it. One more ledger scan, of those contents only."""
+        from icegate import ledger
+
+        if self._catalog is None or not self._dead_content:
+            return candidates
+        loads = ledger.content_loads(self._catalog, self._namespace, self._dead_content.values()).to_dicts()
+        live: dict[str, dict[str, Any]] = {}
+        for row in loads:
+            if self._undone(row):
+                continue
+            known = live.get(row["source_sha256"])
+            if known is None or _moment(row["finished_at"]) > _moment(known["finished_at"]):
+                live[row["source_sha256"]] = row
+        result = []
+        for candidate in candidates:
+            load = live.get(self._dead_content.get(candidate.uri, "")) if candidate.status == "dead_lettered" else None
+            if load is not None:
+                candidate = Candidate(candidate.uri, candidate.source, candidate.info, "loaded", load["run_id"])
+            result.append(candidate)
+        return result
 
     def _matching(self, rows: list[dict[str, Any]], candidate: Candidate, storage: Storage) -> list[dict[str, Any]]:
         info = candidate.info

@@ -13,12 +13,12 @@ The Iceberg side (schema, table, idempotent append) lives in :mod:`icegate.lake.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
-from pyiceberg.expressions import EqualTo, Or
+from pyiceberg.expressions import And, EqualTo, In, Or
 
 from icegate.constants import LEDGER_TABLE
 from icegate.dimensions import QUALITY_DIMENSIONS
@@ -54,6 +54,7 @@ __all__ = [
     "COLUMN_NAMES",
     "LEDGER_TABLE",
     "RECORDED_BY_MAINTAIN",
+    "content_loads",
     "find_prior_load",
     "history",
     "recent_loaded",
@@ -323,6 +324,24 @@ def source_outcomes(catalog: Catalog, namespace: str, bucket: str) -> pl.DataFra
         row_filter = Or(
             EqualTo("source_bucket", bucket),  # type: ignore[arg-type, call-arg]
             EqualTo("outcome", ROLLED_BACK),  # type: ignore[arg-type, call-arg]
+        )
+        arrow = scan(table, row_filter, _SOURCE_COLUMNS)
+    frame = pl.from_arrow(arrow)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def content_loads(catalog: Catalog, namespace: str, sha256s: Iterable[str]) -> pl.DataFrame:
+    """The ``loaded`` and ``already_loaded`` rows of these contents, under any source: a dead-lettered file
+    retried from its DLQ copy (``icegate run lake/dlq/...``, ``icegate replay``) is recorded under that copy."""
+    wanted = sorted(set(sha256s))
+    table = ledger_table(catalog, namespace, create=False) if wanted else None
+    if table is None:
+        arrow = arrow_schema().empty_table().select(list(_SOURCE_COLUMNS))
+    else:
+        row_filter = And(
+            In("source_sha256", wanted),  # type: ignore[arg-type, call-arg]
+            In("outcome", ("loaded", "already_loaded")),  # type: ignore[arg-type, call-arg]
         )
         arrow = scan(table, row_filter, _SOURCE_COLUMNS)
     frame = pl.from_arrow(arrow)

@@ -28,7 +28,7 @@ from icegate.lake import build_catalog
 from icegate.lake.ledger import ledger_table
 from icegate.ledger import history
 from icegate.pipeline import FileOutcome, LocalRunner
-from icegate.settings import Settings
+from icegate.settings import Settings, load_settings
 from icegate.storage import Storage
 from tests.conftest import SAMPLES
 from tests.integration.aws_support import acting_as, create_principal, enforce_iam, s3_server
@@ -268,6 +268,35 @@ def test_dead_lettered_files_are_skipped_unless_retried(tmp_path: Path, lake: Pa
         "already_loaded": 3, "dead_lettered_earlier": 0, "unsupported": 0, "other_suffix": 0, "lake_files": 0,
     }  # fmt: skip
     assert "run again (--retry-dead-lettered)" in retried.stderr
+
+
+def test_a_dead_lettered_file_loaded_since_from_its_dlq_copy_is_skipped_as_loaded(tmp_path: Path, lake: Path) -> None:
+    """GIVEN a posts file backfilled under a threshold it fails (dead-lettered), then retried the README way,
+    by running its DLQ folder once the threshold is back to normal (loaded, recorded under the DLQ copy's path)
+    WHEN the folder is backfilled again
+    THEN the file is skipped as loaded, naming the retry's run, not as dead-lettered earlier.
+    """
+    (tmp_path / "landing").mkdir()
+    shutil.copy(SAMPLES / "post_results_20260113_175319.csv", tmp_path / "landing")
+    failed = CliRunner().invoke(
+        main,
+        ["backfill", str(tmp_path / "landing"), "--lake", str(lake), "--json"],
+        env={"ICEGATE_QUALITY_THRESHOLD_POSTS": "99"},
+    )
+    assert (document(failed)["dead_lettered"], failed.exit_code) == (1, 1)
+    load_settings.cache_clear()  # settings are read once per process: the retry reads the normal threshold
+    (error,) = (lake / "dlq" / "posts").glob("*/error.json")
+    retry = document(icegate("run", str(error.parent), "--lake", str(lake), "--json"))
+    (retried,) = retry["files"]
+    assert retried["outcome"] == "loaded"
+
+    again = icegate("backfill", str(tmp_path / "landing"), "--lake", str(lake), "--json")
+
+    report = document(again)
+    assert (again.exit_code, report["ran"]) == (0, 0)
+    assert (report["skipped"]["already_loaded"], report["skipped"]["dead_lettered_earlier"]) == (1, 0)
+    (skipped,) = report["files"]
+    assert (skipped["status"], skipped["run_id"]) == ("skipped_loaded", retried["run_id"])
 
 
 def test_a_file_changed_since_its_load_runs_again(tmp_path: Path, settings: Settings) -> None:
