@@ -70,9 +70,18 @@ def report_data(history: pl.DataFrame, *, title: str, now: datetime | None = Non
     for row in loaded:
         if row["finished_at"] is not None:
             per_day[row["finished_at"].date().isoformat()] += row["rows_inserted"] or 0
-    reasons = Counter(r["error_type"] or "unknown" for r in rows if r["outcome"] == "dead_lettered")
+    # A rerun that fails the same way on the same content (a replay included) is noted in the first DLQ entry,
+    # not filed again: count entries, as `icegate dlq` lists them, not the ledger rows that share one.
+    entries: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if row["outcome"] == "dead_lettered":
+            entries.setdefault(row["error_uri"] or row["run_id"], row)
+    first_of_entry = {id(row) for row in entries.values()}
+    reasons = Counter(r["error_type"] or "unknown" for r in entries.values())
     checks: Counter[str] = Counter()
     for row in rows:
+        if row["outcome"] == "dead_lettered" and id(row) not in first_of_entry:
+            continue  # the same rows failing the same checks as the entry's first run
         for name, count in (row["failed_checks"] or {}).items():
             checks[f"schema: {name}"] += count
         for name, count in (row["quality_checks"] or {}).items():
@@ -88,16 +97,23 @@ def report_data(history: pl.DataFrame, *, title: str, now: datetime | None = Non
         "dead_letter_reasons": [{"label": k, "value": v} for k, v in reasons.most_common()],
         "top_checks": [{"label": k, "value": v} for k, v in checks.most_common(TOP_CHECKS)],
         "totals": {
-            "files": len(rows),
+            # Files by content (a rerun, a replay, a rollback of one file is one file); outcomes are ledger rows.
+            "files": len({_file_identity(r) for r in rows}),
+            "outcomes": len(rows),
             "loaded": len(loaded),
             "already_loaded": sum(r["outcome"] == "already_loaded" for r in rows),
-            "dead_lettered": sum(r["outcome"] == "dead_lettered" for r in rows),
+            "dead_lettered": len(entries),
             "rolled_back": sum(r["outcome"] == ROLLED_BACK for r in rows),
             "rows_inserted": sum(r["rows_inserted"] or 0 for r in loaded),
         },
         "files": [_file_row(r) for r in reversed(rows[-MAX_FILES:])],
         "files_shown": min(len(rows), MAX_FILES),
     }
+
+
+def _file_identity(row: dict[str, Any]) -> str:
+    """One file whatever became of it: its content, else (failed before it was read) its DLQ entry or source."""
+    return str(row["source_sha256"] or row["error_uri"] or row["source_uri"] or row["run_id"])
 
 
 def build(catalog: Catalog, settings: Settings, *, now: datetime | None = None) -> str:

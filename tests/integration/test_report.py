@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
 
+import polars as pl
 import pytest
 from click.testing import CliRunner, Result
 
+from icegate import ledger
 from icegate.cli import main
 from icegate.lake import build_catalog
 from icegate.lake.ledger import append_rows
+from icegate.report import report_data
 from icegate.settings import Settings
 from tests.browser import ENABLE_HINT, dump_dom, find_chromium, png_pixels, screenshot
 from tests.conftest import SAMPLES
@@ -142,3 +146,23 @@ def test_a_screenshot_of_the_report_shows_the_charts(tmp_path: Path, report_page
     dead_letter_red = sum(n for (r, g, b), n in pixels.items() if r > 150 and g < 60 and b < 60)
     assert accent > 500, "the score lines and the rows-per-day bars (#2563eb) are missing"
     assert dead_letter_red > 50, "the dead-letter bars (#b91c1c) are missing"
+
+
+def test_a_replay_that_fails_again_counts_once_as_icegate_dlq_lists_it(lake: Path, settings: Settings) -> None:
+    # GIVEN the samples run (one is dead-lettered, SchemaMismatch), then every DLQ entry replayed: it fails the
+    # same way, so its first entry notes the rerun and the ledger has a second dead_lettered row for it
+    icegate("run", str(SAMPLES), "--lake", str(lake))
+    assert icegate("replay", "--all", "--lake", str(lake)).exit_code == 1
+    dlq = json.loads(icegate("dlq", "--lake", str(lake), "--json").stdout)
+    entries = [e for e in dlq if e["kind"] == "dead_lettered"]
+    rows = ledger.history(build_catalog(settings), settings.namespace)
+    assert (len(entries), rows.filter(pl.col("outcome") == "dead_lettered").height) == (1, 2)
+
+    # WHEN the report's data is drawn from the ledger
+    data = report_data(rows, title="t")
+
+    # THEN it counts the DLQ entry once, as `icegate dlq` lists it, and its reason once
+    assert data["totals"]["dead_lettered"] == len(entries) == 1
+    assert data["dead_letter_reasons"] == [{"label": "SchemaMismatch", "value": 1}]
+    # AND four files (the samples), of five outcomes; the file table shows every outcome
+    assert (data["totals"]["files"], data["totals"]["outcomes"], data["files_shown"]) == (4, 5, 5)
