@@ -594,12 +594,12 @@ def _since(value: str | None) -> datetime | None:
 @click.option("--since", metavar="WHEN", help="Only outcomes since: a duration (30m, 12h, 7d) or an ISO date/time.")
 @click.option(
     "--outcome",
-    type=click.Choice(["loaded", "already_loaded", "dead_lettered"]),
+    type=click.Choice(c.LEDGER_OUTCOMES),
     help="Only outcomes of this kind.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the ledger rows as a JSON array (every column).")
 def history(dataset: str | None, lake_root: str | None, since: str | None, outcome: str | None, as_json: bool) -> None:
-    """Show the ledger: one line per file outcome (loaded, already loaded, dead-lettered), oldest first.
+    """Show the ledger: one line per file outcome (loaded, already loaded, dead-lettered, rolled back), oldest first.
 
     The ledger is the Iceberg table icegate_loads in the namespace; DATASET limits it to one dataset.
     With --json, each row is an object with the ledger's columns (see the README), times in ISO 8601 UTC.

@@ -55,6 +55,10 @@ BACKFILL_MAX_WORKERS: Final = 64
 REPORTS_PREFIX: Final = "reports"
 #: The ingestion ledger, an Iceberg table in the namespace (cdk grants the stages that touch it).
 LEDGER_TABLE: Final = "icegate_loads"
+#: Every ``outcome`` a ledger row may have: what ``icegate history --outcome`` offers and the ledger documents.
+#: ``rolled_back``: a load undone by ``icegate rollback``, under the run id of the ``loaded`` row it undoes.
+ROLLED_BACK: Final = "rolled_back"
+LEDGER_OUTCOMES: Final = ("loaded", "already_loaded", "dead_lettered", ROLLED_BACK)
 #: The embedded SQLite catalog, directly under a local lake root.
 CATALOG_DB: Final = "catalog.db"
 #: What the dead-letter and validate stages write beside a dead-lettered file.

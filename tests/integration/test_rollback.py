@@ -13,6 +13,7 @@ from click.testing import CliRunner, Result
 
 from icegate import ledger
 from icegate.cli import main
+from icegate.constants import LEDGER_OUTCOMES
 from icegate.datasets import get_dataset
 from icegate.lake import SourceIdentity, build_catalog, find_loaded, load_batch
 from icegate.lake import ledger as lake_ledger
@@ -299,3 +300,21 @@ def test_a_load_whose_snapshot_or_replaced_files_expired_is_refused_clearly(sett
         rollback(build_catalog(settings), TABLE, run_id="run-b")
     assert build_catalog(settings).load_table(TABLE).current_snapshot() == head
     assert rows(settings) == {"p1": (5, "run-b"), "p2": (1, "run-a"), "p3": (1, "run-c")}
+
+
+def test_history_offers_every_ledger_outcome_and_filters_on_rolled_back(lake: Path, settings: Settings) -> None:
+    # GIVEN a file loaded and then rolled back
+    path = write_posts(lake.parent / "in", "20260101_000000", posts_csv(3))
+    assert icegate("run", str(path), "--lake", str(lake)).exit_code == 0
+    assert icegate("rollback", "posts", "--file", path.name, "--lake", str(lake)).exit_code == 0
+
+    # WHEN the history is asked for rolled_back outcomes only
+    result = icegate("history", "--outcome", "rolled_back", "--lake", str(lake), "--json")
+
+    # THEN the option is accepted and lists exactly the rollback's row
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)
+    assert (row["outcome"], row["source_key"]) == ("rolled_back", str(path))
+    # AND every outcome the ledger records is a choice of --outcome
+    for outcome in LEDGER_OUTCOMES:
+        assert icegate("history", "--outcome", outcome, "--lake", str(lake)).exit_code == 0, outcome

@@ -31,7 +31,8 @@ from pyiceberg.types import (
 )
 from sqlalchemy.exc import DBAPIError
 
-from icegate.constants import LEDGER_TABLE
+from icegate.constants import LEDGER_OUTCOMES, LEDGER_TABLE
+from icegate.constants import ROLLED_BACK as ROLLED_BACK  # re-exported: the ledger modules import it from here
 from icegate.dimensions import QUALITY_DIMENSIONS
 from icegate.lake.catalog import TABLE_PROPERTIES, ensure_namespace
 from icegate.lake.commit import is_contention
@@ -54,8 +55,6 @@ if TYPE_CHECKING:
 
 #: ``recorded_by`` of a row rebuilt from a snapshot marker (lost ledger write, expiry, migration).
 RECORDED_BY_MAINTAIN = "maintain"
-#: Outcome of a load undone by ``icegate rollback``: same run id as the ``loaded`` row it undoes.
-ROLLED_BACK = "rolled_back"
 #: Snapshot-summary key of a ledger commit: how many rows it recorded.
 LEDGER_ROWS = "icegate.ledger-rows"
 
@@ -65,7 +64,7 @@ _LIST = "list<string>"
 #: (name, Iceberg type, documentation) in table order. The README's schema table says the same.
 _COLUMNS: tuple[tuple[str, IcebergType | str, str], ...] = (
     ("run_id", _STRING, "execution name (cloud) or local run id"),
-    ("outcome", _STRING, "loaded, already_loaded, dead_lettered or rolled_back"),
+    ("outcome", _STRING, f"{', '.join(LEDGER_OUTCOMES[:-1])} or {LEDGER_OUTCOMES[-1]}"),
     ("dataset", _STRING, "dataset contract name (unknown when the file matched none)"),
     ("table_name", _STRING, "namespace.table the rows went to"),
     ("table_uuid", _STRING, "the Iceberg table's UUID (a dropped and recreated table is another table)"),
