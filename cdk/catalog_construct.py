@@ -33,9 +33,9 @@ class CatalogConstruct(Construct):
                 database_input=glue.CfnDatabase.DatabaseInputProperty(
                     name=database_name,
                     description="icegate: Iceberg tables loaded by the quality-gated ingestion pipeline",
-                    # pyiceberg places a new table at <database location>/<table>; this is also where it
-                    # would put it without a location (<warehouse>/<namespace>.db), and it is the only
-                    # prefix the loader may write.
+                    # pyiceberg places a new table at <database location>/<table>, the only prefix the loader
+                    # may write (without a location pyiceberg 0.12 would use <warehouse>/<namespace>/<table>,
+                    # as the local SQL catalog does: the README names both).
                     location_uri=f"s3://{lake_bucket.bucket_name}/{WAREHOUSE_PREFIX}/{database_name}.db",
                 ),
             )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -427,3 +429,25 @@ def test_a_ledger_created_before_ignored_columns_gains_the_list_column_and_a_dea
     assert result.exit_code == 1, result.output
     (row,) = ledger_rows(settings).to_dicts()
     assert (row["outcome"], row["ignored_columns"]) == ("dead_lettered", ["views"])
+
+
+def test_the_readmes_local_ledger_folder_and_duckdb_recipe_are_what_a_local_lake_has(
+    lake: Path, settings: Settings
+) -> None:
+    # GIVEN the samples run into a local lake
+    icegate("run", str(SAMPLES), "--lake", str(lake))
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+
+    # WHEN the README's query for the ledger's metadata file is run against the lake's catalog
+    (query,) = re.findall(r'`sqlite3 lake/catalog\.db "([^"]+)"`', readme)
+    with sqlite3.connect(lake / "catalog.db") as connection:
+        ((metadata_location,),) = connection.execute(query).fetchall()
+
+    # THEN the file is in the folder the README names for local mode, where the catalog keeps the ledger
+    folder = lake / "warehouse" / "instagram_db" / LEDGER_TABLE
+    assert "`<lake>/warehouse/instagram_db/icegate_loads` locally" in readme
+    assert build_catalog(settings).load_table((settings.namespace, LEDGER_TABLE)).location() == str(folder)
+    assert Path(metadata_location).parent == folder / "metadata"
+    # AND DuckDB's own reader reads every outcome from it
+    outcomes = iceberg_scan(metadata_location, order_by="finished_at")["outcome"].to_list()
+    assert sorted(outcomes) == ["dead_lettered", "loaded", "loaded", "loaded"]
