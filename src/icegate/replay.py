@@ -39,6 +39,8 @@ Kind = Literal["dead_lettered", "rejected_rows"]
 #: ``still_rejected``: the rejected rows fail again (no DLQ entry is filed: they are in the DLQ already);
 #: ``skipped``: nothing to replay (the entry has no copy of its source).
 ReplayResult = Literal["loaded", "already_loaded", "dead_lettered", "failed", "still_rejected", "skipped"]
+#: The counts of ``rows`` in ``replay --json``: each always present, null when the replay did not reach it.
+ROW_COUNTS = ("read", "valid", "rejected", "inserted", "updated", "skipped")
 REJECTED_FILE = "rejected.parquet"
 ERROR_FILE = "error.json"
 
@@ -76,7 +78,7 @@ class Replayed:
             "error_type": self.entry.error_type or None,
             "run_id": self.run_id,
             "outcome": self.outcome,
-            "rows": self.rows,
+            "rows": {name: self.rows.get(name) for name in ROW_COUNTS},
             "message": self.message or None,
             "seconds": round(self.seconds, 3),
         }

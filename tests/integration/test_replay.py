@@ -308,5 +308,8 @@ def test_rejected_rows_that_still_fail_are_reported_and_not_filed_again(tmp_path
     # THEN the replay says they are still rejected (exit 1) and the DLQ holds the one record it had
     (replayed,) = json.loads(result.stdout)["replays"]
     assert replayed["outcome"] == "still_rejected"
+    # AND its rows have every documented count, null where the replay did not get (it never loaded)
+    never = {"inserted": None, "updated": None, "skipped": None}
+    assert replayed["rows"] == {"read": 1, "valid": 0, "rejected": 1, **never}
     assert result.exit_code == 1
     assert len(list((lake / "dlq").rglob("rejected.parquet"))) == 1
