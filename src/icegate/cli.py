@@ -27,6 +27,7 @@ from icegate.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
+    from pyiceberg.table import Table as IcebergTable
 
     from icegate.backfill import Plan, Result
     from icegate.pipeline import FileOutcome, LocalRunner
@@ -381,8 +382,6 @@ def _summary_table(outcomes: list[FileOutcome]) -> Table:
 @json_option
 def tables(lake_root: str | None, as_json: bool) -> None:
     """List the Iceberg tables with their row counts and snapshots."""
-    from icegate.lake import loaded_snapshots
-
     settings = _settings(lake_root)
     catalog = _catalog(settings, create=False)
     if settings.namespace not in {ns[0] for ns in catalog.list_namespaces()}:
@@ -395,12 +394,12 @@ def tables(lake_root: str | None, as_json: bool) -> None:
     table = Table(title=f"tables in {settings.namespace}")
     for header in ("table", "rows", "data files", "snapshots", "current snapshot", "last source"):
         table.add_column(header)
+    ledger_sources = _ledger_last_sources(catalog, settings.namespace)
     for identifier in sorted(catalog.list_tables(settings.namespace)):
         iceberg = catalog.load_table(identifier)
         snapshot = iceberg.current_snapshot()
         summary = snapshot.summary.additional_properties if snapshot and snapshot.summary else {}
-        sources = list(loaded_snapshots(iceberg))
-        last_source = sources[-1][1].get("icegate.source-file", "") if sources else ""
+        last_source = ledger_sources.get(".".join(identifier)) or _marker_last_source(iceberg)
         table.add_row(
             ".".join(identifier),
             summary.get("total-records", "0"),
@@ -423,6 +422,27 @@ def tables(lake_root: str | None, as_json: bool) -> None:
         click.echo(json.dumps(documents, indent=2))
         return
     console.print(table)
+
+
+def _ledger_last_sources(catalog: Catalog, namespace: str) -> dict[str, str]:
+    """Table -> the source of its newest load that still stands, from the ledger: it outlives the snapshots that
+    maintenance expires, and it knows which loads were rolled back."""
+    from icegate import ledger
+
+    loads = ledger.live_loads(ledger.history(catalog, namespace)).sort("finished_at", nulls_last=False)
+    return {row["table_name"]: row["source_uri"] or "" for row in loads.iter_rows(named=True) if row["table_name"]}
+
+
+def _marker_last_source(iceberg: IcebergTable) -> str:
+    """The newest load the table's own history still names and no rollback undid: for a load whose ledger row
+    was lost (until ``icegate maintain`` rebuilds it)."""
+    from icegate.lake.markers import MARKER_FILE, is_undone, loaded_snapshots, rolled_back_loads
+
+    undone = rolled_back_loads(iceberg)
+    standing = [
+        marker for snapshot_id, marker in loaded_snapshots(iceberg) if not is_undone(snapshot_id, marker, undone)
+    ]
+    return standing[-1].get(MARKER_FILE, "") if standing else ""
 
 
 @main.command()

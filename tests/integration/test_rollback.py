@@ -318,3 +318,30 @@ def test_history_offers_every_ledger_outcome_and_filters_on_rolled_back(lake: Pa
     # AND every outcome the ledger records is a choice of --outcome
     for outcome in LEDGER_OUTCOMES:
         assert icegate("history", "--outcome", outcome, "--lake", str(lake)).exit_code == 0, outcome
+
+
+def test_tables_names_the_last_load_that_stands_after_a_rollback_and_after_expiry(lake: Path) -> None:
+    # GIVEN two files loaded one after the other, and the second rolled back
+    landing = lake.parent / "in"
+    first = write_posts(landing, "20260101_000000", posts_csv(3))
+    second = write_posts(landing, "20260102_000000", posts_csv(2, start=100))
+    for path in (first, second):
+        assert icegate("run", str(path), "--lake", str(lake)).exit_code == 0
+    assert icegate("rollback", "posts", "--file", second.name, "--lake", str(lake)).exit_code == 0
+
+    def last_source() -> str | None:
+        documents = json.loads(icegate("tables", "--lake", str(lake), "--json").stdout)
+        return next(d["last_source"] for d in documents if d["table"] == "instagram_db.posts")
+
+    # WHEN the tables are listed, THEN the last source is the first file: the second's rows left the table
+    assert last_source() == str(first)
+
+    # WHEN maintenance expires every snapshot but the newest (the rollback's), markers and all
+    expired = icegate(
+        "maintain", "posts", "--lake", str(lake), "--expire-older-than", "0m", "--retain-last", "1", "--no-compact",
+        "--orphans-older-than", "off",
+    )  # fmt: skip
+    assert expired.exit_code == 0, expired.output
+
+    # THEN the ledger still names it
+    assert last_source() == str(first)
