@@ -41,6 +41,13 @@ class Limits:
     #: The largest streamed file (decoded bytes): what a default deployment's ``/tmp`` takes (``icegate.sizing``).
     max_stream_bytes: int = DEFAULT_MAX_STREAM_BYTES
 
+    def __post_init__(self) -> None:
+        # A negative limit refuses every file, each dead-lettered for it: refused once, here, naming the variable.
+        for limit in fields(self):
+            value = getattr(self, limit.name)
+            if value < 0:
+                raise ValueError(f"{ENV_PREFIX}{limit.name.upper()}={value} must not be negative")
+
 
 #: Settings fields read from several variables (or parsed specially) rather than from their own name.
 _COMPOSITE_FIELDS = ("limits", "quality_weights", "quality_floors", "quality_thresholds", "catalog_properties")

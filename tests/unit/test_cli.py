@@ -97,8 +97,9 @@ def test_a_command_in_a_fresh_folder_says_what_is_wrong_and_leaves_nothing(
         ("ICEGATE_CATALOG_TYPE", "glu", "cannot open the glu catalog"),
         ("ICEGATE_CATALOG_URI", "sqlite:////nonexistent/folder/catalog.db", "cannot open the sql catalog at sqlite:"),
         ("ICEGATE_QUALITY_THRESHOLD_POSTZ", "80", "did you mean ICEGATE_QUALITY_THRESHOLD_POSTS?"),
+        ("ICEGATE_MAX_ROWS", "-1", "ICEGATE_MAX_ROWS=-1 must not be negative"),
     ],
-    ids=["unknown-catalog-type", "unreachable-catalog", "misspelt-setting"],
+    ids=["unknown-catalog-type", "unreachable-catalog", "misspelt-setting", "negative-limit"],
 )
 def test_a_bad_setting_stops_run_before_any_file_is_touched(
     fresh_folder: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str

@@ -319,6 +319,13 @@ def test_a_negative_report_interval_is_refused_naming_the_variable() -> None:
         ),
         ({"ICEGATE_QUALITY_FLOOR_VALIDITY": "1.5"}, "ICEGATE_QUALITY_FLOOR_VALIDITY=1.5 must lie in 0–1"),
         ({"ICEGATE_QUALITY_THRESHOLD_POSTS": "150"}, "ICEGATE_QUALITY_THRESHOLD_POSTS=150.0 must lie in 0–100"),
+        ({"ICEGATE_MAX_ROWS": "-1"}, "ICEGATE_MAX_ROWS=-1 must not be negative"),
+        ({"ICEGATE_MAX_BYTES": "-1"}, "ICEGATE_MAX_BYTES=-1 must not be negative"),
+        ({"ICEGATE_MAX_UNCOMPRESSED_BYTES": "-2"}, "ICEGATE_MAX_UNCOMPRESSED_BYTES=-2 must not be negative"),
+        ({"ICEGATE_MAX_COLUMNS": "-3"}, "ICEGATE_MAX_COLUMNS=-3 must not be negative"),
+        ({"ICEGATE_MAX_FIELD_BYTES": "-4"}, "ICEGATE_MAX_FIELD_BYTES=-4 must not be negative"),
+        ({"ICEGATE_STREAM_ABOVE_BYTES": "-5"}, "ICEGATE_STREAM_ABOVE_BYTES=-5 must not be negative"),
+        ({"ICEGATE_MAX_STREAM_BYTES": "-6"}, "ICEGATE_MAX_STREAM_BYTES=-6 must not be negative"),
     ],
     ids=[
         "no-commit-attempt",
@@ -328,6 +335,13 @@ def test_a_negative_report_interval_is_refused_naming_the_variable() -> None:
         "all-weights-zero",
         "floor-over-1",
         "threshold-over-100",
+        "negative-max-rows",
+        "negative-max-bytes",
+        "negative-max-uncompressed-bytes",
+        "negative-max-columns",
+        "negative-max-field-bytes",
+        "negative-stream-above-bytes",
+        "negative-max-stream-bytes",
     ],
 )
 def test_a_setting_that_cannot_work_is_refused_before_any_file_meets_it(environ: dict[str, str], message: str) -> None:
