@@ -223,6 +223,23 @@ def test_every_documented_variable_is_known() -> None:
     assert {"ICEGATE_QUALITY_THRESHOLD_POSTS", "ICEGATE_QUALITY_THRESHOLD_RESTAURANTS"} <= known_variables()
 
 
+def test_every_known_variable_is_documented() -> None:
+    """The other way round: a setting the README's table does not name is one nobody can find."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    documented = set(re.findall(r"`(ICEGATE_[A-Z0-9_<>]+)`", readme))
+    templates = {
+        re.compile(name.replace("<DIMENSION>", "[A-Z]+").replace("<DATASET>", "[A-Z]+") + "$")
+        for name in documented
+        if "<" in name
+    }
+
+    undocumented = [
+        name for name in known_variables() if name not in documented and not any(t.match(name) for t in templates)
+    ]
+
+    assert sorted(undocumented) == []
+
+
 # --- phone region --------------------------------------------------------------------------------
 
 
