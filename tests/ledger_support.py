@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 
 from icegate.lake import build_catalog
-from icegate.lake.ledger import LEDGER_TABLE
+from icegate.lake.ledger import COLUMN_NAMES, LEDGER_TABLE, ledger_schema
 from icegate.settings import Settings
 
 
@@ -41,3 +41,12 @@ def ledger_rows(settings: Settings) -> pl.DataFrame:
     frame = pl.from_arrow(table.scan().to_arrow())
     assert isinstance(frame, pl.DataFrame)
     return frame.sort("finished_at")
+
+
+def create_ledger_without(settings: Settings, column: str) -> None:
+    """A ledger table as versions older than ``column`` created it, in a new lake."""
+    Path(settings.lake_root).mkdir()
+    catalog = build_catalog(settings)
+    catalog.create_namespace(settings.namespace)
+    old_columns = [name for name in COLUMN_NAMES if name != column]
+    catalog.create_table((settings.namespace, LEDGER_TABLE), schema=ledger_schema().select(*old_columns))

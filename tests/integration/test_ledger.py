@@ -25,7 +25,7 @@ from icegate.pipeline import LocalRunner
 from icegate.settings import Settings
 from tests.conftest import SAMPLES
 from tests.duckdb_reader import iceberg_scan
-from tests.ledger_support import ledger_rows, posts_csv, write_posts
+from tests.ledger_support import create_ledger_without, ledger_rows, posts_csv, write_posts
 
 POSTS_CSV = "post_results_20260113_175319.csv"
 RESTAURANTS_CSV = "instagram_results_20260114_093000.csv"
@@ -410,11 +410,7 @@ def test_a_ledger_created_before_ignored_columns_gains_the_list_column_and_a_dea
     tmp_path: Path, lake: Path, settings: Settings
 ) -> None:
     # GIVEN a ledger table as older versions created it, without ignored_columns (a list, so a nested type)
-    lake.mkdir()
-    catalog = build_catalog(settings)
-    catalog.create_namespace(settings.namespace)
-    old_columns = [name for name in lake_ledger.COLUMN_NAMES if name != "ignored_columns"]
-    catalog.create_table((settings.namespace, LEDGER_TABLE), schema=lake_ledger.ledger_schema().select(*old_columns))
+    create_ledger_without(settings, "ignored_columns")
     # AND a posts file with a header no posts column matches, which fails the gate
     header, *rows = posts_csv(5, bad_status=1).decode().splitlines()
     content = "\n".join([f"{header},views", *(f"{row},500" for row in rows)]) + "\n"

@@ -18,11 +18,9 @@ import icegate.datasets as datasets_module
 from icegate.cli import main
 from icegate.datasets import Column, Dataset, all_datasets
 from icegate.lake import build_catalog
-from icegate.lake import ledger as lake_ledger
-from icegate.lake.ledger import LEDGER_TABLE
 from icegate.settings import Settings
 from tests.conftest import SAMPLES
-from tests.ledger_support import ledger_rows, posts_csv, write_posts
+from tests.ledger_support import create_ledger_without, ledger_rows, posts_csv, write_posts
 
 Contract = Callable[..., Dataset]
 
@@ -105,11 +103,7 @@ def test_a_ledger_created_before_replay_of_gains_the_column_on_its_next_write(
     tmp_path: Path, lake: Path, settings: Settings
 ) -> None:
     # GIVEN a ledger table as older versions created it, without replay_of
-    lake.mkdir()
-    catalog = build_catalog(settings)
-    catalog.create_namespace(settings.namespace)
-    old_columns = [name for name in lake_ledger.COLUMN_NAMES if name != "replay_of"]
-    catalog.create_table((settings.namespace, LEDGER_TABLE), schema=lake_ledger.ledger_schema().select(*old_columns))
+    create_ledger_without(settings, "replay_of")
 
     # WHEN a file is loaded
     assert (
