@@ -63,6 +63,8 @@ LEDGER_OUTCOMES: Final = ("loaded", "already_loaded", "dead_lettered", ROLLED_BA
 CATALOG_DB: Final = "catalog.db"
 #: What the dead-letter and validate stages write beside a dead-lettered file.
 DLQ_RECORDS: Final = ("error.json", "rejected.parquet")
+#: Put before a dead-lettered file's name when its copy would otherwise take the name of one of the records.
+DLQ_COPY_PREFIX: Final = "source-"
 #: Under dlq/<dataset>/: one small object per (content, stage, error) already filed, naming its entry.
 DLQ_INDEX: Final = "_index"
 

@@ -100,6 +100,15 @@ def dlq_folder(settings: Settings, dataset: str, run_id: str) -> str:
     return join(settings.lake_path(c.DLQ_PREFIX), dataset, run_id)
 
 
+def dlq_copy_name(name: str) -> str:
+    """The name of a dead-lettered file's copy in its DLQ folder: its own, unless it is one of the records
+    written in that folder (``constants.DLQ_RECORDS``), which the copy would overwrite or be overwritten by.
+
+    Compared ignoring case: a local lake may sit on a case-insensitive file system (``ERROR.JSON``).
+    """
+    return f"{c.DLQ_COPY_PREFIX}{name}" if name.lower() in c.DLQ_RECORDS else name
+
+
 def resolve_source(source: SourceObject, storage: Storage) -> tuple[SourceObject, ObjectInfo]:
     """The object an event names, under the key it really has (``SourceObject.key_candidates``)."""
     candidates = source.key_candidates()
@@ -796,7 +805,7 @@ def run_dead_letter(
         return earlier
 
     folder = dlq_folder(settings, dataset, run_id)
-    dlq_uri = join(folder, source.name)
+    dlq_uri = join(folder, dlq_copy_name(source.name))
     error_uri = join(folder, "error.json")
     report, report_error = _quality_report(state, storage)
     document: dict[str, Any] = {

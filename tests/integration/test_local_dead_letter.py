@@ -89,6 +89,32 @@ def test_a_local_file_gone_before_its_run_is_filed_with_its_reason(lake: Path, t
     assert sorted(p.name for p in error_file.parent.iterdir()) == ["error.json"]
 
 
+@pytest.mark.parametrize("name", ["error.json", "rejected.parquet", "ERROR.JSON"])
+def test_a_file_named_like_a_dlq_record_keeps_its_copy_beside_the_records(
+    lake: Path, tmp_path: Path, name: str
+) -> None:
+    # GIVEN a scraped file whose name is one of the records the dead letter writes in its folder (matching no
+    # dataset, so it is dead-lettered)
+    scraped = tmp_path / "in" / name
+    scraped.parent.mkdir()
+    scraped.write_bytes(b'[{"restaurant": "scraped payload that must be kept"}]')
+
+    # WHEN it runs
+    outcome = pipeline.LocalRunner(Settings(lake_root=str(lake))).run(SourceObject(bucket="", key=str(scraped)))
+
+    # THEN its copy is kept under the name the rule gives it, beside an error.json that is still the record
+    assert outcome.outcome == "dead_lettered"
+    (error_file,) = error_jsons(lake)
+    copy = error_file.parent / f"source-{name}"
+    assert sorted(p.name for p in error_file.parent.iterdir()) == sorted(["error.json", copy.name])
+    assert copy.read_bytes() == scraped.read_bytes()
+    error = json.loads(error_file.read_text())
+    assert (error["error_type"], error["copy"]) == ("UnknownDataset", {"status": "copied"})
+    assert error["dead_letter_uri"] == str(copy)
+    # AND a rerun of the folder runs the copy, not the record
+    assert [s.key for s in pipeline.local_sources([error_file.parent], lake).files] == [str(copy)]
+
+
 def test_rerunning_a_dead_lettered_file_reuses_its_entry(lake: Path) -> None:
     # GIVEN a bad file already dead-lettered
     first = icegate("run", str(SAMPLES / MISSING_COLUMNS), "--lake", str(lake))

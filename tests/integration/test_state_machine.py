@@ -317,6 +317,24 @@ def test_an_unknown_file_name_fails_and_lands_in_dlq_unknown(cloud_pipeline: Clo
     assert "post_results_*" in error["message"]
 
 
+def test_a_landing_file_named_error_json_keeps_its_copy_beside_the_dlq_record(cloud_pipeline: CloudPipeline) -> None:
+    # GIVEN a scraped file named error.json (it matches no dataset, so it is dead-lettered)
+    body = b'[{"restaurant": "scraped payload that must be kept"}]'
+    source = cloud_pipeline.upload(POSTS_CSV, key="exports/error.json", body=body)
+
+    # WHEN it is executed
+    execution = cloud_pipeline.execute(source)
+
+    # THEN the DLQ folder holds the record and, under another name, the copy; error.json points at the copy
+    assert execution["error"] == "UnknownDataset"
+    folder = f"dlq/unknown/{execution['name']}/"
+    assert cloud_pipeline.keys(folder) == [folder + "error.json", folder + "source-error.json"]
+    assert cloud_pipeline.s3.get_object(Bucket=LAKE, Key=folder + "source-error.json")["Body"].read() == body
+    error = cloud_pipeline.read_json(folder + "error.json")
+    assert (error["error_type"], error["copy"]) == ("UnknownDataset", {"status": "copied"})
+    assert error["dead_letter_uri"] == f"s3://{LAKE}/{folder}source-error.json"
+
+
 def test_a_failing_dead_letter_stage_still_fails_the_execution_with_the_original_error(
     cloud_pipeline: CloudPipeline,
 ) -> None:
