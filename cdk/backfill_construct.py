@@ -2,10 +2,11 @@
 
 A second Standard state machine, one Distributed Map state: its ``ItemReader`` lists the bucket and prefix
 of the execution input (``s3:listObjectsV2``, paginated by Step Functions), its ``ItemSelector`` turns each
-object into the ingestion state machine's input ``{bucket, key, etag, size}``, a Choice skips keys without
-a supported suffix, and each remaining file runs the ingestion state machine as a child execution
-(``states:startExecution.sync:2``), ``MaxConcurrency`` at a time. Step Functions' ``ResultWriter`` writes
-the per-file results to ``s3://<lake>/backfill-results/<map run id>/``.
+object into the ingestion state machine's input ``{bucket, key, raw_key: true, etag, size}`` (a listed key is
+not URL-encoded as an event's), a Choice skips keys without a supported suffix, and each remaining file runs
+the ingestion state machine as a child execution (``states:startExecution.sync:2``), ``MaxConcurrency`` at a
+time. Step Functions' ``ResultWriter`` writes the per-file results to
+``s3://<lake>/backfill-results/<map run id>/``.
 
 Idempotent by construction: a file already loaded ends its child execution as "already loaded" (the
 loader's content-hash marker), so a backfill can be run again over the same prefix after an interruption.
@@ -143,10 +144,12 @@ class BackfillConstruct(Construct):
                 "Parameters": {"Bucket.$": "$.bucket", "Prefix.$": "$.prefix"},
             },
             # The ingestion input as the EventBridge rule builds it; a listing has no version id, so the
-            # parser reads the current version (the etag still identifies it).
+            # parser reads the current version (the etag still identifies it). A listing's key is the key
+            # itself, not URL-encoded as an event's: raw_key stops the parser decoding it (a+b.csv is not a b.csv).
             "ItemSelector": {
                 "bucket.$": "$.bucket",
                 "key.$": "$$.Map.Item.Value.Key",
+                "raw_key": True,
                 "etag.$": "$$.Map.Item.Value.Etag",
                 "size.$": "$$.Map.Item.Value.Size",
             },

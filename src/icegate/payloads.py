@@ -64,7 +64,9 @@ def _decode(hint: Any, value: Any) -> Any:
 class SourceObject(Payload):
     """The file that started a run: the execution input of the state machine.
 
-    ``bucket`` is empty for a local file, whose ``key`` is then its path.
+    ``bucket`` is empty for a local file, whose ``key`` is then its path. ``raw_key`` says that ``key`` is the
+    object's key exactly (a bucket listing, a hand-started execution, a key already resolved), not the
+    URL-encoded form of an S3 event.
     """
 
     bucket: str
@@ -72,6 +74,7 @@ class SourceObject(Payload):
     version_id: str | None = None
     etag: str | None = None
     size: int | None = None
+    raw_key: bool = False
 
     @property
     def uri(self) -> str:
@@ -91,10 +94,11 @@ class SourceObject(Payload):
 
         S3 event notifications URL-encode the key (``"red flower.jpg"`` -> ``"red+flower.jpg"``); Powertools
         decodes it with ``unquote_plus`` and so do we. A key that was already decoded (a rerun started by
-        hand) may not survive a second decoding (``a+b.csv``), hence the raw key as the fallback. A local
+        hand) may not survive a second decoding (``a+b.csv``), hence the raw key as the fallback. A key said
+        to be raw is only itself: decoding ``a+b.csv`` would read ``a b.csv`` whenever that exists too. A local
         path is never encoded.
         """
-        if not self.bucket:
+        if not self.bucket or self.raw_key:
             return (self.key,)
         decoded = unquote_plus(self.key)
         return (decoded, self.key) if decoded != self.key else (self.key,)

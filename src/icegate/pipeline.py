@@ -110,10 +110,13 @@ def dlq_copy_name(name: str) -> str:
 
 
 def resolve_source(source: SourceObject, storage: Storage) -> tuple[SourceObject, ObjectInfo]:
-    """The object an event names, under the key it really has (``SourceObject.key_candidates``)."""
+    """The object an event names, under the key it really has (``SourceObject.key_candidates``).
+
+    The source returned says its key is raw, so a later stage that resolves it again never decodes it again.
+    """
     candidates = source.key_candidates()
     for key in candidates:
-        candidate = dataclasses.replace(source, key=key)
+        candidate = dataclasses.replace(source, key=key, raw_key=bool(source.bucket))
         try:
             return candidate, storage.stat(candidate.uri, source.version_id)
         except SourceNotFound:

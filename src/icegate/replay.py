@@ -150,7 +150,7 @@ def replay(runner: LocalRunner, entry: Entry) -> Replayed:
         return Replayed(entry, "", "skipped", message="the DLQ entry holds no copy of its source (see error.json)")
     if is_s3(entry.uri):
         bucket, key = split_s3(entry.uri)
-        source = SourceObject(bucket=bucket, key=key)
+        source = SourceObject(bucket=bucket, key=key, raw_key=True)  # a key as listed, never URL-encoded
     else:
         source = SourceObject(bucket="", key=entry.uri)
     outcome = runner.run(source, replay_of=entry.run_id)
@@ -193,7 +193,11 @@ def _replay_rejected(runner: LocalRunner, entry: Entry, started: float) -> Repla
     run_id = new_run_id()
     parsed_uri = processing_uri(settings, run_id, "parsed.parquet")
     storage.write_parquet(parsed_uri, table)
-    source = SourceObject(*split_s3(entry.uri)) if is_s3(entry.uri) else SourceObject(bucket="", key=entry.uri)
+    if is_s3(entry.uri):
+        bucket, key = split_s3(entry.uri)
+        source = SourceObject(bucket=bucket, key=key, raw_key=True)
+    else:
+        source = SourceObject(bucket="", key=entry.uri)
     job = Job(source=source, run_id=run_id, replay_of=entry.run_id)
     parsed = Parsed(
         **{k: getattr(job, k) for k in ("source", "run_id", "replay_of")},

@@ -35,10 +35,12 @@ def test_backfill_is_a_distributed_map_listing_the_input_bucket_and_prefix(any_s
         "Resource": "arn:aws:states:::s3:listObjectsV2",
         "Parameters": {"Bucket.$": "$.bucket", "Prefix.$": "$.prefix"},
     }
-    # AND each listed object becomes the ingestion input the S3 trigger would build (no version id in a listing)
+    # AND each listed object becomes the ingestion input the S3 trigger would build (no version id in a listing),
+    # its key marked raw: a listing's key is the key itself, which the parser must not URL-decode as an event's
     assert state["ItemSelector"] == {
         "bucket.$": "$.bucket",
         "key.$": "$$.Map.Item.Value.Key",
+        "raw_key": True,
         "etag.$": "$$.Map.Item.Value.Etag",
         "size.$": "$$.Map.Item.Value.Size",
     }

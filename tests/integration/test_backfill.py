@@ -46,6 +46,7 @@ from moto.stepfunctions.parser.models import StepFunctionsParserBackend
 
 from icegate.constants import BACKFILL_RESULTS_PREFIX
 from icegate.lake import loaded_snapshots
+from tests.conftest import SAMPLES
 from tests.integration.sfn_support import (
     LAKE,
     LANDING,
@@ -174,10 +175,11 @@ def test_a_backfill_loads_every_supported_file_under_the_prefix_once(backfill: B
     inputs = sorted(json.loads(child["input"])["key"] for child in children)
     assert inputs == [f"history/2026/01/{POSTS_CSV}", f"history/2026/01/{POSTS_XLSX}"]
     assert {child["status"] for child in children} == {"SUCCEEDED"}
-    # AND each child got the input the S3 trigger would give it (bucket, key, etag, size; no version id)
+    # AND each child got the input the S3 trigger would give it (bucket, key, etag, size; no version id), its
+    # key marked raw (a listing's key is not URL-encoded as an event's)
     sample = json.loads(children[0]["input"])
-    assert set(sample) == {"bucket", "key", "etag", "size"}
-    assert sample["bucket"] == LANDING
+    assert set(sample) == {"bucket", "key", "raw_key", "etag", "size"}
+    assert (sample["bucket"], sample["raw_key"]) == (LANDING, True)
     assert isinstance(sample["size"], int)
     # AND the table holds both files' rows, each key once
     posts = backfill.pipeline.table("posts")
@@ -223,3 +225,27 @@ def test_without_a_prefix_the_whole_bucket_is_backfilled(backfill: Backfill) -> 
     keys = sorted(json.loads(c["input"])["key"] for c in backfill.children())
     assert keys == [f"elsewhere/{POSTS_CSV}", f"history/2026/01/{POSTS_CSV}", f"history/2026/01/{POSTS_XLSX}"]
     assert backfill.pipeline.table("posts").height == POSTS_ROWS
+
+
+def test_a_key_with_a_plus_is_read_as_itself_beside_the_key_with_a_space(backfill: Backfill) -> None:
+    # GIVEN two different files whose keys differ by '+' and ' ' (what URL-decoding would confuse)
+    body = (SAMPLES / POSTS_CSV).read_bytes()
+    backfill.pipeline.upload(POSTS_CSV, key="history/post_results_a b.csv", body=body)
+    backfill.pipeline.upload(
+        POSTS_CSV, key="history/post_results_a+b.csv", body=body.replace(b"C1a2B3c4D5e", b"Z" * 11)
+    )
+
+    # WHEN the backfill runs over them
+    execution = backfill.run({"bucket": LANDING, "prefix": "history/"})
+
+    # THEN each child read its own object: both loaded, neither "already loaded" as the other
+    assert execution["status"] == "SUCCEEDED", execution.get("cause")
+    outputs = {json.loads(c["input"])["key"]: json.loads(c["output"]) for c in backfill.children()}
+    assert {key: out["source"]["key"] for key, out in outputs.items()} == {key: key for key in outputs}
+    assert {out["load"]["already_loaded"] for out in outputs.values()} == {False}
+    posts = backfill.pipeline.table("posts")
+    assert set(posts["source_file"]) == {
+        f"s3://{LANDING}/history/post_results_a b.csv",
+        f"s3://{LANDING}/history/post_results_a+b.csv",
+    }
+    assert "Z" * 11 in posts["post_id"].to_list()

@@ -90,7 +90,8 @@ def test_a_good_posts_file_loads_and_the_execution_succeeds(cloud_pipeline: Clou
     # AND the output is the last stage's payload: the run is named after the execution
     result = output(execution)
     assert result["run_id"] == execution["name"]
-    assert result["source"] == source
+    # (its key as resolved by the parser, marked raw so no later stage decodes it again)
+    assert result["source"] == {**source, "raw_key": True}
     assert (result["rows"], result["rows_valid"], result["rows_rejected"]) == (28, 24, 4)
     assert result["quality"]["passed"] is True
     assert result["load"]["inserted"] == CSV_VALID_KEYS
@@ -414,6 +415,23 @@ def test_a_bad_file_under_an_encoded_key_is_dead_lettered_with_its_copy(cloud_pi
     error = cloud_pipeline.read_json(folder + "error.json")
     assert error["copy"] == {"status": "copied"}
     assert error["source"]["key"] == key
+
+
+def test_a_hand_started_execution_with_a_raw_key_reads_exactly_that_key(cloud_pipeline: CloudPipeline) -> None:
+    # GIVEN two different posts files whose keys differ by '+' and ' ' (what URL-decoding would confuse)
+    body = (SAMPLES / POSTS_CSV).read_bytes()
+    cloud_pipeline.upload(POSTS_CSV, key="scrapes/post_results_a b.csv", body=body)
+    plus = cloud_pipeline.upload(
+        POSTS_CSV, key="scrapes/post_results_a+b.csv", body=body.replace(b"C1a2B3c4D5e", b"Z" * 11)
+    )
+
+    # WHEN an execution is started by hand with the real key, said to be raw, and no version id
+    execution = cloud_pipeline.execute({"bucket": LANDING, "key": plus["key"], "raw_key": True})
+
+    # THEN it loads the '+' file, not the other one
+    assert execution["status"] == "SUCCEEDED", execution.get("cause")
+    assert output(execution)["source"]["key"] == plus["key"]
+    assert set(cloud_pipeline.table("posts")["source_file"]) == {f"s3://{LANDING}/{plus['key']}"}
 
 
 # --- the dead letter cannot lose a file -----------------------------------------------------------

@@ -269,6 +269,16 @@ def test_a_local_path_is_never_decoded() -> None:
     assert SourceObject("", "/data/post_results_a+b%20c.csv").key_candidates() == ("/data/post_results_a+b%20c.csv",)
 
 
+@pytest.mark.parametrize("key", ["in/post_results_a+b.csv", "in/post_results_a%2Bb.csv", "in/post_results_(1).csv"])
+def test_a_key_said_to_be_raw_is_only_itself(key: str) -> None:
+    # GIVEN the input a bucket listing (the Backfill state machine) or a hand-started execution gives
+    source = SourceObject.from_dict({"bucket": "landing", "key": key, "raw_key": True})
+
+    # WHEN the keys to try are asked for
+    # THEN it is the key as given, never a decoding of it (a+b.csv is not a b.csv)
+    assert source.key_candidates() == (key,)
+
+
 # --- bounds ---------------------------------------------------------------------------------------
 
 
