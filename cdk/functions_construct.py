@@ -249,8 +249,9 @@ class FunctionsConstruct(Construct):
             "event names, in the landing buckets only, read-only.",
         )
         # Without s3:ListBucket, S3 answers 403 instead of 404 for a key that was deleted since the event,
-        # and the pipeline could not tell SourceNotFound from a permissions fault. Names only, no data.
-        self._allow(stage, ("s3:ListBucket",), self._landing_buckets)
+        # and the pipeline could not tell SourceNotFound from a permissions fault. ListBucketVersions finds the
+        # version a Backfill listed (by its ETag) when the key was re-uploaded since. Names only, no data.
+        self._allow(stage, ("s3:ListBucket", "s3:ListBucketVersions"), self._landing_buckets)
 
     def _grant_parser(self) -> None:
         self._allow_read_landing(PARSE)

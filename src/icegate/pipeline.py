@@ -112,21 +112,53 @@ def dlq_copy_name(name: str) -> str:
 def resolve_source(source: SourceObject, storage: Storage) -> tuple[SourceObject, ObjectInfo]:
     """The object an event names, under the key it really has (``SourceObject.key_candidates``).
 
-    The source returned says its key is raw, so a later stage that resolves it again never decodes it again.
+    The source returned says its key is raw, so a later stage that resolves it again never decodes it again,
+    and names one version in a versioned bucket (``_pinned``).
     """
     candidates = source.key_candidates()
+    replaced: SourceNotFound | None = None
     for key in candidates:
         candidate = dataclasses.replace(source, key=key, raw_key=bool(source.bucket))
         try:
-            return candidate, storage.stat(candidate.uri, source.version_id)
+            info = storage.stat(candidate.uri, source.version_id)
         except SourceNotFound:
             continue
+        try:
+            return _pinned(candidate, info, storage)
+        except SourceNotFound as exc:  # no version with the input's ETag: maybe another object, try the next key
+            replaced = replaced or exc
+    if replaced is not None:
+        raise replaced
     version = f"version {source.version_id} of " if source.version_id else ""
     keys = " nor under the key as the event gave it ".join(repr(key) for key in candidates)
     raise SourceNotFound(
         f"there is no {version}the object {keys}: it was deleted (or that version removed) since the event",
         file=f"s3://{source.bucket}" if source.bucket else None,
     )
+
+
+def _pinned(source: SourceObject, info: ObjectInfo, storage: Storage) -> tuple[SourceObject, ObjectInfo]:
+    """The source with the version id it is read under, so every later read and the DLQ copy take the same bytes.
+
+    An input without a version id (a Backfill listing: bucket, key, etag) would otherwise be read afresh by
+    each stage, and a re-upload between them would be loaded, or dead-lettered under another file's error.
+    The version is the one whose ETag the input gives — looked up among the key's versions when the object was
+    replaced since — else the current one. The dead-letter step after a failed parse gets the input, not what
+    the parse learned: the ETag is what makes both take the same version. An unversioned bucket (or an object
+    written before versioning, version ``null``) has no version to pin; it is read as it is.
+    """
+    if source.version_id or not source.bucket or info.version_id in (None, "null"):
+        return source, info
+    if source.etag and source.etag.strip('"') != (info.etag or "").strip('"'):
+        listed = storage.find_version(source.uri, source.etag)
+        if listed is None:
+            raise SourceNotFound(
+                f"no version with ETag {source.etag.strip(chr(34))} is left: the object was replaced since its "
+                f"ETag was taken (it is now {(info.etag or '').strip(chr(34))}) and that version removed",
+                file=source.uri,
+            )
+        info = listed
+    return dataclasses.replace(source, version_id=info.version_id), info
 
 
 def _stage(run: Callable[A, R]) -> Callable[A, R]:

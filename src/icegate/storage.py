@@ -263,6 +263,27 @@ class Storage:
             raise SourceNotFound("the file does not exist", file=uri) from None
         return ObjectInfo(size=st.st_size, last_modified=datetime.fromtimestamp(st.st_mtime, UTC))
 
+    def find_version(self, uri: str, etag: str) -> ObjectInfo | None:
+        """The newest version of an ``s3://`` object whose ETag is ``etag`` (quoted or not), or None.
+
+        Needs ``s3:ListBucketVersions``. For an object replaced since its ETag was learned (a listing).
+        """
+        bucket, key = split_s3(uri)
+        wanted = etag.strip('"')
+        paginator = self._s3.get_paginator("list_object_versions")
+        pages = iter(paginator.paginate(Bucket=bucket, Prefix=key))
+        # Each page is a request: throttling on any of them must surface as StorageUnavailable too.
+        while (page := self._s3_call("LIST versions", uri, lambda: next(pages, None))) is not None:
+            for item in page.get("Versions", []):  # newest first, per key
+                if item["Key"] == key and str(item.get("ETag", "")).strip('"') == wanted:
+                    return ObjectInfo(
+                        size=int(item["Size"]),
+                        last_modified=item["LastModified"].astimezone(UTC),
+                        etag=item.get("ETag"),
+                        version_id=str(item["VersionId"]),
+                    )
+        return None
+
     def exists(self, uri: str) -> bool:
         try:
             self.stat(uri)

@@ -44,7 +44,8 @@ def _expected_data_grants(synth: Synth) -> dict[str, set[tuple[str, str]]]:
     processing, warehouse, dlq = (f"{lake}/{p}/*" for p in (PROCESSING_PREFIX, "warehouse", DLQ_PREFIX))
     glue = "arn:<AWS::Partition>:glue:<AWS::Region>:<AWS::AccountId>"
     database = synth.stack.catalog.database_name
-    read_landing = _pairs(READ_VERSIONS, landing_objects) | _pairs({"s3:ListBucket"}, landing)
+    # ListBucketVersions: the version a Backfill listed, found by its ETag when the key was re-uploaded since.
+    read_landing = _pairs(READ_VERSIONS, landing_objects) | _pairs({"s3:ListBucket", "s3:ListBucketVersions"}, landing)
     catalog, tables = f"{glue}:catalog", f"{glue}:database/{database}"
     ledger_table = f"{glue}:table/{database}/{LEDGER_TABLE}"
     ledger_files = f"{lake}/warehouse/{database}.db/{LEDGER_TABLE}/*"

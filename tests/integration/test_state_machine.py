@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -432,6 +433,61 @@ def test_a_hand_started_execution_with_a_raw_key_reads_exactly_that_key(cloud_pi
     assert execution["status"] == "SUCCEEDED", execution.get("cause")
     assert output(execution)["source"]["key"] == plus["key"]
     assert set(cloud_pipeline.table("posts")["source_file"]) == {f"s3://{LANDING}/{plus['key']}"}
+
+
+# --- an input without a version id (a Backfill listing: bucket, key, etag, size) ------------------
+
+
+def listed(cloud_pipeline: CloudPipeline, key: str) -> dict[str, Any]:
+    """The ingestion input the Backfill state machine gives a listed object: no version id, the listing's ETag."""
+    head = cloud_pipeline.s3.head_object(Bucket=LANDING, Key=key)
+    return {"bucket": LANDING, "key": key, "raw_key": True, "etag": head["ETag"], "size": head["ContentLength"]}
+
+
+def test_a_bad_file_re_uploaded_good_before_its_dead_letter_step_is_filed_with_the_bytes_that_failed(
+    cloud_pipeline: CloudPipeline,
+) -> None:
+    # GIVEN a file missing required columns, run from a listing (no version id)
+    bad = cloud_pipeline.upload(MISSING_COLUMNS, key=f"2025/{MISSING_COLUMNS}")
+    good = (SAMPLES / POSTS_CSV).read_bytes()
+
+    # AND the scraper re-uploads the key, good this time, after the parse failed and before the dead letter
+    @contextmanager
+    def re_uploaded_before_the_dead_letter(stage: str) -> Iterator[None]:
+        if stage == "dead_letter":
+            cloud_pipeline.s3.put_object(Bucket=LANDING, Key=bad["key"], Body=good)
+        yield
+
+    cloud_pipeline.dispatcher.invoke_as = re_uploaded_before_the_dead_letter
+
+    # WHEN it is executed
+    execution = cloud_pipeline.execute(listed(cloud_pipeline, bad["key"]))
+
+    # THEN the DLQ keeps the version that failed, and error.json names that version
+    assert execution["error"] == "SchemaMismatch"
+    folder = f"dlq/posts/{execution['name']}/"
+    copy = cloud_pipeline.s3.get_object(Bucket=LAKE, Key=f"{folder}{MISSING_COLUMNS}")["Body"].read()
+    assert copy == (SAMPLES / MISSING_COLUMNS).read_bytes()
+    error = cloud_pipeline.read_json(folder + "error.json")
+    assert (error["copy"], error["source"]["version_id"]) == ({"status": "copied"}, bad["version_id"])
+
+
+def test_an_input_without_a_version_id_is_pinned_to_the_version_it_names(cloud_pipeline: CloudPipeline) -> None:
+    # GIVEN a listed posts file, re-uploaded with other content after it was listed
+    first = cloud_pipeline.upload(POSTS_CSV, key=f"2025/{POSTS_CSV}")
+    execution_input = listed(cloud_pipeline, first["key"])
+    other = (SAMPLES / POSTS_CSV).read_bytes().replace(b"C1a2B3c4D5e", b"Z" * 11)
+    cloud_pipeline.s3.put_object(Bucket=LANDING, Key=first["key"], Body=other)
+
+    # WHEN the listed input is executed
+    execution = cloud_pipeline.execute(execution_input)
+
+    # THEN the version listed (found by its ETag) is the one loaded, and every stage was handed that version
+    assert execution["status"] == "SUCCEEDED", execution.get("cause")
+    assert output(execution)["source"]["version_id"] == first["version_id"]
+    posts = cloud_pipeline.table("posts")
+    assert set(posts["source_version"]) == {first["version_id"]}
+    assert "Z" * 11 not in posts["post_id"].to_list()
 
 
 # --- the dead letter cannot lose a file -----------------------------------------------------------

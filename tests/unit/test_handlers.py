@@ -110,9 +110,13 @@ def test_a_terminal_error_propagates_under_its_class_name(aws: Any) -> None:
     from icegate.errors import SchemaMismatch
     from stages import parser
 
-    upload(aws, "post_results_20260116_120000.csv", "scrapes/post_results_20260113_175319.csv")
+    key = "scrapes/post_results_20260113_175319.csv"
+    upload(aws, "post_results_20260116_120000.csv", key)
+    job = event("job_posts.json")
+    # Without a version id the run reads the version with the input's ETag: this upload's.
+    job["source"]["etag"] = aws.head_object(Bucket=LANDING, Key=key)["ETag"]
     with pytest.raises(SchemaMismatch, match="post_url"):
-        parser.handler(event("job_posts.json"), FakeLambdaContext())
+        parser.handler(job, FakeLambdaContext())
 
 
 def test_the_dead_letter_handler_files_the_source_and_its_reason(aws: Any) -> None:
