@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from pathlib import Path
 from typing import Any
@@ -73,8 +74,8 @@ def test_each_supported_file_starts_the_ingestion_state_machine_and_waits(any_sy
     choice = states[processor["StartAt"]]
     (rule,) = choice["Choices"]
     patterns = {c["StringMatches"] for c in rule["Or"]}
-    # THEN only the trigger's suffixes (either case) go on to ingestion; others end as skipped
-    assert patterns == {f"*{s}" for s in SUPPORTED_SUFFIXES} | {f"*{s.upper()}" for s in SUPPORTED_SUFFIXES}
+    # THEN only the trigger's suffixes, in any case, go on to ingestion; others end as skipped
+    assert {p.lower() for p in patterns} == {f"*{s}" for s in SUPPORTED_SUFFIXES}
     assert {c["Variable"] for c in rule["Or"]} == {"$.key"}
     assert states[choice["Default"]]["Type"] == "Pass"
     ingest = states[rule["Next"]]
@@ -89,6 +90,48 @@ def test_each_supported_file_starts_the_ingestion_state_machine_and_waits(any_sy
     (retry,) = ingest["Retry"]
     assert "States.TaskFailed" not in retry["ErrorEquals"]
     assert "StepFunctions.ExecutionLimitExceededException" in retry["ErrorEquals"]
+
+
+#: Keys as a landing bucket may hold them (mixed-case suffixes, unsupported ones, near misses).
+KEYS = (
+    "2025/post_results_a.csv",
+    "2025/post_results_a.CSV",
+    "2025/post_results_a.Csv",
+    "2025/post_results_a.cSv",
+    "2025/post_results_a.Parquet",
+    "2025/post_results_a.NDJson",
+    "2025/post_results_a.JsonL",
+    "2025/post_results_a.csv.Gz",
+    "2025/post_results_a.xLsX",
+    "2025/README.txt",
+    "2025/post_results_a.csvx",
+    "2025/post_results_a_csv",
+    "2025/post_results_a.xls",
+)
+
+
+def _trigger_takes(synth: Synth, key: str) -> bool:
+    """Whether the synthesised EventBridge rule matches an S3 event for ``key`` (its key filter)."""
+    (rule,) = synth.resources("AWS::Events::Rule").values()
+    filters = rule["Properties"]["EventPattern"]["detail"]["object"]["key"]
+    assert all(set(f) == {"suffix"} and set(f["suffix"]) == {"equals-ignore-case"} for f in filters)
+    return any(key.lower().endswith(f["suffix"]["equals-ignore-case"].lower()) for f in filters)
+
+
+def test_the_backfill_takes_exactly_the_keys_the_trigger_takes(any_synth: Synth) -> None:
+    # GIVEN the item processor's suffix Choice (StringMatches: case-sensitive, '*' the only wildcard)
+    processor = _map(any_synth)["ItemProcessor"]
+    (rule,) = processor["States"][processor["StartAt"]]["Choices"]
+    patterns = [c["StringMatches"] for c in rule["Or"]]
+
+    # WHEN each key is matched as Step Functions matches it
+    taken = {key: any(fnmatch.fnmatchcase(key, pattern) for pattern in patterns) for key in KEYS}
+
+    # THEN the backfill runs exactly the keys the S3 trigger would (mixed case too), and skips the others
+    assert taken == {key: _trigger_takes(any_synth, key) for key in KEYS}
+    assert sum(taken.values()) == 9
+    # AND no pattern holds a character StringMatches would read as anything but itself
+    assert not [p for p in patterns if set(p[1:]) & set("*\\?[]")]
 
 
 def test_backfill_role_lists_only_landing_buckets_starts_only_ingestion_writes_only_results(any_synth: Synth) -> None:

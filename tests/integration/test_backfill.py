@@ -249,3 +249,22 @@ def test_a_key_with_a_plus_is_read_as_itself_beside_the_key_with_a_space(backfil
         f"s3://{LANDING}/history/post_results_a+b.csv",
     }
     assert "Z" * 11 in posts["post_id"].to_list()
+
+
+def test_a_key_with_a_mixed_case_suffix_is_backfilled_as_the_trigger_would_ingest_it(backfill: Backfill) -> None:
+    # GIVEN a posts file whose suffix is in mixed case (the S3 trigger matches suffixes ignoring case), beside a
+    # file of an unsupported suffix
+    backfill.pipeline.upload(POSTS_CSV, key="history/post_results_20260113_175319.Csv")
+    backfill.pipeline.upload(POSTS_CSV, key="history/README.TXT")
+
+    # WHEN the backfill runs over them
+    execution = backfill.run({"bucket": LANDING, "prefix": "history/"})
+
+    # THEN the mixed-case file ran and loaded; the other one started no execution
+    assert execution["status"] == "SUCCEEDED", execution.get("cause")
+    (child,) = backfill.children()
+    assert (json.loads(child["input"])["key"], child["status"]) == (
+        "history/post_results_20260113_175319.Csv",
+        "SUCCEEDED",
+    )
+    assert backfill.pipeline.table("posts").height == 23
