@@ -959,6 +959,28 @@ def test_parquet_list_of_one_long_text_is_refused_without_laying_it_out(tmp_path
     assert "values come to 629,145,600 bytes" in refusal
 
 
+def test_parquet_nested_columns_of_several_row_groups_decode() -> None:
+    # GIVEN lists, structs and repeated texts written in row groups of 2 rows (as DuckDB or Spark cut a big file)
+    source = pa.table(
+        {
+            "tags": [["#a"], ["#b", "#c"], [], None, ["#a"]],
+            "place": [{"city": "Rome"}, None, {"city": "Oslo"}, {"city": "Rome"}, {"city": None}],
+            "caption": ["hi", "hi", None, "yo", "hi"],
+        }
+    )
+    sink = io.BytesIO()
+    pq.write_table(source, sink, row_group_size=2)
+    assert pq.ParquetFile(io.BytesIO(sink.getvalue())).metadata.num_row_groups == 3
+
+    # WHEN it is decoded  THEN every row is there, in order, as JSON text
+    table = decode_parquet(sink.getvalue(), "x.parquet", limits=LIMITS)
+    assert table.to_pydict() == {
+        "tags": ['["#a"]', '["#b", "#c"]', "[]", None, '["#a"]'],
+        "place": ['{"city": "Rome"}', None, '{"city": "Oslo"}', '{"city": "Rome"}', '{"city": null}'],
+        "caption": ["hi", "hi", None, "yo", "hi"],
+    }
+
+
 def test_parquet_list_items_past_the_cap_are_refused_from_metadata() -> None:
     # GIVEN a tiny Parquet file of 20 rows, each a list of 10 000 equal numbers (run-length encoded: a few bytes)
     data = parquet_bytes(pa.table({"numbers": [[1] * 10_000] * 20}))

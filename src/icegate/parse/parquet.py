@@ -41,7 +41,10 @@ def decode_parquet(data: bytes, file: str, *, limits: Limits) -> pa.Table:
     # memory: one long text used in every row (or every list item) takes a few bytes a row on disk.
     texts = [column.path for column in map(parquet.schema.column, range(len(parquet.schema))) if _stores_text(column)]
     try:
-        table = pq.ParquetFile(pa.BufferReader(data), metadata=meta, read_dictionary=texts).read()
+        reader = pq.ParquetFile(pa.BufferReader(data), metadata=meta, read_dictionary=texts)
+        # A row group at a time: pyarrow reads no nested dictionary column of several row groups at once.
+        groups = [reader.read_row_group(group) for group in range(meta.num_row_groups)]
+        table = pa.concat_tables(groups) if groups else reader.read()
     except (pa.ArrowException, OSError) as exc:
         raise MalformedFile(f"the Parquet data cannot be read ({exc})", file=file) from None
     expanded = sum(_expanded_bytes(table.column(i), table.field(i).name, file) for i in range(table.num_columns))
