@@ -441,6 +441,7 @@ def test_header_with_unterminated_quote_is_malformed() -> None:
         (b"a,b,c\r1,2,3\r4,5\r6,7,8\r", "line 3", "2 fields but the header has 3"),
         (b'a,b,c\n1,"x\ry",3\n4,5\n', "line 4", "2 fields but the header has 3"),
         (b'a,b,c\n1,"x\n4,5\ny",3\n4,5\n', "line 5", "2 fields but the header has 3"),
+        (b'a,b,c\n1,2,5" tall\n4,5\n6,7,3" wide\n8,9\n', "line 3", "2 fields but the header has 3"),
     ],
     ids=[
         "too-many",
@@ -450,6 +451,7 @@ def test_header_with_unterminated_quote_is_malformed() -> None:
         "too-few-lone-cr-line-ends",
         "after-a-value-holding-a-lone-cr",
         "same-text-as-a-line-inside-an-earlier-quoted-value",
+        "after-quotes-inside-unquoted-values",
     ],
 )
 def test_ragged_row_reports_its_physical_line(data: bytes, line: str, fields: str) -> None:

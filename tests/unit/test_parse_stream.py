@@ -322,6 +322,10 @@ ERRORS: dict[str, tuple[bytes, dict[str, Any]]] = {
     "too-few-fields-crlf": ((LATE + b"a,b\n" + _good_rows(5)).replace(b"\n", b"\r\n"), {}),
     "too-few-fields-lone-cr-line-ends": ((LATE + b"a,b\n" + _good_rows(5)).replace(b"\n", b"\r"), {}),
     "ragged-after-multiline-value": (b'a,b,c\n1,"x\ny\nz",3\n\n4,5,6,7\n8,9\n', {"name": "x.csv", "dataset": ABC}),
+    "ragged-row-after-quotes-inside-unquoted-values": (
+        b'a,b,c\n1,2,5" tall\n4,5\n6,7,3" wide\n8,9\n',
+        {"name": "x.csv", "dataset": ABC},
+    ),
     "ragged-row-whose-text-is-a-line-of-an-earlier-value": (
         b'a,b,c\n1,"x\n4,5\ny",3\n4,5\n',
         {"name": "x.csv", "dataset": ABC},

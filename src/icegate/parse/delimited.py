@@ -6,7 +6,9 @@ this reader refuses both, and names the line of a row with the wrong number of f
 
 from __future__ import annotations
 
+import functools
 import heapq
+import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final, NoReturn
 
@@ -175,24 +177,27 @@ def unclosed_header(file: str, line: int | None) -> MalformedFile:
 
 
 def _raise_invalid_row(text: bytes, file: str, delimiter: str, rows: list[InvalidRow], lines: int) -> NoReturn:
-    (expected, actual, row_text), line = first_invalid_row(text, rows)
+    (expected, actual, row_text), line = first_invalid_row(text, rows, delimiter)
     line = lines + line if line is not None else None
     raise invalid_row(expected, actual, row_text, file=file, delimiter=delimiter, line=line, count=len(rows))
 
 
-def first_invalid_row(text: bytes, rows: list[InvalidRow]) -> tuple[InvalidRow, int | None]:
+def first_invalid_row(text: bytes, rows: list[InvalidRow], delimiter: str) -> tuple[InvalidRow, int | None]:
     """The first of ``rows`` in ``text``, and its line (None if its text is not found as whole lines).
 
     The reader's threads report rows out of order; the file's order is where their texts are. A text found
     after an odd number of quotes is inside a quoted value (a multi-line caption may hold a line like it), not
-    the row; should every place found be so (a stray quote mid-value), the first is taken.
+    the row. Quotes inside an unquoted value (``5" tall``) are text to the reader and not counted; should every
+    place found still be after an odd number, the first is taken.
     """
     places = [_places(text, row) for row in rows]
+    literal = _literal_quote(delimiter)
     first: tuple[int, InvalidRow] | None = None
     quotes, counted = 0, 0
     for at, row in heapq.merge(*places, key=lambda place: place[0]):  # in file order, each text read no further
         first = first or (at, row)
-        quotes, counted = quotes + text.count(b'"', counted, at), at
+        found = text.count(b'"', counted, at) - len(literal.findall(text, counted, at))
+        quotes, counted = quotes + found, at
         if quotes % 2 == 0:
             return row, line_at(text, at)
     if first is None:
@@ -230,6 +235,13 @@ def invalid_row(
         file=file,
         location=f"line {line}" if line is not None else None,
     )
+
+
+@functools.cache
+def _literal_quote(delimiter: str) -> re.Pattern[bytes]:
+    """A quote with a byte of a value on both sides: neither opening nor closing a value, nor doubled."""
+    value_byte = b"[^" + re.escape(delimiter.encode()) + b'\r\n"]'
+    return re.compile(b"(?<=" + value_byte + b')"(?=' + value_byte + b")")
 
 
 def _places(text: bytes, row: InvalidRow) -> Iterator[tuple[int, InvalidRow]]:

@@ -382,7 +382,7 @@ class _Blocks:
         breaks = (counted.breaks if counted else line_breaks(block)) - self._header_breaks
         first = None
         if added and not self._invalid:
-            row, line = first_invalid_row(block, added)
+            row, line = first_invalid_row(block, added, job.delimiter)
             first = _Ragged(row, origin.lines + line if line is not None else None)
         lines = counted.table if counted else pa.table({})
         return _Decoded(size, table, lines, breaks, invalid, first)
