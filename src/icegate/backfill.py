@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote_plus
 
 from icegate import constants as c
+from icegate.errors import IcegateError
 from icegate.payloads import SourceObject
 from icegate.storage import LIST_PAGE_SIZE, ObjectInfo, Storage, is_s3, split_s3
 
@@ -48,6 +49,13 @@ class Candidate:
     status: Status = "new"
     #: The run of the ledger row that decided ``status`` (``loaded``/``dead_lettered``).
     prior_run_id: str | None = None
+
+
+def _content_hash(candidate: Candidate, storage: Storage) -> str | None:
+    try:
+        return storage.sha256(candidate.source.uri, candidate.source.version_id)
+    except (IcegateError, OSError):  # gone or unreadable since it was listed: it stays dead-lettered
+        return None
 
 
 @dataclass
@@ -342,8 +350,9 @@ class _Ledger:
             status = "loaded"
         elif latest["outcome"] == "dead_lettered":
             status = "dead_lettered"
-            if latest["source_sha256"]:
-                self._dead_content[candidate.uri] = latest["source_sha256"]
+            # A file refused before its content was hashed (at parse: a limit, an encoding) is hashed now.
+            if content := latest["source_sha256"] or _content_hash(candidate, storage):
+                self._dead_content[candidate.uri] = content
         return Candidate(candidate.uri, candidate.source, candidate.info, status, latest["run_id"])
 
     def loaded_since(self, candidates: list[Candidate]) -> list[Candidate]:

@@ -270,18 +270,25 @@ def test_dead_lettered_files_are_skipped_unless_retried(tmp_path: Path, lake: Pa
     assert "run again (--retry-dead-lettered)" in retried.stderr
 
 
-def test_a_dead_lettered_file_loaded_since_from_its_dlq_copy_is_skipped_as_loaded(tmp_path: Path, lake: Path) -> None:
-    """GIVEN a posts file backfilled under a threshold it fails (dead-lettered), then retried the README way,
-    by running its DLQ folder once the threshold is back to normal (loaded, recorded under the DLQ copy's path)
+@pytest.mark.parametrize(
+    "setting",
+    [
+        pytest.param({"ICEGATE_QUALITY_THRESHOLD_POSTS": "99"}, id="gate-failed-after-its-content-was-hashed"),
+        pytest.param({"ICEGATE_MAX_COLUMNS": "5"}, id="refused-at-parse-before-its-content-was-hashed"),
+    ],
+)
+def test_a_dead_lettered_file_loaded_since_from_its_dlq_copy_is_skipped_as_loaded(
+    tmp_path: Path, lake: Path, setting: dict[str, str]
+) -> None:
+    """GIVEN a posts file backfilled under a setting it fails (dead-lettered), then retried the README way,
+    by running its DLQ folder once the setting is back to normal (loaded, recorded under the DLQ copy's path)
     WHEN the folder is backfilled again
     THEN the file is skipped as loaded, naming the retry's run, not as dead-lettered earlier.
     """
     (tmp_path / "landing").mkdir()
     shutil.copy(SAMPLES / "post_results_20260113_175319.csv", tmp_path / "landing")
     failed = CliRunner().invoke(
-        main,
-        ["backfill", str(tmp_path / "landing"), "--lake", str(lake), "--json"],
-        env={"ICEGATE_QUALITY_THRESHOLD_POSTS": "99"},
+        main, ["backfill", str(tmp_path / "landing"), "--lake", str(lake), "--json"], env=setting
     )
     assert (document(failed)["dead_lettered"], failed.exit_code) == (1, 1)
     load_settings.cache_clear()  # settings are read once per process: the retry reads the normal threshold
