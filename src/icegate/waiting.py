@@ -191,7 +191,11 @@ class InProcessQueue:
         self._frontier: dict[str, int] = dict.fromkeys(self._table_positions, 0)
 
     def position(self, source: SourceObject) -> int | None:
-        return self._positions.get(_identity(source))
+        found = self._positions.get(_identity(source))
+        if found is None and source.version_id:
+            # Listed without version ids (no right to list versions), then pinned to one by its parse.
+            found = self._positions.get((source.bucket, source.key, None))
+        return found
 
     def ended(self, source: SourceObject) -> None:
         """The file is past its table's turn — committed, dead-lettered, failed —: the files after it may go."""

@@ -197,6 +197,20 @@ def test_a_file_that_finished_its_stages_first_waits_for_the_files_before_it_in_
     assert results[b.run_id].load.skipped == 5
 
 
+def test_a_file_listed_without_its_version_keeps_its_place_once_its_parse_pinned_one() -> None:
+    # GIVEN a run's order of S3 files listed without version ids (no right to list versions), one key listed
+    # with two versions
+    listed = [SourceObject(bucket="landing", key=key) for key in ("a.csv", "b.csv")]
+    versions = [SourceObject(bucket="landing", key="c.csv", version_id=v) for v in ("v1", "v2")]
+    queue = InProcessQueue(max_files=10, max_bytes=10_000_000, order=[(s, "posts") for s in [*listed, *versions]])
+
+    # WHEN their parses pin the versions they read  THEN each is found at its place in the run's order
+    pinned = [dataclasses.replace(source, version_id="3HL4kqtJlcpXroDTDmJ") for source in listed]
+    assert [queue.position(source) for source in pinned] == [0, 1]
+    assert [queue.position(source) for source in versions] == [2, 3]
+    assert queue.position(dataclasses.replace(versions[0], version_id="v9")) is None
+
+
 def test_icegate_run_with_workers_loads_every_file_once_like_a_sequential_run(lake: Path, tmp_path: Path) -> None:
     # GIVEN 12 files whose keys overlap by half with the next one's, and one file that fails the contract
     landing = tmp_path / "landing"
