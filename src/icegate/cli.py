@@ -399,7 +399,9 @@ def tables(lake_root: str | None, as_json: bool) -> None:
         iceberg = catalog.load_table(identifier)
         snapshot = iceberg.current_snapshot()
         summary = snapshot.summary.additional_properties if snapshot and snapshot.summary else {}
-        last_source = ledger_sources.get(".".join(identifier)) or _marker_last_source(iceberg)
+        # The newer of the ledger's last load and the table's own last marker (a load whose ledger row was lost).
+        found = [ledger_sources.get(".".join(identifier)), _marker_last_source(iceberg)]
+        last_source = max((x for x in found if x is not None), default=(_NEVER, ""))[1]
         table.add_row(
             ".".join(identifier),
             summary.get("total-records", "0"),
@@ -424,25 +426,39 @@ def tables(lake_root: str | None, as_json: bool) -> None:
     console.print(table)
 
 
-def _ledger_last_sources(catalog: Catalog, namespace: str) -> dict[str, str]:
-    """Table -> the source of its newest load that still stands, from the ledger: it outlives the snapshots that
-    maintenance expires, and it knows which loads were rolled back."""
+_NEVER = datetime.min.replace(tzinfo=UTC)
+
+
+def _ledger_last_sources(catalog: Catalog, namespace: str) -> dict[str, tuple[datetime, str]]:
+    """Table -> when its newest load that still stands finished, and its source, from the ledger: it outlives the
+    snapshots that maintenance expires, and it knows which loads were rolled back."""
     from icegate import ledger
 
     loads = ledger.live_loads(ledger.history(catalog, namespace)).sort("finished_at", nulls_last=False)
-    return {row["table_name"]: row["source_uri"] or "" for row in loads.iter_rows(named=True) if row["table_name"]}
+    return {
+        row["table_name"]: (row["finished_at"] or _NEVER, row["source_uri"] or "")
+        for row in loads.iter_rows(named=True)
+        if row["table_name"]
+    }
 
 
-def _marker_last_source(iceberg: IcebergTable) -> str:
-    """The newest load the table's own history still names and no rollback undid: for a load whose ledger row
-    was lost (until ``icegate maintain`` rebuilds it)."""
+def _marker_last_source(iceberg: IcebergTable) -> tuple[datetime, str] | None:
+    """When the newest load the table's own history still names (and no rollback undid) committed, and its source:
+    for a load whose ledger row was lost (until ``icegate maintain`` rebuilds it)."""
     from icegate.lake.markers import MARKER_FILE, is_undone, loaded_snapshots, rolled_back_loads
 
     undone = rolled_back_loads(iceberg)
     standing = [
-        marker for snapshot_id, marker in loaded_snapshots(iceberg) if not is_undone(snapshot_id, marker, undone)
+        (snapshot_id, marker)
+        for snapshot_id, marker in loaded_snapshots(iceberg)
+        if not is_undone(snapshot_id, marker, undone)
     ]
-    return standing[-1].get(MARKER_FILE, "") if standing else ""
+    if not standing:
+        return None
+    snapshot_id, marker = standing[-1]
+    snapshot = iceberg.snapshot_by_id(snapshot_id)
+    committed = datetime.fromtimestamp(snapshot.timestamp_ms / 1000, UTC) if snapshot else _NEVER
+    return committed, marker.get(MARKER_FILE, "")
 
 
 @main.command()

@@ -320,6 +320,21 @@ def test_history_offers_every_ledger_outcome_and_filters_on_rolled_back(lake: Pa
         assert icegate("history", "--outcome", outcome, "--lake", str(lake)).exit_code == 0, outcome
 
 
+def test_tables_names_a_newer_load_whose_ledger_row_was_lost(lake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN a file loaded and recorded, then a second one loaded whose ledger row could not be written
+    landing = lake.parent / "in"
+    first = write_posts(landing, "20260101_000000", posts_csv(3))
+    second = write_posts(landing, "20260102_000000", posts_csv(2, start=100))
+    assert icegate("run", str(first), "--lake", str(lake)).exit_code == 0
+    with monkeypatch.context() as lost:
+        lost.setattr(ledger, "record_rows", lambda *args, **kwargs: None)
+        assert icegate("run", str(second), "--lake", str(lake)).exit_code == 0
+
+    # WHEN the tables are listed  THEN the last source is the second file, which the table's newest load names
+    documents = json.loads(icegate("tables", "--lake", str(lake), "--json").stdout)
+    assert next(d["last_source"] for d in documents if d["table"] == "instagram_db.posts") == str(second)
+
+
 def test_tables_names_the_last_load_that_stands_after_a_rollback_and_after_expiry(lake: Path) -> None:
     # GIVEN two files loaded one after the other, and the second rolled back
     landing = lake.parent / "in"
