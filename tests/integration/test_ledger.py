@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 import pytest
 from click.testing import CliRunner, Result
 
-from icegate import pipeline
+from icegate import ledger, pipeline
 from icegate.cli import main
 from icegate.dimensions import QUALITY_DIMENSIONS
 from icegate.lake import build_catalog
@@ -425,6 +426,19 @@ def test_a_ledger_created_before_ignored_columns_gains_the_list_column_and_a_dea
     assert result.exit_code == 1, result.output
     (row,) = ledger_rows(settings).to_dicts()
     assert (row["outcome"], row["ignored_columns"]) == ("dead_lettered", ["views"])
+
+
+def test_a_ledger_not_written_since_a_column_was_added_reads_it_as_null(settings: Settings) -> None:
+    # GIVEN a ledger as older versions created and wrote it: one row, no ignored_columns
+    create_ledger_without(settings, "ignored_columns")
+    table = build_catalog(settings).load_table((settings.namespace, LEDGER_TABLE))
+    schema = table.schema().as_arrow()
+    table.append(pa.Table.from_pylist([{"run_id": "r1", "outcome": "loaded"}], schema=schema))
+
+    # WHEN its history is read  THEN every column the ledger has today is there, the new one null
+    rows = ledger.history(build_catalog(settings), settings.namespace)
+    assert rows.columns == list(lake_ledger.COLUMN_NAMES)
+    assert rows.select("run_id", "ignored_columns").rows() == [("r1", None)]
 
 
 def test_the_readmes_local_ledger_folder_and_duckdb_recipe_are_what_a_local_lake_has(

@@ -242,8 +242,16 @@ def scan(table: Table, row_filter: BooleanExpression | None = None, columns: Seq
     if table.current_snapshot() is None:
         return arrow_schema().empty_table()
     if row_filter is None:
-        return table.scan(selected_fields=tuple(columns)).to_arrow()
-    return table.scan(row_filter=row_filter, selected_fields=tuple(columns)).to_arrow()
+        rows = table.scan(selected_fields=tuple(columns)).to_arrow()
+    else:
+        rows = table.scan(row_filter=row_filter, selected_fields=tuple(columns)).to_arrow()
+    if tuple(columns) != ("*",):
+        return rows
+    # A ledger not written since columns were added gains them on its next write; until then they read as null.
+    for field in arrow_schema():
+        if field.name not in rows.column_names:
+            rows = rows.append_column(field, pa.nulls(rows.num_rows, field.type))
+    return rows
 
 
 def where(*, since: datetime | None = None, **equal: str | None) -> BooleanExpression | None:
