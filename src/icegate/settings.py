@@ -42,11 +42,12 @@ class Limits:
     max_stream_bytes: int = DEFAULT_MAX_STREAM_BYTES
 
     def __post_init__(self) -> None:
-        # A negative limit refuses every file, each dead-lettered for it: refused once, here, naming the variable.
+        # A limit under 1 refuses every file, each dead-lettered for it: refused once, here, naming the variable.
+        # Streaming every CSV/TSV file (stream_above_bytes 0) is a choice, not a mistake.
         for limit in fields(self):
-            value = getattr(self, limit.name)
-            if value < 0:
-                raise ValueError(f"{ENV_PREFIX}{limit.name.upper()}={value} must not be negative")
+            value, least = getattr(self, limit.name), 0 if limit.name == "stream_above_bytes" else 1
+            if value < least:
+                raise ValueError(f"{ENV_PREFIX}{limit.name.upper()}={value} must be at least {least}")
 
 
 #: Settings fields read from several variables (or parsed specially) rather than from their own name.

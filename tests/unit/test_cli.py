@@ -97,7 +97,7 @@ def test_a_command_in_a_fresh_folder_says_what_is_wrong_and_leaves_nothing(
         ("ICEGATE_CATALOG_TYPE", "glu", "cannot open the glu catalog"),
         ("ICEGATE_CATALOG_URI", "sqlite:////nonexistent/folder/catalog.db", "cannot open the sql catalog at sqlite:"),
         ("ICEGATE_QUALITY_THRESHOLD_POSTZ", "80", "did you mean ICEGATE_QUALITY_THRESHOLD_POSTS?"),
-        ("ICEGATE_MAX_ROWS", "-1", "ICEGATE_MAX_ROWS=-1 must not be negative"),
+        ("ICEGATE_MAX_ROWS", "-1", "ICEGATE_MAX_ROWS=-1 must be at least 1"),
     ],
     ids=["unknown-catalog-type", "unreachable-catalog", "misspelt-setting", "negative-limit"],
 )
