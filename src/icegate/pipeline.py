@@ -331,9 +331,8 @@ def run_parse(
     parsed_uri = processing_uri(settings, job.run_id, "parsed.parquet")
     storage.write_parquet(parsed_uri, parsed.with_lines())  # lines: where a rejected row is in the file
     columns = (parsed.format, parsed.table.num_rows, parsed.table.column_names, parsed.ignored_columns)
-    return dataclasses.replace(
-        _parsed(job, dataset.name, info, sha256, *columns, parsed_uri, settings, storage),
-        rows_bytes=parsed.table.nbytes,
+    return _parsed(
+        job, dataset.name, info, sha256, *columns, parsed_uri, settings, storage, rows_bytes=parsed.table.nbytes
     )
 
 
@@ -445,6 +444,8 @@ def _parsed(
     parsed_uri: str,
     settings: Settings,
     storage: Storage,
+    *,
+    rows_bytes: int = 0,
 ) -> Parsed:
     shown = bounded_list(ignored)
     ignored_uri = ""
@@ -459,6 +460,7 @@ def _parsed(
         sha256=sha256,
         uploaded_at=info.last_modified.isoformat(),
         rows=rows,
+        rows_bytes=rows_bytes,
         columns=list(columns),
         ignored_columns=shown,
         ignored_columns_count=len(ignored),

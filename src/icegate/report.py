@@ -76,11 +76,11 @@ def report_data(history: pl.DataFrame, *, title: str, now: datetime | None = Non
     for row in rows:
         if row["outcome"] == "dead_lettered":
             entries.setdefault(row["error_uri"] or row["run_id"], row)
-    first_of_entry = {id(row) for row in entries.values()}
+    first_runs = {row["run_id"] for row in entries.values()}
     reasons = Counter(r["error_type"] or "unknown" for r in entries.values())
     checks: Counter[str] = Counter()
     for row in rows:
-        if row["outcome"] == "dead_lettered" and id(row) not in first_of_entry:
+        if row["outcome"] == "dead_lettered" and row["run_id"] not in first_runs:
             continue  # the same rows failing the same checks as the entry's first run
         for name, count in (row["failed_checks"] or {}).items():
             checks[f"schema: {name}"] += count

@@ -323,7 +323,7 @@ class ObjectQueue:
 
     def stop_waiting(self, dataset: str, run_id: str) -> list[str]:
         """Delete the run's waiting entries, left by a loader that was killed before it could; returns them."""
-        mine = [uri for uri in self.waiting_uris(dataset) if uri.endswith(f"-{run_id}.json")]
+        mine = [uri for uri in self.waiting_uris(dataset) if _entry_run_id(uri) == run_id]
         for uri in mine:
             self._storage.delete(uri)
         return mine
@@ -336,11 +336,21 @@ class ObjectQueue:
 
     @contextmanager
     def turn(self, own: WaitingLoad) -> Iterator[Turn]:
-        # Millisecond prefix: listed in name order, the oldest waiting files are taken first.
-        name = f"{time.time_ns() // 1_000_000:015d}-{own.run_id}.json"
+        name = _entry_name(time.time_ns() // 1_000_000, own.run_id)
         uri = join(self.root, own.scored.dataset, name)
         self._storage.write_json(uri, {"scored": own.scored.to_dict(), "report": own.report})
         try:
             yield _ObjectTurn(self, own, uri)
         finally:
             self.forget(uri)
+
+
+def _entry_name(milliseconds: int, run_id: str) -> str:
+    # Millisecond prefix: listed in name order, the oldest waiting files are taken first.
+    return f"{milliseconds:015d}-{run_id}.json"
+
+
+def _entry_run_id(uri: str) -> str:
+    """The run id of a waiting entry (``<15-digit time>-<run id>.json``): run ids may hold ``-`` themselves."""
+    name = uri.rsplit("/", 1)[-1]
+    return name[16:].removesuffix(".json") if name[:15].isdigit() and name[15:16] == "-" else ""

@@ -197,6 +197,25 @@ def test_a_file_that_finished_its_stages_first_waits_for_the_files_before_it_in_
     assert results[b.run_id].load.skipped == 5
 
 
+def test_a_failed_load_stops_waiting_without_touching_a_run_whose_id_ends_like_its_own(
+    lake: Path, settings: Settings, storage: Storage, tmp_path: Path
+) -> None:
+    # GIVEN two files waiting, one under a run id that ends with the other's (an execution named by hand)
+    file = scored(posts_csv(tmp_path, 0, range(10)), settings, storage)
+    other = dataclasses.replace(file, run_id=f"retry-{file.run_id}")
+    queue = object_queue(settings, storage)
+    with queue.turn(WaitingLoad(other, None, None)), queue.turn(WaitingLoad(file, None, None)):
+        # WHEN the first run's load is found dead (its dead letter stops it waiting)
+        removed = queue.stop_waiting("posts", file.run_id)
+
+        # THEN its entry alone is gone: the other file still waits
+        (left,) = queue.waiting_uris("posts")
+        assert left.endswith(f"-{other.run_id}.json")
+        assert len(removed) == 1
+        assert removed[0].endswith(f"-{file.run_id}.json")
+        assert not removed[0].endswith(f"-{other.run_id}.json")
+
+
 def test_a_file_listed_without_its_version_keeps_its_place_once_its_parse_pinned_one() -> None:
     # GIVEN a run's order of S3 files listed without version ids (no right to list versions), one key listed
     # with two versions
