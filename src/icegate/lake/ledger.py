@@ -59,8 +59,13 @@ RECORDED_BY_MAINTAIN = "maintain"
 LEDGER_ROWS = "icegate.ledger-rows"
 
 _STRING, _LONG, _DOUBLE, _TIME = StringType(), LongType(), DoubleType(), TimestamptzType()
-#: A list of strings; its element id is assigned where the schema is built.
-_LIST = "list<string>"
+#: The nested column types, named: their element ids are assigned where the schema is built (:func:`_nested`).
+_COUNTS, _SECONDS, _NAMES = "map<string,long>", "map<string,double>", "list<string>"
+_NESTED_ARROW = {
+    _COUNTS: pa.map_(pa.string(), pa.int64()),
+    _SECONDS: pa.map_(pa.string(), pa.float64()),
+    _NAMES: pa.list_(pa.string()),
+}
 #: (name, Iceberg type, documentation) in table order. The README's schema table says the same.
 _COLUMNS: tuple[tuple[str, IcebergType | str, str], ...] = (
     ("run_id", _STRING, "execution name (cloud) or local run id"),
@@ -92,18 +97,18 @@ _COLUMNS: tuple[tuple[str, IcebergType | str, str], ...] = (
     ("quality_score", _DOUBLE, "0–100"),
     ("quality_threshold", _DOUBLE, "the gate's threshold"),
     *((f"score_{name}", _DOUBLE, f"{name}, 0–1") for name in QUALITY_DIMENSIONS),
-    ("failed_checks", "map<string,long>", "schema check → rows it rejected"),
-    ("quality_checks", "map<string,long>", "dimension/quality check → rows it cost points on"),
+    ("failed_checks", _COUNTS, "schema check → rows it rejected"),
+    ("quality_checks", _COUNTS, "dimension/quality check → rows it cost points on"),
     ("snapshot_id", _LONG, "the data snapshot the file went into (loaded, already_loaded)"),
     ("started_at", _TIME, "the run's first stage started"),
     ("finished_at", _TIME, "the outcome was decided"),
-    ("stage_seconds", "map<string,double>", "stage → seconds it took"),
+    ("stage_seconds", _SECONDS, "stage → seconds it took"),
     ("recorded_by", _STRING, "loader, dead_letter, or maintain (a row repaired from a snapshot marker)"),
     # Columns added later go last: a ledger created before them gains them on its next write.
     ("replay_of", _STRING, "the run whose dead-lettered file or rejected rows this run replayed (icegate replay)"),
-    ("ignored_columns", _LIST, "source headers that matched no contract column, so were not loaded (the first 50)"),
+    ("ignored_columns", _NAMES, "source headers that matched no contract column, so were not loaded (the first 50)"),
 )
-MAP_COLUMNS = {name for name, kind, _ in _COLUMNS if isinstance(kind, str) and kind.startswith("map<")}
+MAP_COLUMNS = {name for name, kind, _ in _COLUMNS if kind in (_COUNTS, _SECONDS)}
 COLUMN_NAMES = tuple(name for name, _, _ in _COLUMNS)
 SCORE_COLUMN_PREFIX = "score_"
 
@@ -112,25 +117,26 @@ def ledger_schema() -> Schema:
     fields: list[NestedField] = []
     next_id = len(_COLUMNS) + 1
     for field_id, (name, kind, doc) in enumerate(_COLUMNS, start=1):
-        if kind == _LIST:
-            kind = ListType(next_id, _STRING, element_required=False)
-            next_id += 1
-        elif isinstance(kind, str):
-            value_type: IcebergType = _LONG if kind.endswith("long>") else _DOUBLE
-            kind = MapType(next_id, _STRING, next_id + 1, value_type, value_required=False)
-            next_id += 2
+        if isinstance(kind, str):
+            kind, next_id = _nested(kind, next_id)
         fields.append(NestedField(field_id, name, kind, required=False, doc=doc))
     return Schema(*fields)
+
+
+def _nested(kind: str, next_id: int) -> tuple[IcebergType, int]:
+    """A nested column type with its element ids from ``next_id`` on, and the next id free after them."""
+    if kind == _NAMES:
+        return ListType(next_id, _STRING, element_required=False), next_id + 1
+    value_type: IcebergType = _LONG if kind == _COUNTS else _DOUBLE
+    return MapType(next_id, _STRING, next_id + 1, value_type, value_required=False), next_id + 2
 
 
 def arrow_schema() -> pa.Schema:
     """The Arrow schema rows are appended with (matches :func:`ledger_schema`)."""
     result: list[pa.Field] = []
     for name, kind, _ in _COLUMNS:
-        if kind == _LIST:
-            arrow_type: pa.DataType = pa.list_(pa.string())
-        elif isinstance(kind, str):
-            arrow_type = pa.map_(pa.string(), pa.int64() if kind.endswith("long>") else pa.float64())
+        if isinstance(kind, str):
+            arrow_type: pa.DataType = _NESTED_ARROW[kind]
         elif isinstance(kind, LongType):
             arrow_type = pa.int64()
         elif isinstance(kind, DoubleType):
@@ -173,9 +179,7 @@ def _with_new_columns(table: Table) -> Table:
     with table.update_schema() as update:
         for name, kind, doc in missing:
             # A nested type's ids are placeholders here: the schema update assigns fresh ones.
-            column_type = ListType(1, _STRING, element_required=False) if kind == _LIST else kind
-            assert not isinstance(column_type, str)
-            update.add_column(name, column_type, doc=doc)
+            update.add_column(name, _nested(kind, 1)[0] if isinstance(kind, str) else kind, doc=doc)
     return table
 
 
