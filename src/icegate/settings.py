@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from icegate.constants import CATALOG_DB, COMMIT_ATTEMPTS, COMMIT_BACKOFF_SECONDS, ENV_PREFIX, WAREHOUSE_PREFIX
 from icegate.dimensions import QUALITY_DIMENSIONS
@@ -139,7 +140,9 @@ class Settings:
         if self.catalog_uri:
             return self.catalog_uri
         if self.catalog_type == "sql" and self.is_local:
-            return f"sqlite:///{Path(self.lake_path(CATALOG_DB)).resolve()}"
+            # Percent-encoded, as SQLAlchemy decodes it: a '?' or '#' in a folder's name would start the URI's
+            # query or fragment (the catalog landing in another folder, shared by another lake), a '%' be decoded.
+            return f"sqlite:///{quote(str(Path(self.lake_path(CATALOG_DB)).resolve()))}"
         raise ValueError(
             f"{ENV_PREFIX}CATALOG_URI must be set for a {self.catalog_type!r} catalog on lake root {self.lake_root!r}"
         )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from icegate.lake import build_catalog
 from icegate.settings import QUALITY_DIMENSIONS, Limits, Settings, known_variables, load_settings
 
 # --- defaults -------------------------------------------------------------------------------------
@@ -297,6 +298,25 @@ def test_a_local_warehouse_is_the_plain_path_not_a_percent_encoded_uri(tmp_path:
     # GIVEN a lake folder whose name a URI would encode or cut WHEN the warehouse is resolved
     # THEN it is the folder itself, character for character
     assert Settings(lake_root=str(tmp_path / name)).resolved_warehouse() == str(tmp_path.resolve() / name / "warehouse")
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["lake?m", "lake%20", "lake#2", "my lake", "lac-été"],
+    ids=["question-mark", "percent", "hash", "space", "non-ascii"],
+)
+def test_a_local_lakes_catalog_is_the_file_in_that_lake_whatever_its_folder_is_called(
+    tmp_path: Path, name: str
+) -> None:
+    # GIVEN a lake folder whose name a URI would cut or decode, and a sibling whose name it would be cut to
+    settings = Settings(lake_root=str(tmp_path / name))
+    (tmp_path / name).mkdir()
+
+    # WHEN its catalog is opened and holds a namespace
+    build_catalog(settings).create_namespace("instagram_db")
+
+    # THEN the catalog is the file in that folder, and no other file was made
+    assert sorted(path.relative_to(tmp_path).as_posix() for path in tmp_path.rglob("*")) == [name, f"{name}/catalog.db"]
 
 
 @pytest.mark.parametrize("root", ["s3://bucket/lake#2", "s3://bucket/why?"], ids=["hash", "question-mark"])
