@@ -6,6 +6,7 @@ tests) beat the environment by way of :meth:`Settings.with_overrides`.
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import json
 import math
@@ -108,6 +109,14 @@ class Settings:
         ):
             if value < least:
                 raise ValueError(f"{ENV_PREFIX}{name}={value} must be at least {least}")
+        if self.source_encoding:
+            try:
+                codecs.lookup(self.source_encoding)
+            except LookupError:
+                raise ValueError(
+                    f"{ENV_PREFIX}SOURCE_ENCODING={self.source_encoding!r} is not a known codec; use a Python codec "
+                    "name such as utf-8, cp1252 or latin-1"
+                ) from None
         for dimension, weight in self.quality_weights.items():
             if weight < 0:
                 raise ValueError(f"{ENV_PREFIX}QUALITY_WEIGHT_{dimension.upper()}={weight} must not be negative")

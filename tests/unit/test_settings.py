@@ -364,6 +364,7 @@ def test_a_negative_report_interval_is_refused_naming_the_variable() -> None:
         ({"ICEGATE_STREAM_ABOVE_BYTES": "-5"}, "ICEGATE_STREAM_ABOVE_BYTES=-5 must be at least 0"),
         ({"ICEGATE_MAX_STREAM_BYTES": "-6"}, "ICEGATE_MAX_STREAM_BYTES=-6 must be at least 1"),
         ({"ICEGATE_MAX_ROWS": "0"}, "ICEGATE_MAX_ROWS=0 must be at least 1"),
+        ({"ICEGATE_SOURCE_ENCODING": "bogus"}, "ICEGATE_SOURCE_ENCODING='bogus' is not a known codec"),
         ({"ICEGATE_MAX_COLUMNS": "0"}, "ICEGATE_MAX_COLUMNS=0 must be at least 1"),
     ],
     ids=[
@@ -382,6 +383,7 @@ def test_a_negative_report_interval_is_refused_naming_the_variable() -> None:
         "negative-stream-above-bytes",
         "negative-max-stream-bytes",
         "no-row-allowed",
+        "unknown-source-encoding",
         "no-column-allowed",
     ],
 )
