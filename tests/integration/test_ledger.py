@@ -14,6 +14,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 from click.testing import CliRunner, Result
+from pyiceberg.expressions import In
 
 from icegate import ledger, pipeline
 from icegate.cli import main
@@ -439,6 +440,25 @@ def test_a_ledger_not_written_since_a_column_was_added_reads_it_as_null(settings
     rows = ledger.history(build_catalog(settings), settings.namespace)
     assert rows.columns == list(lake_ledger.COLUMN_NAMES)
     assert rows.select("run_id", "ignored_columns").rows() == [("r1", None)]
+
+
+def test_a_ledger_write_reads_only_the_files_of_its_own_runs(settings: Settings) -> None:
+    # GIVEN a ledger written five times within one hour (local run ids share their first 21 characters), the
+    # first write by a version that kept the default statistics (run ids cut to 16 characters)
+    create_ledger_without(settings, "ignored_columns")
+    catalog = build_catalog(settings)
+    run_ids = [f"local-20261130T1940{n:02d}-{n:08x}" for n in range(5)]
+    for run_id in run_ids:
+        append_rows(catalog, settings.namespace, [{"run_id": run_id, "outcome": "already_loaded"}], backoff=0)
+
+    # WHEN one run's rows are looked up, as a write looks for what is recorded already
+    table = catalog.load_table((settings.namespace, LEDGER_TABLE))
+    planned = table.scan(row_filter=In("run_id", {run_ids[3]})).plan_files()
+
+    # THEN only its own file is read (and the one file written before the statistics were kept whole)
+    assert len(planned) <= 2 < len(run_ids)
+    assert table.properties["write.metadata.metrics.column.run_id"] == "full"
+    assert sorted(ledger.history(catalog, settings.namespace)["run_id"]) == run_ids
 
 
 def test_the_readmes_local_ledger_folder_and_duckdb_recipe_are_what_a_local_lake_has(

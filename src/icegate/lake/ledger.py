@@ -149,37 +149,48 @@ def arrow_schema() -> pa.Schema:
     return pa.schema(result)
 
 
+_LEDGER_PROPERTIES = {
+    **TABLE_PROPERTIES,
+    # Compaction (``icegate maintain icegate_loads``) sorts by content hash, so the "already loaded" lookup
+    # prunes files by their min/max statistics.
+    "icegate.merge-key": "source_sha256",
+    # A write skips the rows already recorded by looking its run ids up: the whole id in each file's statistics
+    # lets that lookup skip the files of other runs (the default keeps 16 characters, the same for all the
+    # local runs of ten hours, so every write read them all).
+    "write.metadata.metrics.column.run_id": "full",
+}
+
+
 def ledger_table(catalog: Catalog, namespace: str, *, create: bool) -> Table | None:
     """The ledger table; created on first use when ``create`` (race-safe), else ``None`` when absent."""
     identifier = (namespace, LEDGER_TABLE)
     try:
         table = catalog.load_table(identifier)
-        return _with_new_columns(table) if create else table
+        return _up_to_date(table) if create else table
     except NoSuchTableError:
         if not create:
             return None
     ensure_namespace(catalog, namespace)
-    return catalog.create_table_if_not_exists(
-        identifier,
-        schema=ledger_schema(),
-        # Compaction (``icegate maintain icegate_loads``) sorts by content hash, so the "already
-        # loaded" lookup prunes files by their min/max statistics.
-        properties={**TABLE_PROPERTIES, "icegate.merge-key": "source_sha256"},
-    )
+    return catalog.create_table_if_not_exists(identifier, schema=ledger_schema(), properties=_LEDGER_PROPERTIES)
 
 
-def _with_new_columns(table: Table) -> Table:
-    """The ledger with the columns added since it was created (plain ones and lists; the maps are as old as
-    the ledger); a concurrent writer adding the same ones makes this commit fail, and the caller's retry then
-    finds them."""
+def _up_to_date(table: Table) -> Table:
+    """The ledger with the columns and properties added since it was created (plain columns and lists; the maps
+    are as old as the ledger); a concurrent writer adding the same ones makes this commit fail, and the caller's
+    retry then finds them."""
     present = {field.name for field in table.schema().fields}
     missing = [(name, kind, doc) for name, kind, doc in _COLUMNS if name not in present and name not in MAP_COLUMNS]
-    if not missing:
+    unset = {name: value for name, value in _LEDGER_PROPERTIES.items() if table.properties.get(name) != value}
+    if not missing and not unset:
         return table
-    with table.update_schema() as update:
-        for name, kind, doc in missing:
-            # A nested type's ids are placeholders here: the schema update assigns fresh ones.
-            update.add_column(name, _nested(kind, 1)[0] if isinstance(kind, str) else kind, doc=doc)
+    with table.transaction() as transaction:
+        if unset:  # a ledger created before a property was: its next writes get it
+            transaction.set_properties(unset)
+        if missing:
+            with transaction.update_schema() as update:
+                for name, kind, doc in missing:
+                    # A nested type's ids are placeholders here: the schema update assigns fresh ones.
+                    update.add_column(name, _nested(kind, 1)[0] if isinstance(kind, str) else kind, doc=doc)
     return table
 
 
