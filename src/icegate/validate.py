@@ -26,6 +26,8 @@ SOURCE_FILE = "source_file"
 LOCATION_COLUMNS = (ROW_NUMBER, SOURCE_FILE, LINE, LAST_LINE)
 
 _SUFFIX_FACTORS = {"": 1.0, "K": 1e3, "M": 1e6, "B": 1e9}
+#: Below this every whole number has a float of its own (from it on, neighbours share one).
+_FLOAT_EXACT = float(2**53)
 _ISO_DATETIME = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$"
 _DATE_FORMATS = ("%Y/%m/%d", "%b %d, %Y", "%B %d, %Y", "%d %b %Y", "%d %B %Y")
 
@@ -43,13 +45,15 @@ class ValidationResult:
 def count_expr(raw: pl.Expr) -> pl.Expr:
     """Counts as scrapers write them: ``1234``, ``1,234``, ``12.5K``, ``1.2M`` -> integers."""
     text = raw.str.replace_all(r"[,\s_]", "").str.to_uppercase()
-    plain = text.str.to_integer(strict=False)
+    plain = text.str.replace(r"^(-?\d+)\.0*$", "${1}").str.to_integer(strict=False)  # "12.0" exactly, however big
     parts = text.str.extract_groups(r"^(\d+(?:\.\d+)?)([KMB]?)$")
     number = parts.struct.field("1").cast(pl.Float64, strict=False)
     factor = parts.struct.field("2").replace_strict(_SUFFIX_FACTORS, default=None, return_dtype=pl.Float64)
     scaled = number * factor
-    # Without a suffix a count must be whole: "1.5" likes is an error, not 2.
-    whole = pl.when((factor > 1) | (scaled == scaled.floor())).then(scaled.round(0)).otherwise(None)
+    # Without a suffix a count must be whole: "1.5" likes is an error, not 2. Past 2**53 a float is no longer
+    # every whole number: such a value is refused, not rounded to a neighbour.
+    exact = scaled.abs() < _FLOAT_EXACT
+    whole = pl.when(((factor > 1) | (scaled == scaled.floor())) & exact).then(scaled.round(0)).otherwise(None)
     return pl.coalesce(plain, whole.cast(pl.Int64, strict=False))
 
 

@@ -101,6 +101,7 @@ def rejected_rows(result: ValidationResult) -> list[dict[str, Any]]:
         ("1 234", 1_234),
         ("1.15M", 1_150_000),
         ("2.3K", 2_300),
+        ("9007199254740993.0", 9_007_199_254_740_993),
     ],
     ids=[
         "thousands-suffix",
@@ -114,6 +115,7 @@ def rejected_rows(result: ValidationResult) -> list[dict[str, Any]]:
         "space-grouping",
         "suffix-product-inexact-in-binary-1",
         "suffix-product-inexact-in-binary-2",
+        "whole-decimal-past-2**53-exactly",
     ],
 )
 def test_count_written_by_a_scraper_becomes_an_integer(raw: str, expected: int) -> None:
@@ -134,8 +136,19 @@ def test_count_written_by_a_scraper_becomes_an_integer(raw: str, expected: int) 
         ("K", "likes:type(long)"),
         ("1e3", "likes:type(long)"),
         ("-3", "likes:greater_than_or_equal_to(0)"),
+        ("9007199254740.993K", "likes:type(long)"),
+        ("9007199254740992.5", "likes:type(long)"),
     ],
-    ids=["fraction-without-suffix", "word", "two-decimal-points", "suffix-alone", "exponent", "negative"],
+    ids=[
+        "fraction-without-suffix",
+        "word",
+        "two-decimal-points",
+        "suffix-alone",
+        "exponent",
+        "negative",
+        "suffix-product-past-2**53-no-float-holds-exactly",
+        "fraction-past-2**53-rounded-whole-by-a-float",
+    ],
 )
 def test_count_that_is_not_a_non_negative_integer_rejects_the_row(raw: str, check: str) -> None:
     result = validate_posts(post(likes=raw))
