@@ -577,6 +577,29 @@ def test_xlsx_cells_become_the_text_a_user_typed() -> None:
     assert column(table, "status") == ["ok", None]
 
 
+def test_xlsx_cell_merged_down_over_rows_is_read_in_each_of_them() -> None:
+    # GIVEN a sheet whose search term is one cell merged over the three rows it applies to, a note merged over two,
+    # and a merge across two columns (it belongs to the first)
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    for row in (["term", "id", "note", "extra"], ["pizza", "M0", "x", None], [None, "M1", None, None],
+                [None, "M2", "y", None], ["tacos", "M3", "wide", None]):  # fmt: skip
+        sheet.append(row)
+    for cells in ("A2:A4", "C2:C3", "C5:D5"):
+        sheet.merge_cells(cells)
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+
+    # WHEN it is decoded  THEN each row has the value the merge shows beside it, and no column gains one
+    table = decode_xlsx(buffer.getvalue(), "x.xlsx", limits=LIMITS)
+    assert table.to_pydict() == {
+        "term": ["pizza", "pizza", "pizza", "tacos"],
+        "id": ["M0", "M1", "M2", "M3"],
+        "note": ["x", "x", "y", "wide"],
+        "extra": [None, None, None, None],
+    }
+
+
 def test_xlsx_float_noise_from_17_digit_storage_is_dropped() -> None:
     # GIVEN a cell stored the way Excel writes a computed 0.1 + 0.2: with 17 significant digits
     template = xlsx_bytes([["a", "b"], [0.25, 1 / 3]])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import warnings
 import zipfile
 from collections.abc import Iterable
@@ -36,7 +37,8 @@ def decode_xlsx(data: bytes, file: str, *, limits: Limits) -> pa.Table:
         sheet = workbook.worksheets[0]
         _refuse_other_sheets_with_data(workbook.worksheets[1:], file)
         sheet.reset_dimensions()  # a wrong <dimension> tag would otherwise cut rows short
-        return _sheet_table(sheet.iter_rows(values_only=True), file, limits)
+        rows = _with_merged_values(sheet.iter_rows(values_only=True), _merged_down(sheet))
+        return _sheet_table(rows, file, limits)
     except (EmptyFile, MalformedFile, FileTooLarge):
         raise
     except Exception as exc:  # a sheet part that is broken only shows while reading
@@ -55,6 +57,50 @@ def _refuse_other_sheets_with_data(sheets: Iterable[Any], file: str) -> None:
             "to the first",
             file=file,
         )
+
+
+#: A merged range in a worksheet's XML (read-only openpyxl does not read them): its first and last cell.
+_MERGE_CELL = re.compile(rb'<(?:\w+:)?mergeCell\b[^>]*?\bref="([A-Z]+)([0-9]+):([A-Z]+)([0-9]+)"')
+
+
+def _merged_down(sheet: Any) -> dict[int, list[tuple[int, int]]]:
+    """Row -> (column, top row) of each cell a merge covers below its top row, in its first column (0-based).
+
+    Excel shows a cell merged down over several rows beside each of them: each row reads its value. A merge across
+    columns belongs to its first column (the others show nothing of their own).
+    """
+    from openpyxl.utils import column_index_from_string
+
+    # The part read-only openpyxl reads the rows from (private names: it has no public way to the merges).
+    with sheet.parent._archive.open(sheet._worksheet_path) as part:
+        xml = part.read()
+    covered: dict[int, list[tuple[int, int]]] = {}
+    for first_column, first_row, _, last_row in _MERGE_CELL.findall(xml):
+        column, top = column_index_from_string(first_column.decode()) - 1, int(first_row)
+        for row in range(top + 1, int(last_row) + 1):
+            covered.setdefault(row, []).append((column, top))
+    return covered
+
+
+def _with_merged_values(
+    rows: Iterable[tuple[Any, ...]], covered: dict[int, list[tuple[int, int]]]
+) -> Iterable[tuple[Any, ...]]:
+    """The rows, each cell a merge covers holding the merge's value (see :func:`_merged_down`)."""
+    if not covered:
+        yield from rows
+        return
+    tops = {(top, column) for cells in covered.values() for column, top in cells}
+    shown: dict[tuple[int, int], Any] = {}
+    for number, row in enumerate(rows, start=1):
+        values = list(row)
+        for column, top in covered.get(number, ()):
+            values.extend([None] * (column + 1 - len(values)))
+            if values[column] is None:
+                values[column] = shown.get((top, column))
+        for top, column in tops:
+            if top == number and column < len(values):
+                shown[(top, column)] = values[column]
+        yield tuple(values)
 
 
 def _filled(row: Iterable[Any]) -> bool:
