@@ -75,7 +75,8 @@ def _merged_down(sheet: Any) -> dict[int, list[tuple[int, int]]]:
     with sheet.parent._archive.open(sheet._worksheet_path) as part:
         xml = part.read()
     covered: dict[int, list[tuple[int, int]]] = {}
-    for first_column, first_row, _, last_row in _MERGE_CELL.findall(xml):
+    after_rows = max(xml.rfind(b"sheetData>"), 0)  # merges are listed after the rows
+    for first_column, first_row, _, last_row in _MERGE_CELL.findall(xml, after_rows):
         column, top = column_index_from_string(first_column.decode()) - 1, int(first_row)
         for row in range(top + 1, int(last_row) + 1):
             covered.setdefault(row, []).append((column, top))
