@@ -653,19 +653,23 @@ def history(dataset: str | None, lake_root: str | None, since: str | None, outco
         console.print("the ledger has no matching outcome")
         return
     table = Table(title=f"ledger {settings.namespace}.{ledger.LEDGER_TABLE}")
-    for header in ("finished (UTC)", "dataset", "file", "outcome", "score", "read/valid/rej", "ins/upd/skip", "detail"):
+    for header in ("finished (UTC)", "dataset", "file", "outcome", "score", "read/valid/rej", "ins/upd/skip"):
         table.add_column(header, overflow="fold")
+    # The run id (what rollback and replay take) heads the detail on a line of its own, never folded, so it can be
+    # copied whole without a column of its own making every other column fold.
+    table.add_column("run id / detail", no_wrap=True)
     for row in rows.to_dicts():
         finished = row["finished_at"].strftime("%Y-%m-%d %H:%M:%S") if row["finished_at"] else ""
         counts = _counts(row, "rows_read", "rows_valid", "rows_rejected")
         loads = _counts(row, "rows_inserted", "rows_updated", "rows_skipped")
         if row["outcome"] == "dead_lettered":
-            detail = f"{row['error_type']} at {row['stage']}: {row['error_uri']}"
+            # Not error.json's path (too wide to stay unfolded): it is dlq/<dataset>/<run id>/, as `icegate dlq` lists.
+            detail = f"{row['error_type']} at {row['stage']}"
         else:
             detail = f"snapshot {row['snapshot_id']}"
         score = f"{row['quality_score']:.1f}" if row["quality_score"] is not None else ""
         cells = (finished, row["dataset"] or "", Path(row["source_key"] or "").name, row["outcome"], score)
-        table.add_row(*(Text(str(c)) for c in cells), counts, loads, Text(detail))
+        table.add_row(*(Text(str(c)) for c in cells), counts, loads, Text(f"{row['run_id'] or '-'}\n{detail}"))
     console.print(table)
 
 

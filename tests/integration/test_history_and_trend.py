@@ -116,6 +116,22 @@ def test_history_lists_the_ledger_and_filters_it(lake: Path) -> None:
     assert "SchemaMismatch" in table.output
 
 
+def test_the_history_table_shows_each_run_id_whole(lake: Path) -> None:
+    """Regression: the README says `icegate history posts` finds the run id to roll back; only --json had it."""
+    # GIVEN the samples ingested (loads and a dead letter)
+    icegate("run", str(SAMPLES), "--lake", str(lake))
+    run_ids = {row["run_id"] for row in json.loads(icegate("history", "--lake", str(lake), "--json").output)}
+
+    # WHEN the history is shown as a table
+    table = icegate("history", "--lake", str(lake))
+
+    # THEN every run id is on a line of the table, unfolded, so it can be copied into rollback --run-id
+    assert table.exit_code == 0, table.output
+    assert len(run_ids) == 4
+    for run_id in run_ids:
+        assert run_id in table.output
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
