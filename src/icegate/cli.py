@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from icegate.backfill import Plan, Result
     from icegate.pipeline import FileOutcome, LocalRunner
+    from icegate.storage import Storage
 
 # Piped output (CI logs, `| tee`) gets a wide table rather than rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -481,13 +482,17 @@ def dlq(lake_root: str | None, as_json: bool) -> None:
     for uri in entries:
         parts = uri.split("/")
         if parts[-1] == "error.json":
-            cells = _dlq_cells(storage, uri, parts)
-            table.add_row(*(Text(str(cell)) for cell in cells))
-            documents.append({"kind": "dead_lettered", **dict(zip(_DLQ_KEYS, cells, strict=True)), "uri": uri})
+            document = {"kind": "dead_lettered", **_dead_letter_entry(storage, uri, parts), "uri": uri}
         elif parts[-1] == "rejected.parquet" and f"{'/'.join(parts[:-1])}/error.json" not in listed:
-            cells = (parts[-3], parts[-2], "-", "validate", "rows rejected", f"loaded; rejected rows in {uri}")
-            table.add_row(*(Text(cell) for cell in cells))
-            documents.append({"kind": "rows_rejected", **dict(zip(_DLQ_KEYS, cells, strict=True)), "uri": uri})
+            document = {"kind": "rows_rejected", **_rejected_rows_entry(storage, uri, parts), "uri": uri}
+        else:
+            continue
+        documents.append(document)
+        # The table shows what is absent as "-"; the JSON keeps it null (README, 'Scripting').
+        label = "rows rejected" if document["kind"] == "rows_rejected" else None
+        cells = [document[key] for key in _DLQ_KEYS]
+        cells[_DLQ_KEYS.index("error_type")] = cells[_DLQ_KEYS.index("error_type")] or label
+        table.add_row(*(Text("-" if cell is None else str(cell)) for cell in cells))
     if as_json:
         click.echo(json.dumps(documents, indent=2, ensure_ascii=False, default=str))
         return
@@ -500,14 +505,37 @@ def dlq(lake_root: str | None, as_json: bool) -> None:
 _DLQ_KEYS = ("dataset", "run_id", "file", "stage", "error_type", "message")
 
 
-def _dlq_cells(storage: Any, uri: str, parts: list[str]) -> tuple[object, ...]:
-    """One listing row; a damaged or hand-edited error.json is listed as such, not a crash."""
+def _dead_letter_entry(storage: Storage, uri: str, parts: list[str]) -> dict[str, Any]:
+    """One dead-lettered file; a damaged or hand-edited error.json is listed as such, not a crash."""
     try:
         error = storage.read_json(uri)
         name = Path(error["source"]["key"]).name
-        return (error["dataset"], error["run_id"], name, error["stage"], error["error_type"], error["message"])
+        cells: tuple[Any, ...] = (
+            error["dataset"],
+            error["run_id"],
+            name,
+            error["stage"],
+            error["error_type"],
+            error["message"],
+        )
     except (ValueError, KeyError, TypeError) as exc:
-        return (parts[-3], parts[-2], "-", "-", "unreadable error.json", f"{uri}: {type(exc).__name__}: {exc}")
+        message = f"unreadable error.json {uri}: {type(exc).__name__}: {exc}"
+        cells = (parts[-3], parts[-2], None, None, None, message)
+    return dict(zip(_DLQ_KEYS, cells, strict=True))
+
+
+def _rejected_rows_entry(storage: Storage, uri: str, parts: list[str]) -> dict[str, Any]:
+    """The rejected rows of a file that loaded, named by the file they came from (the rows' ``source_file``)."""
+    from icegate.validate import SOURCE_FILE
+
+    try:
+        rows, source = storage.parquet_first(uri, SOURCE_FILE)
+    except (IcegateError, OSError, ValueError) as exc:  # a damaged file is listed, not a crash
+        name, message = None, f"unreadable rejected.parquet {uri}: {type(exc).__name__}: {exc}"
+    else:
+        name = Path(str(source)).name if source else None
+        message = f"{name or 'the file'} loaded; {rows} rejected rows in {uri}"
+    return dict(zip(_DLQ_KEYS, (parts[-3], parts[-2], name, "validate", None, message), strict=True))
 
 
 def _duration(value: str) -> timedelta:

@@ -146,6 +146,56 @@ class ParquetSink:
                 self._writer = None
 
 
+#: Bytes per ranged GET: a Parquet footer and a small column chunk in one request, no more for a big object.
+_RANGE_READ_BYTES = 64 * 1024
+
+
+def _first(parquet: pq.ParquetFile, column: str) -> tuple[int, Any]:
+    rows = parquet.metadata.num_rows
+    if not rows or column not in parquet.schema_arrow.names:
+        return rows, None
+    values = parquet.read_row_group(0, columns=[column]).column(0)
+    return rows, values[0].as_py() if len(values) else None
+
+
+class _RangedObject(io.RawIOBase):
+    """An S3 object as a seekable file read by ranged GETs, so a Parquet reader fetches only the parts it needs."""
+
+    def __init__(self, storage: Storage, uri: str) -> None:
+        super().__init__()
+        self._storage, self._uri = storage, uri
+        self._size = storage.stat(uri).size
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def readinto(self, buffer: Any) -> int:
+        if self._position >= self._size or not len(buffer):
+            return 0
+        last = min(self._size, self._position + len(buffer)) - 1
+        bucket, key = split_s3(self._uri)
+        storage = self._storage
+        response = storage._s3_call(
+            "GET", self._uri, storage._s3.get_object, Bucket=bucket, Key=key, Range=f"bytes={self._position}-{last}"
+        )
+        data = response["Body"].read()
+        buffer[: len(data)] = data
+        self._position += len(data)
+        return len(data)
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     size: int
@@ -539,6 +589,25 @@ class Storage:
             if isinstance(cause, Exception):
                 self._s3_call("PUT", uri, _reraise, error=cause)
             raise
+
+    def parquet_first(self, uri: str, column: str) -> tuple[int, Any]:
+        """A Parquet object's row count and its first row's value in ``column`` (None without rows or column).
+
+        Reads the footer and that column's first chunk only (ranged GETs on S3), never the whole object: a listing
+        of many large rejected-rows files asks this of each.
+        """
+        if self._held_object(uri) is not None or self._in_scratch(uri):
+            table = self.read_parquet(uri)
+            values = table.column(column) if column in table.column_names else None
+            return table.num_rows, values[0].as_py() if values is not None and len(values) else None
+        if is_s3(uri):
+            with io.BufferedReader(_RangedObject(self, uri), buffer_size=_RANGE_READ_BYTES) as handle:
+                return _first(pq.ParquetFile(handle), column)
+        try:
+            with pq.ParquetFile(uri) as parquet:
+                return _first(parquet, column)
+        except FileNotFoundError:
+            raise SourceNotFound("the file does not exist", file=uri) from None
 
     @contextlib.contextmanager
     def local_parquet(self, uri: str) -> Iterator[pq.ParquetFile]:

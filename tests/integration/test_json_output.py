@@ -132,6 +132,13 @@ def test_tables_dlq_and_maintain_json(lake: Path) -> None:
         "post_results_20260116_120000.csv",
     )
     assert dead["uri"].endswith("error.json")
+    # AND the rejected rows of a loaded file name the file they came from, and what they lack is null, not "-"
+    rejected = {entry["file"]: entry for entry in dlq if entry["kind"] == "rows_rejected"}
+    assert set(rejected) == {"post_results_20260113_175319.csv", "instagram_results_20260114_093000.csv"}
+    posts = rejected["post_results_20260113_175319.csv"]
+    assert (posts["dataset"], posts["stage"], posts["error_type"]) == ("posts", "validate", None)
+    assert posts["message"].startswith("post_results_20260113_175319.csv loaded; 4 rejected rows in ")
+    assert "-" not in {value for entry in dlq for value in entry.values()}
     assert maintained["table"] == "instagram_db.posts"
     assert set(maintained) == {
         "table", "files_compacted", "files_written", "snapshots_expired", "files_deleted", "orphans_deleted",

@@ -3,6 +3,7 @@ only the files it was meant to — never the files icegate wrote itself."""
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
@@ -10,6 +11,8 @@ import sys
 from pathlib import Path
 
 import boto3
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner, Result
 from moto import mock_aws
@@ -156,6 +159,37 @@ def test_dlq_lists_a_damaged_error_json_instead_of_crashing(lake: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "unreadable error.json" in result.output
     assert "KeyError" in result.output
+
+
+def test_dlq_names_the_file_of_rejected_rows_in_an_s3_lake() -> None:
+    """Regression: a loaded file's rejected rows were listed with the file "-" and the error type "rows rejected"."""
+    # GIVEN an S3 lake whose DLQ holds the rejected rows of a loaded file (in row groups, read by ranged GETs)
+    rows = pa.table({"row_number": list(range(1, 50_001)), "source_file": [f"s3://landing/in/{POSTS_CSV}"] * 50_000})
+    sink = io.BytesIO()
+    pq.write_table(rows, sink, row_group_size=10_000)
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="lake")
+        s3.put_object(Bucket="lake", Key="dlq/posts/run-1/rejected.parquet", Body=sink.getvalue())
+
+        # WHEN the DLQ is listed, as JSON and as a table
+        listed = icegate("dlq", "--lake", "s3://lake", "--json")
+        table = icegate("dlq", "--lake", "s3://lake")
+
+    # THEN the entry names the source file, and what it has not (an error type) is null
+    assert listed.exit_code == 0, listed.output
+    (entry,) = json.loads(listed.output)
+    assert entry == {
+        "kind": "rows_rejected",
+        "dataset": "posts",
+        "run_id": "run-1",
+        "file": POSTS_CSV,
+        "stage": "validate",
+        "error_type": None,
+        "message": f"{POSTS_CSV} loaded; 50000 rejected rows in s3://lake/dlq/posts/run-1/rejected.parquet",
+        "uri": "s3://lake/dlq/posts/run-1/rejected.parquet",
+    }
+    assert POSTS_CSV in table.output
 
 
 def test_a_missing_bucket_is_one_line() -> None:
