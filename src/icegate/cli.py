@@ -125,7 +125,7 @@ def main() -> None:
 @click.option(
     "--expect",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="JSON object {file name: loaded|dlq}; exit 0 only when every file ended as expected.",
+    help="JSON object {file name: loaded|dlq}; exit 0 only when every file ran and ended as it says.",
 )
 @click.option("--keep-processing", is_flag=True, help="Keep the intermediate files under processing/<run_id>/.")
 @click.option(
@@ -342,6 +342,11 @@ def _exit_code(outcomes: list[FileOutcome], expected: dict[str, str] | None, exp
             mismatches.append(f"{outcome.source.name}: no expectation in {expect}")
         elif want != got:
             mismatches.append(f"{outcome.source.name}: expected {want}, ended {got}")
+    # A file the expectations name that never ran is a failure too: a sample lost or renamed must not pass the demo.
+    ran = {outcome.source.name for outcome in outcomes}
+    for name, want in expected.items():
+        if name not in ran:
+            mismatches.append(f"{name}: expected {want}, but no such file ran")
     for mismatch in mismatches:
         console.print(f"[red]unexpected[/] {mismatch}")
     if not mismatches:

@@ -149,6 +149,22 @@ def test_a_bad_expect_file_is_refused_before_any_file_runs(tmp_path: Path, lake:
     assert not lake.exists()
 
 
+def test_expect_fails_when_an_expected_file_never_ran(tmp_path: Path, lake: Path) -> None:
+    """Regression: a file named in the expectations but missing from the run passed (only files that ran were
+    checked), so a lost sample went unnoticed by `make demo`."""
+    # GIVEN expectations for two files, of which only one is run
+    expect = tmp_path / "expected.json"
+    expect.write_text(json.dumps({POSTS_CSV: "loaded", RESTAURANTS_CSV: "loaded"}))
+
+    # WHEN the run checks its outcomes against them
+    result = icegate("run", str(SAMPLES / POSTS_CSV), "--lake", str(lake), "--expect", str(expect))
+
+    # THEN it fails, naming the file that never ran
+    assert result.exit_code == 1, result.output
+    assert f"unexpected {RESTAURANTS_CSV}: expected loaded, but no such file ran" in result.output
+    assert "every file ended as" not in result.output
+
+
 def test_dlq_lists_a_damaged_error_json_instead_of_crashing(lake: Path) -> None:
     damaged = lake / "dlq" / "posts" / "run-1" / "error.json"
     damaged.parent.mkdir(parents=True)
