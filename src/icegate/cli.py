@@ -9,6 +9,7 @@ import re
 import shutil
 import sys
 from collections import Counter
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -120,7 +121,8 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+# Not click's exists=True: a path that is not there is a user error (one line, exit 1), not a bad option (2).
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @lake_option
 @click.option(
     "--expect",
@@ -153,6 +155,7 @@ def run(
     """
     from icegate.pipeline import LocalRunner, WorkerProcessDied, local_sources
 
+    _refuse_missing(paths)
     settings = _settings(lake_root)
     expected = _read_expectations(expect) if expect else None
     targets = list(paths) or [_landing(settings)]
@@ -290,6 +293,13 @@ def _outcome_document(outcome: FileOutcome) -> dict[str, Any]:
         "error": outcome.error or None,
         "seconds": round(outcome.seconds, 3),
     }
+
+
+def _refuse_missing(paths: Iterable[Path]) -> None:
+    """A file or folder to ingest that is not there: one line naming every such path, before anything runs."""
+    missing = [str(path) for path in paths if not path.exists()]
+    if missing:
+        raise click.ClickException(f"no such file or folder: {', '.join(missing)}")
 
 
 def _landing(settings: Settings) -> Path:
@@ -885,6 +895,8 @@ def backfill(
     from icegate import backfill as backfills
     from icegate.pipeline import LocalRunner
 
+    if "://" not in source:
+        _refuse_missing([Path(source)])
     settings = _settings(lake_root)
     try:
         backfills.normalise_suffixes(suffixes)

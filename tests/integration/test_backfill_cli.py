@@ -533,18 +533,19 @@ def test_listing_without_the_rights_to_versions_lists_plainly(
 
 
 @pytest.mark.parametrize(
-    ("source", "message"),
-    [("no-such-folder", "does not exist"), ("s3://", "names no bucket")],
-    ids=["missing-folder", "no-bucket"],
+    ("source", "message", "code"),
+    [("no-such-folder", "no such file or folder", 1), ("s3://", "names no bucket", 2)],
+    ids=["missing-folder-user-error", "no-bucket-bad-argument"],
 )
 def test_a_source_that_cannot_be_listed_is_refused_and_leaves_no_lake(
-    tmp_path: Path, lake: Path, source: str, message: str
+    tmp_path: Path, lake: Path, source: str, message: str, code: int
 ) -> None:
-    """GIVEN a SOURCE that names nothing WHEN backfill runs THEN it exits 2 saying why, and creates no lake."""
+    """GIVEN a SOURCE that names nothing WHEN backfill runs THEN it exits saying why (1 for a folder that is not
+    there, as for `run`; 2 for a SOURCE that cannot be one), and creates no lake."""
     target = source if "://" in source else str(tmp_path / source)
 
     result = CliRunner().invoke(main, ["backfill", target, "--lake", str(lake)])
 
-    assert result.exit_code == 2
+    assert result.exit_code == code
     assert message in result.output
     assert not lake.exists()

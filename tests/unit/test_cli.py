@@ -69,6 +69,7 @@ def fresh_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         (["maintain", "posts", "--lake", "s3://foo"], "ICEGATE_CATALOG_URI must be set"),
         (["run", str(SAMPLES / POSTS_CSV), "--lake", "s3://foo"], "ICEGATE_CATALOG_URI must be set"),
         (["run", "--lake", "s3://foo"], "with an S3 lake, name the local files or folders"),
+        (["run", "landing/"], "no such file or folder: landing"),
     ],
     ids=[
         "run-without-paths",
@@ -79,6 +80,7 @@ def fresh_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "maintain-on-s3-without-catalog-uri",
         "run-on-s3-without-catalog-uri",
         "run-on-s3-without-paths",
+        "run-of-a-folder-that-is-not-there",
     ],
 )
 def test_a_command_in_a_fresh_folder_says_what_is_wrong_and_leaves_nothing(
@@ -316,10 +318,18 @@ def command(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     ("args", "code", "stream", "expected"),
     [
         (("run", "--json", f"samples/{POSTS_CSV}"), 0, "stdout", '"outcome": "loaded"'),
-        (("run", "nowhere"), 2, "stderr", "Path 'nowhere' does not exist"),
+        (("run", "--workers", "0"), 2, "stderr", "Invalid value for '--workers'"),
         (("dlq",), 1, "stderr", "no lake at"),
+        (("run", "nowhere", f"samples/{POSTS_CSV}"), 1, "stderr", "Error: no such file or folder: nowhere\n"),
+        (("backfill", "nowhere"), 1, "stderr", "Error: no such file or folder: nowhere\n"),
     ],
-    ids=["success-prints-all-its-json", "usage-error-exits-2", "user-error-exits-1"],
+    ids=[
+        "success-prints-all-its-json",
+        "usage-error-exits-2",
+        "user-error-exits-1",
+        "missing-path-is-a-user-error",
+        "missing-backfill-folder-is-a-user-error",
+    ],
 )
 def test_the_command_leaves_the_process_with_its_exit_code_and_all_its_output(
     tmp_path: Path, args: tuple[str, ...], code: int, stream: str, expected: str
