@@ -130,8 +130,10 @@ class StateMachineConstruct(Construct):
             "DescribeGateFailure",
             parameters={
                 "Error": QUALITY_GATE_FAILED,
-                # The reason states the score, threshold and floors that failed: the same words as the local runner.
-                "Cause.$": "States.Format('quality gate failed: {}', $.quality.reason)",
+                # The reason states the score, threshold and floors that failed, after the file (the source's URI, as
+                # every other error's message begins): the same words as the local runner.
+                "Cause.$": "States.Format('s3://{}/{}: quality gate failed: {}', $.source.bucket, $.source.key, "
+                "$.quality.reason)",
             },
             result_path=ERROR_PATH,
         )

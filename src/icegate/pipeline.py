@@ -35,6 +35,7 @@ from icegate.datasets import NormalizeContext, detect_dataset, get_dataset
 from icegate.errors import (
     FileTooLarge,
     NoValidRows,
+    QualityGateFailed,
     SourceNotFound,
     StorageUnavailable,
     TransientError,
@@ -964,9 +965,10 @@ def error_info(exc: BaseException) -> ErrorInfo:
 def gate_error(scored: Scored) -> ErrorInfo:
     quality = scored.quality
     assert quality is not None
-    # The reason already states the score, threshold and floors that failed (the state machine says the same).
-    cause = f"quality gate failed: {quality.reason}"
-    return ErrorInfo(Error="QualityGateFailed", Cause=cause)
+    # The reason already states the score, threshold and floors that failed (the state machine says the same); the
+    # file leads, as in every other error's message (IcegateError's ``file=``), so a DLQ message names its file.
+    cause = str(QualityGateFailed(f"quality gate failed: {quality.reason}", file=scored.source.uri))
+    return ErrorInfo(Error=QualityGateFailed.__name__, Cause=cause)
 
 
 def _describe(error: ErrorInfo) -> tuple[str, str]:

@@ -148,7 +148,10 @@ def test_gate_failure_reports_score_threshold_and_reason_then_dead_letters(impor
     assert describe["Type"] == "Pass"
     assert describe["ResultPath"] == "$.error"
     assert describe["Parameters"]["Error"] == QUALITY_GATE_FAILED
-    assert describe["Parameters"]["Cause.$"] == "States.Format('quality gate failed: {}', $.quality.reason)"
+    # (the file first, as every other error's message begins, so the DLQ entry names it)
+    assert describe["Parameters"]["Cause.$"] == (
+        "States.Format('s3://{}/{}: quality gate failed: {}', $.source.bucket, $.source.key, $.quality.reason)"
+    )
     # AND the failed stage is "gate", then DeadLetter
     marked = states[describe["Next"]]
     assert (marked["Result"], marked["ResultPath"], marked["Next"]) == (GATE, "$.failed_stage", "DeadLetter")

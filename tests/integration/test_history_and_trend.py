@@ -56,6 +56,7 @@ def test_a_collapsed_file_fails_the_trend_gate_naming_its_baseline(
     assert result.exit_code == 1
     error = json.loads(next((lake / "dlq").rglob("error.json")).read_text())
     assert (error["stage"], error["error_type"]) == ("gate", "QualityGateFailed")
+    assert error["message"].startswith(f"{small}: quality gate failed: "), "it names the file, as every DLQ message"
     assert "10 rows read is under 20% of the median of the last 3 loaded posts files (100 rows)" in error["message"]
     assert error["quality"]["trend_failures"] == [error["message"].split("quality gate failed: ")[1]]
 

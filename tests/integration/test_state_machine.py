@@ -170,7 +170,8 @@ def test_a_file_under_the_quality_threshold_fails_at_the_gate_with_its_report(
     assert execution["status"] == "FAILED"
     assert cloud_pipeline.dispatcher.invocations == ["parse", "validate", "score", "dead_letter"]
     assert execution["error"] == "QualityGateFailed"
-    assert execution["cause"].startswith("quality gate failed: score ")
+    assert execution["cause"].startswith("s3://"), "the message names the file, as every DLQ message does"
+    assert f"/{POSTS_CSV}: quality gate failed: score " in execution["cause"]
     assert "< threshold 99.5" in execution["cause"]
     assert execution["cause"].count("threshold") == 1, "the cause says it once"
 
