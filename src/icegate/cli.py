@@ -689,6 +689,8 @@ def history(dataset: str | None, lake_root: str | None, since: str | None, outco
     settings = _settings(lake_root)
     catalog = _catalog(settings, create=False)
     rows = ledger.history(catalog, settings.namespace, dataset=dataset, since=since_time, outcome=outcome)
+    if rows.is_empty():  # a typo must not read as "no outcome"; a dataset only the ledger knows still matched above
+        _refuse_unknown_names(dataset=dataset)
     if as_json:
         click.echo(json.dumps([_jsonable(row) for row in rows.to_dicts()], indent=2, ensure_ascii=False))
         return
@@ -714,6 +716,22 @@ def history(dataset: str | None, lake_root: str | None, since: str | None, outco
         cells = (finished, row["dataset"] or "", Path(row["source_key"] or "").name, row["outcome"], score)
         table.add_row(*(Text(str(c)) for c in cells), counts, loads, Text(f"{row['run_id'] or '-'}\n{detail}"))
     console.print(table)
+
+
+def _refuse_unknown_names(*, dataset: str | None = None, error_type: str | None = None) -> None:
+    """A dataset no contract defines or an error type icegate does not raise: one line with the known ones, exit 1.
+
+    Called only when nothing matched, so a name that the records still hold (a dataset whose contract was removed,
+    a runtime error such as ``Lambda.TooManyRequestsException``) is never refused.
+    """
+    from icegate.datasets import all_datasets
+    from icegate.errors import error_types
+
+    datasets = [*sorted(all_datasets()), c.UNKNOWN_DATASET]
+    if dataset is not None and dataset not in datasets:
+        raise click.ClickException(f"no dataset named {dataset!r}; known: {', '.join(datasets)}")
+    if error_type is not None and error_type not in error_types():
+        raise click.ClickException(f"no error type {error_type!r}; known: {', '.join(error_types())}")
 
 
 def _counts(row: dict[str, Any], *columns: str) -> str:
@@ -836,6 +854,8 @@ def replay(
         raise click.ClickException(f"no dead-letter prefix at {Path(settings.lake_path(c.DLQ_PREFIX)).resolve()}")
     runner = LocalRunner(settings, catalog=_catalog(settings, create=True))
     entries = find_entries(runner, run_ids=run_ids, dataset=dataset, error_type=error_type, rejected=rejected)
+    if not entries:  # a typo must not read as "nothing to do"; a name only the DLQ knows still matched above
+        _refuse_unknown_names(dataset=dataset, error_type=error_type)
     with console.capture() if as_json else contextlib.nullcontext() as captured:
         results = []
         for entry in entries:

@@ -35,6 +35,9 @@ REFRESH_REPORT: Final = "refresh_report"
 #: state machine, the stage sizing and the per-stage settings are built from).
 UPKEEP_HANDLERS: Final[dict[str, str]] = {MAINTAIN: "stages.maintainer.handler"}
 
+#: The dataset of a file whose name matches no contract: its DLQ folder (``dlq/unknown/``) and its ledger rows.
+UNKNOWN_DATASET: Final = "unknown"
+
 #: File suffixes the pipeline accepts (the EventBridge rule filters on these too). A copy of the parser
 #: registry's (``icegate.parse.FORMATS`` plus ``.gz``), which cdk/ cannot import; a test ties the two.
 SUPPORTED_SUFFIXES: Final = (".csv", ".tsv", ".xlsx", ".json", ".ndjson", ".jsonl", ".parquet", ".gz")

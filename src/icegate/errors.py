@@ -99,3 +99,14 @@ class CatalogUnavailable(TransientError):
 
 class SourceNotFound(TerminalError):
     """The object named by the event no longer exists (deleted, or a version that is gone)."""
+
+
+def error_types() -> tuple[str, ...]:
+    """The names of the error classes above, terminal then transient: what a DLQ entry's ``error_type`` is when
+    icegate raised it (others come from the runtime: a Lambda throttled, a bug)."""
+    return tuple(
+        error.__name__
+        for kind in (TerminalError, TransientError)
+        for error in kind.__subclasses__()
+        if error.__module__ == __name__  # not a subclass another module (or a test) makes for itself
+    )

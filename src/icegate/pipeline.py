@@ -79,7 +79,7 @@ P = TypeVar("P", bound=Payload)
 J = TypeVar("J", bound=Job)
 R = TypeVar("R")
 A = ParamSpec("A")
-UNKNOWN_DATASET = "unknown"
+UNKNOWN_DATASET = c.UNKNOWN_DATASET
 log = logging.getLogger(__name__)
 
 

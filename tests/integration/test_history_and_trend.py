@@ -147,6 +147,21 @@ def test_history_refuses_bad_options_without_a_traceback(lake: Path, args: list[
     assert "Traceback" not in result.output
 
 
+def test_history_refuses_a_dataset_no_contract_defines(lake: Path) -> None:
+    """Regression: `icegate history nosuch` said "no matching outcome" and exited 0, hiding the typo."""
+    # GIVEN a lake with a ledger
+    assert icegate("run", str(SAMPLES / "post_results_20260116_120000.csv"), "--lake", str(lake)).exit_code == 1
+
+    # WHEN the history of a dataset that does not exist is asked for, and of one that has no outcome yet
+    typo = CliRunner().invoke(main, ["history", "nosuch", "--lake", str(lake)])
+    quiet = icegate("history", "restaurants", "--lake", str(lake))
+
+    # THEN the unknown one is refused in one line naming the known datasets (exit 1), the known one is just empty
+    assert typo.exit_code == 1, typo.output
+    assert "no dataset named 'nosuch'; known: posts, restaurants, unknown" in typo.output
+    assert (quiet.exit_code, quiet.output.strip()) == (0, "the ledger has no matching outcome")
+
+
 def test_history_of_a_lake_without_a_ledger_says_so(tmp_path: Path) -> None:
     # GIVEN a lake whose catalog exists, but where no file has run yet
     (tmp_path / "empty").mkdir()

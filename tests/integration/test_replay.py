@@ -227,6 +227,34 @@ def test_replay_selects_by_dataset_and_error_type(
     assert not build_catalog(settings).table_exists((settings.namespace, "posts"))
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(
+            ["--error-type", "QualityGateFaild", "--all"],
+            "no error type 'QualityGateFaild'; known: UnknownDataset, UnsupportedFormat, ",
+            id="misspelt-error-type",
+        ),
+        pytest.param(
+            ["--dataset", "postz"], "no dataset named 'postz'; known: posts, restaurants, unknown", id="dataset"
+        ),
+    ],
+)
+def test_replay_refuses_a_name_it_does_not_know(lake: Path, args: list[str], message: str) -> None:
+    """Regression: a misspelt error type or dataset said "nothing ... matches" and exited 0, as if all was done."""
+    # GIVEN a lake with a dead-lettered file
+    assert icegate("run", str(SAMPLES / "post_results_20260116_120000.csv"), "--lake", str(lake)).exit_code == 1
+
+    # WHEN a replay names an error type or dataset that does not exist
+    result = CliRunner().invoke(main, ["replay", *args, "--lake", str(lake)])
+
+    # THEN it is refused in one line listing the known names, exit 1
+    assert result.exit_code == 1, result.output
+    assert message in result.output
+    assert "QualityGateFailed" in result.output or "postz" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_replay_json_document(tmp_path: Path, lake: Path, posts_contract: Contract) -> None:
     # GIVEN a file dead-lettered at the gate, then the fix
     original_run = dead_letter_at_the_gate(tmp_path, lake, posts_contract)
