@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from aws_cdk import Duration, Size, Stack
+from aws_cdk import CfnOutput, Duration, Size, Stack
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -100,6 +100,17 @@ def function_id(stage: str) -> str:
     return "".join(part.capitalize() for part in module.split("_"))
 
 
+#: The roles that call Glue, whose Lake Formation permissions an administrator grants where Lake Formation governs
+#: the catalog (README, "Accounts governed by Lake Formation"): the stack output naming each. The validator never
+#: touches the catalog, so it needs none.
+LAKE_FORMATION_ROLE_OUTPUTS: Mapping[str, tuple[str, str]] = {
+    PARSE: ("ParserRoleArn", "answers 'already loaded?' from the tables: SELECT, DESCRIBE on all tables"),
+    SCORE: ("QualityScorerRoleArn", "the trend gate reads the ledger: SELECT, DESCRIBE on table icegate_loads"),
+    LOAD: ("LoaderRoleArn", "creates and commits to the dataset tables: CREATE_TABLE on the database and more"),
+    DEAD_LETTER: ("DeadLetterRoleArn", "records dead letters in the ledger: CREATE_TABLE and more on icegate_loads"),
+}
+
+
 class FunctionsConstruct(Construct):
     """One ``DockerImageFunction`` per stage from a single image asset (``stages/Dockerfile``).
 
@@ -164,6 +175,16 @@ class FunctionsConstruct(Construct):
         self._grant_loader()
         self._grant_dead_letter()
         self._grant_landing_decrypt(landing_kms_key_arns)
+        self._build_role_outputs()
+
+    def _build_role_outputs(self) -> None:
+        """An output per role that needs Lake Formation permissions, so the README's grants can name them."""
+        for stage, (name, why) in LAKE_FORMATION_ROLE_OUTPUTS.items():
+            output = CfnOutput(
+                self, name, value=self.roles[stage].role_arn, description=f"Grant Lake Formation permissions: {why}"
+            )
+            # The output's key is the stack's interface (the README's describe-stacks queries): not a path hash.
+            output.override_logical_id(name)
 
     def _build_function(
         self,

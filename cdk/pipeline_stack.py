@@ -153,12 +153,6 @@ class PipelineStack(Stack):
         )
         CfnOutput(
             self,
-            "LoaderRoleArn",
-            value=self.functions.roles[LOAD].role_arn,
-            description="The role that calls Glue: grant it Lake Formation permissions where those govern the catalog",
-        )
-        CfnOutput(
-            self,
             "MaintainerRoleArn",
             value=self.maintenance.role.role_arn,
             description="The scheduled maintainer also calls Glue: grant it Lake Formation permissions like the loader",

@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 from aws_cdk import App
-from aws_cdk.assertions import Match
+from aws_cdk.assertions import Capture, Match
 from infra_support import IMPORTED_CONTEXT, Synth, synthesise
 
 from cdk.config import PipelineConfig
-from icegate.constants import DEAD_LETTER, HANDLERS, LOAD, PARSE
+from icegate.constants import DEAD_LETTER, HANDLERS, LOAD, PARSE, SCORE
 
 KEYS = [
     "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
@@ -102,6 +102,33 @@ def test_landing_key_grants_raise_no_aws_solutions_finding(with_keys: Synth) -> 
     ]
     # THEN there are none: the grant names its keys, no wildcard
     assert [f"{f.id}: {f.entry.data}" for f in findings] == []
+
+
+@pytest.mark.parametrize(
+    ("stage", "output"),
+    [
+        (PARSE, "ParserRoleArn"),
+        (SCORE, "QualityScorerRoleArn"),
+        (LOAD, "LoaderRoleArn"),
+        (DEAD_LETTER, "DeadLetterRoleArn"),
+    ],
+    ids=["parser", "quality-scorer", "loader", "dead-letter"],
+)
+def test_every_role_the_lake_formation_grants_name_is_an_output(any_synth: Synth, stage: str, output: str) -> None:
+    """Regression: the README asks for grants to the parser, scorer and dead-letter roles, yet only the loader's
+    (and the maintainer's) role ARN was an output to grant to."""
+    # GIVEN the synthesised stack  WHEN we capture the role behind the stage's output
+    role = Capture()
+    any_synth.template.has_output(output, {"Value": {"Fn::GetAtt": [role, "Arn"]}, "Description": Match.any_value()})
+
+    # THEN it is the role that stage's function runs as
+    any_synth.template.has_resource_properties(
+        "AWS::Lambda::Function",
+        {
+            "ImageConfig": {"Command": [HANDLERS[stage]]},
+            "Role": {"Fn::GetAtt": [role.as_string(), "Arn"]},
+        },
+    )
 
 
 def test_the_loader_role_is_an_output_for_lake_formation_grants(any_synth: Synth) -> None:
