@@ -7,6 +7,7 @@ import datetime as dt
 import gzip
 import io
 import json
+import re
 import subprocess
 import sys
 import tracemalloc
@@ -598,6 +599,49 @@ def test_xlsx_cell_merged_down_over_rows_is_read_in_each_of_them() -> None:
         "note": ["x", "x", "y", "wide"],
         "extra": [None, None, None, None],
     }
+
+
+def _with_cell_xml(cell: str) -> bytes:
+    """A workbook (header a, b, c; one row 1, 2, then ``cell`` as C2's XML), as a program or an app saved it."""
+    written = xlsx_bytes([["a", "b", "c"], [1, 2, "placeholder"]])
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(written)) as source, zipfile.ZipFile(out, "w") as target:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                data = re.sub(rb'<c r="C2"[^>]*>.*?</c>', cell.encode(), data)
+            target.writestr(item, data)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("cell", "read"),
+    [
+        pytest.param('<c r="C2"><f>A2+B2</f><v>3</v></c>', "3", id="computed-number"),
+        pytest.param('<c r="C2" t="str"><f>""</f><v></v></c>', None, id="computed-empty-text"),
+        pytest.param('<c r="C2" t="str"><f>"x"</f><v>x</v></c>', "x", id="computed-text"),
+    ],
+)
+def test_xlsx_formula_cell_reads_its_computed_value(cell: str, read: str | None) -> None:
+    # GIVEN a formula cell as a spreadsheet app saves it  WHEN decoded  THEN its value is the one the app computed
+    table = decode_xlsx(_with_cell_xml(cell), "x.xlsx", limits=LIMITS)
+    assert table.column("c").to_pylist() == [read]
+
+
+@pytest.mark.parametrize(
+    "cell",
+    [
+        pytest.param('<c r="C2"><f>A2+B2</f><v /></c>', id="empty-value-as-openpyxl-writes"),
+        pytest.param('<c r="C2"><f>A2+B2</f></c>', id="no-value"),
+        pytest.param('<c r="C2"><f t="shared" si="0"/></c>', id="shared-formula-no-value"),
+    ],
+)
+def test_xlsx_formula_never_computed_is_refused_naming_its_cell(cell: str) -> None:
+    # GIVEN a workbook written by a program: a formula with no computed value (it would read as empty)
+    # WHEN decoded  THEN MalformedFile naming the cell
+    with pytest.raises(MalformedFile, match="cell C2 holds a formula whose value was never computed") as caught:
+        decode_xlsx(_with_cell_xml(cell), "x.xlsx", limits=LIMITS)
+    assert caught.value.location == "row 2, column C"
 
 
 def test_xlsx_float_noise_from_17_digit_storage_is_dropped() -> None:

@@ -37,7 +37,10 @@ def decode_xlsx(data: bytes, file: str, *, limits: Limits) -> pa.Table:
         sheet = workbook.worksheets[0]
         _refuse_other_sheets_with_data(workbook.worksheets[1:], file)
         sheet.reset_dimensions()  # a wrong <dimension> tag would otherwise cut rows short
-        rows = _with_merged_values(sheet.iter_rows(values_only=True), _merged_down(sheet))
+        xml = _sheet_xml(sheet)
+        _refuse_uncomputed_formulas(xml, file)
+        rows = _with_merged_values(sheet.iter_rows(values_only=True), _merged_down(xml))
+        del xml
         return _sheet_table(rows, file, limits)
     except (EmptyFile, MalformedFile, FileTooLarge):
         raise
@@ -63,7 +66,40 @@ def _refuse_other_sheets_with_data(sheets: Iterable[Any], file: str) -> None:
 _MERGE_CELL = re.compile(rb'<(?:\w+:)?mergeCell\b[^>]*?\bref="([A-Z]+)([0-9]+):([A-Z]+)([0-9]+)"')
 
 
-def _merged_down(sheet: Any) -> dict[int, list[tuple[int, int]]]:
+#: A formula cell without a computed value: no value, or an empty one, and no type that an empty text result has.
+_UNCOMPUTED_FORMULA = re.compile(
+    rb"<(?:\w+:)?c\b([^>]*?)>\s*<(?:\w+:)?f\b[^>]*?(?:/>|>[^<]*</(?:\w+:)?f>)\s*"
+    rb"(?:<(?:\w+:)?v\s*/>|<(?:\w+:)?v>\s*</(?:\w+:)?v>)?\s*</(?:\w+:)?c>"
+)
+_CELL_REF = re.compile(rb'\br="([A-Z]+)([0-9]+)"')
+_TEXT_RESULT = re.compile(rb'\bt="(?:str|inlineStr|s)"')
+
+
+def _sheet_xml(sheet: Any) -> bytes:
+    # The part read-only openpyxl reads the rows from (private names: it has no public way to what is read here).
+    with sheet.parent._archive.open(sheet._worksheet_path) as part:
+        return bytes(part.read())
+
+
+def _refuse_uncomputed_formulas(xml: bytes, file: str) -> None:
+    """A formula whose value was never computed (a workbook written by a program, never saved by a spreadsheet
+    app) would read as empty: refused, naming the cell. A formula whose result is empty text is typed ``str``."""
+    for match in _UNCOMPUTED_FORMULA.finditer(xml):
+        attributes = match.group(1)
+        if _TEXT_RESULT.search(attributes):
+            continue
+        found = _CELL_REF.search(attributes)
+        column, row = (found.group(1).decode(), found.group(2).decode()) if found else ("?", "?")
+        raise MalformedFile(
+            f"cell {column}{row} holds a formula whose value was never computed (the workbook was written by a "
+            "program, not saved by a spreadsheet app), so it would read as empty; open and save it in one, or "
+            "export CSV",
+            file=file,
+            location=f"row {row}, column {column}",
+        )
+
+
+def _merged_down(xml: bytes) -> dict[int, list[tuple[int, int]]]:
     """Row -> (column, top row) of each cell a merge covers below its top row, in its first column (0-based).
 
     Excel shows a cell merged down over several rows beside each of them: each row reads its value. A merge across
@@ -71,9 +107,6 @@ def _merged_down(sheet: Any) -> dict[int, list[tuple[int, int]]]:
     """
     from openpyxl.utils import column_index_from_string
 
-    # The part read-only openpyxl reads the rows from (private names: it has no public way to the merges).
-    with sheet.parent._archive.open(sheet._worksheet_path) as part:
-        xml = part.read()
     covered: dict[int, list[tuple[int, int]]] = {}
     after_rows = max(xml.rfind(b"sheetData>"), 0)  # merges are listed after the rows
     for first_column, first_row, _, last_row in _MERGE_CELL.findall(xml, after_rows):
