@@ -51,13 +51,6 @@ class Candidate:
     prior_run_id: str | None = None
 
 
-def _content_hash(candidate: Candidate, storage: Storage) -> str | None:
-    try:
-        return storage.sha256(candidate.source.uri, candidate.source.version_id)
-    except (IcegateError, OSError):  # gone or unreadable since it was listed: it stays dead-lettered
-        return None
-
-
 @dataclass
 class Plan:
     """What a backfill of ``source`` runs and skips, oldest file first."""
@@ -314,6 +307,8 @@ class _Ledger:
         self._bucket = bucket
         #: Candidate URI -> content hash of its deciding ``dead_lettered`` row (what ``loaded_since`` looks up).
         self._dead_content: dict[str, str] = {}
+        #: Candidate URI -> its content hash, once read.
+        self._hashes: dict[str, str] = {}
         self._rows: dict[str, list[dict[str, Any]]] = {}
         self._undone_runs: set[tuple[str, str]] = set()
         self._undone_content: dict[tuple[str, str], datetime] = {}
@@ -351,7 +346,11 @@ class _Ledger:
         elif latest["outcome"] == "dead_lettered":
             status = "dead_lettered"
             # A file refused before its content was hashed (at parse: a limit, an encoding) is hashed now.
-            if content := latest["source_sha256"] or _content_hash(candidate, storage):
+            try:
+                content = latest["source_sha256"] or self._sha256(candidate, storage)
+            except (IcegateError, OSError):  # gone or unreadable since it was listed: it stays dead-lettered
+                content = None
+            if content:
                 self._dead_content[candidate.uri] = content
         return Candidate(candidate.uri, candidate.source, candidate.info, status, latest["run_id"])
 
@@ -391,7 +390,7 @@ class _Ledger:
                 return same_etag and row["source_size"] in (None, info.size)
 
             return [row for row in rows if same_object(row)]
-        sha256 = storage.sha256(candidate.uri)  # only for files the ledger knows: cheaper than parsing
+        sha256 = self._sha256(candidate, storage)  # only for files the ledger knows: cheaper than parsing
         return [
             row
             for row in rows
@@ -402,6 +401,12 @@ class _Ledger:
                 and _moment(row["finished_at"]) >= info.last_modified
             )
         ]
+
+    def _sha256(self, candidate: Candidate, storage: Storage) -> str:
+        """The candidate's content hash, read once however many rows ask (a file is read whole to hash it)."""
+        if (known := self._hashes.get(candidate.uri)) is None:
+            known = self._hashes[candidate.uri] = storage.sha256(candidate.source.uri, candidate.source.version_id)
+        return known
 
     def _undone(self, row: dict[str, Any]) -> bool:
         """A load rolled back since: by its run, or (an ``already_loaded`` answer) by its content."""
