@@ -86,16 +86,41 @@ def _catalog(settings: Settings, *, create: bool) -> Catalog:
 
 
 class _Commands(click.Group):
-    """Errors a user can act on (settings, storage access) end in one line and exit 1, never a traceback."""
+    """Errors a user can act on (settings, storage access) end in one line and exit 1, never a traceback.
+
+    Under ``--json`` such an error, and a bad option (exit 2), also print their JSON document on stdout
+    (:class:`_JsonError`): a script that reads stdout gets one document whatever happened.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
+        # The subcommand's arguments, before click parses them: a bad option is raised while parsing them.
+        options = ctx.args[: ctx.args.index("--")] if "--" in ctx.args else ctx.args
+        as_json = "--json" in options
         try:
             return super().invoke(ctx)
+        except click.ClickException as exc:
+            if not as_json:
+                raise
+            raise _JsonError(exc) from None
         except Exception as exc:
             message = _user_error(exc)
             if message is None:
                 raise
-            raise click.ClickException(message) from None
+            error = click.ClickException(message)
+            raise (_JsonError(error) if as_json else error) from None
+
+
+class _JsonError(click.ClickException):
+    """A user error under ``--json``: shown as click shows it (on stderr), then as a document on stdout."""
+
+    def __init__(self, error: click.ClickException) -> None:
+        super().__init__(error.format_message())
+        self.exit_code = error.exit_code
+        self._error = error
+
+    def show(self, file: Any = None) -> None:
+        self._error.show(file)
+        click.echo(json.dumps({"error": self._error.format_message(), "exit_code": self.exit_code}))
 
 
 def _user_error(exc: Exception) -> str | None:

@@ -101,6 +101,13 @@ class Settings:
                 f"{ENV_PREFIX}REPORT_MIN_INTERVAL_SECONDS={self.report_min_interval_seconds} must be 0 (rebuild the "
                 "report after every file) or a number of seconds"
             )
+        if not self.is_local:
+            scheme, _, rest = self.lake_root.partition("://")
+            if scheme != "s3" or not rest.split("/")[0]:
+                raise ValueError(
+                    f"the lake root {self.lake_root!r} ({ENV_PREFIX}LAKE_ROOT or --lake) is not a local folder or "
+                    "s3://bucket[/prefix]"
+                )
         # Refused here, once, rather than by every file that would meet them (each dead-lettered for it).
         for name, value, least in (
             ("COMMIT_ATTEMPTS", self.commit_attempts, 1),

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner, Result
 
 from icegate.cli import main
@@ -144,3 +145,40 @@ def test_tables_dlq_and_maintain_json(lake: Path) -> None:
         "table", "files_compacted", "files_written", "snapshots_expired", "files_deleted", "orphans_deleted",
         "manifests_before", "manifests_after", "ledger_rows_recorded",
     }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "exit_code", "says"),
+    [
+        (["tables", "--json"], 1, "no catalog at"),
+        (["history", "--json", "--since", "soon"], 2, "'soon' is not a duration"),
+        (["dlq", "--json", "--no-such-option"], 2, "No such option"),
+        (["run", "--json", "--lake", "s3://"], 1, "is not a local folder or s3://bucket"),
+    ],
+    ids=["no-lake", "bad-option-value", "unknown-option", "bucketless-lake"],
+)
+def test_a_user_error_under_json_is_a_document_on_stdout_too(
+    tmp_path: Path, args: list[str], exit_code: int, says: str
+) -> None:
+    # GIVEN a lake with nothing ingested yet
+    env = {"ICEGATE_LAKE_ROOT": str(tmp_path / "lake")}
+
+    # WHEN a command with --json meets a user error
+    result = CliRunner().invoke(main, args, env=env)
+
+    # THEN the error is one line on stderr, as without --json, with the exit code the README gives
+    assert result.exit_code == exit_code
+    assert says in result.stderr
+    # AND stdout is one document a script can read, saying the same
+    document = stdout_json(result)
+    assert document == {"error": document["error"], "exit_code": exit_code}
+    assert says in document["error"]
+    assert "Traceback" not in result.output
+
+
+def test_without_json_a_user_error_prints_nothing_on_stdout(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["tables"], env={"ICEGATE_LAKE_ROOT": str(tmp_path / "lake")})
+
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert "no catalog at" in result.stderr

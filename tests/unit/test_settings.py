@@ -61,6 +61,17 @@ def test_lake_path_joins_under_the_root(root: str, is_local: bool, path: str) ->
     assert settings.lake_path("dlq", "x") == path
 
 
+@pytest.mark.parametrize("root", ["s3://", "s3:///lake", "gs://bucket"], ids=["no-bucket", "empty-bucket", "gs"])
+def test_a_lake_root_that_is_neither_a_folder_nor_an_s3_bucket_is_refused_once(root: str) -> None:
+    # GIVEN a lake root with no bucket, or on a store the lake does not write to
+    # WHEN settings are made with it
+    # THEN they are refused, naming the root, instead of every file dead-lettering to "s3:/dlq/..."
+    with pytest.raises(ValueError, match="is not a local folder or s3://bucket") as caught:
+        Settings(lake_root=root)
+
+    assert repr(root) in str(caught.value)
+
+
 def test_s3_lake_keeps_an_s3_warehouse() -> None:
     assert Settings(lake_root="s3://lake-bucket").resolved_warehouse() == "s3://lake-bucket/warehouse"
 
