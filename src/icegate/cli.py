@@ -101,13 +101,13 @@ class _Commands(click.Group):
         except click.ClickException as exc:
             if not as_json:
                 raise
-            raise _JsonError(exc) from None
+            raise _as_json(exc) from None
         except Exception as exc:
             message = _user_error(exc)
             if message is None:
                 raise
             error = click.ClickException(message)
-            raise (_JsonError(error) if as_json else error) from None
+            raise (_as_json(error) if as_json else error) from None
 
 
 class _JsonError(click.ClickException):
@@ -115,12 +115,19 @@ class _JsonError(click.ClickException):
 
     def __init__(self, error: click.ClickException) -> None:
         super().__init__(error.format_message())
-        self.exit_code = error.exit_code
         self._error = error
 
     def show(self, file: Any = None) -> None:
         self._error.show(file)
         click.echo(json.dumps({"error": self._error.format_message(), "exit_code": self.exit_code}))
+
+
+class _JsonUsageError(_JsonError):
+    exit_code = click.UsageError.exit_code
+
+
+def _as_json(error: click.ClickException) -> _JsonError:
+    return (_JsonUsageError if error.exit_code == _JsonUsageError.exit_code else _JsonError)(error)
 
 
 def _user_error(exc: Exception) -> str | None:
