@@ -76,6 +76,12 @@ class SourceObject(Payload):
     size: int | None = None
     raw_key: bool = False
 
+    def __post_init__(self) -> None:
+        # An object of a bucket whose versioning is suspended (or written before it was enabled) has version
+        # "null", which every such upload of the key shares: it names none of them, their ETags do.
+        if self.version_id == "null":
+            object.__setattr__(self, "version_id", None)
+
     @property
     def uri(self) -> str:
         return f"s3://{self.bucket}/{self.key}" if self.bucket else self.key

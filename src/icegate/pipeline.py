@@ -146,9 +146,19 @@ def _pinned(source: SourceObject, info: ObjectInfo, storage: Storage) -> tuple[S
     The version is the one whose ETag the input gives — looked up among the key's versions when the object was
     replaced since — else the current one. The dead-letter step after a failed parse gets the input, not what
     the parse learned: the ETag is what makes both take the same version. An unversioned bucket (or an object
-    written before versioning, version ``null``) has no version to pin; it is read as it is.
+    written before versioning, version ``null``) has no version to pin: the input's ETag is what names its upload,
+    and every read is conditional on it (``Storage.read_bytes``); another upload there now is not this run's.
     """
-    if source.version_id or not source.bucket or info.version_id in (None, "null"):
+    if source.version_id or not source.bucket:
+        return source, info
+    if info.version_id in (None, "null"):
+        if source.etag and source.etag.strip('"') != (info.etag or "").strip('"'):
+            raise SourceNotFound(
+                f"the object was replaced since its ETag {source.etag.strip(chr(34))} was taken (it is now "
+                f"{(info.etag or '').strip(chr(34))}), and an unversioned bucket keeps no earlier bytes; the upload "
+                "there now is a file of its own",
+                file=source.uri,
+            )
         return source, info
     if source.etag and source.etag.strip('"') != (info.etag or "").strip('"'):
         listed = storage.find_version(source.uri, source.etag)
@@ -299,7 +309,7 @@ def run_parse(
     if big:
         streamed.check_size(info.size, source.uri, settings.limits)  # before reading it
         return _parse_streamed(job, info, settings, storage, catalog, inline)
-    data = storage.read_bytes(source.uri, source.version_id)
+    data = storage.read_bytes(source.uri, source.version_id, etag=source.etag)
 
     def lookup() -> tuple[str, PriorLoad | None]:
         digest = hashlib.sha256(data).hexdigest()
@@ -360,7 +370,7 @@ def _parse_streamed(
 
     def lookup() -> tuple[str, PriorLoad | None] | None:
         try:
-            digest = storage.sha256(source.uri, source.version_id)
+            digest = storage.sha256(source.uri, source.version_id, etag=source.etag)
         except Exception:
             log.warning("could not hash %s beside its parse; looking it up once parsed", source.uri, exc_info=True)
             return None
@@ -394,6 +404,7 @@ def _parse_streamed(
                     storage,
                     uri=source.uri,
                     version_id=source.version_id,
+                    etag=source.etag,
                     name=source.key,
                     dataset=dataset,
                     parsed_uri=parsed_uri,
@@ -868,7 +879,7 @@ def run_dead_letter(
     try:
         if located is not None:
             raise located
-        storage.copy(source.uri, dlq_uri, source.version_id)
+        storage.copy(source.uri, dlq_uri, source.version_id, etag=source.etag)
     except Exception as exc:
         copy_error = bounded_text(f"{type(exc).__name__}: {exc}")
         document["copy"] = {"status": "failed", "error": copy_error}

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 
 _THROTTLING = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "ServiceUnavailable", "InternalError"}
 _MISSING = {"NoSuchKey", "NoSuchVersion", "404", "NoSuchBucket"}
+#: A read or copy conditional on the ETag the object had (``If-Match``) found another object under the key.
+_REPLACED = {"PreconditionFailed", "412"}
 #: Intermediate files are read once by the next stage: favour speed over size.
 _PROCESSING_COMPRESSION = "lz4"
 #: Keys per listing request: S3's own maximum.
@@ -217,6 +219,18 @@ def is_s3(uri: str) -> bool:
     return uri.startswith("s3://")
 
 
+def _one_upload(version_id: str | None, etag: str | None) -> dict[str, str]:
+    """The GET arguments that read one upload of a key: its version, else (an unversioned bucket) the object only
+    while its ETag is the one given."""
+    if version_id:
+        return {"VersionId": version_id}
+    return {"IfMatch": _quoted(etag)} if etag else {}
+
+
+def _quoted(etag: str) -> str:
+    return '"' + etag.strip('"') + '"'
+
+
 def split_s3(uri: str) -> tuple[str, str]:
     bucket, _, key = uri.removeprefix("s3://").partition("/")
     return bucket, key
@@ -283,6 +297,12 @@ class Storage:
                 raise StorageUnavailable(f"S3 {what} was throttled or failed ({code}); retry later", file=uri) from exc
             if code in _MISSING:
                 raise SourceNotFound(f"S3 {what}: the object does not exist ({code})", file=uri) from exc
+            if code in _REPLACED:
+                raise SourceNotFound(
+                    f"S3 {what}: the object was replaced since its ETag was taken, and an unversioned bucket keeps "
+                    f"no earlier bytes ({code})",
+                    file=uri,
+                ) from exc
             raise
 
     def stat(self, uri: str, version_id: str | None = None) -> ObjectInfo:
@@ -355,7 +375,9 @@ class Storage:
         with contextlib.suppress(OSError):  # not empty: other files live there
             path.parent.rmdir()
 
-    def read_bytes(self, uri: str, version_id: str | None = None) -> bytes:
+    def read_bytes(self, uri: str, version_id: str | None = None, *, etag: str | None = None) -> bytes:
+        """An object's bytes: of ``version_id``, else (an S3 object) only if its ETag is still ``etag``
+        (another object under the key is then :class:`SourceNotFound`)."""
         if self._in_scratch(uri):
             held = self._held_object(uri)
             if held is None:
@@ -369,7 +391,7 @@ class Storage:
             return sink.getvalue()
         if is_s3(uri):
             bucket, key = split_s3(uri)
-            extra = {"VersionId": version_id} if version_id else {}
+            extra = _one_upload(version_id, etag)
             body = self._s3_call("GET", uri, self._s3.get_object, Bucket=bucket, Key=key, **extra)["Body"]
             return bytes(body.read())
         try:
@@ -441,10 +463,11 @@ class Storage:
         Path(uri).parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, uri, compression=_PROCESSING_COMPRESSION)
 
-    def copy(self, source_uri: str, target_uri: str, version_id: str | None = None) -> None:
-        """Copy an object (server-side within S3), pinning the source version when given."""
+    def copy(self, source_uri: str, target_uri: str, version_id: str | None = None, *, etag: str | None = None) -> None:
+        """Copy an object (server-side within S3), pinning the source version when given, else its ``etag`` (as
+        :meth:`read_bytes`)."""
         if self._in_scratch(source_uri) or self._in_scratch(target_uri):
-            self.write_bytes(target_uri, self.read_bytes(source_uri, version_id))
+            self.write_bytes(target_uri, self.read_bytes(source_uri, version_id, etag=etag))
             return
         if is_s3(source_uri) and is_s3(target_uri):
             src_bucket, src_key = split_s3(source_uri)
@@ -452,7 +475,11 @@ class Storage:
             copy_source: dict[str, str] = {"Bucket": src_bucket, "Key": src_key}
             if version_id:
                 copy_source["VersionId"] = version_id
-            self._s3_call("COPY", source_uri, self._s3.copy, CopySource=copy_source, Bucket=bucket, Key=key)
+            # moto ignores this condition: the dead letter's HEAD before the copy is what its tests show.
+            condition = {} if version_id or not etag else {"CopySourceIfMatch": _quoted(etag)}
+            self._s3_call(
+                "COPY", source_uri, self._s3.copy, CopySource=copy_source, Bucket=bucket, Key=key, ExtraArgs=condition
+            )
             return
         if not is_s3(source_uri) and not is_s3(target_uri):
             Path(target_uri).parent.mkdir(parents=True, exist_ok=True)
@@ -461,7 +488,7 @@ class Storage:
             except FileNotFoundError:
                 raise SourceNotFound("the file does not exist", file=source_uri) from None
             return
-        self.write_bytes(target_uri, self.read_bytes(source_uri, version_id))
+        self.write_bytes(target_uri, self.read_bytes(source_uri, version_id, etag=etag))
 
     def list(self, prefix: str) -> Iterator[str]:
         """Every object under a prefix (recursively), as URIs/paths, in name order."""
@@ -519,20 +546,22 @@ class Storage:
         while (page := self._s3_call("LIST", uri, lambda: next(pages, None))) is not None:
             yield page
 
-    def sha256(self, uri: str, version_id: str | None = None) -> str:
-        """The content hash of an object, read in blocks (never whole into memory)."""
+    def sha256(self, uri: str, version_id: str | None = None, *, etag: str | None = None) -> str:
+        """The content hash of an object, read in blocks (never whole into memory); ``etag`` as in
+        :meth:`read_bytes`."""
         digest = hashlib.sha256()
-        with self.open_stream(uri, version_id) as stream:
+        with self.open_stream(uri, version_id, etag=etag) as stream:
             for block in iter(lambda: stream.read(STREAM_READ_BYTES), b""):
                 digest.update(block)
         return digest.hexdigest()
 
     @contextlib.contextmanager
-    def open_stream(self, uri: str, version_id: str | None = None) -> Iterator[BinaryIO]:
-        """An object's bytes as a stream, for files too big to hold (``read(n)`` returns at most ``n`` bytes)."""
+    def open_stream(self, uri: str, version_id: str | None = None, *, etag: str | None = None) -> Iterator[BinaryIO]:
+        """An object's bytes as a stream, for files too big to hold (``read(n)`` returns at most ``n`` bytes);
+        ``etag`` as in :meth:`read_bytes`."""
         if is_s3(uri):
             bucket, key = split_s3(uri)
-            extra = {"VersionId": version_id} if version_id else {}
+            extra = _one_upload(version_id, etag)
             body = self._s3_call("GET", uri, self._s3.get_object, Bucket=bucket, Key=key, **extra)["Body"]
             try:
                 yield body

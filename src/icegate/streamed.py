@@ -137,6 +137,7 @@ def parse(
     *,
     uri: str,
     version_id: str | None,
+    etag: str | None = None,
     name: str,
     dataset: Dataset,
     parsed_uri: str,
@@ -155,7 +156,7 @@ def parse(
     first: tuple[str, list[str], list[str]] | None = None  # format, columns, ignored: not the block itself
     rows = 0
     take = inline.taking() if inline is not None and inline.started else storage.parquet_sink(parsed_uri)
-    with storage.open_stream(uri, version_id) as raw, take as sink:
+    with storage.open_stream(uri, version_id, etag=etag) as raw, take as sink:
         source = _Hashing(raw)
         batches = stream_delimited(
             source,

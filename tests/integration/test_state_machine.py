@@ -491,6 +491,69 @@ def test_an_input_without_a_version_id_is_pinned_to_the_version_it_names(cloud_p
     assert "Z" * 11 not in posts["post_id"].to_list()
 
 
+# --- an unversioned landing bucket: the input's ETag names the upload -----------------------------
+
+UNVERSIONED = "landing-unversioned"
+
+
+def unversioned_upload(cloud_pipeline: CloudPipeline, name: str, body: bytes) -> dict[str, Any]:
+    """An upload to a bucket never versioned, and the execution input its event gives (no version id)."""
+    cloud_pipeline.s3.create_bucket(Bucket=UNVERSIONED)
+    key = f"scrapes/{name}"
+    etag = cloud_pipeline.s3.put_object(Bucket=UNVERSIONED, Key=key, Body=body)["ETag"].strip('"')
+    return {"bucket": UNVERSIONED, "key": key, "etag": etag, "size": len(body)}
+
+
+def test_an_unversioned_object_replaced_before_its_parse_is_not_loaded_under_the_first_uploads_etag(
+    cloud_pipeline: CloudPipeline,
+) -> None:
+    # GIVEN a posts file uploaded to an unversioned bucket, then replaced with other rows before its run parses it
+    first = unversioned_upload(cloud_pipeline, POSTS_CSV, (SAMPLES / POSTS_CSV).read_bytes())
+    other = (SAMPLES / POSTS_CSV).read_bytes().replace(b"C1a2B3c4D5e", b"Z" * 11)
+    cloud_pipeline.s3.put_object(Bucket=UNVERSIONED, Key=first["key"], Body=other)
+
+    # WHEN the first upload's event runs
+    execution = cloud_pipeline.execute(first)
+
+    # THEN nothing is loaded under its ETag: its bytes are gone, and the upload now there has its own event
+    assert execution["status"] == "FAILED"
+    assert execution["error"] == "SourceNotFound"
+    assert cloud_pipeline.snapshot_count("posts") == 0
+    # AND error.json says why, and that no copy was made (the bytes there now are not the ones that ran)
+    folder = f"dlq/posts/{execution['name']}/"
+    assert cloud_pipeline.keys(folder) == [folder + "error.json"]
+    error = cloud_pipeline.read_json(folder + "error.json")
+    assert "replaced since its ETag" in error["message"]
+    assert error["copy"]["status"] == "failed"
+
+
+def test_an_unversioned_bad_file_re_uploaded_before_its_dead_letter_step_is_not_filed_with_the_new_bytes(
+    cloud_pipeline: CloudPipeline,
+) -> None:
+    # GIVEN a file missing required columns in an unversioned bucket, re-uploaded good after its parse failed
+    bad = unversioned_upload(cloud_pipeline, MISSING_COLUMNS, (SAMPLES / MISSING_COLUMNS).read_bytes())
+
+    @contextmanager
+    def re_uploaded_before_the_dead_letter(stage: str) -> Iterator[None]:
+        if stage == "dead_letter":
+            cloud_pipeline.s3.put_object(Bucket=UNVERSIONED, Key=bad["key"], Body=(SAMPLES / POSTS_CSV).read_bytes())
+        yield
+
+    cloud_pipeline.dispatcher.invoke_as = re_uploaded_before_the_dead_letter
+
+    # WHEN its event runs
+    execution = cloud_pipeline.execute(bad)
+
+    # THEN it is dead-lettered for what its parse found, and dlq/ holds no copy of the good re-upload
+    assert execution["error"] == "SchemaMismatch"
+    folder = f"dlq/posts/{execution['name']}/"
+    assert cloud_pipeline.keys(folder) == [folder + "error.json"]
+    # AND error.json says the copy failed because the object was replaced, never "copied"
+    copy = cloud_pipeline.read_json(folder + "error.json")["copy"]
+    assert copy["status"] == "failed"
+    assert "replaced since its ETag" in copy["error"]
+
+
 # --- the dead letter cannot lose a file -----------------------------------------------------------
 
 

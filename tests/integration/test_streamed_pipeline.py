@@ -192,7 +192,7 @@ def test_a_file_under_the_threshold_is_held_whole_as_before(tmp_path: Path) -> N
 class _ReplacedWhileRead(Storage):
     """The object as it was when its hash was read; the parse then reads what replaced it."""
 
-    def sha256(self, uri: str, version_id: str | None = None) -> str:
+    def sha256(self, uri: str, version_id: str | None = None, *, etag: str | None = None) -> str:
         return hashlib.sha256(b"the bytes that were there before").hexdigest()
 
 
@@ -218,7 +218,7 @@ def test_an_object_replaced_between_its_two_reads_is_read_again_not_loaded_under
 class _SideReadFails(Storage):
     """The second read, which only hashes the object beside the parse, fails."""
 
-    def sha256(self, uri: str, version_id: str | None = None) -> str:
+    def sha256(self, uri: str, version_id: str | None = None, *, etag: str | None = None) -> str:
         raise ConnectionResetError("the connection was reset")
 
 

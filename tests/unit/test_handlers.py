@@ -206,7 +206,7 @@ class _CopyRefused(Storage):
         super().__init__()
         self.code, self.status = code, status
 
-    def copy(self, source_uri: str, target_uri: str, version_id: str | None = None) -> None:
+    def copy(self, source_uri: str, target_uri: str, version_id: str | None = None, *, etag: str | None = None) -> None:
         answer = {
             "Error": {"Code": self.code, "Message": self.code},
             "ResponseMetadata": {"HTTPStatusCode": self.status},

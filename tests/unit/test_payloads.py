@@ -210,6 +210,15 @@ def test_source_version_prefers_the_version_id_then_the_unquoted_etag(
     assert SourceObject("b", "k", version_id=version_id, etag=etag).version == version
 
 
+def test_the_null_version_of_a_suspended_bucket_names_no_upload() -> None:
+    # GIVEN an event from a bucket whose versioning is suspended: every upload of the key has version "null"
+    source = SourceObject("b", "k", version_id="null", etag='"9b2cf535f27731c974343645a3985328"')
+
+    # THEN the upload is named by its ETag, as in an unversioned bucket, never by the shared "null"
+    assert source.version_id is None
+    assert source.version == "9b2cf535f27731c974343645a3985328"
+
+
 # --- size -----------------------------------------------------------------------------------------
 
 

@@ -355,6 +355,26 @@ def test_read_of_a_deleted_version_raises_source_not_found(storage: Storage, s3:
         storage.read_bytes(f"s3://{LANDING}/post_results_1.csv", version_id=first)
 
 
+@pytest.mark.parametrize("read", ["read_bytes", "sha256"])
+@pytest.mark.parametrize("quoted", [True, False], ids=["quoted-etag", "bare-etag"])
+def test_an_unversioned_object_is_read_only_while_its_etag_is_the_one_given(
+    storage: Storage, s3: S3Client, read: str, quoted: bool
+) -> None:
+    # GIVEN an object in an unversioned bucket, and the ETag of its first upload
+    uri = f"s3://{LAKE}/post_results_1.csv"
+    etag = s3.put_object(Bucket=LAKE, Key="post_results_1.csv", Body=b"one")["ETag"]
+    etag = etag if quoted else etag.strip('"')
+
+    # THEN it reads under that ETag
+    getattr(storage, read)(uri, etag=etag)
+    # WHEN the key is uploaded again, other bytes
+    s3.put_object(Bucket=LAKE, Key="post_results_1.csv", Body=b"two")
+    # THEN a read under the first ETag is refused, naming the object, instead of returning the new bytes
+    with pytest.raises(SourceNotFound, match=r"replaced since its ETag was taken") as caught:
+        getattr(storage, read)(uri, etag=etag)
+    assert caught.value.file == uri
+
+
 # --- S3 failures ----------------------------------------------------------------------------------
 
 
