@@ -22,6 +22,7 @@ from moto import mock_aws
 from pyiceberg.catalog import Catalog
 
 from icegate.datasets import get_dataset
+from icegate.errors import UnsafeSchemaChange
 from icegate.lake import SourceIdentity, build_catalog, load_batch, load_group, loaded_snapshots, prepare
 from icegate.lake.maintain import maintain
 from icegate.lake.markers import MARKER_RUN
@@ -118,6 +119,37 @@ def test_loads_into_the_stacks_database_merge_and_a_rerun_is_already_loaded(glue
     table = glue_lake.catalog().load_table((NS, "posts"))
     assert table.location() == f"s3://{LAKE}/warehouse/{NS}.db/posts"
     assert len(table.metadata.snapshots) == 2
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    [None, {"classification": "csv"}, {"table_type": "HIVE"}],
+    ids=["no-parameters", "crawler-parameters", "hive-table"],
+)
+def test_a_table_of_the_datasets_name_that_is_not_iceberg_is_refused_naming_it_and_the_file(
+    glue_lake: GlueLake, parameters: dict[str, str] | None
+) -> None:
+    # GIVEN a table named like the dataset's that another tool made (a Glue crawler's), not an Iceberg table
+    create_glue_database(glue_lake.glue, NS, LAKE)
+    table: dict[str, Any] = {
+        "Name": "posts",
+        "TableType": "EXTERNAL_TABLE",
+        "StorageDescriptor": {
+            "Location": f"s3://{LAKE}/crawled/posts/",
+            "Columns": [{"Name": "post_id", "Type": "string"}],
+        },
+    }
+    if parameters is not None:
+        table["Parameters"] = parameters
+    glue_lake.glue.create_table(DatabaseName=NS, TableInput=table)
+
+    # WHEN a posts file loads
+    # THEN it is refused as a terminal error naming the file and the table, not pyiceberg's bare words
+    with pytest.raises(UnsafeSchemaChange, match=r"instagram_db\.posts is not an Iceberg table") as caught:
+        glue_lake.load(posts("p1"), "first")
+    assert str(caught.value).startswith("s3://landing/first.csv: ")
+    # AND the other tool's table is left as it was
+    assert glue_lake.glue.get_table(DatabaseName=NS, Name="posts")["Table"].get("Parameters") == parameters
 
 
 def test_an_upsert_rewrites_the_file_holding_the_key_through_glue(glue_lake: GlueLake) -> None:

@@ -10,12 +10,20 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog, load_catalog
-from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError
+from pyiceberg.exceptions import (
+    NamespaceAlreadyExistsError,
+    NoSuchIcebergTableError,
+    NoSuchPropertyException,
+    NoSuchTableError,
+)
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.transforms import DayTransform, IdentityTransform, MonthTransform, Transform, YearTransform
 from pyiceberg.types import DateType, IcebergType, LongType, NestedField, StringType, TimestamptzType
 from sqlalchemy.exc import DBAPIError
+
+from icegate.constants import ENV_PREFIX
+from icegate.errors import UnsafeSchemaChange
 
 if TYPE_CHECKING:
     from pyiceberg.table import Table
@@ -120,16 +128,22 @@ def partition_spec(dataset: Dataset, schema: Schema) -> PartitionSpec:
     )
 
 
-def ensure_table(catalog: Catalog, dataset: Dataset, namespace: str) -> Table:
+def ensure_table(catalog: Catalog, dataset: Dataset, namespace: str, *, file: str | None = None) -> Table:
     """Load the dataset's table, creating the namespace and table on first use (race-safe).
 
-    Loading comes first: creating writes a metadata file before it learns that the table exists.
+    Loading comes first: creating writes a metadata file before it learns that the table exists. A table of
+    that name that is not Iceberg (a Glue crawler's, a Hive table) is :class:`UnsafeSchemaChange` naming it
+    and ``file``, never pyiceberg's bare words.
     """
     identifier = (namespace, dataset.table)
     try:
         return catalog.load_table(identifier)
+    except NoSuchIcebergTableError as exc:  # before its base class, NoSuchTableError
+        raise _not_iceberg(identifier, exc, file) from None
     except NoSuchTableError:
         pass
+    except (NoSuchPropertyException, ValueError) as exc:  # what the Glue catalog raises on a table with no
+        raise _not_iceberg(identifier, exc, file) from None  # Iceberg properties, or no properties at all
     ensure_namespace(catalog, namespace)
     schema = iceberg_schema(dataset)
     return catalog.create_table_if_not_exists(
@@ -137,6 +151,15 @@ def ensure_table(catalog: Catalog, dataset: Dataset, namespace: str) -> Table:
         schema=schema,
         partition_spec=partition_spec(dataset, schema),
         properties={**TABLE_PROPERTIES, MERGE_KEY_PROPERTY: ",".join(dataset.key)},
+    )
+
+
+def _not_iceberg(identifier: tuple[str, str], exc: Exception, file: str | None) -> UnsafeSchemaChange:
+    name = ".".join(identifier)
+    return UnsafeSchemaChange(
+        f"the catalog's table {name} is not an Iceberg table ({exc}); another tool (a Glue crawler?) made it "
+        f"under the dataset's table name: drop or rename it, or load into another namespace ({ENV_PREFIX}NAMESPACE)",
+        file=file,
     )
 
 

@@ -316,7 +316,7 @@ def commit_loop(
     :class:`CommitConflict` is raised, which the state machine retries.
     """
     table_name = f"{namespace}.{dataset.table}"
-    table = ensure_table(catalog, dataset, namespace)
+    table = ensure_table(catalog, dataset, namespace, file=identity.file)
     for number in range(attempts):
         if number:
             _sleep_before_retry(number, backoff_seconds)
