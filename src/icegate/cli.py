@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 import click
 from rich.console import Console
@@ -66,13 +67,17 @@ def _catalog(settings: Settings, *, create: bool) -> Catalog:
         uri = settings.resolved_catalog_uri() if needs_uri else ""
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    database = uri.split("?")[0].removeprefix("sqlite:///") if uri.startswith("sqlite:///") else None
+    # The URI's path is percent-encoded (settings.resolved_catalog_uri): the file is its decoded form.
+    database = unquote(uri.split("?")[0].removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
     if database and not create and not Path(database).is_file():
         raise click.ClickException(f"no catalog at {database}: nothing was ingested into this lake yet (--lake?)")
     lake = Path(settings.lake_path())
     new_lake = settings.is_local and create and not lake.exists()
     if new_lake:
-        lake.mkdir(parents=True)
+        try:
+            lake.mkdir(parents=True)
+        except OSError as exc:
+            raise click.ClickException(f"cannot create the lake folder {lake}: {exc.strerror or exc}") from None
     try:
         return build_catalog(settings)
     except Exception as exc:  # anything while opening the catalog is its configuration or its server
@@ -139,6 +144,10 @@ def _user_error(exc: Exception) -> str | None:
         return str(exc)
     if isinstance(exc, BotoCoreError | ClientError):
         return f"S3: {exc}"
+    from icegate.transient import as_transient
+
+    if (transient := as_transient(exc)) is not None:  # a busy or unreadable catalog, throttled storage
+        return str(transient)
     return None
 
 
@@ -593,6 +602,10 @@ def _duration(value: str) -> timedelta:
         duration = None
     if duration is None or duration < timedelta(0):
         raise click.BadParameter(f"{value!r} is not a duration like 30m, 12h or 7d")
+    try:
+        datetime.now(UTC) - duration  # every use counts back from now
+    except OverflowError:
+        raise click.BadParameter(f"{value!r} reaches back before the year 1") from None
     return duration
 
 
@@ -695,6 +708,10 @@ def _since(value: str | None) -> datetime | None:
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
+        if value[:1].isdigit() and value[-1:] not in ("m", "h", "d"):  # meant as a date: say what a date is
+            raise click.BadParameter(
+                f"{value!r} is not an ISO date/time like 2026-01-31 or 2026-01-31T12:00, nor a duration like 7d"
+            ) from None
         return datetime.now(UTC) - _duration(value)
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
@@ -796,7 +813,10 @@ def report(lake_root: str | None, out: str) -> None:
 
     settings = _settings(lake_root)
     page = build(_catalog(settings, create=False), settings)
-    Storage(settings.s3_endpoint).write_bytes(out, page.encode("utf-8"))
+    try:
+        Storage(settings.s3_endpoint).write_bytes(out, page.encode("utf-8"))
+    except OSError as exc:  # a folder, a missing parent, no permission: the user's path, not a bug
+        raise click.ClickException(f"cannot write the report to {out!r}: {exc.strerror or exc}") from None
     console.print(f"wrote {escape(out)} ({len(page) // 1024} KiB)")
 
 

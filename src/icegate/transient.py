@@ -65,6 +65,13 @@ _ARROW_S3_TRANSIENT = re.compile(
     r"AWS Error (?:SLOW_DOWN|THROTTLING|SERVICE_UNAVAILABLE|INTERNAL_FAILURE|REQUEST_TIMEOUT|NETWORK_CONNECTION)\b"
     r"|AWS Error UNKNOWN \(HTTP status (?:429|5\d\d)\)"
 )
+#: A table's metadata file, as pyarrow names one it cannot open: the catalog points at a file that is gone.
+_TABLE_METADATA = re.compile(r"\.metadata\.json\b")
+#: Why that happens, and what to do: not the file's fault, never a bad file.
+MISSING_TABLE_METADATA = (
+    "the catalog names a table metadata file that does not exist: a local lake's catalog keeps absolute paths, "
+    "so a lake folder moved or renamed must be moved back (else the file was deleted, or maintenance raced)"
+)
 #: botocore's exceptions for an endpoint it could not reach or that did not answer in time.
 _BOTOCORE_CONNECTION = frozenset(
     {
@@ -120,6 +127,8 @@ def as_transient(exc: BaseException, *, file: str | None = None) -> TransientErr
         return CatalogUnavailable(f"the catalog cannot be reached ({detail}); retry later", file=file)
     if isinstance(exc, OSError) and _ARROW_S3_TRANSIENT.search(str(exc)):
         return StorageUnavailable(f"S3 throttled or failed ({detail}); retry later", file=file)
+    if isinstance(exc, FileNotFoundError) and _TABLE_METADATA.search(str(exc)):
+        return CatalogUnavailable(f"{MISSING_TABLE_METADATA} ({detail})", file=file)
     return None
 
 

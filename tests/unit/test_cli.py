@@ -136,6 +136,68 @@ def test_maintain_refuses_a_duration_it_cannot_use(lake: Path, age: str) -> None
 
 
 @pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["history", "--since", "999999d"], "'999999d' reaches back before the year 1"),
+        (["maintain", "posts", "--expire-older-than", "999999d"], "'999999d' reaches back before the year 1"),
+        (["history", "--since", "2026-13-01"], "'2026-13-01' is not an ISO date/time"),
+    ],
+    ids=["since-before-year-1", "expiry-before-year-1", "since-a-date-that-is-not-one"],
+)
+def test_a_time_that_cannot_be_used_is_refused_in_one_line(lake: Path, args: list[str], message: str) -> None:
+    """Regression: a duration reaching back before the year 1 was an OverflowError traceback."""
+    result = icegate(*args, "--lake", str(lake))
+
+    assert_fails_cleanly(result, message, exit_code=2)
+
+
+def test_a_lake_folder_named_with_a_space_and_percent_is_read_by_every_command(tmp_path: Path) -> None:
+    """Regression: the catalog's URI is percent-encoded, so read-only commands looked for `my%20lake/catalog.db`."""
+    # GIVEN a lake in a folder whose name URL-encoding changes
+    lake = tmp_path / "my lake 100%"
+    assert icegate("run", str(SAMPLES / POSTS_CSV), "--lake", str(lake)).exit_code == 0
+
+    # WHEN the commands that only read the lake are run on it
+    # THEN they find what was ingested
+    tables = icegate("tables", "--lake", str(lake), "--json")
+    assert tables.exit_code == 0, tables.output
+    assert "instagram_db.posts" in {row["table"] for row in json.loads(tables.stdout)}
+    history = icegate("history", "--lake", str(lake), "--json")
+    assert [row["outcome"] for row in json.loads(history.stdout)] == ["loaded"]
+
+
+def test_paths_a_command_cannot_write_are_one_line(tmp_path: Path, used_lake: Path) -> None:
+    """Regression: IsADirectoryError and NotADirectoryError tracebacks."""
+    not_a_folder = tmp_path / "a-file"
+    not_a_folder.write_text("x")
+
+    assert_fails_cleanly(
+        icegate("report", "--lake", str(used_lake), "--out", str(tmp_path)), "cannot write the report to"
+    )
+    assert_fails_cleanly(
+        icegate("run", str(SAMPLES / POSTS_CSV), "--lake", str(not_a_folder / "lake")),
+        "cannot create the lake folder",
+    )
+
+
+def test_a_moved_lake_is_one_line_and_its_files_are_not_blamed(tmp_path: Path) -> None:
+    """Regression: a lake folder moved after a run gave pyarrow FileNotFoundError tracebacks, and a good file
+    was dead-lettered as FileNotFoundError at load (retried as CatalogUnavailable, it took 90 s to say so)."""
+    # GIVEN a lake that was moved to another folder after a run (its catalog keeps absolute paths)
+    first, moved = tmp_path / "lake", tmp_path / "moved"
+    assert icegate("run", str(SAMPLES / POSTS_CSV), "--lake", str(first)).exit_code == 0
+    first.rename(moved)
+
+    # WHEN it is inspected
+    # THEN one line says what is wrong and what to do
+    assert_fails_cleanly(icegate("tables", "--lake", str(moved)), "moved or renamed must be moved back")
+    # AND a run into it stops before any file ends anywhere: no good file is dead-lettered for it
+    result = icegate("run", str(SAMPLES / "post_results_20260115_081500.xlsx"), "--lake", str(moved))
+    assert_fails_cleanly(result, "moved or renamed must be moved back")
+    assert dlq_errors(moved) == []
+
+
+@pytest.mark.parametrize(
     "content",
     ["not json", '["a.csv"]', '{"a.csv": "maybe"}'],
     ids=["not-json", "not-an-object", "unknown-outcome"],

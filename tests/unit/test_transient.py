@@ -66,6 +66,13 @@ TRANSIENT = {
     "s3-bad-gateway": (client_error("502", "GetObject", 502), StorageUnavailable),
     "glue-gateway-timeout": (client_error("504", "GetTable", 504), CatalogUnavailable),
     "glue-too-many-requests-status": (client_error("TooManyRequests", "GetTable", 429), CatalogUnavailable),
+    # A catalog pointing at table metadata that is gone (a local lake moved): never the file's fault.
+    "table-metadata-missing": (
+        FileNotFoundError(
+            2, "Failed to open local file '/old/lake/warehouse/instagram_db/posts/metadata/00001-ab.metadata.json'"
+        ),
+        CatalogUnavailable,
+    ),
 }
 
 NOT_TRANSIENT = {

@@ -6,6 +6,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -23,7 +24,8 @@ from pyiceberg.types import DateType, IcebergType, LongType, NestedField, String
 from sqlalchemy.exc import DBAPIError
 
 from icegate.constants import ENV_PREFIX
-from icegate.errors import UnsafeSchemaChange
+from icegate.errors import CatalogUnavailable, UnsafeSchemaChange
+from icegate.transient import MISSING_TABLE_METADATA
 
 if TYPE_CHECKING:
     from pyiceberg.table import Table
@@ -90,12 +92,38 @@ def build_catalog(settings: Settings) -> Catalog:
     # database error once and find the tables on the next try.
     for attempt in range(4):
         try:
-            return load_catalog(settings.catalog_name, **properties)
+            catalog = load_catalog(settings.catalog_name, **properties)
         except DBAPIError:
             if attempt == 3:
                 raise
             time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))
+        else:
+            if settings.is_local and not settings.catalog_uri:
+                _refuse_a_moved_lake(catalog)
+            return catalog
     raise AssertionError("unreachable")
+
+
+def _refuse_a_moved_lake(catalog: Catalog) -> None:
+    """A local lake's catalog keeps its tables' metadata by absolute path: a lake folder moved or renamed points
+    at files that are gone. Said once, here, rather than by every file retried and dead-lettered for it."""
+    from sqlalchemy import text
+
+    engine = getattr(catalog, "engine", None)
+    if engine is None:
+        return
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT metadata_location FROM iceberg_tables WHERE catalog_name = :name"), {"name": catalog.name}
+        )
+        missing = [
+            location for (location,) in rows if location and "://" not in location and not Path(location).exists()
+        ]
+    if missing:
+        raise CatalogUnavailable(
+            f"{MISSING_TABLE_METADATA}: {missing[0]} is missing"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+        )
 
 
 def _with_sqlite_timeout(uri: str) -> str:
