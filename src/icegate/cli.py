@@ -168,7 +168,7 @@ def main() -> None:
 @click.option(
     "--expect",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="JSON object {file name: loaded|dlq}; exit 0 only when every file ran and ended as it says.",
+    help="JSON object {file name: loaded|dlq|failed}; exit 0 only when every file ran and ended as it says.",
 )
 @click.option("--keep-processing", is_flag=True, help="Keep the intermediate files under processing/<run_id>/.")
 @click.option(
@@ -613,7 +613,13 @@ def _duration(value: str) -> timedelta:
 @click.argument("table_name", metavar="TABLE")
 @lake_option
 @click.option("--expire-older-than", default="7d", show_default=True, help="Expire snapshots older than this.")
-@click.option("--retain-last", default=10, show_default=True, help="Always keep this many newest snapshots.")
+@click.option(
+    "--retain-last",
+    default=10,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Always keep this many newest snapshots.",
+)
 @click.option("--no-compact", is_flag=True, help="Skip compaction (each partition's small files, the manifests).")
 @click.option(
     "--orphans-older-than",
@@ -908,6 +914,12 @@ def replay(
     entries = find_entries(runner, run_ids=run_ids, dataset=dataset, error_type=error_type, rejected=rejected)
     if not entries:  # a typo must not read as "nothing to do"; a name only the DLQ knows still matched above
         _refuse_unknown_names(dataset=dataset, error_type=error_type)
+        # A run id of neither kind of entry is a typo too (of the other kind: --rejected was meant, or left out).
+        if run_ids and not find_entries(runner, run_ids=run_ids, rejected=not rejected):
+            raise click.ClickException(
+                f"no dead-lettered file nor rejected rows of run {', '.join(map(repr, run_ids))} in "
+                f"{settings.lake_path(c.DLQ_PREFIX)} (icegate dlq lists them)"
+            )
     with console.capture() if as_json else contextlib.nullcontext() as captured:
         results = []
         for entry in entries:

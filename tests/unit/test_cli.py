@@ -151,6 +151,21 @@ def test_a_time_that_cannot_be_used_is_refused_in_one_line(lake: Path, args: lis
     assert_fails_cleanly(result, message, exit_code=2)
 
 
+def test_replay_of_a_run_id_the_dead_letter_prefix_does_not_hold_is_refused(used_lake: Path) -> None:
+    """Regression: a mistyped run id printed "nothing … matches" and exit 0, as if there was nothing to do."""
+    result = icegate("replay", "--run-id", "local-20260101T000000-typo", "--lake", str(used_lake))
+
+    assert_fails_cleanly(result, "no dead-lettered file nor rejected rows of run 'local-20260101T000000-typo'")
+
+
+@pytest.mark.parametrize("kept", ["0", "-1"])
+def test_maintain_keeps_at_least_the_newest_snapshot(used_lake: Path, kept: str) -> None:
+    """Regression: --retain-last -1 was accepted and kept as many as 0."""
+    result = icegate("maintain", "restaurants", "--retain-last", kept, "--lake", str(used_lake))
+
+    assert_fails_cleanly(result, "--retain-last", exit_code=2)
+
+
 def test_a_lake_folder_named_with_a_space_and_percent_is_read_by_every_command(tmp_path: Path) -> None:
     """Regression: the catalog's URI is percent-encoded, so read-only commands looked for `my%20lake/catalog.db`."""
     # GIVEN a lake in a folder whose name URL-encoding changes
