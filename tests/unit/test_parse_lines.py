@@ -50,7 +50,7 @@ def test_a_stray_quote_inside_an_unquoted_value_is_counted_as_the_reader_reads_i
     text = b'a,b\n5" tall,x\n"two\nlines",y\n'
 
     # THEN the csv reader's count is used, and it agrees with the records
-    assert record_lines(text, ",", 2).to_pydict() == {LINE: [2, 3], LAST_LINE: [2, 4]}
+    assert record_lines(text, ",", 2, 2).to_pydict() == {LINE: [2, 3], LAST_LINE: [2, 4]}
 
 
 @pytest.mark.parametrize(
@@ -68,12 +68,12 @@ def test_a_lone_carriage_return_is_a_line_break_however_the_lines_are_counted(te
     # quote elsewhere, by the csv reader (a streamed file's blocks may be counted either way)
     # WHEN their records' lines are counted
     # THEN the carriage return moves the record after it down a line in every one
-    assert record_lines(text, ",", 2).to_pydict() == {LINE: [2, 4], LAST_LINE: [3, 4]}
+    assert record_lines(text, ",", 2, 2).to_pydict() == {LINE: [2, 4], LAST_LINE: [3, 4]}
 
 
 @pytest.mark.parametrize("rows", [1, 5])
 def test_lines_that_cannot_agree_with_the_records_are_null_not_wrong(rows: int) -> None:
-    assert record_lines(b"a,b\n1,2\n3,4\n", ",", rows).to_pydict() == {LINE: [None] * rows, LAST_LINE: [None] * rows}
+    assert record_lines(b"a,b\n1,2\n3,4\n", ",", rows, 2).to_pydict() == {LINE: [None] * rows, LAST_LINE: [None] * rows}
 
 
 def test_formats_whose_records_are_not_lines_have_none() -> None:
@@ -93,4 +93,17 @@ def test_lines_of_spaces_are_skipped_but_records_that_start_with_spaces_count() 
 def test_in_a_tsv_a_line_of_tabs_is_a_record() -> None:
     # GIVEN a TSV whose header has two columns and a line of a single tab (two empty fields)
     # THEN that line is a record, as the reader reads it
-    assert record_lines(b"a\tb\n\t\n1\t2\n", "\t", 2).to_pydict() == {LINE: [2, 3], LAST_LINE: [2, 3]}
+    assert record_lines(b"a\tb\n\t\n1\t2\n", "\t", 2, 2).to_pydict() == {LINE: [2, 3], LAST_LINE: [2, 3]}
+
+
+@pytest.mark.parametrize("counted_by", ["quote-parity", "csv-reader"])
+def test_in_a_tsv_a_line_of_whitespace_with_other_than_the_headers_fields_is_blank(counted_by: str) -> None:
+    """Regression: one line holding a tab in a three-column TSV made every record's lines null (the reader
+    skipped it as blank, the count took it for a record)."""
+    # GIVEN a TSV of three columns with a line of one tab, a line of spaces and tabs, and a line of two tabs,
+    # counted by quote parity or (a stray quote elsewhere) by the csv reader
+    stray = '5" tall' if counted_by == "csv-reader" else "x"
+    text = f"a\tb\tc\n1\t{stray}\t2\n\t\n \t \n\t\t\n3\tz\t4\n".encode()
+
+    # THEN the lines of one and of two fields are blank, and the line of three empty fields is a record
+    assert record_lines(text, "\t", 3, 3).to_pydict() == {LINE: [2, 5, 6], LAST_LINE: [2, 5, 6]}

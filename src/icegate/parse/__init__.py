@@ -83,5 +83,5 @@ def parse_bytes(
     lines = None
     if found in DELIMITERS:
         # Counted over the same UTF-8 text the reader read (a UTF-16 file has other bytes, the same lines).
-        lines = record_lines(to_utf8(data, name, encoding), DELIMITERS[found], table.num_rows)
+        lines = record_lines(to_utf8(data, name, encoding), DELIMITERS[found], table.num_rows, decoded.num_columns)
     return ParsedTable(table=table, format=found, ignored_columns=ignored, lines=lines)

@@ -28,14 +28,17 @@ LINE = "line"
 LAST_LINE = "last_line"
 
 _Lines = tuple[pl.Series, pl.Series]
+#: What a blank line may hold besides line breaks (and what pyarrow's reader skips as one).
+_SPACES = b" \t\r\n\v\f"
 _LF = ord("\n")
 _CR = ord("\r")
 _QUOTE = ord('"')
 
 
-def record_lines(text: bytes, delimiter: str, rows: int) -> pa.Table:
-    """First and last physical line of each of the ``rows`` data records (the header excluded)."""
-    return count_record_lines(text, delimiter, rows).table
+def record_lines(text: bytes, delimiter: str, rows: int, columns: int) -> pa.Table:
+    """First and last physical line of each of the ``rows`` data records (the header excluded), in a file whose
+    header has ``columns`` fields."""
+    return count_record_lines(text, delimiter, rows, columns).table
 
 
 @dataclass(frozen=True)
@@ -51,10 +54,10 @@ class RecordLines:
     breaks: int
 
 
-def count_record_lines(text: bytes, delimiter: str, rows: int) -> RecordLines:
+def count_record_lines(text: bytes, delimiter: str, rows: int, columns: int) -> RecordLines:
     """:func:`record_lines` with how they were counted."""
-    parity = _by_quote_parity(text, delimiter, rows)
-    found = parity[0] if parity else _by_csv_reader(text, delimiter, rows)
+    parity = _by_quote_parity(text, delimiter, rows, columns)
+    found = parity[0] if parity else _by_csv_reader(text, delimiter, rows, columns)
     if found is None:
         nulls = pa.nulls(rows, pa.int64())
         table = pa.table({LINE: nulls, LAST_LINE: nulls})
@@ -67,7 +70,7 @@ def count_record_lines(text: bytes, delimiter: str, rows: int) -> RecordLines:
     return RecordLines(table, by_parity=False, breaks=line_breaks(text))
 
 
-def _by_quote_parity(text: bytes, delimiter: str, rows: int) -> tuple[_Lines, int, bool] | None:
+def _by_quote_parity(text: bytes, delimiter: str, rows: int, columns: int) -> tuple[_Lines, int, bool] | None:
     """The lines, the number of line breaks and whether the quotes are even; None if parity cannot place them."""
     size = len(text)
     data = pl.Series(pa.Array.from_buffers(pa.uint8(), size, [None, pa.py_buffer(text)]))
@@ -84,7 +87,7 @@ def _by_quote_parity(text: bytes, delimiter: str, rows: int) -> tuple[_Lines, in
     ends = pl.concat([breaks, pl.Series([size], dtype=pl.Int64)])
     first = pl.concat([pl.Series([1], dtype=pl.Int64), record_breaks + 1])
     last = pl.concat([record_breaks, pl.Series([break_at.len() + 1], dtype=pl.Int64)])
-    keep = ~_blank(text, data, delimiter, starts, ends)
+    keep = ~_blank(text, data, delimiter, starts, ends, columns)
     first, last = first.filter(keep), last.filter(keep)
     if first.len() != rows + 1:  # the header is the first record kept
         return None
@@ -141,13 +144,15 @@ def _quotes_only_around_values(data: pl.Series, quotes: pl.DataFrame, delimiter:
     return bool(data.gather(pl.concat([before, after])).is_in(bounds).all())
 
 
-def _blank(text: bytes, data: pl.Series, delimiter: str, starts: pl.Series, ends: pl.Series) -> pl.Series:
+def _blank(text: bytes, data: pl.Series, delimiter: str, starts: pl.Series, ends: pl.Series, columns: int) -> pl.Series:
     """Records of whitespace only (pyarrow skips them): no other byte between their start and end.
 
     A record that starts with a visible byte is not blank, which settles almost every record by one
     byte each; only the empty ones and those starting with whitespace are read in full.
     """
-    spaces = bytes(b for b in b" \t\r\n\v\f" if b != ord(delimiter))
+    if ord(delimiter) in _SPACES:
+        return _blank_between_whitespace_fields(data, delimiter, starts, ends, columns)
+    spaces = bytes(b for b in _SPACES if b != ord(delimiter))
     at_start = data.gather(starts.clip(upper_bound=data.len() - 1))
     unsure = ((starts >= ends) | at_start.is_in(list(spaces))).arg_true()
     blank = pl.repeat(False, starts.len(), dtype=pl.Boolean, eager=True)
@@ -157,7 +162,26 @@ def _blank(text: bytes, data: pl.Series, delimiter: str, starts: pl.Series, ends
     return blank
 
 
-def _by_csv_reader(text: bytes, delimiter: str, rows: int) -> _Lines | None:
+def _blank_between_whitespace_fields(
+    data: pl.Series, delimiter: str, starts: pl.Series, ends: pl.Series, columns: int
+) -> pl.Series:
+    """:func:`_blank` when the delimiter is whitespace itself (a TSV's tab): a line of tabs and spaces has fields.
+
+    The reader keeps it as a row of empty values when they are as many as the header's, and skips it as a blank
+    line otherwise (``delimited._InvalidRows``). Counted over every byte at once (cumulative counts), since here
+    every record whose first field is empty starts with whitespace.
+    """
+
+    def within(counted: pl.Series) -> pl.Series:
+        running = pl.concat([pl.Series([0], dtype=pl.Int64), counted.cast(pl.Int64).cum_sum()])
+        return running.gather(ends) - running.gather(starts)
+
+    visible = within(~data.is_in(list(_SPACES)))
+    delimiters = within(data == ord(delimiter))
+    return (visible == 0) & (delimiters != columns - 1)
+
+
+def _by_csv_reader(text: bytes, delimiter: str, rows: int, columns: int) -> _Lines | None:
     try:
         # newline="": line breaks inside quoted values stay in them; line_num counts \n, \r and \r\n.
         reader = csv.reader(io.StringIO(text.decode("utf-8"), newline=""), delimiter=delimiter, strict=False)
@@ -165,7 +189,9 @@ def _by_csv_reader(text: bytes, delimiter: str, rows: int) -> _Lines | None:
         last: list[int] = []
         previous = 0
         for record in reader:
-            if len(record) > 1 or (record and record[0].strip()):
+            # As the reader reads a record of whitespace only: a row if it has the header's fields, else blank.
+            whitespace = not any(field.strip() for field in record) and (len(record) < 2 or delimiter.isspace())
+            if not whitespace or len(record) == columns:
                 first.append(previous + 1)
                 last.append(reader.line_num)
             previous = reader.line_num

@@ -376,7 +376,7 @@ class _Blocks:
         added = invalid[len(self._invalid) :]
         counted = None  # once the reader gave up on the block, its records are not all known
         if len(invalid) < MAX_INVALID_ROWS:
-            counted = count_record_lines(block, job.delimiter, table.num_rows + len(added))
+            counted = count_record_lines(block, job.delimiter, table.num_rows + len(added), table.num_columns)
         if not (sound or (counted and counted.by_parity) or self._ends_record(block)):
             return None
         breaks = (counted.breaks if counted else line_breaks(block)) - self._header_breaks
