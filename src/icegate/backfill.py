@@ -266,19 +266,26 @@ def run(
     on_done: OnDone | None = None,
 ) -> Result:
     """Run the plan's files. A ``KeyboardInterrupt`` (Ctrl-C, or raised by ``on_done``) ends it cleanly: the
-    result says which files finished and ``interrupted``; the ledger lets the same backfill resume."""
+    result says which files finished (the ones running at the interrupt finish too) and ``interrupted``; the
+    ledger lets the same backfill resume."""
+    from icegate.pipeline import RunInterrupted
+
     result = Result(backfill)
     started = time.perf_counter()
 
     def done(outcome: FileOutcome) -> None:
-        result.outcomes.append(outcome)  # first: a hook that interrupts still counts this file
+        result.outcomes.append(outcome)
         if on_done is not None:
             on_done(outcome)
 
     try:
         runner.run_many([x.source for x in backfill.to_run], workers=workers, on_done=done)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         result.interrupted = True
+        if isinstance(interrupt, RunInterrupted):
+            # The files under way finished after it, never handed to ``done``: their rows are committed, so they count.
+            reported = {o.run_id for o in result.outcomes}
+            result.outcomes += [o for o in interrupt.outcomes if o.run_id not in reported]
     result.seconds = time.perf_counter() - started
     return result
 

@@ -192,9 +192,9 @@ def run(
 
     With no PATHS, ingests <lake>/landing/. Each file ends loaded into its dataset's Iceberg table,
     or in <lake>/dlq/<dataset>/<run_id>/ with an error.json that says why. Exits 1 when any file
-    went to the DLQ (or, with --expect, when any file ended otherwise than expected).
+    went to the DLQ (or, with --expect, when any file ended otherwise than expected), 130 when interrupted (Ctrl-C).
     """
-    from icegate.pipeline import LocalRunner, WorkerProcessDied, local_sources
+    from icegate.pipeline import LocalRunner, RunInterrupted, WorkerProcessDied, local_sources
 
     _refuse_missing(paths)
     settings = _settings(lake_root)
@@ -229,6 +229,7 @@ def run(
             def on_stage(source: Any, stage: str) -> None:
                 progress.update(task, description=f"{source.name}: {stage}")
 
+            interrupted = False
             try:
                 outcomes = runner.run_many(
                     sources,
@@ -239,6 +240,8 @@ def run(
                 )
             except WorkerProcessDied as exc:
                 raise click.ClickException(str(exc)) from None
+            except RunInterrupted as interrupt:  # Ctrl-C: the files that ended (the running ones finished) are reported
+                outcomes, interrupted = interrupt.outcomes, True
 
         console.print(_summary_table(outcomes))
         if own_line:
@@ -260,7 +263,12 @@ def run(
                 console.print(f"[yellow]REJECTED[/] {escape(outcome.source.name)}: {rows} rows → {escape(rejected)}")
             if ignored := _ignored_line(outcome):
                 console.print(ignored)
-        code = _exit_code(outcomes, expected, expect)
+        if interrupted:
+            console.print(
+                f"[yellow]interrupted after {len(outcomes)} of {len(sources)} files; rerun the same command for the "
+                "rest (a file loaded answers 'already loaded')[/]"
+            )
+        code = 130 if interrupted else _exit_code(outcomes, expected, expect)
     if captured is not None:  # --json
         click.echo(captured.get(), err=True, nl=False)
         click.echo(json.dumps({"files": [_outcome_document(o) for o in outcomes], "exit_code": code}, indent=2))

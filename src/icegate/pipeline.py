@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -1032,6 +1032,18 @@ class WorkerProcessDied(Exception):
     """A process running files' stages for ``LocalRunner.run_many`` stopped: the run stops, saying so."""
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or ``on_done`` raising a KeyboardInterrupt) stopped ``LocalRunner.run_many``.
+
+    ``outcomes`` are the files that ended, in the order of the sources: also those that were running at the
+    interrupt and finished after it, whose rows are committed and whose ledger rows are written.
+    """
+
+    def __init__(self, outcomes: list[FileOutcome]) -> None:
+        super().__init__(f"interrupted after {len(outcomes)} files")
+        self.outcomes = outcomes
+
+
 class CatalogNotOpened(Exception):
     """The opener a ``LocalRunner`` was given failed: the run stops with the opener's own error (``error``)."""
 
@@ -1121,17 +1133,20 @@ class LocalRunner:
         on one core. Loads run on ``workers`` threads of this process, where the files waiting for a table
         are committed together. ``processes=0`` runs every stage on the threads.
 
-        Outcomes come back in the order of ``sources``. ``on_done`` is called as each file ends; if it
-        raises (a KeyboardInterrupt), files not started are not started, the ones running finish, and
-        the exception propagates. ``group=False`` makes each file commit alone, as concurrent loaders
-        did before group commit (the burst benchmark compares the two).
+        Outcomes come back in the order of ``sources``. ``on_done`` is called as each file ends. On Ctrl-C (or
+        ``on_done`` raising a KeyboardInterrupt) files not started are not started, the ones running finish,
+        and :class:`RunInterrupted` says how every file that ended did. ``group=False`` makes each file commit
+        alone, as concurrent loaders did before group commit (the burst benchmark compares the two).
         """
         if workers <= 1:
-            outcomes = []
-            for source in sources:
-                outcomes.append(self.run(source, on_stage=on_stage, keep_processing=keep_processing))
-                if on_done:
-                    on_done(outcomes[-1])
+            outcomes: list[FileOutcome] = []
+            try:
+                for source in sources:
+                    outcomes.append(self.run(source, on_stage=on_stage, keep_processing=keep_processing))
+                    if on_done:
+                        on_done(outcomes[-1])
+            except KeyboardInterrupt:
+                raise RunInterrupted(outcomes) from None
             return outcomes
         # In the sources' order, per table: what a run of one file at a time would store.
         order = [(source, _dataset_or_none(source.key)) for source in sources]
@@ -1168,13 +1183,21 @@ class LocalRunner:
             return self._load(job, ready, per_thread.storage, queue, on_stage, keep_processing, started)
 
         results: dict[int, FileOutcome] = {}
+        futures: dict[Future[FileOutcome], int] = {}
         pool = ThreadPoolExecutor(workers, thread_name_prefix="icegate-run")
         try:
-            futures = {pool.submit(run_one, source): i for i, source in enumerate(sources)}
+            for i, source in enumerate(sources):
+                futures[pool.submit(run_one, source)] = i
             for future in as_completed(futures):
                 results[futures[future]] = outcome = future.result()
                 if on_done:
                     on_done(outcome)
+        except KeyboardInterrupt:
+            # The files under way finish and commit: what they did is known only once they have, and is
+            # reported with what ended before the interrupt (else a loaded file would read as never run).
+            pool.shutdown(wait=True, cancel_futures=True)
+            ended = [f for f in futures if f.done() and not f.cancelled() and f.exception() is None]
+            raise RunInterrupted([f.result() for f in ended]) from None
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             if stages is not None:
@@ -1476,6 +1499,7 @@ __all__ = [
     "FileOutcome",
     "LocalRunner",
     "LocalSources",
+    "RunInterrupted",
     "WorkerProcessDied",
     "error_info",
     "local_sources",

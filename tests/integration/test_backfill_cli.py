@@ -32,6 +32,7 @@ from icegate.settings import Settings, load_settings
 from icegate.storage import Storage
 from tests.conftest import SAMPLES
 from tests.integration.aws_support import acting_as, create_principal, enforce_iam, s3_server
+from tests.interrupts import ctrl_c_as_the_first_load_starts
 
 NAMESPACE = "instagram_db"
 #: The README's ``backfill --json`` keys (the per-file ones under ``files``).
@@ -217,6 +218,31 @@ def test_ctrl_c_ends_the_command_with_a_summary_and_exit_code_130(
     monkeypatch.setattr(LocalRunner, "run", real_run)
     rerun = document(icegate("backfill", str(tmp_path / "history"), "--lake", str(lake), "--json"))
     assert (rerun["skipped"]["already_loaded"], rerun["loaded"]) == (2, 2)
+
+
+def test_ctrl_c_while_files_load_on_workers_reports_every_file_the_ledger_holds(
+    tmp_path: Path, lake: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GIVEN a backfill of 8 files on 2 workers, and Ctrl-C arriving while the first file loads
+    WHEN icegate backfill --json runs
+    THEN the files under way finish and are reported with their outcome and run: the summary and the document
+    count what the ledger holds, only the files never started are not_run, and the exit code is 130.
+    """
+    write_folder(tmp_path / "history", 8)
+    ctrl_c_as_the_first_load_starts(monkeypatch)
+
+    result = icegate("backfill", str(tmp_path / "history"), "--lake", str(lake), "--workers", "2", "--json")
+
+    report = document(result)
+    assert result.exit_code == report["exit_code"] == 130
+    assert report["interrupted"]
+    loaded = history(build_catalog(Settings(lake_root=str(lake))), NAMESPACE, outcome="loaded")
+    in_ledger = dict(zip(loaded["source_key"], loaded["run_id"], strict=True))
+    assert in_ledger, "the file loading at the interrupt finished"
+    assert {f["source"]: f["run_id"] for f in report["files"] if f["status"] == "loaded"} == in_ledger
+    assert {f["status"] for f in report["files"] if f["source"] not in in_ledger} == {"not_run"}
+    assert (report["ran"], report["loaded"]) == (len(in_ledger), len(in_ledger))
+    assert f"interrupted after {len(in_ledger)} of 8 files" in result.stderr
 
 
 def test_a_file_committed_without_its_ledger_row_is_already_loaded_on_the_rerun(

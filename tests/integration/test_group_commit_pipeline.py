@@ -37,6 +37,7 @@ from icegate.settings import Limits, Settings
 from icegate.storage import Storage
 from icegate.waiting import InProcessQueue, WaitingLoad
 from tests.frames import SCRAPER_HEADER, observe_commits, scraper_posts_csv
+from tests.interrupts import ctrl_c_as_the_first_load_starts
 
 
 def posts_csv(folder: Path, second: int, ids: range) -> Path:
@@ -255,6 +256,28 @@ def test_icegate_run_with_workers_loads_every_file_once_like_a_sequential_run(la
     assert Counter(f["outcome"] for f in json.loads(again.stdout)["files"]) == Counter(
         {"already_loaded": 12, "dead_lettered": 1}
     )
+
+
+def test_ctrl_c_during_icegate_run_with_workers_reports_each_file_that_ended(
+    lake: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN 8 files, and Ctrl-C arriving while the first of them loads
+    landing = tmp_path / "landing"
+    for n in range(8):
+        posts_csv(landing, n, range(n * 10, n * 10 + 20))
+    ctrl_c_as_the_first_load_starts(monkeypatch)
+
+    # WHEN `icegate run --workers 2` ingests them
+    result = CliRunner().invoke(main, ["run", str(landing), "--lake", str(lake), "--workers", "2", "--json"])
+
+    # THEN it ends with exit code 130 (not click's "Aborted!"), having let the files under way finish
+    document = json.loads(result.stdout)
+    assert result.exit_code == document["exit_code"] == 130, result.output
+    # AND it reports each file the ledger holds, with its run: the one loading at the interrupt too
+    recorded = ledger_outcomes(Settings(lake_root=str(lake)))
+    assert recorded, "the file loading at the interrupt finished"
+    assert Counter((f["run_id"], f["outcome"]) for f in document["files"]) == recorded
+    assert f"interrupted after {len(recorded)} of 8 files" in result.stderr
 
 
 def test_a_file_named_twice_in_a_run_with_workers_ends_as_it_does_alone(lake: Path, tmp_path: Path) -> None:
