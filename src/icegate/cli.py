@@ -113,6 +113,15 @@ class _Commands(click.Group):
                 raise
             error = click.ClickException(message)
             raise (_as_json(error) if as_json else error) from None
+        except KeyboardInterrupt:
+            # Ctrl-C where a command has no summary to end with: exit 130, as a shell reports SIGINT, not
+            # click's "Aborted!" and 1 (a failure), and under --json still one document.
+            interrupted = _Interrupted("interrupted (Ctrl-C)")
+            raise (_as_json(interrupted) if as_json else interrupted) from None
+
+
+class _Interrupted(click.ClickException):
+    exit_code = 130
 
 
 class _JsonError(click.ClickException):
@@ -131,8 +140,13 @@ class _JsonUsageError(_JsonError):
     exit_code = click.UsageError.exit_code
 
 
+class _JsonInterrupted(_JsonError):
+    exit_code = _Interrupted.exit_code
+
+
 def _as_json(error: click.ClickException) -> _JsonError:
-    return (_JsonUsageError if error.exit_code == _JsonUsageError.exit_code else _JsonError)(error)
+    kinds = {kind.exit_code: kind for kind in (_JsonUsageError, _JsonInterrupted)}
+    return kinds.get(error.exit_code, _JsonError)(error)
 
 
 def _user_error(exc: Exception) -> str | None:
@@ -1003,6 +1017,8 @@ def backfill(
             )
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="SOURCE") from None
+        except KeyboardInterrupt:
+            raise _Interrupted(f"interrupted while listing {source}: no file ran") from None
         if dry_run or not found.to_run:
             done = backfills.Result(found)
             if dry_run:

@@ -32,7 +32,7 @@ from icegate.settings import Settings, load_settings
 from icegate.storage import Storage
 from tests.conftest import SAMPLES
 from tests.integration.aws_support import acting_as, create_principal, enforce_iam, s3_server
-from tests.interrupts import ctrl_c_as_the_first_load_starts
+from tests.interrupts import ctrl_c, ctrl_c_as_the_first_load_starts
 
 NAMESPACE = "instagram_db"
 #: The README's ``backfill --json`` keys (the per-file ones under ``files``).
@@ -243,6 +243,32 @@ def test_ctrl_c_while_files_load_on_workers_reports_every_file_the_ledger_holds(
     assert {f["status"] for f in report["files"] if f["source"] not in in_ledger} == {"not_run"}
     assert (report["ran"], report["loaded"]) == (len(in_ledger), len(in_ledger))
     assert f"interrupted after {len(in_ledger)} of 8 files" in result.stderr
+
+
+def test_ctrl_c_while_listing_ends_with_exit_code_130_and_a_json_document(
+    tmp_path: Path, lake: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GIVEN Ctrl-C arriving while a backfill lists its folder (before any file runs)
+    WHEN icegate backfill --json runs
+    THEN it ends as the README says an interrupt does, exit code 130, not click's "Aborted!" (1), and stdout is
+    still one JSON document, saying that no file ran.
+    """
+    write_folder(tmp_path / "history", 3)
+    real_stat = Storage.stat
+
+    def stat_until_ctrl_c(self: Storage, *args: Any, **kwargs: Any) -> Any:
+        ctrl_c()
+        return real_stat(self, *args, **kwargs)
+
+    monkeypatch.setattr(Storage, "stat", stat_until_ctrl_c)
+
+    result = icegate("backfill", str(tmp_path / "history"), "--lake", str(lake), "--json")
+
+    assert result.exit_code == 130
+    message = f"interrupted while listing {tmp_path / 'history'}: no file ran"
+    assert document(result) == {"error": message, "exit_code": 130}
+    assert message in result.stderr
+    assert "Aborted!" not in result.output
 
 
 def test_a_file_committed_without_its_ledger_row_is_already_loaded_on_the_rerun(

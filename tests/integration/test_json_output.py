@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
+from icegate import pipeline
 from icegate.cli import main
 from icegate.settings import Settings
 from tests.conftest import SAMPLES
+from tests.interrupts import ctrl_c
 from tests.ledger_support import ledger_rows, posts_csv, write_posts
 
 RUN_FILE_KEYS = {
@@ -182,3 +184,24 @@ def test_without_json_a_user_error_prints_nothing_on_stdout(tmp_path: Path) -> N
     assert result.exit_code == 1
     assert result.stdout == ""
     assert "no catalog at" in result.stderr
+
+
+def test_ctrl_c_before_a_command_has_a_summary_exits_130_with_a_document(
+    lake: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN Ctrl-C arriving while `icegate run` is still finding its files (nothing has run, nothing to sum up)
+    real_sources = pipeline.local_sources
+
+    def sources_until_ctrl_c(*args: Any, **kwargs: Any) -> Any:
+        ctrl_c()
+        return real_sources(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "local_sources", sources_until_ctrl_c)
+
+    # WHEN it runs with --json
+    result = icegate("run", str(SAMPLES), "--lake", str(lake), "--json")
+
+    # THEN it exits 130, as a shell reports an interrupt (not click's "Aborted!", 1), and stdout is one document
+    assert result.exit_code == 130
+    assert stdout_json(result) == {"error": "interrupted (Ctrl-C)", "exit_code": 130}
+    assert "Aborted!" not in result.output
