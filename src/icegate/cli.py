@@ -647,7 +647,8 @@ def _duration(value: str) -> timedelta:
     "--orphans-older-than",
     default="3d",
     show_default=True,
-    help="Delete unreferenced files older than this ('off' to keep them); a loader writes files before it commits.",
+    help="Delete unreferenced files older than this ('off' to keep them); a loader writes files before it commits. "
+    "In a local lake, also what runs no longer running left under processing/.",
 )
 @click.option(
     "--force",
@@ -668,11 +669,12 @@ def maintain(
     """Compact small files, expire old snapshots and delete files nothing references, for TABLE.
 
     TABLE is a table name (posts) or namespace.table. Source markers of expired snapshots are kept,
-    so a rerun of an old file is still reported as already loaded.
+    so a rerun of an old file is still reported as already loaded. In a local lake it also removes
+    what killed runs left under processing/, as old as --orphans-older-than.
     """
     from pyiceberg.exceptions import NoSuchTableError
 
-    from icegate.lake.maintain import UnsafeOrphanAge
+    from icegate.lake.maintain import UnsafeOrphanAge, remove_stale_processing
     from icegate.lake.maintain import maintain as run_maintenance
 
     expire_age = _duration(expire_older_than)
@@ -699,8 +701,15 @@ def maintain(
         raise click.BadParameter(str(exc), param_hint="--orphans-older-than") from None
     except IcegateError as exc:
         raise click.ClickException(str(exc)) from None
+    # Scratch of killed runs: in S3 a lifecycle rule expires processing/, locally nothing else would remove it.
+    # The orphans' age keeps it off a running run's folder (checked above: under a day only with --force).
+    leftovers = 0
+    if orphan_age is not None and settings.is_local:
+        processing = Path(settings.lake_path(c.PROCESSING_PREFIX))
+        leftovers = remove_stale_processing(processing, older_than=datetime.now(UTC) - orphan_age)
     if as_json:
-        click.echo(json.dumps({**dataclasses.asdict(report), "ledger_rows_recorded": repaired}, indent=2))
+        document = {**dataclasses.asdict(report), "ledger_rows_recorded": repaired, "processing_removed": leftovers}
+        click.echo(json.dumps(document, indent=2))
         return
     console.print(
         f"{report.table}: compacted {report.files_compacted} small files into {report.files_written}, "
@@ -710,6 +719,8 @@ def maintain(
     )
     if repaired:
         console.print(f"recorded {repaired} loads missing from the ledger (rebuilt from their snapshot markers)")
+    if leftovers:
+        console.print(f"removed {leftovers} leftovers of runs no longer running from processing/")
 
 
 def _repair_ledger(catalog: Catalog, identifier: tuple[str, str]) -> int:

@@ -145,7 +145,7 @@ def test_tables_dlq_and_maintain_json(lake: Path) -> None:
     assert maintained["table"] == "instagram_db.posts"
     assert set(maintained) == {
         "table", "files_compacted", "files_written", "snapshots_expired", "files_deleted", "orphans_deleted",
-        "manifests_before", "manifests_after", "ledger_rows_recorded",
+        "manifests_before", "manifests_after", "ledger_rows_recorded", "processing_removed",
     }  # fmt: skip
 
 

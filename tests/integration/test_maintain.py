@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import shutil
+import time
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -102,6 +105,70 @@ def test_orphan_removal_younger_than_a_day_is_refused_unless_forced(
     assert "1 orphan files" in forced.output
     assert not uncommitted.exists()
     assert build_catalog(settings).load_table(("instagram_db", "posts")).scan().to_arrow().num_rows > 0
+
+
+def test_maintain_removes_what_killed_runs_left_in_processing_and_spares_running_ones(
+    lake: Path, settings: Settings, tmp_path: Path
+) -> None:
+    # GIVEN a loaded lake whose processing/ holds the folder of a run killed 4 days ago, the folder of a run
+    # still going (a file written now beside one from 4 days ago), and group-commit waiting entries, one a
+    # killed loader's from 4 days ago, one of a loader taking its turn now
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    shutil.copy(SAMPLES / POSTS_CSV, landing / POSTS_CSV)
+    assert icegate("run", str(landing / POSTS_CSV), "--lake", str(lake)).exit_code == 0
+    processing = lake / "processing"
+    four_days_ago = time.time() - 4 * 86_400
+
+    def written(path: Path, when: float | None = None) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"scratch")
+        if when is not None:
+            os.utime(path, (when, when))
+        return path
+
+    killed = written(processing / "local-killed" / "valid.parquet", four_days_ago).parent
+    written(processing / "local-killed" / "parsed.parquet", four_days_ago)
+    os.utime(killed, (four_days_ago, four_days_ago))
+    running = written(processing / "local-running" / "parsed.parquet", four_days_ago).parent
+    written(running / "valid.parquet")
+    os.utime(running, (four_days_ago, four_days_ago))
+    stale_entry = written(processing / "_waiting" / "posts" / "000000000000001-local-killed.json", four_days_ago)
+    live_entry = written(processing / "_waiting" / "posts" / "000000000000002-local-running.json")
+
+    # WHEN the table is maintained with the default orphan age (3 days)
+    result = icegate("maintain", "posts", "--lake", str(lake), "--json")
+
+    # THEN the killed run's folder and the killed loader's entry are gone, and the document says how many
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["processing_removed"] == 2
+    assert not killed.exists()
+    assert not stale_entry.exists()
+    # AND the running run's folder (all of it) and the live entry are untouched
+    assert sorted(p.name for p in running.iterdir()) == ["parsed.parquet", "valid.parquet"]
+    assert live_entry.exists()
+
+
+def test_maintain_keeps_processing_when_orphans_are_kept(lake: Path, tmp_path: Path) -> None:
+    # GIVEN a loaded lake and the folder of a run killed 4 days ago
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    shutil.copy(SAMPLES / POSTS_CSV, landing / POSTS_CSV)
+    assert icegate("run", str(landing / POSTS_CSV), "--lake", str(lake)).exit_code == 0
+    killed = lake / "processing" / "local-killed"
+    killed.mkdir(parents=True)
+    (killed / "valid.parquet").write_bytes(b"scratch")
+    four_days_ago = time.time() - 4 * 86_400
+    for path in (killed / "valid.parquet", killed):
+        os.utime(path, (four_days_ago, four_days_ago))
+
+    # WHEN maintenance is told to keep orphans
+    result = icegate("maintain", "posts", "--lake", str(lake), "--orphans-older-than", "off", "--json")
+
+    # THEN it removes nothing from processing/ either
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["processing_removed"] == 0
+    assert (killed / "valid.parquet").exists()
 
 
 def _upserted_table(lake: Path, settings: Settings, loads: int) -> Table:

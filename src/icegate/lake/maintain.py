@@ -16,21 +16,28 @@ What pyiceberg 0.12 offers and what we add:
   and deletes data and manifest files that no snapshot references and that are older than a
   safety margin (a loader may be writing files it has not committed yet).
 - Old ``metadata.json`` files go as commits happen (``write.metadata.delete-after-commit``).
+
+Beside the tables, :func:`remove_stale_processing` clears a local lake's ``processing/`` of what killed runs
+left (in S3 a lifecycle rule expires the prefix).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyarrow import fs as pafs
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table.update.snapshot import ExpireSnapshots
 
+from icegate import constants as c
 from icegate.errors import CommitConflict
 from icegate.lake.catalog import MERGE_KEY_PROPERTY, file_target
 from icegate.lake.files import (
@@ -362,6 +369,40 @@ def remove_orphan_files(table: Table, *, older_than: datetime) -> int:
                 orphans.append(uri)
     _delete(table, orphans)
     return len(orphans)
+
+
+def remove_stale_processing(processing: Path, *, older_than: datetime) -> int:
+    """Delete what runs no longer running left under a local lake's ``processing/``; returns how many entries.
+
+    A run removes its ``<run_id>/`` folder when its file ends, so one that stays is a killed run's: it goes once
+    nothing in it has changed since ``older_than`` (a running run writes into it as its stages go). A group
+    commit's waiting entry (``_waiting/<dataset>/``) lives only while its loader takes its turn: one older than
+    that is a killed loader's. The caller keeps the margin that orphan removal keeps.
+    """
+    cutoff = older_than.timestamp()
+    removed = 0
+    for entry in sorted(processing.iterdir()) if processing.is_dir() else []:
+        if entry.name == c.WAITING_FOLDER:
+            for waiting in [f for f in entry.rglob("*") if f.is_file() and _last_change(f) < cutoff]:
+                waiting.unlink(missing_ok=True)
+                removed += 1
+        elif entry.is_dir() and _last_change(entry) < cutoff:
+            with contextlib.suppress(FileNotFoundError):  # its own run, or another maintain, removed it meanwhile
+                shutil.rmtree(entry)
+            removed += 1
+    return removed
+
+
+def _last_change(path: Path) -> float:
+    """The newest modification time of ``path`` and all under it; one vanishing meanwhile counts as now (in use)."""
+    try:
+        newest = path.stat().st_mtime
+        for folder, folders, files in os.walk(path):
+            for name in (*folders, *files):
+                newest = max(newest, os.stat(os.path.join(folder, name)).st_mtime)
+    except FileNotFoundError:
+        return float("inf")
+    return newest
 
 
 def _filesystem(table: Table, scheme: str, netloc: str | None) -> pafs.FileSystem:
