@@ -443,6 +443,7 @@ def test_header_with_unterminated_quote_is_malformed() -> None:
         (b'a,b,c\n1,"x\ry",3\n4,5\n', "line 4", "2 fields but the header has 3"),
         (b'a,b,c\n1,"x\n4,5\ny",3\n4,5\n', "line 5", "2 fields but the header has 3"),
         (b'a,b,c\n1,2,5" tall\n4,5\n6,7,3" wide\n8,9\n', "line 3", "2 fields but the header has 3"),
+        (b'a,b,c\n1,our 14",x\n2,ham, 12",y\n3,a,b,c\n', "line 3", "4 fields but the header has 3"),
     ],
     ids=[
         "too-many",
@@ -453,6 +454,7 @@ def test_header_with_unterminated_quote_is_malformed() -> None:
         "after-a-value-holding-a-lone-cr",
         "same-text-as-a-line-inside-an-earlier-quoted-value",
         "after-quotes-inside-unquoted-values",
+        "quotes-ending-unquoted-values",
     ],
 )
 def test_ragged_row_reports_its_physical_line(data: bytes, line: str, fields: str) -> None:

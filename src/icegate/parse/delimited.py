@@ -6,9 +6,7 @@ this reader refuses both, and names the line of a row with the wrong number of f
 
 from __future__ import annotations
 
-import functools
 import heapq
-import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final, NoReturn
 
@@ -18,6 +16,7 @@ import pyarrow.csv as pa_csv
 from icegate.errors import EmptyFile, MalformedFile
 from icegate.parse.limits import check_limits
 from icegate.parse.origin import Origin
+from icegate.parse.records import outside_quotes
 from icegate.parse.text import line_at, to_utf8
 from icegate.settings import Limits
 
@@ -186,19 +185,20 @@ def first_invalid_row(text: bytes, rows: list[InvalidRow], delimiter: str) -> tu
     """The first of ``rows`` in ``text``, and its line (None if its text is not found as whole lines).
 
     The reader's threads report rows out of order; the file's order is where their texts are. A text found
-    after an odd number of quotes is inside a quoted value (a multi-line caption may hold a line like it), not
-    the row. Quotes inside an unquoted value (``5" tall``) are text to the reader and not counted; should every
-    place found still be after an odd number, the first is taken.
+    inside a quoted value (a multi-line caption may hold a line like it) is not the row: where values are quoted
+    is walked as the reader reads it, so a quote inside or at the end of an unquoted value (``5" tall``,
+    ``14",``) is text. Should every place found be inside a quoted value, the first is taken.
     """
     places = [_places(text, row) for row in rows]
-    literal = _literal_quote(delimiter)
+    spans = outside_quotes(text, delimiter, final=True)
+    span = next(spans, None)
     first: tuple[int, InvalidRow] | None = None
-    quotes, counted = 0, 0
     for at, row in heapq.merge(*places, key=lambda place: place[0]):  # in file order, each text read no further
         first = first or (at, row)
-        found = text.count(b'"', counted, at) - len(literal.findall(text, counted, at))
-        quotes, counted = quotes + found, at
-        if quotes % 2 == 0:
+        while span is not None and span[1] < at:
+            span = next(spans, None)
+        # A span ends at a value's opening quote: a row may start with it.
+        if span is not None and span[0] <= at <= span[1]:
             return row, line_at(text, at)
     if first is None:
         return rows[0], None
@@ -235,13 +235,6 @@ def invalid_row(
         file=file,
         location=f"line {line}" if line is not None else None,
     )
-
-
-@functools.cache
-def _literal_quote(delimiter: str) -> re.Pattern[bytes]:
-    """A quote with a byte of a value on both sides: neither opening nor closing a value, nor doubled."""
-    value_byte = b"[^" + re.escape(delimiter.encode()) + b'\r\n"]'
-    return re.compile(b"(?<=" + value_byte + b')"(?=' + value_byte + b")")
 
 
 def _places(text: bytes, row: InvalidRow) -> Iterator[tuple[int, InvalidRow]]:
