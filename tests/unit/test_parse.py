@@ -517,6 +517,23 @@ def test_field_over_max_field_bytes_names_column_and_row() -> None:
     assert caught.value.location == "row 2, column 'caption'"
 
 
+def test_the_first_value_over_max_field_bytes_is_named_with_its_own_length() -> None:
+    """Regression: the row of the first long caption was named with the length of the longest, a later one, and a
+    long value in a later column of an earlier row was not the one named (streamed, it was)."""
+    # GIVEN a 150-byte caption in row 2, a 400-byte one in row 4, and a 120-byte creator in row 1
+    limits = Limits(max_field_bytes=100)
+    data = posts_csv("short", "c" * 150, "short", "c" * 400).replace(b",chef,", b"," + b"a" * 120 + b",", 1)
+
+    # WHEN it is parsed  THEN the file's first value over the limit is named, with its own length
+    with pytest.raises(MalformedFile, match="is 120 bytes long") as caught:
+        parse_bytes(data, POSTS_FILE, POSTS, limits=limits)
+    assert caught.value.location == "row 1, column 'creator'"
+    # AND without it, the first long caption
+    with pytest.raises(MalformedFile, match="is 150 bytes long") as caught:
+        parse_bytes(posts_csv("short", "c" * 150, "short", "c" * 400), POSTS_FILE, POSTS, limits=limits)
+    assert caught.value.location == "row 2, column 'caption'"
+
+
 def test_field_at_exactly_max_field_bytes_is_accepted() -> None:
     # GIVEN a caption of exactly the limit in bytes (multi-byte characters count as bytes)
     parsed = parse_bytes(posts_csv("é" * 50), POSTS_FILE, POSTS, limits=Limits(max_field_bytes=100))

@@ -53,20 +53,25 @@ def check_limits(table: pa.Table, file: str, limits: Limits, *, origin: Origin |
             f"the file has {table.num_columns:,} columns; the limit is {limits.max_columns:,} (ICEGATE_MAX_COLUMNS)",
             file=file,
         )
+    first: tuple[int, int, str] | None = None  # the earliest value over the limit: row, its length, column
     for index, name in enumerate(table.column_names):
         lengths = pc.binary_length(table.column(index))
         longest = pc.max(lengths).as_py()
         if longest is not None and longest > limits.max_field_bytes:
-            row = pc.index(pc.greater(lengths, limits.max_field_bytes), True).as_py() + 1
-            raise field_too_long(name, longest, rows_before + row, file, limits)
+            row = pc.index(pc.greater(lengths, limits.max_field_bytes), True).as_py()
+            if first is None or row < first[0]:
+                first = (row, lengths[row].as_py(), name)
+    if first is not None:  # the file's first such value, as a streamed file's blocks meet it
+        row, length, name = first
+        raise field_too_long(name, length, rows_before + row + 1, file, limits)
 
 
-def field_too_long(column: str, longest: int, row: int, file: str, limits: Limits) -> MalformedFile:
-    """The error for values of ``column`` over the field limit: ``longest`` bytes, the first in data ``row``."""
+def field_too_long(column: str, length: int, row: int, file: str, limits: Limits) -> MalformedFile:
+    """The error for the first value over the field limit: ``length`` bytes, in data ``row`` of ``column``."""
     return MalformedFile(
-        f"a value in column {column!r} is {longest:,} bytes long; the limit is "
-        f"{limits.max_field_bytes:,} (ICEGATE_MAX_FIELD_BYTES). The first such value is in data row {row}; "
-        "a quote that is never closed can also swallow the rest of a file into one value",
+        f"a value in column {column!r} is {length:,} bytes long; the limit is "
+        f"{limits.max_field_bytes:,} (ICEGATE_MAX_FIELD_BYTES). It is the file's first such value, in data row "
+        f"{row}; a quote that is never closed can also swallow the rest of a file into one value",
         file=file,
         location=f"row {row}, column {column!r}",
     )
