@@ -465,6 +465,19 @@ def test_ragged_row_reports_its_physical_line(data: bytes, line: str, fields: st
     assert caught.value.location == line
 
 
+def test_a_header_that_does_not_fit_is_refused_before_a_ragged_row_as_when_streamed() -> None:
+    """Regression: held whole, a file missing a required column and with a ragged row further on was refused for
+    the row (MalformedFile); streamed, for the header (SchemaMismatch) — replay --error-type picked one or other."""
+    # GIVEN a posts file without its required `likes` column and a row with a field too many further on
+    header = POSTS_HEADER.replace(",likes", "")
+    row = POSTS_ROW.replace(",10,2,", ",2,").format(caption="x")
+    data = "\n".join([header, row, row + ",surplus", row]).encode()
+
+    # WHEN it is parsed whole  THEN the header is what it is refused for
+    with pytest.raises(SchemaMismatch, match="likes"):
+        parse_bytes(data, POSTS_FILE, POSTS, limits=LIMITS)
+
+
 def test_first_ragged_row_in_file_order_is_reported_even_across_parallel_blocks() -> None:
     # GIVEN a file of several parser blocks with a bad row early and another near the end
     good = b"1,2,3\n" * 1_500_000

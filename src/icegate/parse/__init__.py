@@ -19,8 +19,11 @@ Every failure is an :mod:`icegate.errors` class carrying ``file=`` and, where th
 
 from __future__ import annotations
 
+import pyarrow as pa
+
 from icegate.datasets import Dataset, NormalizeContext
-from icegate.parse.delimited import DELIMITERS, decode_csv
+from icegate.errors import MalformedFile
+from icegate.parse.delimited import DELIMITERS, decode_csv, header_names
 from icegate.parse.formats import COMPRESSED_SUFFIX, FORMATS, Format, detect_format, format_for
 from icegate.parse.headers import canonical_name, map_columns
 from icegate.parse.json_records import decode_json
@@ -76,7 +79,12 @@ def parse_bytes(
     if data.startswith(GZIP_MAGIC):
         data = decompress(data, name, limits=limits)
     check_decoded_size(data, fmt.name, name, limits)
-    decoded, found = fmt.decode(data, name, limits, encoding)
+    try:
+        decoded, found = fmt.decode(data, name, limits, encoding)
+    except MalformedFile:
+        if fmt.name in DELIMITERS:  # the header is judged before its rows, as a streamed file's first block is
+            _check_header(data, name, DELIMITERS[fmt.name], dataset, encoding)
+        raise
     if decoded.num_rows == 0:
         raise no_data_rows(name, decoded.column_names)
     table, ignored = map_columns(decoded, dataset, file=name, normalize=normalize)
@@ -85,3 +93,10 @@ def parse_bytes(
         # Counted over the same UTF-8 text the reader read (a UTF-16 file has other bytes, the same lines).
         lines = record_lines(to_utf8(data, name, encoding), DELIMITERS[found], table.num_rows, decoded.num_columns)
     return ParsedTable(table=table, format=found, ignored_columns=ignored, lines=lines)
+
+
+def _check_header(data: bytes, name: str, delimiter: str, dataset: Dataset, encoding: str | None) -> None:
+    """Raise what the header alone is refused for (``SchemaMismatch``: a required column missing, two colliding)."""
+    names = header_names(to_utf8(data, name, encoding), name, delimiter)
+    empty = pa.Table.from_arrays([pa.array([], pa.string()) for _ in names], names=names)
+    map_columns(empty, dataset, file=name)
