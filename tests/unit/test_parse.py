@@ -1386,6 +1386,8 @@ def test_normalisers_apply_through_parse_bytes() -> None:
 def test_errors_carry_the_file_name() -> None:
     # GIVEN / WHEN any refused file  THEN the error's file is the name it was given
     with pytest.raises(MalformedFile) as caught:
-        parse_bytes(b"a,b\n1,2,3\n", POSTS_FILE, POSTS, limits=LIMITS)
+        parse_bytes(
+            f"{POSTS_HEADER}\n{POSTS_ROW.format(caption='x')},surplus\n".encode(), POSTS_FILE, POSTS, limits=LIMITS
+        )
     assert caught.value.file == POSTS_FILE
     assert str(caught.value).startswith(f"{POSTS_FILE}, line 2: ")
