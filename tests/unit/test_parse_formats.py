@@ -5,8 +5,10 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import openpyxl
 import pyarrow as pa
@@ -21,6 +23,7 @@ from icegate.payloads import Job, SourceObject
 from icegate.pipeline import run_parse
 from icegate.settings import Limits, Settings
 from icegate.storage import Storage
+from icegate.validate import validate_table
 
 POSTS = get_dataset("posts")
 ROWS = [
@@ -41,22 +44,42 @@ ROWS = [
 ]
 
 
-def _delimited(delimiter: str) -> bytes:
+def _delimited(delimiter: str, rows: list[dict[str, Any]] = ROWS) -> bytes:
     lines = [delimiter.join(POSTS.column_names)]
-    lines += [delimiter.join(json.dumps(row[c]) for c in POSTS.column_names) for row in ROWS]
+    lines += [delimiter.join(json.dumps(row[c]) for c in POSTS.column_names) for row in rows]
     return ("\n".join(lines) + "\n").encode()
 
 
-def _xlsx() -> bytes:
+def _xlsx(rows: list[dict[str, Any]] = ROWS) -> bytes:
     workbook = openpyxl.Workbook()
     sheet = workbook.active
     assert sheet is not None
     sheet.append(list(POSTS.column_names))
-    for row in ROWS:
+    for row in rows:
         sheet.append([row[c] for c in POSTS.column_names])
     buffer = io.BytesIO()
     workbook.save(buffer)
     return buffer.getvalue()
+
+
+def _with_cell_value(data: bytes, old: str, new: str) -> bytes:
+    """The workbook with one stored cell value (``<v>``) replaced, as another program or Excel would store it."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(out, "w") as target:
+        for item in source.infolist():
+            content = source.read(item)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                assert content.count(f"<v>{old}</v>".encode()) == 1
+                content = content.replace(f"<v>{old}</v>".encode(), f"<v>{new}</v>".encode())
+            target.writestr(item, content)
+    return out.getvalue()
+
+
+def _outcome(data: bytes, suffix: str) -> list[tuple[int, list[str]]]:
+    """Each rejected row of a posts file, parsed and validated: its row number and the checks it failed."""
+    name = f"post_results_20260113_175319{suffix}"
+    result = validate_table(parse_bytes(data, name, POSTS, limits=Limits()).table, POSTS, file=name)
+    return [(row["row_number"], row["failed_checks"]) for row in result.rejected.to_pylist()]
 
 
 def _parquet() -> bytes:
@@ -141,3 +164,40 @@ def test_a_csv_over_the_streamed_limit_is_refused_by_its_stored_size_naming_that
     # THEN it is refused before it is read, naming its size and the streamed-file setting
     assert f"{len(data):,} bytes" in str(refused.value)
     assert "ICEGATE_MAX_STREAM_BYTES" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("stored", "shown"),
+    [
+        pytest.param("1.23456789012346E+18", "1.23456789012346E+18", id="as-excel-stores-a-big-number"),
+        pytest.param("9.007199254740994E+15", "9.00719925474099E+15", id="just-past-2**53"),
+        pytest.param("1e+16", "1E+16", id="round-number"),
+    ],
+)
+def test_an_xlsx_count_a_double_cannot_hold_is_rejected_as_the_same_csv_value_is(stored: str, shown: str) -> None:
+    # GIVEN a posts workbook whose second row's likes is a double past 2**53 (a spreadsheet holds every number as
+    # one, so the count's last digits are gone), and a CSV file holding that value's text
+    rows = [dict(row) for row in ROWS]
+    rows[1]["likes"] = 0.125  # a placeholder replaced by the stored double
+    workbook = _with_cell_value(_xlsx(rows), "0.125", stored)
+    rows[1]["likes"] = stored
+
+    # WHEN both are parsed and validated
+    read = parse_bytes(workbook, "post_results_20260113_175319.xlsx", POSTS, limits=Limits()).table
+
+    # THEN the cell reads as the spreadsheet shows it (15 significant digits, no made-up ones), and its row is
+    # rejected as the CSV's is, rather than loaded as a count the file never held
+    assert read.column("likes").to_pylist()[1] == shown
+    assert _outcome(workbook, ".xlsx") == _outcome(_delimited(",", rows), ".csv") == [(2, ["likes:type(long)"])]
+
+
+def test_an_xlsx_whole_double_below_2_53_reads_as_its_digits() -> None:
+    # GIVEN a workbook whose likes is the largest double below 2**53 that Excel shows in full, stored with an exponent
+    rows = [dict(row) for row in ROWS]
+    rows[1]["likes"] = 0.125
+    workbook = _with_cell_value(_xlsx(rows), "0.125", "9.00719925474099E+15")
+
+    # WHEN it is parsed and validated  THEN it is that count, exactly, and loads
+    read = parse_bytes(workbook, "post_results_20260113_175319.xlsx", POSTS, limits=Limits()).table
+    assert read.column("likes").to_pylist()[1] == "9007199254740990"
+    assert _outcome(workbook, ".xlsx") == []

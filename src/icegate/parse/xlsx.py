@@ -13,6 +13,7 @@ from typing import Any
 import pyarrow as pa
 
 from icegate.errors import EmptyFile, FileTooLarge, MalformedFile
+from icegate.parse.doubles import double_text
 from icegate.parse.limits import limited_table, too_many_rows
 from icegate.parse.text import OLE2_MAGIC
 from icegate.settings import Limits
@@ -222,10 +223,7 @@ def _cell_text(value: Any) -> str | None:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        if value.is_integer():
-            return str(int(value))
-        # Excel keeps 15 significant digits; beyond them a double only carries binary noise.
-        return repr(float(f"{value:.15g}"))
+        return double_text(value)
     if isinstance(value, datetime):
         return value.date().isoformat() if value.time() == time(0) else value.isoformat()
     if isinstance(value, (date, time)):
