@@ -5,6 +5,9 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import math
+import random
+import struct
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +21,8 @@ import pytest
 from icegate import constants
 from icegate.datasets import get_dataset
 from icegate.errors import FileTooLarge
-from icegate.parse import COMPRESSED_SUFFIX, FORMATS, parse_bytes
+from icegate.parse import COMPRESSED_SUFFIX, FORMATS, decode_parquet, decode_xlsx, parse_bytes
+from icegate.parse.doubles import double_strings, double_text
 from icegate.payloads import Job, SourceObject
 from icegate.pipeline import run_parse
 from icegate.settings import Limits, Settings
@@ -201,3 +205,71 @@ def test_an_xlsx_whole_double_below_2_53_reads_as_its_digits() -> None:
     read = parse_bytes(workbook, "post_results_20260113_175319.xlsx", POSTS, limits=Limits()).table
     assert read.column("likes").to_pylist()[1] == "9007199254740990"
     assert _outcome(workbook, ".xlsx") == []
+
+
+def test_parquet_doubles_read_as_the_same_doubles_in_a_spreadsheet() -> None:
+    # GIVEN doubles as pandas writes an integer column with a gap (a phone, a count past 1e10), with binary noise,
+    # small, and past 2**53, in a Parquet file and in a workbook
+    doubles = [12125550100.0, 12345678901.0, None, 1.5, 0.1 + 0.2, 1e-07, 12345678901.25, 1.23456789012346e18, -0.0]
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"n": list(range(len(doubles))), "v": pa.array(doubles, pa.float64())}), buffer)
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    for row in [["n", "v"], *enumerate(doubles)]:
+        sheet.append(list(row))
+    xlsx = io.BytesIO()
+    workbook.save(xlsx)
+
+    # WHEN both are decoded
+    from_parquet = decode_parquet(buffer.getvalue(), "x.parquet", limits=Limits()).column("v").to_pylist()
+    from_xlsx = decode_xlsx(xlsx.getvalue(), "x.xlsx", limits=Limits()).column("v").to_pylist()
+
+    # THEN each reads as the same text: a whole number as its digits, never in exponent form below 2**53
+    assert from_parquet == from_xlsx
+    assert from_parquet == [
+        "12125550100", "12345678901", None, "1.5", "0.3", "1e-07", "12345678901.25", "1.23456789012346E+18", "0",
+    ]  # fmt: skip
+
+
+def test_a_parquet_whole_double_past_1e10_is_a_phone_and_a_count_as_in_csv() -> None:
+    # GIVEN a restaurants file whose phone and followers pandas wrote as doubles (a gap made them float64)
+    rows = {"restaurant_name": ["Joe", "Al"], "city": ["New York"] * 2, "instagram_handle": ["@joe", "@al"],
+            "posts_count": ["1", "1"]}  # fmt: skip
+    buffer = io.BytesIO()
+    phones, followers = [12125550100.0, None], [5.0, 12345678901.0]
+    pq.write_table(pa.table({**rows, "phone": pa.array(phones), "followers": pa.array(followers)}), buffer)
+    csv = "restaurant_name,city,instagram_handle,posts_count,phone,followers\n"
+    csv += "Joe,New York,@joe,1,12125550100,5\nAl,New York,@al,1,,12345678901\n"
+
+    # WHEN both are parsed and validated
+    name = "instagram_results_20260114_093000"
+    restaurants = get_dataset("restaurants")
+    parsed = [parse_bytes(data, name + suffix, restaurants, limits=Limits()).table
+              for data, suffix in ((buffer.getvalue(), ".parquet"), (csv.encode(), ".csv"))]  # fmt: skip
+    results = [validate_table(table, restaurants, file=name) for table in parsed]
+
+    # THEN the Parquet file gives the CSV's phone (so the same merge key) and count, and no row is rejected
+    assert parsed[0].to_pylist() == parsed[1].to_pylist()
+    assert [result.valid.to_pylist() for result in results] == [results[1].valid.to_pylist()] * 2
+    assert results[0].rejected.num_rows == 0
+    assert results[0].valid.column("followers").to_pylist() == [5, 12345678901]
+
+
+def test_parquet_doubles_are_written_by_the_spreadsheet_rule_for_any_double() -> None:
+    # GIVEN doubles of every kind: random bits, whole numbers around 2**53, decimals of up to 15 and 17 digits,
+    # every magnitude, and the edges (zeros, nan, infinities, the exponent thresholds)
+    draw = random.Random(20260113)
+    doubles: list[float | None] = [None, 0.0, -0.0, math.nan, math.inf, -math.inf, 1e-4, 9.999e-5, 1e10, 0.1 + 0.2]
+    doubles += [2.0**53 + step for step in (-2, -1, 0, 2)] + [-(2.0**53)]
+    for _ in range(5000):
+        doubles.append(struct.unpack("<d", draw.getrandbits(64).to_bytes(8, "little"))[0])
+        doubles.append(float(draw.randint(-(10**17), 10**17)))
+        doubles.append(round(draw.uniform(-1e12, 1e12), draw.randint(0, 8)))
+        doubles.append(draw.uniform(-1, 1) * 10 ** draw.randint(-8, 16))
+
+    # WHEN they are cast as a Parquet column is (vectorised)
+    cast = double_strings(pa.array(doubles, pa.float64())).to_pylist()
+
+    # THEN each is the text a spreadsheet cell holding it reads as
+    assert cast == [None if value is None else double_text(value) for value in doubles]

@@ -1,4 +1,5 @@
-"""Parquet: every column cast to string (dates and timestamps as ISO 8601), checked against the limits first."""
+"""Parquet: every column cast to string (dates and timestamps as ISO 8601, doubles as a spreadsheet shows
+them), checked against the limits first."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from icegate.errors import FileTooLarge, MalformedFile
+from icegate.parse.doubles import double_strings
 from icegate.parse.limits import check_limits, too_many_rows
 from icegate.settings import Limits
 
@@ -164,6 +166,10 @@ def _as_strings(column: pa.ChunkedArray, name: str, file: str) -> pa.ChunkedArra
         return _timestamp_strings(column)
     if pa.types.is_nested(kind):
         return pa.chunked_array([_nested_strings(chunk, name, file) for chunk in column.chunks], pa.string())
+    if pa.types.is_float64(kind):
+        # As the same double reads from a spreadsheet: Arrow's own text puts whole numbers from 1e10 in exponent
+        # form (pandas writes an integer column with a gap as doubles: a phone 12125550100 read 1.21255501e+10).
+        return pa.chunked_array([double_strings(chunk) for chunk in column.chunks], pa.string())
     try:
         return column.cast(pa.string())
     except pa.ArrowInvalid:
