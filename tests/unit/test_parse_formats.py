@@ -273,3 +273,27 @@ def test_parquet_doubles_are_written_by_the_spreadsheet_rule_for_any_double() ->
 
     # THEN each is the text a spreadsheet cell holding it reads as
     assert cast == [None if value is None else double_text(value) for value in doubles]
+
+
+def test_an_xlsx_row_of_spaces_is_a_rejected_row_as_in_csv_and_an_empty_row_is_skipped_as_a_blank_line() -> None:
+    # GIVEN posts rows with, between two of them, a row whose every cell is a space and an empty row (no cells),
+    # in a workbook and in a CSV file (the empty row a blank line)
+    first, last = dict(ROWS[0]), dict(ROWS[1], likes="x")
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    for row in [list(POSTS.column_names), [first[c] for c in POSTS.column_names], [" "] * len(POSTS.column_names),
+                [None] * len(POSTS.column_names), [last[c] for c in POSTS.column_names]]:  # fmt: skip
+        sheet.append(row)
+    xlsx = io.BytesIO()
+    workbook.save(xlsx)
+    csv = _delimited(",", [first]) + (",".join([" "] * len(POSTS.column_names)) + "\n\n").encode()
+    csv += _delimited(",", [last]).split(b"\n", 1)[1]
+
+    # WHEN both are parsed and validated
+    outcomes = [_outcome(xlsx.getvalue(), ".xlsx"), _outcome(csv, ".csv")]
+
+    # THEN both read three rows: the row of spaces is row 2, rejected for its empty key, and the bad count is row 3
+    assert (
+        outcomes[0] == outcomes[1] == [(2, ["creator:not_nullable", "post_id:not_nullable"]), (3, ["likes:type(long)"])]
+    )

@@ -180,7 +180,11 @@ def _sheet_table(rows: Iterable[tuple[Any, ...]], file: str, limits: Limits) -> 
             )
         while values and values[-1] is None:
             values.pop()
-        if not _filled(values):
+        if header is None and not _filled(values):
+            continue  # blank rows above the header are layout
+        if not any(values):
+            # No cell, or only empty ones (a formula filled down showing ""): a blank line, which CSV skips too. A
+            # cell of spaces is a value, as " , , " is a row in CSV: that row is rejected, not dropped unnumbered.
             continue
         if header is None:
             if len(values) > limits.max_columns:
