@@ -297,3 +297,57 @@ def test_an_xlsx_row_of_spaces_is_a_rejected_row_as_in_csv_and_an_empty_row_is_s
     assert (
         outcomes[0] == outcomes[1] == [(2, ["creator:not_nullable", "post_id:not_nullable"]), (3, ["likes:type(long)"])]
     )
+
+
+def test_an_xlsx_number_in_a_zero_padded_format_reads_as_the_text_it_shows_as_in_csv() -> None:
+    # GIVEN a restaurants workbook whose phone is a number formatted to show its leading zero (a London number),
+    # and a CSV file holding the text the sheet shows
+    header = ["restaurant_name", "city", "phone", "instagram_handle", "followers", "posts_count"]
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    sheet.append(header)
+    sheet.append(["Dishoom", "London", 2079460958, "@dishoom", 1000, 10])
+    sheet.cell(2, 3).number_format = "00000000000"
+    xlsx = io.BytesIO()
+    workbook.save(xlsx)
+    csv = ",".join(header) + "\nDishoom,London,02079460958,@dishoom,1000,10\n"
+
+    # WHEN both are parsed
+    name, restaurants = "instagram_results_20260114_093000", get_dataset("restaurants")
+    from_xlsx = parse_bytes(xlsx.getvalue(), name + ".xlsx", restaurants, limits=Limits()).table
+    from_csv = parse_bytes(csv.encode(), name + ".csv", restaurants, limits=Limits()).table
+
+    # THEN the workbook gives the CSV's phone, not the number without its zero (a valid US number elsewhere)
+    assert from_xlsx.to_pylist() == from_csv.to_pylist()
+
+
+@pytest.mark.parametrize(
+    ("value", "number_format", "shown"),
+    [
+        pytest.param(123, "00000", "00123", id="zero-padded"),
+        pytest.param(123.0, "00000", "00123", id="whole-double-zero-padded"),
+        pytest.param(1234567, "00000", "1234567", id="longer-than-its-zeros"),
+        pytest.param(42, '"ID-"000000', "ID-000042", id="quoted-prefix"),
+        pytest.param(12345678, "000\\-00\\-0000", "012-34-5678", id="escaped-literals"),
+        pytest.param(1.5, "00000", "1.5", id="fraction-kept"),
+        pytest.param(1234, "#,##0", "1234", id="thousands-separator-kept"),
+        pytest.param(1.5, "0.00", "1.5", id="decimals-kept"),
+        pytest.param(5, "00000;-00000", "5", id="sections-kept"),
+    ],
+)
+def test_xlsx_number_formats_honoured_are_exactly_the_zero_padded_ones(
+    value: float, number_format: str, shown: str
+) -> None:
+    # GIVEN a cell holding a number in a number format
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    sheet.append(["a", "b"])
+    sheet.append([value, "x"])
+    sheet.cell(2, 1).number_format = number_format
+    xlsx = io.BytesIO()
+    workbook.save(xlsx)
+
+    # WHEN it is decoded  THEN a zero-padded integer format gives the text it shows; any other, the number
+    assert decode_xlsx(xlsx.getvalue(), "x.xlsx", limits=Limits()).column("a").to_pylist() == [shown]

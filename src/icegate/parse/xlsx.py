@@ -8,12 +8,12 @@ import warnings
 import zipfile
 from collections.abc import Iterable
 from datetime import date, datetime, time
-from typing import Any
+from typing import Any, TypeAlias
 
 import pyarrow as pa
 
 from icegate.errors import EmptyFile, FileTooLarge, MalformedFile
-from icegate.parse.doubles import double_text
+from icegate.parse.doubles import FLOAT_EXACT, double_text
 from icegate.parse.limits import limited_table, too_many_rows
 from icegate.parse.text import OLE2_MAGIC
 from icegate.settings import Limits
@@ -40,7 +40,9 @@ def decode_xlsx(data: bytes, file: str, *, limits: Limits) -> pa.Table:
         sheet.reset_dimensions()  # a wrong <dimension> tag would otherwise cut rows short
         xml = _sheet_xml(sheet)
         _refuse_uncomputed_formulas(xml, file)
-        rows = _with_merged_values(sheet.iter_rows(values_only=True), _merged_down(xml))
+        padded = _zero_padded_styles(workbook)
+        cells = _shown(sheet.iter_rows(), padded) if padded else sheet.iter_rows(values_only=True)
+        rows = _with_merged_values(cells, _merged_down(xml))
         del xml
         return _sheet_table(rows, file, limits)
     except (EmptyFile, MalformedFile, FileTooLarge):
@@ -136,6 +138,75 @@ def _with_merged_values(
             if top == number and column < len(values):
                 shown[(top, column)] = values[column]
         yield tuple(values)
+
+
+#: A part of a number format: quoted text, an escaped character, a run of zero digit placeholders, or a character
+#: Excel shows as itself unquoted.
+_FORMAT_PART = re.compile(r'"([^"]*)"|\\(.)|(0+)|([-+():$ ])')
+#: The parts of a zero-padded integer format: literal text, or the number of digits a run of zeros shows.
+_Padding: TypeAlias = list[str | int]
+
+
+def _zero_padded(number_format: str) -> _Padding | None:
+    """A number format that shows a whole number zero-padded (``00000``, ``"ID-"000000``, ``000\\-0000``), as
+    its parts; None for any other (General, decimals, thousands separators, dates, percentages, several sections)."""
+    parts: _Padding = []
+    position = 0
+    for match in _FORMAT_PART.finditer(number_format):
+        if match.start() != position:
+            return None
+        position = match.end()
+        quoted, escaped, zeros, plain = match.groups()
+        parts.append(len(zeros) if zeros else quoted if quoted is not None else escaped or plain)
+    zeros = sum(part for part in parts if isinstance(part, int))
+    # "0" alone shows a whole number as it reads anyway.
+    if position != len(number_format) or not zeros or parts == [1]:
+        return None
+    return parts
+
+
+def _zero_padded_styles(workbook: Any) -> dict[int, _Padding]:
+    """Style index -> the parts of its number format, for the styles whose format is zero-padded."""
+    from openpyxl.styles.numbers import BUILTIN_FORMATS, BUILTIN_FORMATS_MAX_SIZE
+
+    padded: dict[int, _Padding] = {}
+    # Private names: read-only openpyxl resolves a cell's format from them one cell at a time.
+    for style_id, style in enumerate(workbook._cell_styles):
+        number = style.numFmtId
+        if number < BUILTIN_FORMATS_MAX_SIZE:
+            number_format = BUILTIN_FORMATS.get(number, "General")
+        else:
+            number_format = workbook._number_formats[number - BUILTIN_FORMATS_MAX_SIZE]
+        parts = _zero_padded(number_format)
+        if parts is not None:
+            padded[style_id] = parts
+    return padded
+
+
+def _shown(rows: Iterable[tuple[Any, ...]], padded: dict[int, _Padding]) -> Iterable[tuple[Any, ...]]:
+    """The values of rows of cells, a whole number in a zero-padded format as the text it shows (a phone
+    02079460958, an id 00123: its leading zeros are part of the value)."""
+    for row in rows:
+        yield tuple(_padded_text(cell.value, padded.get(getattr(cell, "_style_id", 0))) for cell in row)
+
+
+def _padded_text(value: Any, parts: _Padding | None) -> Any:
+    if parts is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    if isinstance(value, float) and not (value.is_integer() and abs(value) < FLOAT_EXACT):
+        return value  # a fraction shows rounded, a double past 2**53 without its digits: read as they are
+    number = int(value)
+    width = sum(part for part in parts if isinstance(part, int))
+    digits = str(abs(number)).zfill(width)
+    # Excel fills the zeros from the right; digits beyond them go to the first run.
+    extra, shown = len(digits) - width, ["-"] if number < 0 else []
+    for part in parts:
+        if isinstance(part, int):
+            shown.append(digits[: part + extra])
+            digits, extra = digits[part + extra :], 0
+        else:
+            shown.append(part)
+    return "".join(shown)
 
 
 def _filled(row: Iterable[Any]) -> bool:
