@@ -148,3 +148,6 @@ TRANSIENT_RETRY_MAX_DELAY_SECONDS: Final = TRANSIENT_RETRY.max_delay_seconds
 #: raises CommitConflict, and the first backoff (doubling, full jitter, capped at 2 s by the commit loop).
 COMMIT_ATTEMPTS: Final = 8
 COMMIT_BACKOFF_SECONDS: Final = 0.05
+#: Below this every whole number has a double of its own; from it on neighbours share one, so a count read
+#: from a double (a spreadsheet cell, a Parquet float) or past it in text cannot be trusted to its last digit.
+FLOAT_EXACT: Final = float(2**53)

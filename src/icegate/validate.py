@@ -15,6 +15,7 @@ import pandera.polars as pa
 import polars as pl
 import pyarrow
 
+from icegate.constants import FLOAT_EXACT
 from icegate.datasets import POLARS_TYPES, Column, Dataset
 from icegate.errors import EmptyFile, SchemaMismatch
 from icegate.parse.lines import LAST_LINE, LINE
@@ -26,8 +27,6 @@ SOURCE_FILE = "source_file"
 LOCATION_COLUMNS = (ROW_NUMBER, SOURCE_FILE, LINE, LAST_LINE)
 
 _SUFFIX_FACTORS = {"": 1.0, "K": 1e3, "M": 1e6, "B": 1e9}
-#: Below this every whole number has a float of its own (from it on, neighbours share one).
-_FLOAT_EXACT = float(2**53)
 _ISO_DATETIME = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$"
 _DATE_FORMATS = ("%Y/%m/%d", "%b %d, %Y", "%B %d, %Y", "%d %b %Y", "%d %B %Y")
 
@@ -52,7 +51,7 @@ def count_expr(raw: pl.Expr) -> pl.Expr:
     scaled = number * factor
     # Without a suffix a count must be whole: "1.5" likes is an error, not 2. Past 2**53 a float is no longer
     # every whole number: such a value is refused, not rounded to a neighbour.
-    exact = scaled.abs() < _FLOAT_EXACT
+    exact = scaled.abs() < FLOAT_EXACT
     whole = pl.when(((factor > 1) | (scaled == scaled.floor())) & exact).then(scaled.round(0)).otherwise(None)
     return pl.coalesce(plain, whole.cast(pl.Int64, strict=False))
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-#: From here on a double is no longer every whole number (validation refuses such counts: ``validate._FLOAT_EXACT``).
-FLOAT_EXACT = float(2**53)
+from icegate.constants import FLOAT_EXACT
+
 #: A fraction Arrow writes positionally in at most this many characters has at most 15 significant digits.
 _SHORT_TEXT = 16
 #: Below this Python writes a fraction with an exponent (``1e-05``) where Arrow does not (``0.00001``).

@@ -12,8 +12,9 @@ from typing import Any, TypeAlias
 
 import pyarrow as pa
 
+from icegate.constants import FLOAT_EXACT
 from icegate.errors import EmptyFile, FileTooLarge, MalformedFile
-from icegate.parse.doubles import FLOAT_EXACT, double_text
+from icegate.parse.doubles import double_text
 from icegate.parse.limits import limited_table, too_many_rows
 from icegate.parse.text import OLE2_MAGIC
 from icegate.settings import Limits
