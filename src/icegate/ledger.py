@@ -13,7 +13,7 @@ The Iceberg side (schema, table, idempotent append) lives in :mod:`icegate.lake.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -207,11 +207,13 @@ def record_rows(
     namespace: str,
     rows: Sequence[Mapping[str, Any]],
     *,
-    just_committed: bool = False,
+    just_committed: Collection[str] = (),
 ) -> bool:
     """Write ledger rows in one append (a group commit's files), as :func:`record` writes one.
 
-    ``just_committed``: the rows are of loads this very call committed, so none can be recorded yet.
+    ``just_committed``: run ids whose rows cannot be recorded yet — the caller's own file, whose load this
+    very call committed — so they are appended without a look for them. Not the other files of a group
+    commit: their own loaders record them too once they find their marker, maybe before this append lands.
     """
     try:
         resolved = catalog() if callable(catalog) else catalog

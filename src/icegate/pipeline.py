@@ -697,7 +697,10 @@ def run_load(
         for run_id, reason in group.left_out.items():
             log.warning("left %s out of this group commit (its own load will meet it): %s", run_id, reason)
         rows = _ledger_rows([(done[r], taken[r].report) for r in done], settings, catalog)
-        ledger.record_rows(catalog, settings.namespace, rows, just_committed=group.committed)
+        # Only this file's row cannot be there yet. The other files' loaders run on: one that finds its
+        # file's marker before this append lands records its row itself, so those are looked for.
+        own_row = {scored.run_id} if group.committed else set()
+        ledger.record_rows(catalog, settings.namespace, rows, just_committed=own_row)
         turn.finish(done)
     return done[scored.run_id]
 
@@ -726,7 +729,9 @@ def _load_streamed(
         )
     loaded = _loaded(scored, summary, clock)
     rows = _ledger_rows([(loaded, report)], settings, catalog)
-    ledger.record_rows(catalog, settings.namespace, rows, just_committed=not summary.already_loaded)
+    ledger.record_rows(
+        catalog, settings.namespace, rows, just_committed=set() if summary.already_loaded else {scored.run_id}
+    )
     return loaded
 
 

@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from icegate import constants as c
+from icegate import ledger as ledger_module
 from icegate.cli import main
 from icegate.lake import build_catalog, loaded_snapshots
 from icegate.lake.markers import MARKER_RUN
@@ -38,6 +39,7 @@ from icegate.storage import Storage
 from icegate.waiting import InProcessQueue, WaitingLoad
 from tests.frames import SCRAPER_HEADER, observe_commits, scraper_posts_csv
 from tests.interrupts import ctrl_c_as_the_first_load_starts
+from tests.ledger_support import ledger_rows
 
 
 def posts_csv(folder: Path, second: int, ids: range) -> Path:
@@ -109,6 +111,42 @@ def test_a_lambda_loader_commits_the_files_waiting_in_the_lake_with_its_own(
     assert ledger_outcomes(settings)[(second.run_id, "loaded")] == 1
     # AND nothing is left waiting
     assert list(storage.list(settings.lake_path(c.PROCESSING_PREFIX, c.WAITING_FOLDER))) == []
+
+
+def raw_ledger_outcomes(settings: Settings) -> Counter[tuple[str, str]]:
+    """Every row of the ledger table as stored (``history`` shows a load once even when it is there twice)."""
+    rows = ledger_rows(settings)
+    return Counter(zip(rows["run_id"], rows["outcome"], strict=True))
+
+
+def test_a_file_committed_by_another_loaders_group_is_recorded_once_whichever_loader_reaches_the_ledger_first(
+    lake: Path, settings: Settings, storage: Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN file b waiting in the lake while file a's loader takes its turn
+    first = scored(posts_csv(tmp_path, 1, range(0, 20)), settings, storage)
+    second = scored(posts_csv(tmp_path, 2, range(10, 30)), settings, storage)
+    queue = object_queue(settings, storage)
+    # AND a's loader is slow between its group commit (a and b) and its ledger append, long enough for b's own
+    # loader to find b's marker and finish (a loaded machine: seen in the 50-execution burst)
+    real_record_rows = ledger_module.record_rows
+    b_loaded: list[Any] = []
+
+    def b_finishes_first(catalog: Any, namespace: str, rows: Any, **kwargs: Any) -> bool:
+        if not b_loaded and {row["run_id"] for row in rows} == {first.run_id, second.run_id}:
+            b_loaded.append(run_load(second, settings, storage, waiting=object_queue(settings, storage)))
+        return real_record_rows(catalog, namespace, rows, **kwargs)
+
+    monkeypatch.setattr(ledger_module, "record_rows", b_finishes_first)
+    with queue.turn(WaitingLoad(second, None, queue.read_rows(second))):
+        # WHEN a's loader runs
+        run_load(first, settings, storage, waiting=object_queue(settings, storage))
+
+    # THEN b's loader ran inside that window and reported b's own load, not "already loaded"
+    assert len(b_loaded) == 1
+    assert not b_loaded[0].load.already_loaded
+    assert (b_loaded[0].load.inserted, b_loaded[0].load.skipped) == (10, 10)
+    # AND the ledger holds exactly one row per run: a and b loaded, each once
+    assert raw_ledger_outcomes(settings) == Counter({(first.run_id, "loaded"): 1, (second.run_id, "loaded"): 1})
 
 
 def test_a_load_that_fails_stops_waiting_so_no_other_loader_commits_it(

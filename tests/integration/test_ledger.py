@@ -383,7 +383,7 @@ def test_a_ledger_append_that_may_have_landed_looks_for_its_rows_before_the_next
     row = {"run_id": "r1", "outcome": "loaded", "table_name": "instagram_db.posts", "source_sha256": "abc"}
 
     # WHEN the loader records a load it has just committed (no look for its row first)
-    written = append_rows(catalog, settings.namespace, [row], backoff=0, unrecorded=True)
+    written = append_rows(catalog, settings.namespace, [row], backoff=0, unrecorded={"r1"})
 
     # THEN the retry found the row that landed and wrote it once
     assert failures == [True]
@@ -399,7 +399,7 @@ def test_the_ledgers_history_shows_a_load_once_when_maintain_rebuilt_its_row_mea
     catalog = build_catalog(settings)
     row = {"run_id": "r1", "outcome": "loaded", "table_name": "instagram_db.posts", "dataset": "posts"}
     append_rows(catalog, settings.namespace, [{**row, "recorded_by": "maintain"}])
-    append_rows(catalog, settings.namespace, [{**row, "recorded_by": "loader"}], unrecorded=True)
+    append_rows(catalog, settings.namespace, [{**row, "recorded_by": "loader"}], unrecorded={"r1"})
 
     # WHEN its history is read
     rows = ledger.history(catalog, settings.namespace, dataset="posts")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -201,24 +201,27 @@ def append_rows(
     *,
     attempts: int = 8,
     backoff: float = 0.05,
-    unrecorded: bool = False,
+    unrecorded: Collection[str] = (),
 ) -> int:
     """Append ledger rows, skipping any whose (run id, outcome) is already recorded. Returns rows written.
 
-    ``unrecorded``: the caller knows no such row can exist yet (the loads it just committed), so the
-    check — a ledger scan whose cost grows with the ledger's files until maintenance compacts them —
-    is skipped, unless an attempt may have landed unseen (a busy catalog database).
+    ``unrecorded``: run ids whose rows the caller knows cannot exist yet (the load of its own file it just
+    committed), so the check — a ledger scan whose cost grows with the ledger's files until maintenance
+    compacts them — leaves them out (and is skipped when it is all of them), unless an attempt may have
+    landed unseen (a busy catalog database). Every other run id is looked for on every attempt: a commit
+    that lost to another writer may have lost to the very row it holds.
     """
     if not rows:
         return 0
-    check = not unrecorded
+    unseen = set(unrecorded)
     for attempt in range(attempts):
         if attempt:
             time.sleep(random.uniform(0, min(2.0, backoff * 2**attempt)))
         try:
             table = ledger_table(catalog, namespace, create=True)
             assert table is not None
-            recorded = _recorded_keys(table, {str(row["run_id"]) for row in rows}) if check else set()
+            look_for = {str(row["run_id"]) for row in rows} - unseen
+            recorded = _recorded_keys(table, look_for) if look_for else set()
             fresh = [row for row in rows if (row["run_id"], row["outcome"]) not in recorded]
             if not fresh:
                 return 0
@@ -232,7 +235,7 @@ def append_rows(
         except DBAPIError as exc:
             if not is_contention(exc):
                 raise
-            check = True  # whether that commit landed is unknown
+            unseen = set()  # whether that commit landed is unknown: look for every row
             continue
     raise CommitFailedException(f"{attempts} commits to {namespace}.{LEDGER_TABLE} lost to concurrent writers")
 
