@@ -729,9 +729,10 @@ def _load_streamed(
         )
     loaded = _loaded(scored, summary, clock)
     rows = _ledger_rows([(loaded, report)], settings, catalog)
-    ledger.record_rows(
-        catalog, settings.namespace, rows, just_committed=set() if summary.already_loaded else {scored.run_id}
-    )
+    # Looked for, not appended blindly: a load found committed by this run's earlier attempt (a retried
+    # Task) also reports its counts, not "already loaded", and that attempt may have recorded it. One
+    # ledger scan is little beside streaming a file too big to hold.
+    ledger.record_rows(catalog, settings.namespace, rows)
     return loaded
 
 

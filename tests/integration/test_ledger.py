@@ -233,6 +233,34 @@ def test_a_retried_load_that_finds_its_own_commit_records_loaded_once(
     assert ledger_rows(settings).height == 1
 
 
+def test_a_retried_streamed_load_whose_first_attempt_committed_and_recorded_records_nothing_more(
+    tmp_path: Path, settings: Settings
+) -> None:
+    # GIVEN a file too big to hold (streamed), whose load stage committed and recorded it, then failed
+    # to hand its result back (Step Functions retries the Task with the same run id)
+    streaming = dataclasses.replace(settings, limits=dataclasses.replace(settings.limits, stream_above_bytes=1))
+    path = write_posts(tmp_path / "in", "20260110_100000", posts_csv(30))
+    job = pipeline.Job(source=SourceObject(bucket="", key=str(path)), run_id="run-retried")
+    storage = pipeline.Storage()
+    scored = pipeline.run_score(
+        pipeline.run_validate(pipeline.run_parse(job, streaming, storage), streaming, storage), streaming, storage
+    )
+    assert scored.streamed
+    first = pipeline.run_load(scored, streaming, storage)
+    assert ledger_rows(settings).select("run_id", "outcome").rows() == [("run-retried", "loaded")]
+
+    # WHEN the retry runs the same load again
+    retried = pipeline.run_load(scored, streaming, storage)
+
+    # THEN it recognises its own commit (loaded, its counts, the same snapshot)
+    assert retried.load is not None
+    assert first.load is not None
+    assert (retried.load.already_loaded, retried.load.inserted) == (False, 30)
+    assert retried.load.snapshot_id == first.load.snapshot_id
+    # AND the ledger still holds its one row: the retry looked for it before appending
+    assert ledger_rows(settings).select("run_id", "outcome").rows() == [("run-retried", "loaded")]
+
+
 def ledger_rows_or_empty(settings: Settings) -> pl.DataFrame:
     if not build_catalog(settings).table_exists((settings.namespace, LEDGER_TABLE)):
         return pl.DataFrame()
