@@ -27,6 +27,9 @@ SOURCE_FILE = "source_file"
 LOCATION_COLUMNS = (ROW_NUMBER, SOURCE_FILE, LINE, LAST_LINE)
 
 _SUFFIX_FACTORS = {"": 1.0, "K": 1e3, "M": 1e6, "B": 1e9}
+#: The shapes a count may take once trimmed. A separator (one kind per value) only groups the integer part in
+#: threes after a first group of 1-3 digits: "12,5K" is a decimal comma and "1,2345" a typo, not 125000 / 12345.
+_COUNT_SHAPE = r"(?i)^[+-]?(?:\d+|[1-9]\d{0,2}(?:(?:,\d{3})+|(?:\s\d{3})+|(?:_\d{3})+))(?:\.\d*)?\s*[KMB]?$"
 _ISO_DATETIME = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$"
 _DATE_FORMATS = ("%Y/%m/%d", "%b %d, %Y", "%B %d, %Y", "%d %b %Y", "%d %B %Y")
 
@@ -42,8 +45,10 @@ class ValidationResult:
 
 
 def count_expr(raw: pl.Expr) -> pl.Expr:
-    """Counts as scrapers write them: ``1234``, ``1,234``, ``12.5K``, ``1.2M`` -> integers."""
-    text = raw.str.replace_all(r"[,\s_]", "").str.to_uppercase()
+    """Counts as scrapers write them: ``1234``, ``1,234``, ``1 234``, ``12.5K``, ``1.2M`` -> integers."""
+    trimmed = raw.str.strip_chars()
+    # Separators go only once the value has the shape where they group thousands; any other value is null.
+    text = pl.when(trimmed.str.contains(_COUNT_SHAPE)).then(trimmed.str.replace_all(r"[,\s_]", "").str.to_uppercase())
     plain = text.str.replace(r"^(-?\d+)\.0*$", "${1}").str.to_integer(strict=False)  # "12.0" exactly, however big
     parts = text.str.extract_groups(r"^(\d+(?:\.\d+)?)([KMB]?)$")
     number = parts.struct.field("1").cast(pl.Float64, strict=False)

@@ -102,6 +102,9 @@ def rejected_rows(result: ValidationResult) -> list[dict[str, Any]]:
         ("1.15M", 1_150_000),
         ("2.3K", 2_300),
         ("9007199254740993.0", 9_007_199_254_740_993),
+        ("12,345,678", 12_345_678),
+        ("1_234", 1_234),
+        ("1,234.5K", 1_234_500),
     ],
     ids=[
         "thousands-suffix",
@@ -116,6 +119,9 @@ def rejected_rows(result: ValidationResult) -> list[dict[str, Any]]:
         "suffix-product-inexact-in-binary-1",
         "suffix-product-inexact-in-binary-2",
         "whole-decimal-past-2**53-exactly",
+        "comma-grouping-of-several-groups",
+        "underscore-grouping",
+        "comma-grouping-before-a-suffix",
     ],
 )
 def test_count_written_by_a_scraper_becomes_an_integer(raw: str, expected: int) -> None:
@@ -138,6 +144,13 @@ def test_count_written_by_a_scraper_becomes_an_integer(raw: str, expected: int) 
         ("-3", "likes:greater_than_or_equal_to(0)"),
         ("9007199254740.993K", "likes:type(long)"),
         ("9007199254740992.5", "likes:type(long)"),
+        ("12,5K", "likes:type(long)"),
+        ("1,5K", "likes:type(long)"),
+        ("1,2345", "likes:type(long)"),
+        ("1,2,3", "likes:type(long)"),
+        ("1 2 3", "likes:type(long)"),
+        ("0,500K", "likes:type(long)"),
+        ("1,234 567", "likes:type(long)"),
     ],
     ids=[
         "fraction-without-suffix",
@@ -148,6 +161,15 @@ def test_count_written_by_a_scraper_becomes_an_integer(raw: str, expected: int) 
         "negative",
         "suffix-product-past-2**53-no-float-holds-exactly",
         "fraction-past-2**53-rounded-whole-by-a-float",
+        # A separator groups thousands only in threes after a first group of 1-3 digits (not 0): anything else is
+        # a decimal comma or a typo, and reading it as grouping would store 10x-1000x the count.
+        "decimal-comma-before-a-suffix-1",
+        "decimal-comma-before-a-suffix-2",
+        "group-of-four-digits",
+        "groups-of-one-digit",
+        "space-between-single-digits",
+        "decimal-comma-with-a-leading-zero",
+        "two-kinds-of-separator",
     ],
 )
 def test_count_that_is_not_a_non_negative_integer_rejects_the_row(raw: str, check: str) -> None:
@@ -447,7 +469,9 @@ def test_missing_contract_column_raises_schema_mismatch_naming_it() -> None:
 
 
 #: Values in and out of the plain forms the quick path parses, including look-alikes it must leave to the grammar.
-_COUNTS = ["12", "-3", "+7", "0012", "1,234", " 7 ", "12.5K", "1.2m", "1.5", "1e3", "", "x", "9" * 20, None]
+_COUNTS = [
+    "12", "-3", "+7", "0012", "1,234", "12,5K", "1,2345", " 7 ", "12.5K", "1.2m", "1.5", "1e3", "", "x", "9" * 20, None,
+]  # fmt: skip
 _DATES = [
     "2026-01-13", "2026-1-5", "+202-01-01", " 2026-01-13", "2026-01-13T10:00:00Z", "2026-02-30",
     "Jan 13, 2026", "2026/01/13", "13 January 2026", "20260113", "", None,
