@@ -921,6 +921,47 @@ def test_json_nested_too_deep_to_read_is_malformed_where_it_is(data: bytes, line
     assert caught.value.location == location
 
 
+@pytest.mark.parametrize(
+    ("data", "lines", "location", "named"),
+    [
+        (b'{"a": 1}\n\n{"a": 500, "b": 2, "a": null}\n', True, "line 3", "'a' appears twice in one object of row 2;"),
+        (
+            b'[{"a": 1},\n\n {"a": 500, "b": 2, "a": null}]',
+            False,
+            "row 2",
+            "'a' appears twice in one object of this record (it starts on line 3);",
+        ),
+        (b'{\n  "a": 500,\n  "a": null\n}\n', False, "row 1", "'a' appears twice in one object of this record;"),
+        (b'{"a": 1}\n{"a": 1, "m": {"k": 1, "k": 2}}\n', False, "line 2", "'k' appears twice in one object of row 2;"),
+    ],
+    ids=["ndjson-line", "array-item", "document", "nested-object-of-a-json-lines-file"],
+)
+def test_json_record_repeating_a_key_is_malformed_naming_the_record_and_the_key(
+    data: bytes, lines: bool, location: str, named: str
+) -> None:
+    # GIVEN a record holding one key twice (a reader keeps one value: the other would be lost without a word)
+    # WHEN it is decoded
+    with pytest.raises(MalformedFile) as caught:
+        decode_json(data, "x.json", limits=LIMITS, lines=lines)
+
+    # THEN it is refused, naming the file, the record (its row; for NDJSON its line) and the key
+    assert caught.value.file == "x.json"
+    assert caught.value.location == location
+    assert f"the key {named}" in str(caught.value)
+
+
+def test_ndjson_repeating_a_key_is_refused_not_loaded_with_the_last_value() -> None:
+    # GIVEN a posts NDJSON file whose second record has "likes" twice, the second null
+    record = dict(zip(POSTS_HEADER.split(","), POSTS_ROW.format(caption="c").split(","), strict=True))
+    first = json.dumps(record)
+    second = json.dumps(record | {"post_id": "P2", "likes": 500})[:-1] + ', "likes": null}'
+
+    # WHEN it is parsed  THEN it is refused rather than loaded with likes null
+    with pytest.raises(MalformedFile, match="the key 'likes' appears twice") as caught:
+        parse_bytes(f"{first}\n{second}\n".encode(), "post_results_1.ndjson", POSTS, limits=LIMITS)
+    assert caught.value.location == "line 2"
+
+
 def test_empty_json_array_is_an_empty_file() -> None:
     # GIVEN / WHEN an empty array  THEN EmptyFile
     with pytest.raises(EmptyFile):

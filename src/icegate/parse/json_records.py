@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -20,7 +21,34 @@ class _JsonNumber(str):
     __slots__ = ()
 
 
-_JSON = json.JSONDecoder(parse_int=_JsonNumber, parse_float=_JsonNumber, parse_constant=_JsonNumber)
+class _RepeatedKey(Exception):
+    """An object holds one key twice (raised by the decoder; the caller says which record)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # A plain dict keeps a repeated key's last value and loses the first without a word (as a CSV file
+    # with a header twice would lose a column): such a record is refused instead.
+    record = dict(pairs)
+    if len(record) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _RepeatedKey(key)
+            seen.add(key)
+    return record
+
+
+_JSON = json.JSONDecoder(
+    object_pairs_hook=_unique_keys, parse_int=_JsonNumber, parse_float=_JsonNumber, parse_constant=_JsonNumber
+)
+#: Reads an object that repeats a key, only to find where it ends.
+_ANY_KEYS = json.JSONDecoder(parse_int=_JsonNumber, parse_float=_JsonNumber, parse_constant=_JsonNumber)
+#: What JSON counts as whitespace between values.
+_BLANK = re.compile(r"[ \t\n\r]*")
 
 
 def decode_json(
@@ -42,9 +70,21 @@ def decode_json(
             records = [records]
         return _records_table(_numbered(records), file, limits), "json"
     if not lines:
-        first, end = _json_value(text, start, file)
-        if not text[end:].strip():
-            return _records_table(_numbered([first]), file, limits), "json"
+        try:
+            first, end = _json_value(text, start, file)
+        except _RepeatedKey as exc:
+            # The document's one object, or an NDJSON file's first line (which the NDJSON reader names).
+            try:
+                end = _ANY_KEYS.raw_decode(text, start)[1]
+            except json.JSONDecodeError as syntax:  # refused for its syntax, after the repeat
+                raise _json_error(syntax, file) from None
+            except RecursionError:
+                raise _too_deep(file) from None
+            if not text[end:].strip():
+                raise _repeated_key(exc.key, "this record", file, location="row 1") from None
+        else:
+            if not text[end:].strip():
+                return _records_table(_numbered([first]), file, limits), "json"
     return _records_table(_ndjson_records(text, file), file, limits), "ndjson"
 
 
@@ -55,6 +95,8 @@ def _json_document(text: str, file: str) -> Any:
         raise _json_error(exc, file) from None
     except RecursionError:
         raise _too_deep(file) from None
+    except _RepeatedKey as exc:
+        raise _repeated_in_array(text, exc.key, file) from None
 
 
 def _json_value(text: str, start: int, file: str) -> tuple[Any, int]:
@@ -82,6 +124,40 @@ def _json_error(exc: json.JSONDecodeError, file: str, line: int | None = None) -
     return MalformedFile(f"invalid JSON: {exc.msg}; fix the syntax there", file=file, location=where)
 
 
+def _repeated_key(key: str, record: str, file: str, *, location: str) -> MalformedFile:
+    return MalformedFile(
+        f"the key {key!r} appears twice in one object of {record}; a JSON reader keeps one of the values and "
+        "loses the other: remove or rename one of them",
+        file=file,
+        location=location,
+    )
+
+
+def _repeated_in_array(text: str, key: str, file: str) -> MalformedFile:
+    """The error naming the array's record that repeats ``key``: found by reading the records one by one again.
+
+    Only a refused file pays for this second read; every value before the repeat is valid JSON.
+    """
+    position = _after_blank(text, 0) + 1  # past "["
+    row = 0
+    while True:
+        position = _after_blank(text, position)
+        row += 1
+        try:
+            _, end = _JSON.raw_decode(text, position)
+        except _RepeatedKey:
+            line = text.count("\n", 0, position) + 1
+            return _repeated_key(key, f"this record (it starts on line {line})", file, location=f"row {row}")
+        except (json.JSONDecodeError, RecursionError):  # pragma: no cover - the whole document decoded up to it
+            return _repeated_key(key, "this record", file, location=f"row {row}")
+        position = _after_blank(text, end) + 1  # past ","
+
+
+def _after_blank(text: str, position: int) -> int:
+    match = _BLANK.match(text, position)
+    return match.end() if match else position
+
+
 def _numbered(records: list[Any]) -> Iterator[tuple[str, Any]]:
     """Each record with its place: the n-th object of the array (or the document's one), as a row."""
     for index, record in enumerate(records, start=1):
@@ -90,15 +166,19 @@ def _numbered(records: list[Any]) -> Iterator[tuple[str, Any]]:
 
 def _ndjson_records(text: str, file: str) -> Iterator[tuple[str, Any]]:
     # Split on "\n" only: U+2028 and friends may sit unescaped inside JSON strings.
+    row = 0
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
+        row += 1
         try:
             value, end = _JSON.raw_decode(line, len(line) - len(line.lstrip()))
         except json.JSONDecodeError as exc:
             raise _json_error(exc, file, line=number) from None
         except RecursionError:
             raise _too_deep(file, f"line {number}") from None
+        except _RepeatedKey as exc:
+            raise _repeated_key(exc.key, f"row {row}", file, location=f"line {number}") from None
         if line[end:].strip():
             raise MalformedFile(
                 "more than one JSON value on this line; NDJSON holds one object per line",
