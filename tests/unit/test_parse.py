@@ -1233,6 +1233,40 @@ def test_two_headers_for_one_column_collide() -> None:
     assert "'likes' (column 5) and 'Like Count' (column 12) both mean column 'likes'" in message
 
 
+@pytest.mark.parametrize(
+    ("name", "separator", "spelt", "location"),
+    [
+        (
+            "post_results_1.ndjson",
+            "\n\n",
+            "the keys 'likes' (first in row 1, line 1) and 'like_count' (first in row 2, line 3)",
+            "line 3, column 'likes'",
+        ),
+        (
+            "post_results_1.json",
+            ",\n",
+            "the keys 'likes' (first in row 1) and 'like_count' (first in row 2)",
+            "row 2, column 'likes'",
+        ),
+    ],
+    ids=["ndjson", "json-array"],
+)
+def test_two_keys_for_one_column_in_json_records_collide_naming_the_records(
+    name: str, separator: str, spelt: str, location: str
+) -> None:
+    # GIVEN records spelling likes two ways: "likes" in the first, "like_count" in the second (no header, no columns)
+    record = dict(zip(POSTS_HEADER.split(","), POSTS_ROW.format(caption="x").split(","), strict=True))
+    renamed = {("like_count" if key == "likes" else key): value for key, value in record.items()}
+    records = separator.join(json.dumps(r) for r in (record, renamed))
+    data = (f"[{records}]" if name.endswith(".json") else records).encode()
+
+    # WHEN it is parsed  THEN SchemaMismatch names both keys and the first record using each, not column numbers
+    with pytest.raises(SchemaMismatch) as caught:
+        parse_bytes(data, name, POSTS, limits=LIMITS)
+    assert f"{spelt} both mean column 'likes'" in str(caught.value)
+    assert caught.value.location == location
+
+
 def test_a_column_name_wins_over_another_columns_alias() -> None:
     # GIVEN a contract where "id" is one column's name and another column's alias
     dataset = Dataset(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final
@@ -17,6 +18,9 @@ _PARALLEL_ROWS: Final = 100_000
 _CAMEL_LOWER_UPPER: Final = re.compile(r"([a-z0-9])([A-Z])")
 _CAMEL_ACRONYM: Final = re.compile(r"([A-Z]+)([A-Z][a-z])")
 _NOT_WORD: Final = re.compile(r"[\W_]+")
+#: Schema metadata of a table decoded from records (JSON, NDJSON), whose "headers" are keys: where each column's
+#: key first appears, a JSON list of [row, line or null] in column order. Errors then name records, not columns.
+KEY_PLACES: Final = b"icegate.key_places"
 
 
 def canonical_name(header: str) -> str:
@@ -47,17 +51,26 @@ def map_columns(
     found: dict[str, int] = {}
     ignored: list[str] = []
     headers = table.column_names
+    key_places = _key_places(table)
     for index, header in enumerate(headers):
         target = spellings.get(canonical_name(header))
         if target is None:
             ignored.append(header)
         elif target in found:
             first = found[target]
+            if key_places is None:
+                raise SchemaMismatch(
+                    f"the headers {headers[first]!r} (column {first + 1}) and {header!r} (column {index + 1}) both "
+                    f"mean column {target!r}; remove or rename one of them",
+                    file=file,
+                    location=f"column {target!r}",
+                )
+            (first_row, first_line), (row, line) = key_places[first], key_places[index]
             raise SchemaMismatch(
-                f"the headers {headers[first]!r} (column {first + 1}) and {header!r} (column {index + 1}) both "
-                f"mean column {target!r}; remove or rename one of them",
+                f"the keys {headers[first]!r} (first in {_record(first_row, first_line)}) and {header!r} (first in "
+                f"{_record(row, line)}) both mean column {target!r}; use one spelling in every record",
                 file=file,
-                location=f"column {target!r}",
+                location=f"line {line}, column {target!r}" if line is not None else f"row {row}, column {target!r}",
             )
         else:
             found[target] = index
@@ -85,6 +98,16 @@ def map_columns(
         with ThreadPoolExecutor(max_workers=pa.cpu_count()) as pool:
             arrays = list(pool.map(prepared, dataset.columns))
     return pa.table(arrays, names=list(dataset.column_names)), ignored
+
+
+def _key_places(table: pa.Table) -> list[tuple[int, int | None]] | None:
+    """Where each column's key first appears, for a table of records (:data:`KEY_PLACES`); None for a header."""
+    places = (table.schema.metadata or {}).get(KEY_PLACES)
+    return None if places is None else [(row, line) for row, line in json.loads(places)]
+
+
+def _record(row: int, line: int | None) -> str:
+    return f"row {row}" if line is None else f"row {row}, line {line}"
 
 
 def _clean(values: pa.ChunkedArray) -> pa.ChunkedArray:

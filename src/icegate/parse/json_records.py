@@ -10,6 +10,7 @@ from typing import Any
 import pyarrow as pa
 
 from icegate.errors import EmptyFile, MalformedFile
+from icegate.parse.headers import KEY_PLACES
 from icegate.parse.limits import limited_table, too_many_rows
 from icegate.parse.text import to_utf8
 from icegate.settings import Limits
@@ -158,13 +159,13 @@ def _after_blank(text: str, position: int) -> int:
     return match.end() if match else position
 
 
-def _numbered(records: list[Any]) -> Iterator[tuple[str, Any]]:
-    """Each record with its place: the n-th object of the array (or the document's one), as a row."""
+def _numbered(records: list[Any]) -> Iterator[tuple[str, int | None, Any]]:
+    """Each record with its place: the n-th object of the array (or the document's one), as a row; no line."""
     for index, record in enumerate(records, start=1):
-        yield f"row {index}", record
+        yield f"row {index}", None, record
 
 
-def _ndjson_records(text: str, file: str) -> Iterator[tuple[str, Any]]:
+def _ndjson_records(text: str, file: str) -> Iterator[tuple[str, int | None, Any]]:
     # Split on "\n" only: U+2028 and friends may sit unescaped inside JSON strings.
     row = 0
     for number, line in enumerate(text.split("\n"), start=1):
@@ -185,12 +186,13 @@ def _ndjson_records(text: str, file: str) -> Iterator[tuple[str, Any]]:
                 file=file,
                 location=f"line {number}, column {end + 1}",
             )
-        yield f"line {number}", value
+        yield f"line {number}", number, value
 
 
-def _records_table(records: Iterable[tuple[str, Any]], file: str, limits: Limits) -> pa.Table:
+def _records_table(records: Iterable[tuple[str, int | None, Any]], file: str, limits: Limits) -> pa.Table:
     columns: dict[str, list[str | None]] = {}
-    for index, (where, record) in enumerate(records):
+    first_seen: list[tuple[int, int | None]] = []  # each key's first record: its row and (NDJSON) line
+    for index, (where, line, record) in enumerate(records):
         if not isinstance(record, dict):
             kind = "an array" if isinstance(record, list) else "a value" if record is not None else "null"
             raise MalformedFile(f"expected a JSON object (one record) but found {kind}", file=file, location=where)
@@ -206,6 +208,7 @@ def _records_table(records: Iterable[tuple[str, Any]], file: str, limits: Limits
                         location=where,
                     )
                 column = columns[key] = [None] * index
+                first_seen.append((index + 1, line))
             try:
                 column.append(_json_text(value))
             except RecursionError:
@@ -213,7 +216,8 @@ def _records_table(records: Iterable[tuple[str, Any]], file: str, limits: Limits
         for column in columns.values():
             if len(column) == index:  # the record lacks this key
                 column.append(None)
-    return limited_table(list(columns), list(columns.values()), file, limits)
+    table = limited_table(list(columns), list(columns.values()), file, limits)
+    return table.replace_schema_metadata({KEY_PLACES: json.dumps(first_seen).encode()})
 
 
 def _json_text(value: Any) -> str | None:
