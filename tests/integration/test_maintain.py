@@ -77,14 +77,19 @@ def test_maintain_refuses_a_duration_it_cannot_read(lake: Path) -> None:
     assert "is not a duration like 30m, 12h or 7d" in result.output
 
 
-def test_orphan_removal_younger_than_a_day_is_refused_unless_forced(
-    lake: Path, settings: Settings, tmp_path: Path
-) -> None:
-    # GIVEN a loaded table and a data file a running load has written but not committed yet
+def load_the_posts_sample(lake: Path, tmp_path: Path) -> None:
+    """Load the posts sample into ``lake`` from a landing folder of its own."""
     landing = tmp_path / "landing"
     landing.mkdir()
     shutil.copy(SAMPLES / POSTS_CSV, landing / POSTS_CSV)
     assert icegate("run", str(landing / POSTS_CSV), "--lake", str(lake)).exit_code == 0
+
+
+def test_orphan_removal_younger_than_a_day_is_refused_unless_forced(
+    lake: Path, settings: Settings, tmp_path: Path
+) -> None:
+    # GIVEN a loaded table and a data file a running load has written but not committed yet
+    load_the_posts_sample(lake, tmp_path)
     table = build_catalog(settings).load_table(("instagram_db", "posts"))
     committed = next(iter(table.scan().plan_files())).file.file_path
     uncommitted = Path(committed).with_name("00000-0-still-loading.parquet")
@@ -113,10 +118,7 @@ def test_maintain_removes_what_killed_runs_left_in_processing_and_spares_running
     # GIVEN a loaded lake whose processing/ holds the folder of a run killed 4 days ago, the folder of a run
     # still going (a file written now beside one from 4 days ago), and group-commit waiting entries, one a
     # killed loader's from 4 days ago, one of a loader taking its turn now
-    landing = tmp_path / "landing"
-    landing.mkdir()
-    shutil.copy(SAMPLES / POSTS_CSV, landing / POSTS_CSV)
-    assert icegate("run", str(landing / POSTS_CSV), "--lake", str(lake)).exit_code == 0
+    load_the_posts_sample(lake, tmp_path)
     processing = lake / "processing"
     four_days_ago = time.time() - 4 * 86_400
 
@@ -151,10 +153,7 @@ def test_maintain_removes_what_killed_runs_left_in_processing_and_spares_running
 
 def test_maintain_keeps_processing_when_orphans_are_kept(lake: Path, tmp_path: Path) -> None:
     # GIVEN a loaded lake and the folder of a run killed 4 days ago
-    landing = tmp_path / "landing"
-    landing.mkdir()
-    shutil.copy(SAMPLES / POSTS_CSV, landing / POSTS_CSV)
-    assert icegate("run", str(landing / POSTS_CSV), "--lake", str(lake)).exit_code == 0
+    load_the_posts_sample(lake, tmp_path)
     killed = lake / "processing" / "local-killed"
     killed.mkdir(parents=True)
     (killed / "valid.parquet").write_bytes(b"scratch")
