@@ -151,21 +151,22 @@ def _pinned(source: SourceObject, info: ObjectInfo, storage: Storage) -> tuple[S
     """
     if source.version_id or not source.bucket:
         return source, info
+    wanted, now = (source.etag or "").strip('"'), (info.etag or "").strip('"')
+    replaced = bool(wanted) and wanted != now
     if info.version_id in (None, "null"):
-        if source.etag and source.etag.strip('"') != (info.etag or "").strip('"'):
+        if replaced:
             raise SourceNotFound(
-                f"the object was replaced since its ETag {source.etag.strip(chr(34))} was taken (it is now "
-                f"{(info.etag or '').strip(chr(34))}), and an unversioned bucket keeps no earlier bytes; the upload "
-                "there now is a file of its own",
+                f"the object was replaced since its ETag {wanted} was taken (it is now {now}), and an unversioned "
+                "bucket keeps no earlier bytes; the upload there now is a file of its own",
                 file=source.uri,
             )
         return source, info
-    if source.etag and source.etag.strip('"') != (info.etag or "").strip('"'):
-        listed = storage.find_version(source.uri, source.etag)
+    if replaced:
+        listed = storage.find_version(source.uri, wanted)
         if listed is None:
             raise SourceNotFound(
-                f"no version with ETag {source.etag.strip(chr(34))} is left: the object was replaced since its "
-                f"ETag was taken (it is now {(info.etag or '').strip(chr(34))}) and that version removed",
+                f"no version with ETag {wanted} is left: the object was replaced since its ETag was taken (it is "
+                f"now {now}) and that version removed",
                 file=source.uri,
             )
         info = listed
