@@ -604,10 +604,9 @@ def _dead_letter_entry(storage: Storage, uri: str, parts: list[str]) -> dict[str
 
 def _rejected_rows_entry(storage: Storage, uri: str, parts: list[str]) -> dict[str, Any]:
     """The rejected rows of a file that loaded, named by the file they came from (the rows' ``source_file``)."""
-    from icegate.validate import SOURCE_FILE
 
     try:
-        rows, source = storage.parquet_first(uri, SOURCE_FILE)
+        rows, source = storage.parquet_first(uri, c.SOURCE_FILE)
     except (IcegateError, OSError, ValueError) as exc:  # a damaged file is listed, not a crash
         name, message = None, f"unreadable rejected.parquet {uri}: {type(exc).__name__}: {exc}"
     else:

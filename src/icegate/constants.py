@@ -151,3 +151,6 @@ COMMIT_BACKOFF_SECONDS: Final = 0.05
 #: Below this every whole number has a double of its own; from it on neighbours share one, so a count read
 #: from a double (a spreadsheet cell, a Parquet float) or past it in text cannot be trusted to its last digit.
 FLOAT_EXACT: Final = float(2**53)
+#: The column of rejected.parquet naming the file its rows came from (``validate``; ``icegate dlq`` reads it
+#: without loading the validator's libraries).
+SOURCE_FILE: Final = "source_file"

@@ -15,14 +15,13 @@ import pandera.polars as pa
 import polars as pl
 import pyarrow
 
-from icegate.constants import FLOAT_EXACT
+from icegate.constants import FLOAT_EXACT, SOURCE_FILE
 from icegate.datasets import POLARS_TYPES, Column, Dataset
 from icegate.errors import EmptyFile, SchemaMismatch
 from icegate.parse.lines import LAST_LINE, LINE
 
 ROW_NUMBER = "row_number"
 FAILED_CHECKS = "failed_checks"
-SOURCE_FILE = "source_file"
 #: Where a rejected row is: the file, its record number, and (CSV/TSV) its first and last physical line.
 LOCATION_COLUMNS = (ROW_NUMBER, SOURCE_FILE, LINE, LAST_LINE)
 

@@ -34,7 +34,7 @@ from sqlalchemy.exc import DBAPIError
 from icegate.constants import LEDGER_OUTCOMES, LEDGER_TABLE
 from icegate.constants import ROLLED_BACK as ROLLED_BACK  # re-exported: the ledger modules import it from here
 from icegate.dimensions import QUALITY_DIMENSIONS
-from icegate.lake.catalog import TABLE_PROPERTIES, ensure_namespace
+from icegate.lake.catalog import MERGE_KEY_PROPERTY, TABLE_PROPERTIES, ensure_namespace
 from icegate.lake.commit import is_contention
 from icegate.lake.files import transaction
 from icegate.lake.markers import (
@@ -153,7 +153,7 @@ _LEDGER_PROPERTIES = {
     **TABLE_PROPERTIES,
     # Compaction (``icegate maintain icegate_loads``) sorts by content hash, so the "already loaded" lookup
     # prunes files by their min/max statistics.
-    "icegate.merge-key": "source_sha256",
+    MERGE_KEY_PROPERTY: "source_sha256",
     # A write skips the rows already recorded by looking its run ids up: the whole id in each file's statistics
     # lets that lookup skip the files of other runs (the default keeps 16 characters, the same for all the
     # local runs of ten hours, so every write read them all).

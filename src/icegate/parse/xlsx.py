@@ -127,7 +127,11 @@ def _with_merged_values(
     if not covered:
         yield from rows
         return
-    tops = {(top, column) for cells in covered.values() for column, top in cells}
+    # Each merge's top row -> its columns: a row looks up only its own merges, not every merge of the sheet.
+    tops: dict[int, set[int]] = {}
+    for cells in covered.values():
+        for column, top in cells:
+            tops.setdefault(top, set()).add(column)
     shown: dict[tuple[int, int], Any] = {}
     for number, row in enumerate(rows, start=1):
         values = list(row)
@@ -135,9 +139,9 @@ def _with_merged_values(
             values.extend([None] * (column + 1 - len(values)))
             if values[column] is None:
                 values[column] = shown.get((top, column))
-        for top, column in tops:
-            if top == number and column < len(values):
-                shown[(top, column)] = values[column]
+        for column in tops.get(number, ()):
+            if column < len(values):
+                shown[(number, column)] = values[column]
         yield tuple(values)
 
 
