@@ -632,11 +632,8 @@ class Storage:
         if is_s3(uri):
             with io.BufferedReader(_RangedObject(self, uri), buffer_size=_RANGE_READ_BYTES) as handle:
                 return _first(pq.ParquetFile(handle), column)
-        try:
-            with pq.ParquetFile(uri) as parquet:
-                return _first(parquet, column)
-        except FileNotFoundError:
-            raise SourceNotFound("the file does not exist", file=uri) from None
+        with self.local_parquet(uri) as parquet:
+            return _first(parquet, column)
 
     @contextlib.contextmanager
     def local_parquet(self, uri: str) -> Iterator[pq.ParquetFile]:
